@@ -1,0 +1,36 @@
+defmodule NativeStore.Nif do
+  @moduledoc false
+  # Stubs of the Rust NIF library (native/nif). Each is replaced when the
+  # library loads; the public modules wrap them with documented APIs.
+
+  @on_load :load_nif
+
+  @doc false
+  def load_nif do
+    path = :native_store |> :code.priv_dir() |> Path.join("native_store_nif")
+    :erlang.load_nif(String.to_charlist(path), 0)
+  end
+
+  defp nif_error, do: :erlang.nif_error(:nif_not_loaded)
+
+  # Tables
+  def table_new(_name, _named, _access, _keypos, _heir, _heir_data, _flags), do: nif_error()
+  def table_insert(_tab, _objects), do: nif_error()
+  def table_insert_new(_tab, _objects), do: nif_error()
+  def table_lookup(_tab, _key), do: nif_error()
+  def table_lookup_element(_tab, _key, _pos), do: nif_error()
+  def table_member(_tab, _key), do: nif_error()
+  def table_take(_tab, _key), do: nif_error()
+  def table_delete(_tab), do: nif_error()
+  def table_delete_key(_tab, _key), do: nif_error()
+  def table_delete_object(_tab, _object), do: nif_error()
+  def table_delete_all_objects(_tab), do: nif_error()
+  def table_update_counter(_tab, _key, _op), do: nif_error()
+  def table_update_counter_default(_tab, _key, _op, _default), do: nif_error()
+  def table_update_element(_tab, _key, _spec), do: nif_error()
+  def table_to_list(_tab), do: nif_error()
+  def cursor_next(_cursor, _acc), do: nif_error()
+  def table_info(_tab), do: nif_error()
+  def table_whereis(_name), do: nif_error()
+  def table_all(), do: nif_error()
+end

@@ -1,0 +1,356 @@
+defmodule NativeStore.Table do
+  @moduledoc """
+  A drop-in replacement for `:ets` set tables, stored in a Rust NIF.
+
+  Replace `:ets.` with `NativeStore.Table.` in code that uses `:set` tables:
+  the names, arguments, results and errors are those of `:ets`. Objects are
+  tuples; any term can be a key or a value, and keys are matched as ETS
+  matches them in a set (`1` and `1.0` are different keys).
+
+      iex> tab = NativeStore.Table.new(:users, [:set, :public])
+      iex> NativeStore.Table.insert(tab, {"alice", %{role: :admin}, 0})
+      true
+      iex> NativeStore.Table.lookup(tab, "alice")
+      [{"alice", %{role: :admin}, 0}]
+      iex> NativeStore.Table.update_counter(tab, "alice", {3, 5})
+      5
+      iex> NativeStore.Table.insert_new(tab, {"alice", :other, 1})
+      false
+      iex> NativeStore.Table.lookup(tab, 1.0)
+      []
+      iex> NativeStore.Table.delete(tab)
+      true
+
+  Named tables work as in ETS:
+
+      iex> NativeStore.Table.new(:doc_counters, [:named_table, :public])
+      :doc_counters
+      iex> NativeStore.Table.update_counter(:doc_counters, :hits, 1, {:hits, 0})
+      1
+      iex> NativeStore.Table.info(:doc_counters, :size)
+      1
+      iex> NativeStore.Table.delete(:doc_counters)
+      true
+
+  ## Ownership
+
+  The process that creates a table owns it. When the owner exits, the table
+  is deleted, or handed to its heir (`{:heir, pid, data}`), who then receives
+  `{:"ETS-TRANSFER", tid, from_pid, data}`. This is driven by a process
+  monitor held by the NIF: no extra process exists per table.
+
+  Access is enforced as in ETS: `:protected` (the default) tables are
+  written only by their owner, `:private` ones are also read only by it;
+  any other caller gets `ArgumentError`.
+
+  ## Differences from ETS
+
+  * Only `:set` tables exist so far; `:ordered_set`, `:bag` and
+    `:duplicate_bag` raise `ArgumentError`.
+  * Match specifications (`select/2`, `match/2`, ...), traversal
+    (`first/1`, `next/2`), `give_away/3`, `setopts/2` and `rename/2` are not
+    implemented yet.
+  * `update_counter/3,4` takes increments, thresholds and set values that
+    fit in 64 bits (ETS also accepts bignums there); counters themselves may
+    grow past 64 bits up to 127 bits.
+  * `info/1` reports `memory` in words, counted from the bytes the native
+    table really holds (entries, slots and shards).
+  * Error messages are the generic `ArgumentError` "argument error"; the
+    exception is raised exactly where ETS raises one.
+  """
+
+  alias NativeStore.Nif
+
+  @typedoc "A table: the reference returned by `new/2`, or the name of a named table."
+  @type table :: reference() | atom()
+  @typedoc "An object: a tuple with at least `keypos` elements."
+  @type object :: tuple()
+  @typedoc "A counter operation, as in `:ets.update_counter/3`."
+  @type update_op ::
+          integer()
+          | {pos_integer(), integer()}
+          | {pos_integer(), integer(), integer(), integer()}
+  @typedoc "Options of `new/2`, as in `:ets.new/2`."
+  @type option ::
+          :set
+          | :public
+          | :protected
+          | :private
+          | :named_table
+          | :compressed
+          | {:keypos, pos_integer()}
+          | {:heir, pid(), term()}
+          | {:heir, :none}
+          | {:read_concurrency, boolean()}
+          | {:write_concurrency, boolean() | :auto}
+          | {:decentralized_counters, boolean()}
+  @typedoc "Items of `info/2`."
+  @type info_item ::
+          :compressed
+          | :decentralized_counters
+          | :heir
+          | :id
+          | :keypos
+          | :memory
+          | :name
+          | :named_table
+          | :node
+          | :owner
+          | :protection
+          | :read_concurrency
+          | :size
+          | :type
+          | :write_concurrency
+
+  @doc """
+  Creates a table, as `:ets.new/2`. Returns the table reference, or `name`
+  with `:named_table`. Raises `ArgumentError` for bad options, a table type
+  other than `:set`, or a name that is taken.
+  """
+  @spec new(atom(), [option()]) :: table()
+  def new(name, options) when is_atom(name) and is_list(options) do
+    o =
+      parse_options(options, %{
+        access: :protected,
+        named: false,
+        keypos: 1,
+        heir: :none,
+        heir_data: nil,
+        rc: false,
+        wc: false,
+        dc: false,
+        compressed: false
+      })
+
+    Nif.table_new(
+      name,
+      o.named,
+      o.access,
+      o.keypos,
+      o.heir,
+      o.heir_data,
+      {o.rc, o.wc, o.dc, o.compressed}
+    )
+  end
+
+  def new(name, options) do
+    raise ArgumentError,
+          "expected an atom name and a list of options, got: #{inspect(name)}, #{inspect(options)}"
+  end
+
+  defp parse_options([], acc), do: acc
+  defp parse_options([:set | rest], acc), do: parse_options(rest, acc)
+
+  defp parse_options([type | _], _acc) when type in [:ordered_set, :bag, :duplicate_bag] do
+    raise ArgumentError, "table type #{inspect(type)} is not supported yet by NativeStore.Table"
+  end
+
+  defp parse_options([access | rest], acc) when access in [:public, :protected, :private],
+    do: parse_options(rest, %{acc | access: access})
+
+  defp parse_options([:named_table | rest], acc), do: parse_options(rest, %{acc | named: true})
+
+  defp parse_options([:compressed | rest], acc),
+    do: parse_options(rest, %{acc | compressed: true})
+
+  defp parse_options([{:keypos, pos} | rest], acc) when is_integer(pos) and pos >= 1,
+    do: parse_options(rest, %{acc | keypos: pos})
+
+  defp parse_options([{:heir, :none} | rest], acc),
+    do: parse_options(rest, %{acc | heir: :none, heir_data: nil})
+
+  defp parse_options([{:heir, pid, data} | rest], acc) when is_pid(pid) and node(pid) == node(),
+    do: parse_options(rest, %{acc | heir: pid, heir_data: data})
+
+  defp parse_options([{:read_concurrency, b} | rest], acc) when is_boolean(b),
+    do: parse_options(rest, %{acc | rc: b})
+
+  defp parse_options([{:write_concurrency, w} | rest], acc) when is_boolean(w) or w == :auto,
+    do: parse_options(rest, %{acc | wc: w})
+
+  defp parse_options([{:decentralized_counters, b} | rest], acc) when is_boolean(b),
+    do: parse_options(rest, %{acc | dc: b})
+
+  defp parse_options([other | _], _acc),
+    do: raise(ArgumentError, "invalid NativeStore.Table option: #{inspect(other)}")
+
+  defp parse_options(other, _acc),
+    do: raise(ArgumentError, "expected a proper list of options, got: #{inspect(other)}")
+
+  @doc "Inserts an object or a list of objects, replacing objects with the same key, as `:ets.insert/2`."
+  @spec insert(table(), object() | [object()]) :: true
+  def insert(table, objects), do: Nif.table_insert(table, objects)
+
+  @doc """
+  Inserts like `insert/2` only if no object with the key (with any of the
+  keys, for a list) exists; returns whether it inserted, as `:ets.insert_new/2`.
+  """
+  @spec insert_new(table(), object() | [object()]) :: boolean()
+  def insert_new(table, objects), do: Nif.table_insert_new(table, objects)
+
+  @doc "Returns `[object]` for `key`, or `[]`, as `:ets.lookup/2`."
+  @spec lookup(table(), term()) :: [object()]
+  def lookup(table, key), do: Nif.table_lookup(table, key)
+
+  @doc """
+  Returns element `pos` of the object under `key`, as `:ets.lookup_element/3`.
+  Raises `ArgumentError` when there is no such object or position.
+  """
+  @spec lookup_element(table(), term(), pos_integer()) :: term()
+  def lookup_element(table, key, pos) when is_integer(pos),
+    do: Nif.table_lookup_element(table, key, pos)
+
+  def lookup_element(_table, _key, pos),
+    do: raise(ArgumentError, "expected an integer position, got: #{inspect(pos)}")
+
+  @doc """
+  Like `lookup_element/3`, but returns `default` when there is no object
+  under `key` (as `:ets.lookup_element/4` of OTP 26).
+  """
+  @spec lookup_element(table(), term(), pos_integer(), term()) :: term()
+  def lookup_element(table, key, pos, default) do
+    if member(table, key), do: lookup_element(table, key, pos), else: default
+  end
+
+  @doc "True when an object with `key` exists, as `:ets.member/2`."
+  @spec member(table(), term()) :: boolean()
+  def member(table, key), do: Nif.table_member(table, key)
+
+  @doc "Removes and returns the object under `key` (`[object]` or `[]`), as `:ets.take/2`."
+  @spec take(table(), term()) :: [object()]
+  def take(table, key), do: Nif.table_take(table, key)
+
+  @doc "Deletes the table, as `:ets.delete/1`. Its memory is freed in the background."
+  @spec delete(table()) :: true
+  def delete(table), do: Nif.table_delete(table)
+
+  @doc "Deletes the object under `key`, as `:ets.delete/2`."
+  @spec delete(table(), term()) :: true
+  def delete(table, key), do: Nif.table_delete_key(table, key)
+
+  @doc "Deletes the object if an identical one (`=:=`) is stored, as `:ets.delete_object/2`."
+  @spec delete_object(table(), object()) :: true
+  def delete_object(table, object), do: Nif.table_delete_object(table, object)
+
+  @doc "Deletes every object, as `:ets.delete_all_objects/1`. Memory is freed in the background."
+  @spec delete_all_objects(table()) :: true
+  def delete_all_objects(table), do: Nif.table_delete_all_objects(table)
+
+  @doc """
+  Atomically updates counters of the object under `key`, as
+  `:ets.update_counter/3`: `incr` adds to the element after the key,
+  `{pos, incr}` to element `pos`, `{pos, incr, threshold, set_value}` resets
+  to `set_value` past `threshold`; a list applies each in order and returns
+  the list of new values.
+  """
+  @spec update_counter(table(), term(), update_op() | [update_op()]) :: integer() | [integer()]
+  def update_counter(table, key, op), do: Nif.table_update_counter(table, key, op)
+
+  @doc """
+  Like `update_counter/3`, but inserts `default` (with its key element
+  replaced by `key`) first when no object has the key, as
+  `:ets.update_counter/4`.
+  """
+  @spec update_counter(table(), term(), update_op() | [update_op()], object()) ::
+          integer() | [integer()]
+  def update_counter(table, key, op, default),
+    do: Nif.table_update_counter_default(table, key, op, default)
+
+  @doc """
+  Atomically replaces elements of the object under `key`, as
+  `:ets.update_element/3`. Returns `false` when there is no such object.
+  """
+  @spec update_element(table(), term(), {pos_integer(), term()} | [{pos_integer(), term()}]) ::
+          boolean()
+  def update_element(table, key, spec), do: Nif.table_update_element(table, key, spec)
+
+  @doc """
+  All objects of the table, as `:ets.tab2list/1`. Big tables are copied in
+  chunks, so no scheduler is held for long.
+  """
+  @spec tab2list(table()) :: [object()]
+  def tab2list(table) do
+    case Nif.table_to_list(table) do
+      {:done, list} -> list
+      {:more, acc, cursor} -> drain(cursor, acc)
+    end
+  end
+
+  defp drain(cursor, acc) do
+    case Nif.cursor_next(cursor, acc) do
+      {:done, list} -> list
+      {:more, acc} -> drain(cursor, acc)
+    end
+  end
+
+  @doc """
+  Information about the table as a keyword list, in `:ets.info/1`'s order,
+  or `:undefined` when the table does not exist.
+  """
+  @spec info(table()) :: [{info_item(), term()}] | :undefined
+  def info(table) do
+    case Nif.table_info(table) do
+      :undefined ->
+        :undefined
+
+      {id, dc, rc, wc, compressed, memory, owner, heir, name, size, named, type, keypos, prot} ->
+        [
+          id: id,
+          decentralized_counters: dc,
+          read_concurrency: rc,
+          write_concurrency: wc,
+          compressed: compressed,
+          memory: memory,
+          owner: owner,
+          heir: heir,
+          name: name,
+          size: size,
+          node: node(),
+          named_table: named,
+          type: type,
+          keypos: keypos,
+          protection: prot
+        ]
+    end
+  end
+
+  @info_items [
+    :compressed,
+    :decentralized_counters,
+    :heir,
+    :id,
+    :keypos,
+    :memory,
+    :name,
+    :named_table,
+    :node,
+    :owner,
+    :protection,
+    :read_concurrency,
+    :size,
+    :type,
+    :write_concurrency
+  ]
+
+  @doc """
+  One item of `info/1`, as `:ets.info/2`; `:undefined` when the table does
+  not exist. Raises `ArgumentError` for an unknown item.
+  """
+  @spec info(table(), info_item()) :: term()
+  def info(table, item) when item in @info_items do
+    case info(table) do
+      :undefined -> :undefined
+      list -> Keyword.fetch!(list, item)
+    end
+  end
+
+  def info(_table, item), do: raise(ArgumentError, "unknown info item: #{inspect(item)}")
+
+  @doc "The reference of the named table `name`, or `:undefined`, as `:ets.whereis/1`."
+  @spec whereis(atom()) :: reference() | :undefined
+  def whereis(name) when is_atom(name), do: Nif.table_whereis(name)
+
+  @doc "All live NativeStore tables: names for named tables, references otherwise, as `:ets.all/0`."
+  @spec all() :: [table()]
+  def all, do: Nif.table_all()
+end

@@ -1,0 +1,127 @@
+//! A stored object: one immutable, reference-counted allocation.
+//!
+//! Layout: `[u32 key_off][u32 key_len | APPENDED][object bytes][canonical key]`.
+//! The key normally is a slice of the object itself (the element at the
+//! table's key position). When the host's key equality is coarser than
+//! byte-identity of the faithful encoding (for example `0.0 =:= -0.0` on
+//! OTP 25), the host appends a canonical key encoding after the object and
+//! the header points at it, so the object is still returned exactly as it was
+//! inserted while hashing and comparison use the canonical key.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+const HEADER: usize = 8;
+const APPENDED: u32 = 1 << 31;
+
+/// A stored object with its key; cheap to clone (reference counted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry(Arc<[u8]>);
+
+/// Builds an [`Entry`]: the host writes the object into [`EntryBuf::out`].
+pub struct EntryBuf {
+    /// The buffer; the object must be appended after the reserved header.
+    pub out: Vec<u8>,
+}
+
+impl Default for EntryBuf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EntryBuf {
+    /// A buffer with the header reserved.
+    pub fn new() -> Self {
+        let mut out = Vec::with_capacity(64);
+        out.extend_from_slice(&[0u8; HEADER]);
+        EntryBuf { out }
+    }
+
+    /// The offset at which the object starts in `out`.
+    pub const fn object_start() -> usize {
+        HEADER
+    }
+
+    /// Finishes the entry. `key` is the key's range inside `out` (absolute
+    /// offsets); `canonical_key`, if given, replaces it for hashing/equality.
+    pub fn finish(mut self, key: Range<usize>, canonical_key: Option<&[u8]>) -> Entry {
+        let (off, len) = match canonical_key {
+            None => (key.start as u32, key.len() as u32),
+            Some(c) => {
+                let start = self.out.len();
+                self.out.extend_from_slice(c);
+                (start as u32, c.len() as u32 | APPENDED)
+            }
+        };
+        self.out[0..4].copy_from_slice(&off.to_le_bytes());
+        self.out[4..8].copy_from_slice(&len.to_le_bytes());
+        Entry(Arc::from(self.out))
+    }
+}
+
+impl Entry {
+    #[inline]
+    fn header(&self) -> (usize, u32) {
+        let b = &self.0;
+        let off = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        let len = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+        (off, len)
+    }
+
+    /// The key bytes used for hashing and equality.
+    #[inline]
+    pub fn key(&self) -> &[u8] {
+        let (off, len) = self.header();
+        &self.0[off..off + (len & !APPENDED) as usize]
+    }
+
+    /// The encoded object, exactly as inserted.
+    #[inline]
+    pub fn object(&self) -> &[u8] {
+        let (off, len) = self.header();
+        if len & APPENDED != 0 {
+            &self.0[HEADER..off]
+        } else {
+            &self.0[HEADER..]
+        }
+    }
+
+    /// Bytes of heap this entry occupies: the allocation (two reference
+    /// counts plus data, rounded up to the allocator's 16-byte granule).
+    #[inline]
+    pub fn heap_bytes(&self) -> usize {
+        (16 + self.0.len() + 8).next_multiple_of(16)
+    }
+
+    /// True when both handles point at the same allocation.
+    #[inline]
+    pub fn same(&self, other: &Entry) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_inside_object() {
+        let mut b = EntryBuf::new();
+        b.out.extend_from_slice(b"ABKEYCD");
+        let s = EntryBuf::object_start();
+        let e = b.finish(s + 2..s + 5, None);
+        assert_eq!(e.key(), b"KEY");
+        assert_eq!(e.object(), b"ABKEYCD");
+    }
+
+    #[test]
+    fn appended_canonical_key() {
+        let mut b = EntryBuf::new();
+        b.out.extend_from_slice(b"ABKEYCD");
+        let s = EntryBuf::object_start();
+        let e = b.finish(s + 2..s + 5, Some(b"CANON"));
+        assert_eq!(e.key(), b"CANON");
+        assert_eq!(e.object(), b"ABKEYCD");
+    }
+}

@@ -1,0 +1,392 @@
+//! The byte format in which NativeStore keeps terms.
+//!
+//! A stored object is a sequence of tagged values. The engine never needs to
+//! know what an "atom" or a "pid" is: those are opaque 8-byte words chosen by
+//! the host (the NIF crate stores the VM's own immediate term words, which are
+//! valid for the life of the VM). Everything the engine does with a value —
+//! finding a tuple element, reading or writing an integer counter, hashing and
+//! comparing keys — works on these bytes alone.
+//!
+//! ```text
+//! WORD  8 bytes (opaque immediate: atom)    INT    zigzag varint (i64)
+//! FLOAT 8 bytes f64 little endian           BINARY varint len, bytes
+//! TUPLE varint arity, elements              LIST   varint len, elements, tail
+//! NIL                                       MAP    varint size, key/value pairs
+//! PID   8 bytes (opaque immediate: pid)     EXT    varint len, external term format
+//! BIGINT varint n, sign, n magnitude bytes (integers outside i64)
+//! ```
+//!
+//! The encoding of a term is canonical: two terms that the host considers
+//! identical encode to the same bytes, so keys are hashed and compared as
+//! plain byte strings.
+
+/// Value tags. Each encoded value starts with one of these bytes.
+pub mod tag {
+    /// An opaque immediate word chosen by the host (atoms).
+    pub const WORD: u8 = 1;
+    /// A signed 64-bit integer, zigzag varint.
+    pub const INT: u8 = 2;
+    /// A 64-bit float, little endian.
+    pub const FLOAT: u8 = 3;
+    /// A byte-aligned binary.
+    pub const BINARY: u8 = 4;
+    /// A tuple: arity, then the elements.
+    pub const TUPLE: u8 = 5;
+    /// A non-empty list: length, elements, then the tail value.
+    pub const LIST: u8 = 6;
+    /// The empty list.
+    pub const NIL: u8 = 7;
+    /// A map: size, then key/value pairs in the host's iteration order.
+    pub const MAP: u8 = 8;
+    /// An opaque immediate word for a local process identifier.
+    pub const PID: u8 = 9;
+    /// Any other value, in the host's external term format.
+    pub const EXT: u8 = 10;
+    /// An integer outside i64: varint byte count, sign byte (0 or 1), then
+    /// the magnitude, little endian, without high zero bytes.
+    pub const BIGINT: u8 = 11;
+}
+
+/// Errors found while reading encoded values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormatError {
+    /// The bytes end before the value does, or a tag is unknown.
+    Corrupt,
+}
+
+/// Appends `v` as an unsigned LEB128 varint.
+#[inline]
+pub fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads an unsigned LEB128 varint at `*pos`, advancing it.
+#[inline]
+pub fn get_uvarint(buf: &[u8], pos: &mut usize) -> Result<u64, FormatError> {
+    let mut result = 0u64;
+    let mut shift = 0u32;
+    loop {
+        let b = *buf.get(*pos).ok_or(FormatError::Corrupt)?;
+        *pos += 1;
+        if shift >= 64 {
+            return Err(FormatError::Corrupt);
+        }
+        result |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Ok(result);
+        }
+        shift += 7;
+    }
+}
+
+/// Appends an encoded integer value (tag included).
+#[inline]
+pub fn put_int(out: &mut Vec<u8>, v: i64) {
+    out.push(tag::INT);
+    put_uvarint(out, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+/// Appends an encoded float value (tag included).
+#[inline]
+pub fn put_float(out: &mut Vec<u8>, v: f64) {
+    out.push(tag::FLOAT);
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+/// Appends an opaque word value with the given tag (`WORD` or `PID`).
+#[inline]
+pub fn put_word(out: &mut Vec<u8>, t: u8, w: u64) {
+    out.push(t);
+    out.extend_from_slice(&w.to_le_bytes());
+}
+
+/// Appends a tag followed by a varint length and raw bytes (`BINARY`, `EXT`).
+#[inline]
+pub fn put_bytes(out: &mut Vec<u8>, t: u8, bytes: &[u8]) {
+    out.push(t);
+    put_uvarint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+/// Appends any integer: `INT` when it fits in i64, otherwise `BIGINT`.
+pub fn put_integer(out: &mut Vec<u8>, v: i128) {
+    if let Ok(small) = i64::try_from(v) {
+        return put_int(out, small);
+    }
+    let mag = v.unsigned_abs().to_le_bytes();
+    let n = 16 - (v.unsigned_abs().leading_zeros() / 8) as usize;
+    out.push(tag::BIGINT);
+    put_uvarint(out, n as u64);
+    out.push(u8::from(v < 0));
+    out.extend_from_slice(&mag[..n]);
+}
+
+/// Reads an integer value (`INT`, or `BIGINT` up to 127 bits) at `pos`.
+/// `None` when the value is not an integer or does not fit in i128.
+pub fn get_integer(buf: &[u8], pos: usize) -> Option<i128> {
+    let mut p = pos;
+    match read_item(buf, &mut p).ok()? {
+        Item::Int(v) => Some(v as i128),
+        Item::BigInt(neg, mag) if mag.len() <= 16 => {
+            let mut b = [0u8; 16];
+            b[..mag.len()].copy_from_slice(mag);
+            let m = u128::from_le_bytes(b);
+            if neg {
+                0i128.checked_sub_unsigned(m)
+            } else {
+                i128::try_from(m).ok()
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Appends a container header (`TUPLE`, `LIST`, `MAP`) with its count.
+#[inline]
+pub fn put_header(out: &mut Vec<u8>, t: u8, count: usize) {
+    out.push(t);
+    put_uvarint(out, count as u64);
+}
+
+#[inline]
+fn word_at(buf: &[u8], pos: usize) -> Result<u64, FormatError> {
+    let b = buf.get(pos..pos + 8).ok_or(FormatError::Corrupt)?;
+    Ok(u64::from_le_bytes(
+        b.try_into().map_err(|_| FormatError::Corrupt)?,
+    ))
+}
+
+/// A decoded view of one value: what the host needs to rebuild a term.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Item<'a> {
+    /// An opaque word (atom).
+    Word(u64),
+    /// A pid word.
+    Pid(u64),
+    /// A small integer.
+    Int(i64),
+    /// A float.
+    Float(f64),
+    /// A binary's bytes.
+    Binary(&'a [u8]),
+    /// External term format bytes.
+    Ext(&'a [u8]),
+    /// The empty list.
+    Nil,
+    /// A tuple with this many elements follows.
+    Tuple(usize),
+    /// A list with this many elements, then a tail, follows.
+    List(usize),
+    /// A map with this many key/value pairs follows.
+    Map(usize),
+    /// An integer outside i64: negative?, little-endian magnitude.
+    BigInt(bool, &'a [u8]),
+}
+
+/// Reads the head of the value at `*pos` and advances past the head only
+/// (container elements follow it).
+#[inline]
+pub fn read_item<'a>(buf: &'a [u8], pos: &mut usize) -> Result<Item<'a>, FormatError> {
+    let t = *buf.get(*pos).ok_or(FormatError::Corrupt)?;
+    *pos += 1;
+    Ok(match t {
+        tag::WORD | tag::PID => {
+            let w = word_at(buf, *pos)?;
+            *pos += 8;
+            if t == tag::WORD {
+                Item::Word(w)
+            } else {
+                Item::Pid(w)
+            }
+        }
+        tag::INT => {
+            let z = get_uvarint(buf, pos)?;
+            Item::Int(((z >> 1) as i64) ^ -((z & 1) as i64))
+        }
+        tag::FLOAT => {
+            let w = word_at(buf, *pos)?;
+            *pos += 8;
+            Item::Float(f64::from_bits(w))
+        }
+        tag::BINARY | tag::EXT => {
+            let len = get_uvarint(buf, pos)? as usize;
+            let end = pos.checked_add(len).ok_or(FormatError::Corrupt)?;
+            let bytes = buf.get(*pos..end).ok_or(FormatError::Corrupt)?;
+            *pos = end;
+            if t == tag::BINARY {
+                Item::Binary(bytes)
+            } else {
+                Item::Ext(bytes)
+            }
+        }
+        tag::BIGINT => {
+            let len = get_uvarint(buf, pos)? as usize;
+            let sign = *buf.get(*pos).ok_or(FormatError::Corrupt)?;
+            let end = (*pos + 1).checked_add(len).ok_or(FormatError::Corrupt)?;
+            let mag = buf.get(*pos + 1..end).ok_or(FormatError::Corrupt)?;
+            *pos = end;
+            Item::BigInt(sign != 0, mag)
+        }
+        tag::NIL => Item::Nil,
+        tag::TUPLE => Item::Tuple(get_uvarint(buf, pos)? as usize),
+        tag::LIST => Item::List(get_uvarint(buf, pos)? as usize),
+        tag::MAP => Item::Map(get_uvarint(buf, pos)? as usize),
+        _ => return Err(FormatError::Corrupt),
+    })
+}
+
+/// Returns the position just after the value that starts at `pos`.
+pub fn skip(buf: &[u8], pos: usize) -> Result<usize, FormatError> {
+    let mut pos = pos;
+    // Number of values still to skip; containers add their children.
+    let mut pending: usize = 1;
+    while pending > 0 {
+        pending -= 1;
+        match read_item(buf, &mut pos)? {
+            Item::Tuple(n) => pending = pending.checked_add(n).ok_or(FormatError::Corrupt)?,
+            Item::List(n) => pending = pending.checked_add(n + 1).ok_or(FormatError::Corrupt)?,
+            Item::Map(n) => {
+                pending = pending
+                    .checked_add(n.checked_mul(2).ok_or(FormatError::Corrupt)?)
+                    .ok_or(FormatError::Corrupt)?
+            }
+            _ => {}
+        }
+    }
+    Ok(pos)
+}
+
+/// The byte ranges of the elements of the tuple encoded in `buf`.
+pub fn tuple_elements(buf: &[u8]) -> Result<Vec<std::ops::Range<usize>>, FormatError> {
+    let mut pos = 0;
+    let arity = match read_item(buf, &mut pos)? {
+        Item::Tuple(n) => n,
+        _ => return Err(FormatError::Corrupt),
+    };
+    let mut out = Vec::with_capacity(arity);
+    for _ in 0..arity {
+        let end = skip(buf, pos)?;
+        out.push(pos..end);
+        pos = end;
+    }
+    Ok(out)
+}
+
+/// The arity of the tuple encoded in `buf`.
+pub fn tuple_arity(buf: &[u8]) -> Result<usize, FormatError> {
+    let mut pos = 0;
+    match read_item(buf, &mut pos)? {
+        Item::Tuple(n) => Ok(n),
+        _ => Err(FormatError::Corrupt),
+    }
+}
+
+/// Builds a tuple encoding from already-encoded element slices.
+pub fn build_tuple<'a>(elements: impl ExactSizeIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_header(&mut out, tag::TUPLE, elements.len());
+    for e in elements {
+        out.extend_from_slice(e);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varint_roundtrip() {
+        for v in [0u64, 1, 127, 128, 300, u32::MAX as u64, u64::MAX] {
+            let mut out = Vec::new();
+            put_uvarint(&mut out, v);
+            let mut pos = 0;
+            assert_eq!(get_uvarint(&out, &mut pos).unwrap(), v);
+            assert_eq!(pos, out.len());
+        }
+    }
+
+    #[test]
+    fn int_roundtrip_and_skip() {
+        for v in [0i64, 1, -1, 63, -64, 1 << 40, i64::MIN, i64::MAX] {
+            let mut out = Vec::new();
+            put_int(&mut out, v);
+            let mut pos = 0;
+            assert_eq!(read_item(&out, &mut pos).unwrap(), Item::Int(v));
+            assert_eq!(skip(&out, 0).unwrap(), out.len());
+        }
+    }
+
+    #[test]
+    fn integers_of_any_size_roundtrip() {
+        for v in [
+            0i128,
+            -5,
+            i64::MAX as i128 + 1,
+            i64::MIN as i128 - 1,
+            i128::MAX,
+            i128::MIN + 1,
+        ] {
+            let mut out = Vec::new();
+            put_integer(&mut out, v);
+            assert_eq!(get_integer(&out, 0), Some(v), "{v}");
+            assert_eq!(skip(&out, 0).unwrap(), out.len());
+        }
+    }
+
+    #[test]
+    fn nested_tuple_elements() {
+        // {1, [a | b], %{x => <<"hi">>}, 2.5}
+        let mut out = Vec::new();
+        put_header(&mut out, tag::TUPLE, 4);
+        put_int(&mut out, 1);
+        put_header(&mut out, tag::LIST, 1);
+        put_word(&mut out, tag::WORD, 11);
+        put_word(&mut out, tag::WORD, 12);
+        put_header(&mut out, tag::MAP, 1);
+        put_word(&mut out, tag::WORD, 13);
+        put_bytes(&mut out, tag::BINARY, b"hi");
+        put_float(&mut out, 2.5);
+        let els = tuple_elements(&out).unwrap();
+        assert_eq!(els.len(), 4);
+        assert_eq!(tuple_arity(&out).unwrap(), 4);
+        let mut p = els[3].start;
+        assert_eq!(read_item(&out, &mut p).unwrap(), Item::Float(2.5));
+        assert_eq!(els[3].end, out.len());
+        let rebuilt = build_tuple(els.iter().map(|r| &out[r.clone()]));
+        assert_eq!(rebuilt, out);
+    }
+
+    #[test]
+    fn corrupt_input_is_an_error_not_a_panic() {
+        assert_eq!(skip(&[], 0), Err(FormatError::Corrupt));
+        assert_eq!(
+            skip(&[tag::TUPLE, 3, tag::NIL], 0),
+            Err(FormatError::Corrupt)
+        );
+        assert_eq!(skip(&[99], 0), Err(FormatError::Corrupt));
+        assert_eq!(skip(&[tag::BINARY, 200, 1], 0), Err(FormatError::Corrupt));
+        assert_eq!(
+            skip(
+                &[
+                    tag::MAP,
+                    0xff,
+                    0xff,
+                    0xff,
+                    0xff,
+                    0xff,
+                    0xff,
+                    0xff,
+                    0xff,
+                    0x7f
+                ],
+                0
+            ),
+            Err(FormatError::Corrupt)
+        );
+    }
+}

@@ -1,0 +1,22 @@
+//! NativeStore's storage engine, in plain Rust.
+//!
+//! It stores encoded terms (see [`format`]) in concurrent tables and knows
+//! nothing about the BEAM or Elixir APIs: the NIF crate converts terms to
+//! and from the byte format and maps each API call onto these structures.
+//!
+//! - [`format`]: the byte encoding of values, and how to walk it.
+//! - [`entry`]: one stored object with its key.
+//! - [`set`]: the sharded concurrent hash table with set semantics.
+//! - [`tuple_ops`]: counter and element updates of stored tuples.
+//! - [`meta`]: ownership and access rules of a table.
+//! - [`reclaim`]: freeing big structures on a background thread.
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod entry;
+pub mod format;
+pub mod meta;
+pub mod reclaim;
+pub mod set;
+pub mod tuple_ops;

@@ -1,0 +1,167 @@
+//! Ownership and access rules of a table.
+//!
+//! Processes are opaque 64-bit words (the host's pid words); the engine only
+//! compares them.
+
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Who may read and write a table besides its owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Everyone reads and writes.
+    Public,
+    /// Everyone reads; only the owner writes.
+    Protected,
+    /// Only the owner reads and writes.
+    Private,
+}
+
+/// The process that inherits a table when its owner exits, and the data it
+/// is handed (encoded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heir {
+    /// The heir's pid word.
+    pub pid: u64,
+    /// Encoded term sent along with the table.
+    pub data: Vec<u8>,
+}
+
+/// What happens to a table when its owner exits.
+#[derive(Debug, PartialEq, Eq)]
+pub enum OwnerExit {
+    /// The exited process was not the owner: nothing to do.
+    NotOwner,
+    /// Ownership passed to this heir; tell it.
+    Inherited(Heir),
+    /// The table must be deleted.
+    Delete,
+}
+
+/// Ownership, access and lifecycle state of one table.
+#[derive(Debug)]
+pub struct Meta {
+    owner: AtomicU64,
+    access: Access,
+    keypos: usize,
+    heir: Mutex<Option<Heir>>,
+    deleted: AtomicBool,
+}
+
+impl Meta {
+    /// A live table owned by `owner`.
+    pub fn new(owner: u64, access: Access, keypos: usize, heir: Option<Heir>) -> Self {
+        Meta {
+            owner: AtomicU64::new(owner),
+            access,
+            keypos,
+            heir: Mutex::new(heir),
+            deleted: AtomicBool::new(false),
+        }
+    }
+
+    /// The owner's pid word.
+    #[inline]
+    pub fn owner(&self) -> u64 {
+        self.owner.load(Ordering::Acquire)
+    }
+
+    /// Makes `pid` the owner.
+    pub fn set_owner(&self, pid: u64) {
+        self.owner.store(pid, Ordering::Release);
+    }
+
+    /// The access mode.
+    #[inline]
+    pub fn access(&self) -> Access {
+        self.access
+    }
+
+    /// The key position (1-based).
+    #[inline]
+    pub fn keypos(&self) -> usize {
+        self.keypos
+    }
+
+    /// May `caller` read?
+    #[inline]
+    pub fn can_read(&self, caller: u64) -> bool {
+        !self.is_deleted() && (self.access != Access::Private || caller == self.owner())
+    }
+
+    /// May `caller` write?
+    #[inline]
+    pub fn can_write(&self, caller: u64) -> bool {
+        !self.is_deleted() && (self.access == Access::Public || caller == self.owner())
+    }
+
+    /// The current heir.
+    pub fn heir(&self) -> Option<Heir> {
+        self.heir.lock().clone()
+    }
+
+    /// Sets or clears the heir.
+    pub fn set_heir(&self, heir: Option<Heir>) {
+        *self.heir.lock() = heir;
+    }
+
+    /// Marks the table deleted; true only for the first caller.
+    pub fn mark_deleted(&self) -> bool {
+        !self.deleted.swap(true, Ordering::AcqRel)
+    }
+
+    /// True once the table is deleted.
+    #[inline]
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    /// Decides what `pid`'s exit means for the table. When the owner exits
+    /// and an heir other than itself is set, the heir becomes the owner (and
+    /// stops being the heir, as in ETS).
+    pub fn owner_exited(&self, pid: u64) -> OwnerExit {
+        if self.is_deleted() || self.owner() != pid {
+            return OwnerExit::NotOwner;
+        }
+        let mut heir = self.heir.lock();
+        match heir.take() {
+            Some(h) if h.pid != pid => {
+                self.set_owner(h.pid);
+                OwnerExit::Inherited(h)
+            }
+            _ => OwnerExit::Delete,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_rules() {
+        let m = Meta::new(1, Access::Protected, 1, None);
+        assert!(m.can_read(2) && !m.can_write(2) && m.can_write(1));
+        let m = Meta::new(1, Access::Private, 1, None);
+        assert!(!m.can_read(2) && m.can_read(1));
+        let m = Meta::new(1, Access::Public, 1, None);
+        assert!(m.can_write(2));
+        assert!(m.mark_deleted());
+        assert!(!m.mark_deleted());
+        assert!(!m.can_read(1) && !m.can_write(1));
+    }
+
+    #[test]
+    fn owner_exit_passes_to_heir_once() {
+        let heir = Heir {
+            pid: 2,
+            data: vec![1],
+        };
+        let m = Meta::new(1, Access::Protected, 1, Some(heir.clone()));
+        assert_eq!(m.owner_exited(3), OwnerExit::NotOwner);
+        assert_eq!(m.owner_exited(1), OwnerExit::Inherited(heir));
+        assert_eq!(m.owner(), 2);
+        assert_eq!(m.heir(), None);
+        assert_eq!(m.owner_exited(2), OwnerExit::Delete);
+    }
+}

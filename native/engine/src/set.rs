@@ -1,0 +1,442 @@
+//! A concurrent hash table of [`Entry`]s with set semantics: at most one
+//! entry per key, keys compared as canonical bytes.
+//!
+//! The table is split into [`SHARDS`] independently locked shards so that
+//! readers and writers on different keys rarely meet. Every operation on one
+//! key takes one shard lock for a bounded, short time; operations on many
+//! keys lock the shards they need in ascending order (no deadlock), and
+//! whole-table work (clearing, snapshots) is done shard by shard so no lock
+//! is held for long.
+
+use crate::entry::Entry;
+use hashbrown::HashTable;
+use parking_lot::{RwLock, RwLockWriteGuard};
+use std::hash::BuildHasher;
+
+/// Number of shards of a table (a power of two).
+pub const SHARDS: usize = 64;
+
+/// Fixed seed so that hashes are stable for the life of the process.
+const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// Hashes canonical key bytes.
+#[inline]
+pub fn hash_key(key: &[u8]) -> u64 {
+    foldhash::fast::FixedState::with_seed(SEED).hash_one(key)
+}
+
+/// A key to look up: canonical bytes and their hash.
+#[derive(Clone, Copy, Debug)]
+pub struct Key<'a> {
+    bytes: &'a [u8],
+    hash: u64,
+}
+
+impl<'a> Key<'a> {
+    /// Hashes `bytes` (a canonical key encoding).
+    #[inline]
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Key {
+            bytes,
+            hash: hash_key(bytes),
+        }
+    }
+
+    /// The key bytes.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+}
+
+/// What an [`SetTable::update`] closure decides to do with the entry.
+pub enum Change {
+    /// Leave the table as it is.
+    Keep,
+    /// Store this entry under the key (insert or replace).
+    Put(Entry),
+    /// Remove the entry under the key.
+    Remove,
+}
+
+#[repr(align(64))]
+struct Padded<T>(T);
+
+#[derive(Default)]
+struct Shard {
+    map: HashTable<Entry>,
+    /// Heap bytes held by the entries of this shard.
+    heap: usize,
+}
+
+impl Shard {
+    #[inline]
+    fn find(&self, key: &Key) -> Option<&Entry> {
+        self.map.find(key.hash, |e| e.key() == key.bytes)
+    }
+
+    fn put(&mut self, entry: Entry) -> Option<Entry> {
+        let hash = hash_key(entry.key());
+        self.heap += entry.heap_bytes();
+        match self
+            .map
+            .entry(hash, |e| e.key() == entry.key(), |e| hash_key(e.key()))
+        {
+            hashbrown::hash_table::Entry::Occupied(mut o) => {
+                let old = std::mem::replace(o.get_mut(), entry);
+                self.heap -= old.heap_bytes();
+                Some(old)
+            }
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert(entry);
+                None
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &Key) -> Option<Entry> {
+        match self.map.find_entry(key.hash, |e| e.key() == key.bytes) {
+            Ok(o) => {
+                let (e, _) = o.remove();
+                self.heap -= e.heap_bytes();
+                Some(e)
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        // Slots (a fat pointer each) plus one control byte per bucket; the
+        // table keeps 1/8 of its buckets free.
+        let buckets = if self.map.capacity() == 0 {
+            0
+        } else {
+            (self.map.capacity() * 8 / 7).next_power_of_two()
+        };
+        self.heap + buckets * (std::mem::size_of::<Entry>() + 1)
+    }
+}
+
+/// The contents of a table taken out by [`SetTable::take_all`]; dropping it
+/// frees every entry (do that off the caller's scheduler for big tables).
+pub struct Contents(Vec<HashTable<Entry>>);
+
+impl Contents {
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|m| m.len()).sum()
+    }
+
+    /// True when there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A sharded concurrent table with set semantics.
+pub struct SetTable {
+    shards: Box<[Padded<RwLock<Shard>>]>,
+}
+
+impl Default for SetTable {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SetTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        SetTable {
+            shards: (0..SHARDS)
+                .map(|_| Padded(RwLock::new(Shard::default())))
+                .collect(),
+        }
+    }
+
+    #[inline]
+    fn shard_of(hash: u64) -> usize {
+        // hashbrown uses the low bits for the bucket and the top 7 for its
+        // control bytes: pick the shard from bits in between.
+        ((hash >> 32) as usize) & (SHARDS - 1)
+    }
+
+    #[inline]
+    fn shard(&self, hash: u64) -> &RwLock<Shard> {
+        &self.shards[Self::shard_of(hash)].0
+    }
+
+    /// Runs `f` on the entry under `key` (or `None`) while it is read-locked.
+    #[inline]
+    pub fn read<R>(&self, key: &Key, f: impl FnOnce(Option<&Entry>) -> R) -> R {
+        let shard = self.shard(key.hash).read();
+        f(shard.find(key))
+    }
+
+    /// A handle to the entry under `key`.
+    #[inline]
+    pub fn get(&self, key: &Key) -> Option<Entry> {
+        self.read(key, |e| e.cloned())
+    }
+
+    /// True when an entry exists under `key`.
+    #[inline]
+    pub fn contains(&self, key: &Key) -> bool {
+        self.read(key, |e| e.is_some())
+    }
+
+    /// Inserts or replaces; returns the replaced entry.
+    #[inline]
+    pub fn insert(&self, entry: Entry) -> Option<Entry> {
+        let hash = hash_key(entry.key());
+        self.shard(hash).write().put(entry)
+    }
+
+    /// Inserts only if the key is absent; returns whether it inserted.
+    pub fn insert_new(&self, entry: Entry) -> bool {
+        let key = Key::new(entry.key());
+        let mut shard = self.shard(key.hash).write();
+        if shard.find(&key).is_some() {
+            return false;
+        }
+        shard.put(entry);
+        true
+    }
+
+    /// Locks, in ascending order, every shard that one of `entries` maps to.
+    fn lock_for<'t>(&'t self, entries: &[Entry]) -> Vec<(usize, RwLockWriteGuard<'t, Shard>)> {
+        let mut ids: Vec<usize> = entries
+            .iter()
+            .map(|e| Self::shard_of(hash_key(e.key())))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter()
+            .map(|i| (i, self.shards[i].0.write()))
+            .collect()
+    }
+
+    fn guard_for<'g, 't>(
+        guards: &'g mut [(usize, RwLockWriteGuard<'t, Shard>)],
+        entry: &Entry,
+    ) -> &'g mut Shard {
+        let id = Self::shard_of(hash_key(entry.key()));
+        let at = guards
+            .binary_search_by_key(&id, |(i, _)| *i)
+            .expect("every entry's shard is locked");
+        &mut guards[at].1
+    }
+
+    /// Inserts all entries atomically: no reader sees some but not others.
+    /// For equal keys the last one wins.
+    pub fn insert_all(&self, entries: Vec<Entry>) -> Vec<Entry> {
+        let mut guards = self.lock_for(&entries);
+        let mut replaced = Vec::new();
+        for e in entries {
+            if let Some(old) = Self::guard_for(&mut guards, &e).put(e) {
+                replaced.push(old);
+            }
+        }
+        replaced
+    }
+
+    /// Inserts all entries atomically if none of their keys is present;
+    /// otherwise inserts nothing. Returns whether it inserted.
+    pub fn insert_new_all(&self, entries: Vec<Entry>) -> bool {
+        let mut guards = self.lock_for(&entries);
+        for e in &entries {
+            if Self::guard_for(&mut guards, e)
+                .find(&Key::new(e.key()))
+                .is_some()
+            {
+                return false;
+            }
+        }
+        for e in entries {
+            Self::guard_for(&mut guards, &e).put(e);
+        }
+        true
+    }
+
+    /// Removes and returns the entry under `key`.
+    #[inline]
+    pub fn remove(&self, key: &Key) -> Option<Entry> {
+        self.shard(key.hash).write().remove(key)
+    }
+
+    /// Atomic read-modify-write of the entry under `key`: `f` sees the
+    /// current entry under the shard's write lock and says what to change.
+    /// `f` must not touch this table.
+    pub fn update<R>(&self, key: &Key, f: impl FnOnce(Option<&Entry>) -> (Change, R)) -> R {
+        let mut shard = self.shard(key.hash).write();
+        let (change, result) = f(shard.find(key));
+        match change {
+            Change::Keep => {}
+            Change::Put(e) => {
+                debug_assert_eq!(e.key(), key.bytes);
+                shard.put(e);
+            }
+            Change::Remove => {
+                shard.remove(key);
+            }
+        }
+        result
+    }
+
+    /// Takes every entry out of the table, shard by shard.
+    pub fn take_all(&self) -> Contents {
+        Contents(
+            self.shards
+                .iter()
+                .map(|s| {
+                    let mut s = s.0.write();
+                    s.heap = 0;
+                    std::mem::take(&mut s.map)
+                })
+                .collect(),
+        )
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.0.read().map.len()).sum()
+    }
+
+    /// True when the table has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of memory held by the table: its shards, their slots and the
+    /// entries.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.shards.len() * std::mem::size_of::<Padded<RwLock<Shard>>>()
+            + self
+                .shards
+                .iter()
+                .map(|s| s.0.read().bytes())
+                .sum::<usize>()
+    }
+
+    /// Number of shards (for shard-by-shard traversal).
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// A consistent copy of the handles of one shard's entries. Cheap (one
+    /// reference-count increment per entry); decoding can then proceed
+    /// without holding any lock.
+    pub fn snapshot_shard(&self, shard: usize) -> Vec<Entry> {
+        let s = self.shards[shard].0.read();
+        s.map.iter().cloned().collect()
+    }
+
+    /// Number of entries in one shard.
+    pub fn shard_len(&self, shard: usize) -> usize {
+        self.shards[shard].0.read().map.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::EntryBuf;
+    use crate::format::{put_header, put_int, tag};
+    use std::sync::Arc;
+
+    /// `{k, v}` with integer key and value.
+    fn pair(k: i64, v: i64) -> Entry {
+        let mut b = EntryBuf::new();
+        put_header(&mut b.out, tag::TUPLE, 2);
+        let ks = b.out.len();
+        put_int(&mut b.out, k);
+        let ke = b.out.len();
+        put_int(&mut b.out, v);
+        b.finish(ks..ke, None)
+    }
+
+    fn key(k: i64) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_int(&mut out, k);
+        out
+    }
+
+    #[test]
+    fn insert_lookup_replace_remove() {
+        let t = SetTable::new();
+        assert!(t.insert(pair(1, 10)).is_none());
+        assert!(t.insert(pair(1, 11)).is_some());
+        assert_eq!(t.len(), 1);
+        let k = key(1);
+        assert_eq!(t.get(&Key::new(&k)).unwrap(), pair(1, 11));
+        assert!(!t.insert_new(pair(1, 12)));
+        assert!(t.insert_new(pair(2, 20)));
+        assert_eq!(t.remove(&Key::new(&k)).unwrap(), pair(1, 11));
+        assert!(t.get(&Key::new(&k)).is_none());
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn insert_new_all_is_all_or_nothing() {
+        let t = SetTable::new();
+        t.insert(pair(5, 0));
+        assert!(!t.insert_new_all((0..10).map(|i| pair(i, i)).collect()));
+        assert_eq!(t.len(), 1);
+        assert!(t.insert_new_all((10..20).map(|i| pair(i, i)).collect()));
+        assert_eq!(t.len(), 11);
+    }
+
+    #[test]
+    fn update_is_atomic_under_contention() {
+        let t = Arc::new(SetTable::new());
+        t.insert(pair(7, 0));
+        let k = key(7);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                let t = t.clone();
+                let k = k.clone();
+                s.spawn(move || {
+                    for _ in 0..10_000 {
+                        t.update(&Key::new(&k), |e| {
+                            let obj = e.unwrap().object();
+                            let els = crate::format::tuple_elements(obj).unwrap();
+                            let mut p = els[1].start;
+                            let v = match crate::format::read_item(obj, &mut p).unwrap() {
+                                crate::format::Item::Int(v) => v,
+                                _ => unreachable!(),
+                            };
+                            (Change::Put(pair(7, v + 1)), ())
+                        });
+                    }
+                });
+            }
+        });
+        assert_eq!(t.get(&Key::new(&k)).unwrap(), pair(7, 40_000));
+    }
+
+    #[test]
+    fn memory_is_counted_and_released() {
+        let t = SetTable::new();
+        let empty = t.memory_bytes();
+        for i in 0..1000 {
+            t.insert(pair(i, i));
+        }
+        assert!(t.memory_bytes() > empty + 1000 * 32);
+        let c = t.take_all();
+        assert_eq!(c.len(), 1000);
+        assert_eq!(t.len(), 0);
+        assert_eq!(t.memory_bytes(), empty);
+    }
+
+    #[test]
+    fn snapshots_cover_every_entry() {
+        let t = SetTable::new();
+        for i in 0..5000 {
+            t.insert(pair(i, i));
+        }
+        let total: usize = (0..t.shard_count())
+            .map(|s| t.snapshot_shard(s).len())
+            .sum();
+        assert_eq!(total, 5000);
+    }
+}

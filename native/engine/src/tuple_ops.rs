@@ -1,0 +1,208 @@
+//! In-place style updates of stored tuples: counters and elements.
+//!
+//! These work on the encoded object alone and return the new encoding; the
+//! table applies them under its write lock, so each call is atomic.
+
+use crate::format::{self, put_integer, tag, FormatError};
+
+/// Why an operation on a stored tuple is refused (the caller maps this to
+/// its API's error, `badarg` for ETS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpError {
+    /// A position is below 1 or beyond the tuple's arity.
+    BadPosition,
+    /// The position is the key's.
+    KeyPosition,
+    /// The element to update is not an integer (or is too large).
+    NotInteger,
+    /// The stored bytes are not a tuple.
+    Corrupt,
+}
+
+impl From<FormatError> for OpError {
+    fn from(_: FormatError) -> Self {
+        OpError::Corrupt
+    }
+}
+
+/// One counter update: add `incr` to element `pos` (1-based); with a
+/// threshold, reset to `set` when the result passes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterOp {
+    /// Element position, 1-based.
+    pub pos: i64,
+    /// Increment (may be negative).
+    pub incr: i128,
+    /// `(threshold, set_value)`.
+    pub threshold: Option<(i128, i128)>,
+}
+
+fn check_pos(pos: i64, arity: usize, keypos: usize) -> Result<usize, OpError> {
+    if pos < 1 || pos as u64 > arity as u64 {
+        return Err(OpError::BadPosition);
+    }
+    if pos as usize == keypos {
+        return Err(OpError::KeyPosition);
+    }
+    Ok(pos as usize - 1)
+}
+
+/// The byte range of element `pos` (1-based) of the encoded tuple.
+pub fn element(obj: &[u8], pos: i64) -> Result<std::ops::Range<usize>, OpError> {
+    let els = format::tuple_elements(obj)?;
+    if pos < 1 || pos as u64 > els.len() as u64 {
+        return Err(OpError::BadPosition);
+    }
+    Ok(els[pos as usize - 1].clone())
+}
+
+/// Applies counter operations in order; returns the new object and the new
+/// value after each operation. Fails without changing anything.
+pub fn update_counter(
+    obj: &[u8],
+    keypos: usize,
+    ops: &[CounterOp],
+) -> Result<(Vec<u8>, Vec<i128>), OpError> {
+    let els = format::tuple_elements(obj)?;
+    let mut values: Vec<Option<i128>> = vec![None; els.len()];
+    let mut results = Vec::with_capacity(ops.len());
+    for op in ops {
+        let i = check_pos(op.pos, els.len(), keypos)?;
+        let current = match values[i] {
+            Some(v) => v,
+            None => format::get_integer(obj, els[i].start).ok_or(OpError::NotInteger)?,
+        };
+        let mut next = current.checked_add(op.incr).ok_or(OpError::NotInteger)?;
+        if let Some((threshold, set)) = op.threshold {
+            if (op.incr >= 0 && next > threshold) || (op.incr < 0 && next < threshold) {
+                next = set;
+            }
+        }
+        values[i] = Some(next);
+        results.push(next);
+    }
+    let mut out = Vec::with_capacity(obj.len() + 8);
+    format::put_header(&mut out, tag::TUPLE, els.len());
+    for (range, v) in els.iter().zip(&values) {
+        match v {
+            Some(v) => put_integer(&mut out, *v),
+            None => out.extend_from_slice(&obj[range.clone()]),
+        }
+    }
+    Ok((out, results))
+}
+
+/// Replaces elements (`(pos, encoded value)`, 1-based; the last write to a
+/// position wins); returns the new object. Fails without changing anything.
+pub fn update_element(
+    obj: &[u8],
+    keypos: usize,
+    specs: &[(i64, &[u8])],
+) -> Result<Vec<u8>, OpError> {
+    let els = format::tuple_elements(obj)?;
+    let mut values: Vec<Option<&[u8]>> = vec![None; els.len()];
+    for (pos, value) in specs {
+        let i = check_pos(*pos, els.len(), keypos)?;
+        values[i] = Some(value);
+    }
+    let mut out = Vec::with_capacity(obj.len() + 16);
+    format::put_header(&mut out, tag::TUPLE, els.len());
+    for (range, v) in els.iter().zip(&values) {
+        out.extend_from_slice(v.unwrap_or(&obj[range.clone()]));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{put_header, put_int, put_word};
+
+    fn obj(els: &[i64]) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_header(&mut out, tag::TUPLE, els.len());
+        for e in els {
+            put_int(&mut out, *e);
+        }
+        out
+    }
+
+    fn op(pos: i64, incr: i128) -> CounterOp {
+        CounterOp {
+            pos,
+            incr,
+            threshold: None,
+        }
+    }
+
+    #[test]
+    fn counters_apply_in_order() {
+        let (new, res) =
+            update_counter(&obj(&[1, 10, 20]), 1, &[op(2, 5), op(2, 5), op(3, -1)]).unwrap();
+        assert_eq!(res, vec![15, 20, 19]);
+        assert_eq!(new, obj(&[1, 20, 19]));
+    }
+
+    #[test]
+    fn thresholds() {
+        let t = |incr, th, set| CounterOp {
+            pos: 2,
+            incr,
+            threshold: Some((th, set)),
+        };
+        let o = obj(&[1, 10]);
+        assert_eq!(update_counter(&o, 1, &[t(5, 12, 0)]).unwrap().1, vec![0]);
+        assert_eq!(update_counter(&o, 1, &[t(5, 15, 0)]).unwrap().1, vec![15]);
+        assert_eq!(
+            update_counter(&o, 1, &[t(-5, 6, 100)]).unwrap().1,
+            vec![100]
+        );
+        assert_eq!(update_counter(&o, 1, &[t(-5, 5, 100)]).unwrap().1, vec![5]);
+    }
+
+    #[test]
+    fn counter_errors() {
+        let o = obj(&[1, 10]);
+        assert_eq!(
+            update_counter(&o, 1, &[op(1, 1)]),
+            Err(OpError::KeyPosition)
+        );
+        assert_eq!(
+            update_counter(&o, 1, &[op(3, 1)]),
+            Err(OpError::BadPosition)
+        );
+        assert_eq!(
+            update_counter(&o, 1, &[op(0, 1)]),
+            Err(OpError::BadPosition)
+        );
+        let mut w = Vec::new();
+        put_header(&mut w, tag::TUPLE, 2);
+        put_int(&mut w, 1);
+        put_word(&mut w, tag::WORD, 99);
+        assert_eq!(update_counter(&w, 1, &[op(2, 1)]), Err(OpError::NotInteger));
+    }
+
+    #[test]
+    fn counters_grow_past_i64() {
+        let o = obj(&[1, i64::MAX]);
+        let (new, res) = update_counter(&o, 1, &[op(2, 1)]).unwrap();
+        assert_eq!(res, vec![i64::MAX as i128 + 1]);
+        let (_, res) = update_counter(&new, 1, &[op(2, -2)]).unwrap();
+        assert_eq!(res, vec![i64::MAX as i128 - 1]);
+    }
+
+    #[test]
+    fn elements() {
+        let o = obj(&[1, 2, 3]);
+        let mut v = Vec::new();
+        put_int(&mut v, 9);
+        let mut w = Vec::new();
+        put_int(&mut w, 8);
+        let new = update_element(&o, 1, &[(3, &v), (2, &w), (3, &w)]).unwrap();
+        assert_eq!(new, obj(&[1, 8, 8]));
+        assert_eq!(update_element(&o, 1, &[(1, &v)]), Err(OpError::KeyPosition));
+        assert_eq!(update_element(&o, 1, &[(4, &v)]), Err(OpError::BadPosition));
+        assert_eq!(element(&o, 2).unwrap(), 4..6);
+        assert_eq!(element(&o, 4), Err(OpError::BadPosition));
+    }
+}

@@ -1,0 +1,409 @@
+//! Conversion between BEAM terms and the engine's byte format
+//! (`native_store_engine::format`).
+//!
+//! Atoms and local pids are immediates whose term word is valid for the life
+//! of the VM (atoms are never collected; a local pid word is what an
+//! `ErlNifPid` holds, which the NIF API documents as environment
+//! independent), so they are stored as raw words. Integers, floats, binaries,
+//! tuples, lists and maps are encoded structurally; everything else
+//! (references, funs, ports, remote pids, bitstrings, values nested deeper
+//! than [`MAX_DEPTH`]) falls back to the external term format.
+
+use native_store_engine::format::{self, tag, Item};
+use rustler::sys::*;
+use rustler::{Env, Term};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Nesting depth past which a value is stored in external term format
+/// (bounds the recursion of both encoder and decoder).
+pub const MAX_DEPTH: u32 = 64;
+
+/// True when the VM considers `0.0 =:= -0.0` (OTP 25/26); keys are then
+/// canonicalised so both find the same entry, as in ETS.
+static ZERO_EQ: AtomicBool = AtomicBool::new(true);
+
+/// Records the VM's float-zero equality (called once at load).
+pub fn init(env: Env) {
+    // SAFETY: making doubles in the load environment is always allowed.
+    let same = unsafe {
+        let a = enif_make_double(env.as_c_arg(), 0.0);
+        let b = enif_make_double(env.as_c_arg(), -0.0);
+        enif_is_identical(a, b) != 0
+    };
+    ZERO_EQ.store(same, Ordering::Relaxed);
+}
+
+/// The raw word of a term (atoms and local pids are immediates, so their
+/// word identifies them for the life of the VM).
+#[inline]
+pub fn word_of(t: ErlNifTerm) -> u64 {
+    // SAFETY: `ErlNifTerm` is `#[repr(transparent)]` over `ERL_NIF_UINT`
+    // (usize); reading it as an integer is a plain copy.
+    unsafe { std::mem::transmute::<ErlNifTerm, usize>(t) as u64 }
+}
+
+/// The term for a word produced by [`word_of`] from an atom or a local pid.
+#[inline]
+pub fn term_of(w: u64) -> ErlNifTerm {
+    // SAFETY: as in `word_of`; the word came from an immediate term, which
+    // is valid in every environment.
+    unsafe { std::mem::transmute::<usize, ErlNifTerm>(w as usize) }
+}
+
+/// The term for an immediate word (atom or local pid) in `env`.
+#[inline]
+pub fn word_term(env: Env, w: u64) -> Term {
+    // SAFETY: immediates need no heap, so the term is valid in `env`.
+    unsafe { Term::new(env, term_of(w)) }
+}
+
+/// Why a term could not be encoded.
+#[derive(Debug)]
+pub struct EncodeError;
+
+/// Encodes terms into a buffer.
+pub struct Encoder<'o> {
+    env: *mut ErlNifEnv,
+    out: &'o mut Vec<u8>,
+    /// Write keys in canonical form (`-0.0` as `0.0` where they are equal).
+    canonical: bool,
+    /// Set when a faithful encoding differs from the canonical one.
+    pub noncanonical: bool,
+    zero_eq: bool,
+}
+
+impl<'o> Encoder<'o> {
+    /// An encoder appending to `out`.
+    pub fn new(env: Env, out: &'o mut Vec<u8>, canonical: bool) -> Self {
+        Encoder {
+            env: env.as_c_arg(),
+            out,
+            canonical,
+            noncanonical: false,
+            zero_eq: ZERO_EQ.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The output buffer (for headers written around encoded terms).
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        self.out
+    }
+
+    /// Current length of the output.
+    pub fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Appends the encoding of `term`.
+    pub fn term(&mut self, term: Term, depth: u32) -> Result<(), EncodeError> {
+        self.raw(term.as_c_arg(), depth)
+    }
+
+    fn ext(&mut self, t: ErlNifTerm) -> Result<(), EncodeError> {
+        let mut bin = std::mem::MaybeUninit::<ErlNifBinary>::uninit();
+        // SAFETY: `t` is a valid term of `self.env`; on success `bin` is an
+        // initialised binary that we own and release below.
+        unsafe {
+            if enif_term_to_binary(self.env, t, bin.as_mut_ptr()) == 0 {
+                return Err(EncodeError);
+            }
+            let mut bin = bin.assume_init();
+            let bytes = std::slice::from_raw_parts(bin.data, bin.size);
+            format::put_bytes(self.out, tag::EXT, bytes);
+            enif_release_binary(&mut bin);
+        }
+        Ok(())
+    }
+
+    fn bigint(&mut self, t: ErlNifTerm) -> Result<(), EncodeError> {
+        let mut bin = std::mem::MaybeUninit::<ErlNifBinary>::uninit();
+        // SAFETY: as in `ext`; the bytes are read before the release.
+        unsafe {
+            if enif_term_to_binary(self.env, t, bin.as_mut_ptr()) == 0 {
+                return Err(EncodeError);
+            }
+            let mut bin = bin.assume_init();
+            let b = std::slice::from_raw_parts(bin.data, bin.size);
+            // 131, SMALL_BIG_EXT(110) n sign digits | LARGE_BIG_EXT(111) n:32 sign digits
+            let parsed = match b {
+                [131, 110, n, sign, rest @ ..] if rest.len() == *n as usize => Some((*sign, rest)),
+                [131, 111, a, b2, c, d, sign, rest @ ..]
+                    if rest.len() == u32::from_be_bytes([*a, *b2, *c, *d]) as usize =>
+                {
+                    Some((*sign, rest))
+                }
+                _ => None,
+            };
+            let r = match parsed {
+                Some((sign, mag)) => {
+                    self.out.push(tag::BIGINT);
+                    format::put_uvarint(self.out, mag.len() as u64);
+                    self.out.push(sign);
+                    self.out.extend_from_slice(mag);
+                    Ok(())
+                }
+                None => Err(EncodeError),
+            };
+            enif_release_binary(&mut bin);
+            r
+        }
+    }
+
+    fn raw(&mut self, t: ErlNifTerm, depth: u32) -> Result<(), EncodeError> {
+        if depth > MAX_DEPTH {
+            return self.ext(t);
+        }
+        let env = self.env;
+        // SAFETY: `t` is a valid term of `env` for the duration of the call;
+        // every out-pointer passed below points at a live local.
+        unsafe {
+            match enif_term_type(env, t) {
+                ErlNifTermType::ERL_NIF_TERM_TYPE_ATOM => {
+                    format::put_word(self.out, tag::WORD, word_of(t));
+                }
+                ErlNifTermType::ERL_NIF_TERM_TYPE_INTEGER => {
+                    let mut i: i64 = 0;
+                    if enif_get_int64(env, t, &mut i) != 0 {
+                        format::put_int(self.out, i);
+                    } else {
+                        self.bigint(t)?;
+                    }
+                }
+                ErlNifTermType::ERL_NIF_TERM_TYPE_FLOAT => {
+                    let mut d: f64 = 0.0;
+                    enif_get_double(env, t, &mut d);
+                    if d == 0.0 && d.is_sign_negative() && self.zero_eq {
+                        if self.canonical {
+                            d = 0.0;
+                        } else {
+                            self.noncanonical = true;
+                        }
+                    }
+                    format::put_float(self.out, d);
+                }
+                ErlNifTermType::ERL_NIF_TERM_TYPE_BITSTRING => {
+                    let mut bin = std::mem::MaybeUninit::<ErlNifBinary>::uninit();
+                    if enif_inspect_binary(env, t, bin.as_mut_ptr()) != 0 {
+                        let bin = bin.assume_init();
+                        let bytes = if bin.size == 0 {
+                            &[][..]
+                        } else {
+                            std::slice::from_raw_parts(bin.data, bin.size)
+                        };
+                        format::put_bytes(self.out, tag::BINARY, bytes);
+                    } else {
+                        self.ext(t)?;
+                    }
+                }
+                ErlNifTermType::ERL_NIF_TERM_TYPE_TUPLE => {
+                    let mut arity: c_int = 0;
+                    let mut elems: *const ErlNifTerm = std::ptr::null();
+                    enif_get_tuple(env, t, &mut arity, &mut elems);
+                    format::put_header(self.out, tag::TUPLE, arity as usize);
+                    for i in 0..arity as usize {
+                        self.raw(*elems.add(i), depth + 1)?;
+                    }
+                }
+                ErlNifTermType::ERL_NIF_TERM_TYPE_LIST => {
+                    let mut heads: Vec<ErlNifTerm> = Vec::new();
+                    let mut cur = t;
+                    let mut head: ErlNifTerm = ErlNifTerm::default();
+                    let mut tail: ErlNifTerm = ErlNifTerm::default();
+                    while enif_get_list_cell(env, cur, &mut head, &mut tail) != 0 {
+                        heads.push(head);
+                        cur = tail;
+                    }
+                    if heads.is_empty() {
+                        self.out.push(tag::NIL);
+                    } else {
+                        format::put_header(self.out, tag::LIST, heads.len());
+                        for h in heads {
+                            self.raw(h, depth + 1)?;
+                        }
+                        // The tail: `[]` for a proper list, any term otherwise.
+                        self.raw(cur, depth + 1)?;
+                    }
+                }
+                ErlNifTermType::ERL_NIF_TERM_TYPE_MAP => {
+                    let mut size: size_t = 0;
+                    enif_get_map_size(env, t, &mut size);
+                    format::put_header(self.out, tag::MAP, size);
+                    if size > 0 {
+                        let mut it = std::mem::MaybeUninit::<ErlNifMapIterator>::uninit();
+                        if enif_map_iterator_create(
+                            env,
+                            t,
+                            it.as_mut_ptr(),
+                            ErlNifMapIteratorEntry::ERL_NIF_MAP_ITERATOR_HEAD,
+                        ) == 0
+                        {
+                            return Err(EncodeError);
+                        }
+                        let mut it = it.assume_init();
+                        let mut k: ErlNifTerm = ErlNifTerm::default();
+                        let mut v: ErlNifTerm = ErlNifTerm::default();
+                        let mut result = Ok(());
+                        while enif_map_iterator_get_pair(env, &mut it, &mut k, &mut v) != 0 {
+                            result = self.raw(k, depth + 1).and_then(|_| self.raw(v, depth + 1));
+                            if result.is_err() {
+                                break;
+                            }
+                            enif_map_iterator_next(env, &mut it);
+                        }
+                        enif_map_iterator_destroy(env, &mut it);
+                        result?;
+                    }
+                }
+                ErlNifTermType::ERL_NIF_TERM_TYPE_PID => {
+                    let mut pid = std::mem::MaybeUninit::<ErlNifPid>::uninit();
+                    if enif_get_local_pid(env, t, pid.as_mut_ptr()) != 0 {
+                        // A local pid term is an immediate: its word is the pid.
+                        format::put_word(self.out, tag::PID, word_of(t));
+                    } else {
+                        self.ext(t)?;
+                    }
+                }
+                _ => self.ext(t)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Encodes `term` alone in canonical (key) form.
+pub fn encode_key(env: Env, term: Term) -> Result<Vec<u8>, EncodeError> {
+    let mut out = Vec::with_capacity(16);
+    Encoder::new(env, &mut out, true).term(term, 0)?;
+    Ok(out)
+}
+
+/// Encodes `term` faithfully (as a value).
+pub fn encode_value(env: Env, term: Term) -> Result<Vec<u8>, EncodeError> {
+    let mut out = Vec::with_capacity(32);
+    Encoder::new(env, &mut out, false).term(term, 0)?;
+    Ok(out)
+}
+
+/// Why stored bytes could not be turned back into a term.
+#[derive(Debug)]
+pub struct DecodeError;
+
+impl From<format::FormatError> for DecodeError {
+    fn from(_: format::FormatError) -> Self {
+        DecodeError
+    }
+}
+
+/// Rebuilds the term encoded at the start of `buf` in `env`.
+pub fn decode<'a>(env: Env<'a>, buf: &[u8]) -> Result<Term<'a>, DecodeError> {
+    let mut pos = 0;
+    let t = decode_raw(env.as_c_arg(), buf, &mut pos)?;
+    // SAFETY: `t` was made in `env`.
+    Ok(unsafe { Term::new(env, t) })
+}
+
+fn decode_many(
+    env: *mut ErlNifEnv,
+    buf: &[u8],
+    pos: &mut usize,
+    n: usize,
+    out: &mut Vec<ErlNifTerm>,
+) -> Result<(), DecodeError> {
+    // Never trust a count to size an allocation beyond what the bytes hold.
+    out.reserve(n.min(buf.len()));
+    for _ in 0..n {
+        out.push(decode_raw(env, buf, pos)?);
+    }
+    Ok(())
+}
+
+fn ext_to_term(env: *mut ErlNifEnv, bytes: &[u8]) -> Result<ErlNifTerm, DecodeError> {
+    let mut t: ErlNifTerm = ErlNifTerm::default();
+    // SAFETY: `bytes` is a live slice; `t` is a live out-pointer.
+    let used = unsafe { enif_binary_to_term(env, bytes.as_ptr(), bytes.len(), &mut t, 0) };
+    if used == 0 {
+        Err(DecodeError)
+    } else {
+        Ok(t)
+    }
+}
+
+fn decode_raw(env: *mut ErlNifEnv, buf: &[u8], pos: &mut usize) -> Result<ErlNifTerm, DecodeError> {
+    // SAFETY: every enif call below receives the caller's live `env` and
+    // terms made in it; arrays passed by pointer live for the call.
+    unsafe {
+        Ok(match format::read_item(buf, pos)? {
+            Item::Word(w) | Item::Pid(w) => term_of(w),
+            Item::Int(i) => enif_make_int64(env, i),
+            Item::Float(f) => enif_make_double(env, f),
+            Item::Binary(bytes) => {
+                let mut t: ErlNifTerm = ErlNifTerm::default();
+                let p = enif_make_new_binary(env, bytes.len(), &mut t);
+                if bytes.is_empty() {
+                    t
+                } else if p.is_null() {
+                    return Err(DecodeError);
+                } else {
+                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
+                    t
+                }
+            }
+            Item::Ext(bytes) => ext_to_term(env, bytes)?,
+            Item::BigInt(neg, mag) => {
+                let mut b = Vec::with_capacity(mag.len() + 8);
+                b.push(131);
+                if mag.len() < 256 {
+                    b.extend_from_slice(&[110, mag.len() as u8]);
+                } else {
+                    b.push(111);
+                    b.extend_from_slice(&(mag.len() as u32).to_be_bytes());
+                }
+                b.push(u8::from(neg));
+                b.extend_from_slice(mag);
+                ext_to_term(env, &b)?
+            }
+            Item::Nil => enif_make_list_from_array(env, std::ptr::null(), 0),
+            Item::Tuple(n) => {
+                if n <= 8 {
+                    let mut arr = [ErlNifTerm::default(); 8];
+                    for slot in arr.iter_mut().take(n) {
+                        *slot = decode_raw(env, buf, pos)?;
+                    }
+                    enif_make_tuple_from_array(env, arr.as_ptr(), n as c_uint)
+                } else {
+                    let mut v = Vec::new();
+                    decode_many(env, buf, pos, n, &mut v)?;
+                    enif_make_tuple_from_array(env, v.as_ptr(), v.len() as c_uint)
+                }
+            }
+            Item::List(n) => {
+                let mut v = Vec::new();
+                decode_many(env, buf, pos, n, &mut v)?;
+                let mut p2 = *pos;
+                if let Ok(Item::Nil) = format::read_item(buf, &mut p2) {
+                    *pos = p2;
+                    enif_make_list_from_array(env, v.as_ptr(), v.len() as c_uint)
+                } else {
+                    let mut acc = decode_raw(env, buf, pos)?;
+                    for h in v.iter().rev() {
+                        acc = enif_make_list_cell(env, *h, acc);
+                    }
+                    acc
+                }
+            }
+            Item::Map(n) => {
+                let mut ks = Vec::with_capacity(n.min(buf.len()));
+                let mut vs = Vec::with_capacity(n.min(buf.len()));
+                for _ in 0..n {
+                    ks.push(decode_raw(env, buf, pos)?);
+                    vs.push(decode_raw(env, buf, pos)?);
+                }
+                let mut m: ErlNifTerm = ErlNifTerm::default();
+                if enif_make_map_from_arrays(env, ks.as_ptr(), vs.as_ptr(), n, &mut m) == 0 {
+                    return Err(DecodeError);
+                }
+                m
+            }
+        })
+    }
+}

@@ -1,0 +1,27 @@
+//! `native_store_nif`: the rustler glue between the BEAM and
+//! `native_store_engine`. It converts terms ([`codec`]), checks arguments,
+//! and calls the engine; all data structures live in the engine crate.
+
+mod codec;
+mod table;
+
+mod atoms {
+    rustler::atoms! {
+        undefined,
+        none,
+        set,
+        public,
+        protected,
+        private,
+        more,
+        done,
+        ets_transfer = "ETS-TRANSFER",
+    }
+}
+
+fn load(env: rustler::Env, _info: rustler::Term) -> bool {
+    table::on_load(env);
+    true
+}
+
+rustler::init!("Elixir.NativeStore.Nif", load = load);

@@ -1,0 +1,675 @@
+//! NIFs of `NativeStore.Table`: argument checks, term conversion, and calls
+//! into the engine's set table. Errors are `badarg`, as in ETS.
+
+use crate::atoms;
+use crate::codec::{self, decode, encode_key, encode_value, word_of, word_term, Encoder};
+use native_store_engine::entry::{Entry, EntryBuf};
+use native_store_engine::format::{self, tag};
+use native_store_engine::meta::{Access, Heir, Meta, OwnerExit};
+use native_store_engine::reclaim::drop_later;
+use native_store_engine::set::{Change, Key, SetTable};
+use native_store_engine::tuple_ops::{self, CounterOp};
+use parking_lot::{Mutex, RwLock};
+use rustler::types::tuple::{get_tuple, make_tuple};
+use rustler::{Atom, Encoder as _, Env, Error, LocalPid, Monitor, NifResult, Resource, ResourceArc, Term};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// A table: engine data, ownership rules, and what `info/1` reports.
+pub struct TableRes {
+    id: u64,
+    /// The name atom's word.
+    name: u64,
+    named: bool,
+    meta: Meta,
+    data: SetTable,
+    /// `{read_concurrency, write_concurrency, decentralized_counters,
+    /// compressed}` as given, as atom words (reported by `info/1`).
+    flags: [u64; 4],
+}
+
+#[rustler::resource_impl]
+impl Resource for TableRes {
+    const IMPLEMENTS_DOWN: bool = true;
+
+    fn down<'a>(&'a self, env: Env<'a>, pid: LocalPid, _monitor: Monitor) {
+        let word = word_of(pid.encode(env).as_c_arg());
+        match self.meta.owner_exited(word) {
+            OwnerExit::NotOwner => {}
+            OwnerExit::Delete => delete_table(self),
+            OwnerExit::Inherited(heir) => {
+                let Some(res) = catalog().read().by_id.get(&self.id).cloned() else {
+                    return;
+                };
+                let data = decode(env, &heir.data).unwrap_or_else(|_| atoms::undefined().encode(env));
+                let msg = make_tuple(
+                    env,
+                    &[atoms::ets_transfer().encode(env), res.encode(env), pid.encode(env), data],
+                );
+                let Ok(to) = word_term(env, heir.pid).decode::<LocalPid>() else {
+                    return;
+                };
+                // A dead heir is monitored too: its `down` deletes the table.
+                let _ = env.send(&to, msg);
+            }
+        }
+    }
+}
+
+/// Every live table, by id and by name.
+#[derive(Default)]
+struct Catalog {
+    by_id: HashMap<u64, ResourceArc<TableRes>>,
+    by_name: HashMap<u64, ResourceArc<TableRes>>,
+}
+
+fn catalog() -> &'static RwLock<Catalog> {
+    static CATALOG: OnceLock<RwLock<Catalog>> = OnceLock::new();
+    CATALOG.get_or_init(Default::default)
+}
+
+/// Serialises table creation so the name check and the insert are atomic.
+static CREATE: Mutex<()> = Mutex::new(());
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn delete_table(t: &TableRes) {
+    if !t.meta.mark_deleted() {
+        return;
+    }
+    let removed = {
+        let mut cat = catalog().write();
+        if t.named {
+            cat.by_name.remove(&t.name);
+        }
+        cat.by_id.remove(&t.id)
+    };
+    // Freeing a big table takes time: do it off the scheduler. The resource
+    // handle itself is released there too (it may be the last one).
+    drop_later((t.data.take_all(), removed));
+}
+
+/// A table argument: a resource term, or the name of a named table.
+enum Tab<'a> {
+    Ref(&'a TableRes),
+    Named(ResourceArc<TableRes>),
+}
+
+impl std::ops::Deref for Tab<'_> {
+    type Target = TableRes;
+    fn deref(&self) -> &TableRes {
+        match self {
+            Tab::Ref(r) => r,
+            Tab::Named(r) => r,
+        }
+    }
+}
+
+fn lookup_table<'a>(term: Term<'a>) -> Option<Tab<'a>> {
+    if let Some(r) = term.try_get_resource::<TableRes>() {
+        return (!r.meta.is_deleted()).then_some(Tab::Ref(r));
+    }
+    if term.is_atom() {
+        return catalog()
+            .read()
+            .by_name
+            .get(&word_of(term.as_c_arg()))
+            .cloned()
+            .map(Tab::Named);
+    }
+    None
+}
+
+fn caller(env: Env) -> u64 {
+    word_of(env.pid().encode(env).as_c_arg())
+}
+
+fn readable<'a>(env: Env, term: Term<'a>) -> NifResult<Tab<'a>> {
+    match lookup_table(term) {
+        Some(t) if t.meta.can_read(caller(env)) => Ok(t),
+        _ => Err(Error::BadArg),
+    }
+}
+
+fn writable<'a>(env: Env, term: Term<'a>) -> NifResult<Tab<'a>> {
+    match lookup_table(term) {
+        Some(t) if t.meta.can_write(caller(env)) => Ok(t),
+        _ => Err(Error::BadArg),
+    }
+}
+
+fn key_bytes(env: Env, key: Term) -> NifResult<Vec<u8>> {
+    encode_key(env, key).map_err(|_| Error::BadArg)
+}
+
+/// Encodes `obj` (a tuple with at least `keypos` elements) as an entry,
+/// optionally replacing its key element by `key`.
+fn encode_object<'a>(env: Env<'a>, obj: Term<'a>, keypos: usize, key: Option<Term<'a>>) -> NifResult<Entry> {
+    let elems = get_tuple(obj).map_err(|_| Error::BadArg)?;
+    if elems.len() < keypos {
+        return Err(Error::BadArg);
+    }
+    let mut buf = EntryBuf::new();
+    let (range, canonical) = {
+        let mut enc = Encoder::new(env, &mut buf.out, false);
+        let mut range = 0..0;
+        let mut dirty = false;
+        format::put_header(enc_out(&mut enc), tag::TUPLE, elems.len());
+        for (i, e) in elems.iter().enumerate() {
+            let start = enc.len();
+            let e = if i + 1 == keypos { key.unwrap_or(*e) } else { *e };
+            enc.noncanonical = false;
+            enc.term(e, 0).map_err(|_| Error::BadArg)?;
+            if i + 1 == keypos {
+                range = start..enc.len();
+                dirty = enc.noncanonical;
+            }
+        }
+        let canonical = if dirty {
+            Some(key_bytes(env, key.unwrap_or(elems[keypos - 1]))?)
+        } else {
+            None
+        };
+        (range, canonical)
+    };
+    Ok(buf.finish(range, canonical.as_deref()))
+}
+
+/// Access to an encoder's buffer for container headers.
+fn enc_out<'b>(enc: &'b mut Encoder<'_>) -> &'b mut Vec<u8> {
+    enc.buffer()
+}
+
+fn decode_entry<'a>(env: Env<'a>, e: &Entry) -> NifResult<Term<'a>> {
+    decode(env, e.object()).map_err(|_| Error::BadArg)
+}
+
+/// Objects of an `insert` argument: one tuple or a proper list of tuples.
+fn encode_objects<'a>(env: Env<'a>, arg: Term<'a>, keypos: usize) -> NifResult<Vec<Entry>> {
+    if arg.is_tuple() {
+        return Ok(vec![encode_object(env, arg, keypos, None)?]);
+    }
+    let list: Vec<Term> = arg.decode().map_err(|_| Error::BadArg)?;
+    list.into_iter()
+        .map(|o| encode_object(env, o, keypos, None))
+        .collect()
+}
+
+fn pid_word(t: Term) -> Option<u64> {
+    t.decode::<LocalPid>().ok().map(|_| word_of(t.as_c_arg()))
+}
+
+#[rustler::nif]
+#[allow(clippy::too_many_arguments)]
+fn table_new<'a>(
+    env: Env<'a>,
+    name: Atom,
+    named: bool,
+    access: Atom,
+    keypos: usize,
+    heir: Term<'a>,
+    heir_data: Term<'a>,
+    flags: (Atom, Atom, Atom, Atom),
+) -> NifResult<Term<'a>> {
+    let access = if access == atoms::public() {
+        Access::Public
+    } else if access == atoms::protected() {
+        Access::Protected
+    } else if access == atoms::private() {
+        Access::Private
+    } else {
+        return Err(Error::BadArg);
+    };
+    if keypos < 1 {
+        return Err(Error::BadArg);
+    }
+    let heir = if heir.is_atom() {
+        None
+    } else {
+        let pid = pid_word(heir).ok_or(Error::BadArg)?;
+        let data = encode_value(env, heir_data).map_err(|_| Error::BadArg)?;
+        Some(Heir { pid, data })
+    };
+    let owner = env.pid();
+    let owner_word = caller(env);
+    let name_word = word_of(name.as_c_arg());
+    let _guard = CREATE.lock();
+    if named && catalog().read().by_name.contains_key(&name_word) {
+        return Err(Error::BadArg);
+    }
+    let heir_pid = heir.as_ref().map(|h| h.pid);
+    let res = ResourceArc::new(TableRes {
+        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        name: name_word,
+        named,
+        meta: Meta::new(owner_word, access, keypos, heir),
+        data: SetTable::new(),
+        flags: [
+            word_of(flags.0.as_c_arg()),
+            word_of(flags.1.as_c_arg()),
+            word_of(flags.2.as_c_arg()),
+            word_of(flags.3.as_c_arg()),
+        ],
+    });
+    // The owner is alive: it is calling us.
+    let _ = env.monitor(&res, &owner);
+    if let Some(h) = heir_pid {
+        monitor_heir(env, &res, h);
+    }
+    {
+        let mut cat = catalog().write();
+        cat.by_id.insert(res.id, res.clone());
+        if named {
+            cat.by_name.insert(name_word, res.clone());
+        }
+    }
+    Ok(if named { name.encode(env) } else { res.encode(env) })
+}
+
+/// Monitors an heir so that its death is known when the owner exits. If it
+/// is already dead, the heir is marked as such and the table will be deleted
+/// with its owner.
+fn monitor_heir(env: Env, res: &ResourceArc<TableRes>, pid: u64) {
+    let Ok(lp) = word_term(env, pid).decode::<LocalPid>() else {
+        return;
+    };
+    if env.monitor(res, &lp).is_none() {
+        res.meta.set_heir(None);
+    }
+}
+
+#[rustler::nif]
+fn table_insert<'a>(env: Env<'a>, tab: Term<'a>, objs: Term<'a>) -> NifResult<bool> {
+    let t = writable(env, tab)?;
+    let mut entries = encode_objects(env, objs, t.meta.keypos())?;
+    let replaced = if entries.len() == 1 {
+        t.data.insert(entries.pop().expect("one entry")).into_iter().collect()
+    } else {
+        t.data.insert_all(entries)
+    };
+    drop(replaced);
+    Ok(true)
+}
+
+#[rustler::nif]
+fn table_insert_new<'a>(env: Env<'a>, tab: Term<'a>, objs: Term<'a>) -> NifResult<bool> {
+    let t = writable(env, tab)?;
+    let mut entries = encode_objects(env, objs, t.meta.keypos())?;
+    Ok(if entries.len() == 1 {
+        t.data.insert_new(entries.pop().expect("one entry"))
+    } else {
+        t.data.insert_new_all(entries)
+    })
+}
+
+#[rustler::nif]
+fn table_lookup<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>) -> NifResult<Term<'a>> {
+    let t = readable(env, tab)?;
+    let kb = key_bytes(env, key)?;
+    let nil = Term::list_new_empty(env);
+    t.data.read(&Key::new(&kb), |e| match e {
+        None => Ok(nil),
+        Some(e) => Ok(nil.list_prepend(decode_entry(env, e)?)),
+    })
+}
+
+#[rustler::nif]
+fn table_lookup_element<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>, pos: i64) -> NifResult<Term<'a>> {
+    let t = readable(env, tab)?;
+    let kb = key_bytes(env, key)?;
+    t.data.read(&Key::new(&kb), |e| {
+        let e = e.ok_or(Error::BadArg)?;
+        let obj = e.object();
+        let r = tuple_ops::element(obj, pos).map_err(|_| Error::BadArg)?;
+        decode(env, &obj[r]).map_err(|_| Error::BadArg)
+    })
+}
+
+#[rustler::nif]
+fn table_member<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>) -> NifResult<bool> {
+    let t = readable(env, tab)?;
+    let kb = key_bytes(env, key)?;
+    Ok(t.data.contains(&Key::new(&kb)))
+}
+
+#[rustler::nif]
+fn table_take<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>) -> NifResult<Term<'a>> {
+    let t = writable(env, tab)?;
+    let kb = key_bytes(env, key)?;
+    let nil = Term::list_new_empty(env);
+    match t.data.remove(&Key::new(&kb)) {
+        None => Ok(nil),
+        Some(e) => Ok(nil.list_prepend(decode_entry(env, &e)?)),
+    }
+}
+
+#[rustler::nif]
+fn table_delete<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<bool> {
+    let t = writable(env, tab)?;
+    delete_table(&t);
+    Ok(true)
+}
+
+#[rustler::nif]
+fn table_delete_key<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>) -> NifResult<bool> {
+    let t = writable(env, tab)?;
+    let kb = key_bytes(env, key)?;
+    drop(t.data.remove(&Key::new(&kb)));
+    Ok(true)
+}
+
+/// True when the stored entry is the same object as `obj` (`=:=`): equal
+/// bytes, or else (for the rare terms with several encodings, like `-0.0`)
+/// the decoded term is identical.
+fn same_object<'a>(env: Env<'a>, e: &Entry, encoded: &Entry, obj: Term<'a>) -> bool {
+    e.object() == encoded.object()
+        || decode(env, e.object())
+            .map(|t| t.eq(&obj))
+            .unwrap_or(false)
+}
+
+#[rustler::nif]
+fn table_delete_object<'a>(env: Env<'a>, tab: Term<'a>, obj: Term<'a>) -> NifResult<bool> {
+    let t = writable(env, tab)?;
+    let encoded = encode_object(env, obj, t.meta.keypos(), None)?;
+    let key = Key::new(encoded.key());
+    t.data.update(&key, |e| match e {
+        Some(e) if same_object(env, e, &encoded, obj) => (Change::Remove, ()),
+        _ => (Change::Keep, ()),
+    });
+    Ok(true)
+}
+
+#[rustler::nif]
+fn table_delete_all_objects<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<bool> {
+    let t = writable(env, tab)?;
+    drop_later(t.data.take_all());
+    Ok(true)
+}
+
+fn int_arg(t: Term) -> NifResult<i128> {
+    t.decode::<i64>().map(i128::from).map_err(|_| Error::BadArg)
+}
+
+fn counter_op(t: Term, keypos: usize) -> NifResult<CounterOp> {
+    if let Ok(incr) = t.decode::<i64>() {
+        return Ok(CounterOp {
+            pos: keypos as i64 + 1,
+            incr: incr.into(),
+            threshold: None,
+        });
+    }
+    bounded_op(t)
+}
+
+/// `{Pos, Incr}` or `{Pos, Incr, Threshold, SetValue}`.
+fn bounded_op(t: Term) -> NifResult<CounterOp> {
+    let els = get_tuple(t).map_err(|_| Error::BadArg)?;
+    let pos = els.first().ok_or(Error::BadArg)?.decode::<i64>().map_err(|_| Error::BadArg)?;
+    match els.len() {
+        2 => Ok(CounterOp {
+            pos,
+            incr: int_arg(els[1])?,
+            threshold: None,
+        }),
+        4 => Ok(CounterOp {
+            pos,
+            incr: int_arg(els[1])?,
+            threshold: Some((int_arg(els[2])?, int_arg(els[3])?)),
+        }),
+        _ => Err(Error::BadArg),
+    }
+}
+
+fn int_term(env: Env, v: i128) -> NifResult<Term> {
+    let mut b = Vec::new();
+    format::put_integer(&mut b, v);
+    decode(env, &b).map_err(|_| Error::BadArg)
+}
+
+fn update_counter<'a>(
+    env: Env<'a>,
+    tab: Term<'a>,
+    key: Term<'a>,
+    op: Term<'a>,
+    default: Option<Term<'a>>,
+) -> NifResult<Term<'a>> {
+    let t = writable(env, tab)?;
+    let keypos = t.meta.keypos();
+    let (ops, many) = if op.is_list() {
+        let list: Vec<Term> = op.decode().map_err(|_| Error::BadArg)?;
+        (list.into_iter().map(bounded_op).collect::<NifResult<Vec<_>>>()?, true)
+    } else {
+        (vec![counter_op(op, keypos)?], false)
+    };
+    let default = match default {
+        Some(d) => Some(encode_object(env, d, keypos, Some(key))?),
+        None => None,
+    };
+    let kb = match &default {
+        Some(d) => d.key().to_vec(),
+        None => key_bytes(env, key)?,
+    };
+    let k = Key::new(&kb);
+    let results = t.data.update(&k, |e| {
+        let base = match (e, &default) {
+            (Some(e), _) => e,
+            (None, Some(d)) => d,
+            (None, None) => return (Change::Keep, Err(Error::BadArg)),
+        };
+        match tuple_ops::update_counter(base.object(), keypos, &ops) {
+            Err(_) => (Change::Keep, Err(Error::BadArg)),
+            Ok((obj, results)) => (Change::Put(rekey(&obj, base, keypos)), Ok(results)),
+        }
+    })?;
+    if many {
+        let terms = results
+            .into_iter()
+            .map(|v| int_term(env, v))
+            .collect::<NifResult<Vec<_>>>()?;
+        Ok(terms.encode(env))
+    } else {
+        int_term(env, results[0])
+    }
+}
+
+/// Builds an entry from an updated object whose key element (at `keypos`)
+/// is unchanged from `old`'s.
+fn rekey(obj: &[u8], old: &Entry, keypos: usize) -> Entry {
+    let r = format::tuple_elements(obj).expect("a tuple we just built")[keypos - 1].clone();
+    // The old entry's key is canonical; it is appended only if the faithful
+    // key bytes differ from it.
+    let canonical = (obj[r.clone()] != *old.key()).then(|| old.key());
+    let mut buf = EntryBuf::new();
+    buf.out.extend_from_slice(obj);
+    let start = EntryBuf::object_start();
+    buf.finish(start + r.start..start + r.end, canonical)
+}
+
+#[rustler::nif]
+fn table_update_counter<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>, op: Term<'a>) -> NifResult<Term<'a>> {
+    update_counter(env, tab, key, op, None)
+}
+
+#[rustler::nif]
+fn table_update_counter_default<'a>(
+    env: Env<'a>,
+    tab: Term<'a>,
+    key: Term<'a>,
+    op: Term<'a>,
+    default: Term<'a>,
+) -> NifResult<Term<'a>> {
+    update_counter(env, tab, key, op, Some(default))
+}
+
+#[rustler::nif]
+fn table_update_element<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>, spec: Term<'a>) -> NifResult<bool> {
+    let t = writable(env, tab)?;
+    let keypos = t.meta.keypos();
+    let specs: Vec<Term> = if spec.is_list() {
+        spec.decode().map_err(|_| Error::BadArg)?
+    } else {
+        vec![spec]
+    };
+    let mut encoded: Vec<(i64, Vec<u8>)> = Vec::with_capacity(specs.len());
+    for s in specs {
+        let (pos, value): (i64, Term) = s.decode().map_err(|_| Error::BadArg)?;
+        if pos < 1 {
+            return Err(Error::BadArg);
+        }
+        encoded.push((pos, encode_value(env, value).map_err(|_| Error::BadArg)?));
+    }
+    let borrowed: Vec<(i64, &[u8])> = encoded.iter().map(|(p, v)| (*p, v.as_slice())).collect();
+    let kb = key_bytes(env, key)?;
+    t.data.update(&Key::new(&kb), |e| match e {
+        None => (Change::Keep, Ok(false)),
+        Some(e) => match tuple_ops::update_element(e.object(), keypos, &borrowed) {
+            Ok(obj) => (Change::Put(rekey(&obj, e, keypos)), Ok(true)),
+            Err(_) => (Change::Keep, Err(Error::BadArg)),
+        },
+    })
+}
+
+/// Entries decoded per call of a traversal before control returns to the
+/// scheduler (about 0.2 ms of work).
+const CHUNK: usize = 2000;
+
+/// A traversal in progress: the table, the shard being walked, and a
+/// snapshot of that shard's entries.
+pub struct Cursor {
+    table: ResourceArc<TableRes>,
+    state: Mutex<CursorState>,
+}
+
+#[derive(Default)]
+struct CursorState {
+    shard: usize,
+    pending: Vec<Entry>,
+}
+
+#[rustler::resource_impl]
+impl Resource for Cursor {}
+
+/// Prepends up to `CHUNK` objects to `acc`; true when the walk is over.
+fn walk<'a>(env: Env<'a>, t: &TableRes, st: &mut CursorState, acc: &mut Term<'a>) -> NifResult<bool> {
+    let mut budget = CHUNK;
+    loop {
+        while let Some(e) = st.pending.pop() {
+            *acc = acc.list_prepend(decode_entry(env, &e)?);
+            budget -= 1;
+            if budget == 0 {
+                return Ok(st.pending.is_empty() && st.shard >= t.data.shard_count());
+            }
+        }
+        if st.shard >= t.data.shard_count() {
+            return Ok(true);
+        }
+        st.pending = t.data.snapshot_shard(st.shard);
+        st.shard += 1;
+    }
+}
+
+#[rustler::nif]
+fn table_to_list<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
+    let t = readable(env, tab)?;
+    let res = match &t {
+        Tab::Named(r) => r.clone(),
+        Tab::Ref(_) => tab.decode::<ResourceArc<TableRes>>()?,
+    };
+    let mut st = CursorState::default();
+    let mut acc = Term::list_new_empty(env);
+    if walk(env, &t, &mut st, &mut acc)? {
+        return Ok(make_tuple(env, &[atoms::done().encode(env), acc]));
+    }
+    let cursor = ResourceArc::new(Cursor {
+        table: res,
+        state: Mutex::new(st),
+    });
+    Ok(make_tuple(env, &[atoms::more().encode(env), acc, cursor.encode(env)]))
+}
+
+#[rustler::nif]
+fn cursor_next<'a>(env: Env<'a>, cursor: ResourceArc<Cursor>, acc: Term<'a>) -> NifResult<Term<'a>> {
+    if !cursor.table.meta.can_read(caller(env)) {
+        return Err(Error::BadArg);
+    }
+    let mut acc = acc;
+    let mut st = cursor.state.lock();
+    let done = walk(env, &cursor.table, &mut st, &mut acc)?;
+    let tag = if done { atoms::done() } else { atoms::more() };
+    Ok(make_tuple(env, &[tag.encode(env), acc]))
+}
+
+#[rustler::nif]
+fn table_info<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
+    if !(tab.is_atom() || tab.is_ref()) {
+        return Err(Error::BadArg);
+    }
+    let Some(t) = lookup_table(tab) else {
+        return Ok(atoms::undefined().encode(env));
+    };
+    let id = match &t {
+        Tab::Named(r) => r.encode(env),
+        Tab::Ref(_) => tab,
+    };
+    let word = |w: u64| word_term(env, w);
+    let heir = match t.meta.heir() {
+        Some(h) => word(h.pid),
+        None => atoms::none().encode(env),
+    };
+    let protection = match t.meta.access() {
+        Access::Public => atoms::public(),
+        Access::Protected => atoms::protected(),
+        Access::Private => atoms::private(),
+    };
+    Ok(make_tuple(
+        env,
+        &[
+            id,
+            word(t.flags[2]),
+            word(t.flags[0]),
+            word(t.flags[1]),
+            word(t.flags[3]),
+            t.data.memory_bytes().div_ceil(8).encode(env),
+            word(t.meta.owner()),
+            heir,
+            word(t.name),
+            t.data.len().encode(env),
+            t.named.encode(env),
+            atoms::set().encode(env),
+            t.meta.keypos().encode(env),
+            protection.encode(env),
+        ],
+    ))
+}
+
+#[rustler::nif]
+fn table_whereis<'a>(env: Env<'a>, name: Atom) -> Term<'a> {
+    match catalog().read().by_name.get(&word_of(name.as_c_arg())) {
+        Some(r) => r.encode(env),
+        None => atoms::undefined().encode(env),
+    }
+}
+
+#[rustler::nif]
+fn table_all(env: Env) -> Term {
+    let cat = catalog().read();
+    let mut tables: Vec<(&u64, &ResourceArc<TableRes>)> = cat.by_id.iter().collect();
+    tables.sort_by_key(|(id, _)| std::cmp::Reverse(**id));
+    let terms: Vec<Term> = tables
+        .into_iter()
+        .map(|(_, r)| {
+            if r.named {
+                word_term(env, r.name)
+            } else {
+                r.encode(env)
+            }
+        })
+        .collect();
+    terms.encode(env)
+}
+
+/// Ensures the codec is initialised (for the load hook).
+pub fn on_load(env: Env) {
+    codec::init(env);
+}

@@ -1,0 +1,4 @@
+defmodule NativeStore.TableDocTest do
+  use ExUnit.Case, async: true
+  doctest NativeStore.Table
+end
