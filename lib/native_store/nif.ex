@@ -33,4 +33,6 @@ defmodule NativeStore.Nif do
   def table_info(_tab), do: nif_error()
   def table_whereis(_name), do: nif_error()
   def table_all(), do: nif_error()
+  def table_replace(_tab, _key, _expected, _new), do: nif_error()
+  def table_merge_map(_tab, _key, _map), do: nif_error()
 end

@@ -346,6 +346,49 @@ defmodule NativeStore.Table do
 
   def info(_table, item), do: raise(ArgumentError, "unknown info item: #{inspect(item)}")
 
+  @doc """
+  NativeStore extension (not in `:ets`): a compare-and-swap.
+
+  Atomically replaces what is stored under `key` if it is still `expected`,
+  which is what `lookup/2` returned (`[]` or `[object]`, compared with
+  `=:=`). `new` is `[]` to delete or `[object]` to store (its key must be
+  `key`). Returns whether it swapped. Build lock-free read-modify-write
+  loops on it:
+
+      iex> tab = NativeStore.Table.new(:cas_doc, [:public])
+      iex> NativeStore.Table.replace(tab, :k, [], [{:k, 1}])
+      true
+      iex> NativeStore.Table.replace(tab, :k, [], [{:k, 2}])
+      false
+      iex> NativeStore.Table.replace(tab, :k, [{:k, 1}], [{:k, 2}])
+      true
+      iex> NativeStore.Table.lookup(tab, :k)
+      [{:k, 2}]
+  """
+  @spec replace(table(), term(), [] | [object()], [] | [object()]) :: boolean()
+  def replace(table, key, expected, new) when is_list(expected) and is_list(new),
+    do: Nif.table_replace(table, key, expected, new)
+
+  @doc """
+  NativeStore extension (not in `:ets`): an atomic shallow map merge.
+
+  The table holds `{key, map}` objects. Merges `map` into the stored map
+  (`Map.merge(stored, map)`), or stores `{key, map}` when there is none,
+  and returns the result, atomically: concurrent merges never lose a key.
+  Raises `ArgumentError` when `map` or the stored value is not a map.
+
+      iex> tab = NativeStore.Table.new(:merge_doc, [:public])
+      iex> NativeStore.Table.merge_map(tab, "flow_1", %{a: 1})
+      %{a: 1}
+      iex> NativeStore.Table.merge_map(tab, "flow_1", %{b: 2, a: 0})
+      %{a: 0, b: 2}
+  """
+  @spec merge_map(table(), term(), map()) :: map()
+  def merge_map(table, key, map) when is_map(map), do: Nif.table_merge_map(table, key, map)
+
+  def merge_map(_table, _key, map),
+    do: raise(ArgumentError, "expected a map to merge, got: #{inspect(map)}")
+
   @doc "The reference of the named table `name`, or `:undefined`, as `:ets.whereis/1`."
   @spec whereis(atom()) :: reference() | :undefined
   def whereis(name) when is_atom(name), do: Nif.table_whereis(name)

@@ -673,3 +673,107 @@ fn table_all(env: Env) -> Term {
 pub fn on_load(env: Env) {
     codec::init(env);
 }
+
+/// `replace/4`: atomically swaps the object under `key` when it is still
+/// what the caller read (`expected`: `[]` or `[object]`, as `lookup/2`
+/// returns); `new` is `[]` (delete) or `[object]`.
+#[rustler::nif]
+fn table_replace<'a>(
+    env: Env<'a>,
+    tab: Term<'a>,
+    key: Term<'a>,
+    expected: Vec<Term<'a>>,
+    new: Vec<Term<'a>>,
+) -> NifResult<bool> {
+    let t = writable(env, tab)?;
+    let keypos = t.meta.keypos();
+    if expected.len() > 1 || new.len() > 1 {
+        return Err(Error::BadArg);
+    }
+    let kb = key_bytes(env, key)?;
+    let expected = match expected.first() {
+        Some(o) => {
+            let e = encode_object(env, *o, keypos, None)?;
+            if e.key() != kb.as_slice() {
+                return Err(Error::BadArg);
+            }
+            Some((e, *o))
+        }
+        None => None,
+    };
+    let new = match new.first() {
+        Some(o) => {
+            let e = encode_object(env, *o, keypos, None)?;
+            if e.key() != kb.as_slice() {
+                return Err(Error::BadArg);
+            }
+            Some(e)
+        }
+        None => None,
+    };
+    Ok(t.data.update(&Key::new(&kb), |current| {
+        let unchanged = match (current, &expected) {
+            (None, None) => true,
+            (Some(c), Some((e, obj))) => same_object(env, c, e, *obj),
+            _ => false,
+        };
+        if !unchanged {
+            return (Change::Keep, false);
+        }
+        match new {
+            Some(e) => (Change::Put(e), true),
+            None => (Change::Remove, true),
+        }
+    }))
+}
+
+/// `merge_map/3`: atomically merges `map` into the map stored as
+/// `{key, map}` (inserting `{key, map}` when absent); returns the result.
+#[rustler::nif]
+fn table_merge_map<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>, map: Term<'a>) -> NifResult<Term<'a>> {
+    let t = writable(env, tab)?;
+    if !map.is_map() || t.meta.keypos() > 2 {
+        return Err(Error::BadArg);
+    }
+    let keypos = t.meta.keypos();
+    let kb = key_bytes(env, key)?;
+    t.data.update(&Key::new(&kb), |current| {
+        let merged = match current {
+            None => map,
+            Some(c) => {
+                let obj = match decode(env, c.object()) {
+                    Ok(o) => o,
+                    Err(_) => return (Change::Keep, Err(Error::BadArg)),
+                };
+                let old = match get_tuple(obj) {
+                    Ok(els) if els.len() == 2 && els[2 - keypos].is_map() => els[2 - keypos],
+                    _ => return (Change::Keep, Err(Error::BadArg)),
+                };
+                match merge_maps(old, map) {
+                    Ok(m) => m,
+                    Err(e) => return (Change::Keep, Err(e)),
+                }
+            }
+        };
+        let mut els = [key, merged];
+        if keypos == 2 {
+            els.swap(0, 1);
+        }
+        match encode_object(env, make_tuple(env, &els), keypos, None) {
+            Ok(e) => (Change::Put(e), Ok(merged)),
+            Err(e) => (Change::Keep, Err(e)),
+        }
+    })
+}
+
+/// `Map.merge(old, new)`.
+fn merge_maps<'a>(old: Term<'a>, new: Term<'a>) -> NifResult<Term<'a>> {
+    if old.map_size()? == 0 {
+        return Ok(new);
+    }
+    let mut acc = old;
+    for (k, v) in rustler::types::map::MapIterator::new(new).ok_or(Error::BadArg)? {
+        acc = acc.map_put(k, v)?;
+    }
+    Ok(acc)
+}
