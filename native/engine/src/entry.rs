@@ -33,7 +33,12 @@ impl Default for EntryBuf {
 impl EntryBuf {
     /// A buffer with the header reserved.
     pub fn new() -> Self {
-        let mut out = Vec::with_capacity(64);
+        Self::with_buffer(Vec::with_capacity(64))
+    }
+
+    /// Reuses `out` (cleared) as the buffer.
+    pub fn with_buffer(mut out: Vec<u8>) -> Self {
+        out.clear();
         out.extend_from_slice(&[0u8; HEADER]);
         EntryBuf { out }
     }
@@ -45,7 +50,16 @@ impl EntryBuf {
 
     /// Finishes the entry. `key` is the key's range inside `out` (absolute
     /// offsets); `canonical_key`, if given, replaces it for hashing/equality.
-    pub fn finish(mut self, key: Range<usize>, canonical_key: Option<&[u8]>) -> Entry {
+    pub fn finish(self, key: Range<usize>, canonical_key: Option<&[u8]>) -> Entry {
+        self.finish_keep(key, canonical_key).0
+    }
+
+    /// Like [`EntryBuf::finish`], but hands the buffer back for reuse.
+    pub fn finish_keep(
+        mut self,
+        key: Range<usize>,
+        canonical_key: Option<&[u8]>,
+    ) -> (Entry, Vec<u8>) {
         let (off, len) = match canonical_key {
             None => (key.start as u32, key.len() as u32),
             Some(c) => {
@@ -56,7 +70,7 @@ impl EntryBuf {
         };
         self.out[0..4].copy_from_slice(&off.to_le_bytes());
         self.out[4..8].copy_from_slice(&len.to_le_bytes());
-        Entry(Arc::from(self.out))
+        (Entry(Arc::from(&self.out[..])), self.out)
     }
 }
 
@@ -84,6 +98,19 @@ impl Entry {
             &self.0[HEADER..off]
         } else {
             &self.0[HEADER..]
+        }
+    }
+
+    /// The object bytes for in-place modification, when this handle is the
+    /// only one (no reader holds a copy). The key element must not change.
+    #[inline]
+    pub fn object_mut(&mut self) -> Option<&mut [u8]> {
+        let (off, len) = self.header();
+        let bytes = Arc::get_mut(&mut self.0)?;
+        if len & APPENDED != 0 {
+            Some(&mut bytes[HEADER..off])
+        } else {
+            Some(&mut bytes[HEADER..])
         }
     }
 

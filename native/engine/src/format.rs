@@ -8,7 +8,7 @@
 //! comparing keys — works on these bytes alone.
 //!
 //! ```text
-//! WORD  8 bytes (opaque immediate: atom)    INT    zigzag varint (i64)
+//! WORD  8 bytes (opaque immediate: atom)    INT    8 bytes i64 little endian
 //! FLOAT 8 bytes f64 little endian           BINARY varint len, bytes
 //! TUPLE varint arity, elements              LIST   varint len, elements, tail
 //! NIL                                       MAP    varint size, key/value pairs
@@ -24,7 +24,7 @@
 pub mod tag {
     /// An opaque immediate word chosen by the host (atoms).
     pub const WORD: u8 = 1;
-    /// A signed 64-bit integer, zigzag varint.
+    /// A signed 64-bit integer, 8 bytes little endian.
     pub const INT: u8 = 2;
     /// A 64-bit float, little endian.
     pub const FLOAT: u8 = 3;
@@ -83,11 +83,24 @@ pub fn get_uvarint(buf: &[u8], pos: &mut usize) -> Result<u64, FormatError> {
     }
 }
 
-/// Appends an encoded integer value (tag included).
+/// Appends an encoded integer value (tag included). Integers have a fixed
+/// width so that counters can be updated in place.
 #[inline]
 pub fn put_int(out: &mut Vec<u8>, v: i64) {
     out.push(tag::INT);
-    put_uvarint(out, ((v << 1) ^ (v >> 63)) as u64);
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+/// Overwrites the integer value at `pos` (which must hold an `INT`).
+#[inline]
+pub fn set_int_at(buf: &mut [u8], pos: usize, v: i64) -> Result<(), FormatError> {
+    if buf.get(pos) != Some(&tag::INT) {
+        return Err(FormatError::Corrupt);
+    }
+    buf.get_mut(pos + 1..pos + 9)
+        .ok_or(FormatError::Corrupt)?
+        .copy_from_slice(&v.to_le_bytes());
+    Ok(())
 }
 
 /// Appends an encoded float value (tag included).
@@ -204,8 +217,9 @@ pub fn read_item<'a>(buf: &'a [u8], pos: &mut usize) -> Result<Item<'a>, FormatE
             }
         }
         tag::INT => {
-            let z = get_uvarint(buf, pos)?;
-            Item::Int(((z >> 1) as i64) ^ -((z & 1) as i64))
+            let w = word_at(buf, *pos)?;
+            *pos += 8;
+            Item::Int(w as i64)
         }
         tag::FLOAT => {
             let w = word_at(buf, *pos)?;

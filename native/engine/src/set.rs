@@ -267,8 +267,15 @@ impl SetTable {
     /// current entry under the shard's write lock and says what to change.
     /// `f` must not touch this table.
     pub fn update<R>(&self, key: &Key, f: impl FnOnce(Option<&Entry>) -> (Change, R)) -> R {
+        self.update_mut(key, |e| f(e.map(|e| &*e)))
+    }
+
+    /// Like [`SetTable::update`], but `f` may also modify the entry's object
+    /// in place (see [`Entry::object_mut`]) without changing its key or size.
+    pub fn update_mut<R>(&self, key: &Key, f: impl FnOnce(Option<&mut Entry>) -> (Change, R)) -> R {
         let mut shard = self.shard(key.hash).write();
-        let (change, result) = f(shard.find(key));
+        let found = shard.map.find_mut(key.hash, |e| e.key() == key.bytes);
+        let (change, result) = f(found);
         match change {
             Change::Keep => {}
             Change::Put(e) => {

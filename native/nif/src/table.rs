@@ -2,7 +2,7 @@
 //! into the engine's set table. Errors are `badarg`, as in ETS.
 
 use crate::atoms;
-use crate::codec::{self, decode, encode_key, encode_value, word_of, word_term, Encoder};
+use crate::codec::{self, decode, encode_key, encode_value, word_of, word_term, Encoder, Scratch};
 use native_store_engine::entry::{Entry, EntryBuf};
 use native_store_engine::format::{self, tag};
 use native_store_engine::meta::{Access, Heir, Meta, OwnerExit};
@@ -11,7 +11,9 @@ use native_store_engine::set::{Change, Key, SetTable};
 use native_store_engine::tuple_ops::{self, CounterOp};
 use parking_lot::{Mutex, RwLock};
 use rustler::types::tuple::{get_tuple, make_tuple};
-use rustler::{Atom, Encoder as _, Env, Error, LocalPid, Monitor, NifResult, Resource, ResourceArc, Term};
+use rustler::{
+    Atom, Encoder as _, Env, Error, LocalPid, Monitor, NifResult, Resource, ResourceArc, Term,
+};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -42,10 +44,16 @@ impl Resource for TableRes {
                 let Some(res) = catalog().read().by_id.get(&self.id).cloned() else {
                     return;
                 };
-                let data = decode(env, &heir.data).unwrap_or_else(|_| atoms::undefined().encode(env));
+                let data =
+                    decode(env, &heir.data).unwrap_or_else(|_| atoms::undefined().encode(env));
                 let msg = make_tuple(
                     env,
-                    &[atoms::ets_transfer().encode(env), res.encode(env), pid.encode(env), data],
+                    &[
+                        atoms::ets_transfer().encode(env),
+                        res.encode(env),
+                        pid.encode(env),
+                        data,
+                    ],
                 );
                 let Ok(to) = word_term(env, heir.pid).decode::<LocalPid>() else {
                     return;
@@ -138,18 +146,23 @@ fn writable<'a>(env: Env, term: Term<'a>) -> NifResult<Tab<'a>> {
     }
 }
 
-fn key_bytes(env: Env, key: Term) -> NifResult<Vec<u8>> {
+fn key_bytes(env: Env, key: Term) -> NifResult<Scratch> {
     encode_key(env, key).map_err(|_| Error::BadArg)
 }
 
 /// Encodes `obj` (a tuple with at least `keypos` elements) as an entry,
 /// optionally replacing its key element by `key`.
-fn encode_object<'a>(env: Env<'a>, obj: Term<'a>, keypos: usize, key: Option<Term<'a>>) -> NifResult<Entry> {
+fn encode_object<'a>(
+    env: Env<'a>,
+    obj: Term<'a>,
+    keypos: usize,
+    key: Option<Term<'a>>,
+) -> NifResult<Entry> {
     let elems = get_tuple(obj).map_err(|_| Error::BadArg)?;
     if elems.len() < keypos {
         return Err(Error::BadArg);
     }
-    let mut buf = EntryBuf::new();
+    let mut buf = EntryBuf::with_buffer(Scratch::take().into_vec());
     let (range, canonical) = {
         let mut enc = Encoder::new(env, &mut buf.out, false);
         let mut range = 0..0;
@@ -157,7 +170,11 @@ fn encode_object<'a>(env: Env<'a>, obj: Term<'a>, keypos: usize, key: Option<Ter
         format::put_header(enc_out(&mut enc), tag::TUPLE, elems.len());
         for (i, e) in elems.iter().enumerate() {
             let start = enc.len();
-            let e = if i + 1 == keypos { key.unwrap_or(*e) } else { *e };
+            let e = if i + 1 == keypos {
+                key.unwrap_or(*e)
+            } else {
+                *e
+            };
             enc.noncanonical = false;
             enc.term(e, 0).map_err(|_| Error::BadArg)?;
             if i + 1 == keypos {
@@ -172,7 +189,9 @@ fn encode_object<'a>(env: Env<'a>, obj: Term<'a>, keypos: usize, key: Option<Ter
         };
         (range, canonical)
     };
-    Ok(buf.finish(range, canonical.as_deref()))
+    let (entry, spare) = buf.finish_keep(range, canonical.as_deref().map(|c| c.as_slice()));
+    Scratch::restore(spare);
+    Ok(entry)
 }
 
 /// Access to an encoder's buffer for container headers.
@@ -263,7 +282,11 @@ fn table_new<'a>(
             cat.by_name.insert(name_word, res.clone());
         }
     }
-    Ok(if named { name.encode(env) } else { res.encode(env) })
+    Ok(if named {
+        name.encode(env)
+    } else {
+        res.encode(env)
+    })
 }
 
 /// Monitors an heir so that its death is known when the owner exits. If it
@@ -283,7 +306,10 @@ fn table_insert<'a>(env: Env<'a>, tab: Term<'a>, objs: Term<'a>) -> NifResult<bo
     let t = writable(env, tab)?;
     let mut entries = encode_objects(env, objs, t.meta.keypos())?;
     let replaced = if entries.len() == 1 {
-        t.data.insert(entries.pop().expect("one entry")).into_iter().collect()
+        t.data
+            .insert(entries.pop().expect("one entry"))
+            .into_iter()
+            .collect()
     } else {
         t.data.insert_all(entries)
     };
@@ -314,7 +340,12 @@ fn table_lookup<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>) -> NifResult<Ter
 }
 
 #[rustler::nif]
-fn table_lookup_element<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>, pos: i64) -> NifResult<Term<'a>> {
+fn table_lookup_element<'a>(
+    env: Env<'a>,
+    tab: Term<'a>,
+    key: Term<'a>,
+    pos: i64,
+) -> NifResult<Term<'a>> {
     let t = readable(env, tab)?;
     let kb = key_bytes(env, key)?;
     t.data.read(&Key::new(&kb), |e| {
@@ -362,10 +393,7 @@ fn table_delete_key<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>) -> NifResult
 /// bytes, or else (for the rare terms with several encodings, like `-0.0`)
 /// the decoded term is identical.
 fn same_object<'a>(env: Env<'a>, e: &Entry, encoded: &Entry, obj: Term<'a>) -> bool {
-    e.object() == encoded.object()
-        || decode(env, e.object())
-            .map(|t| t.eq(&obj))
-            .unwrap_or(false)
+    e.object() == encoded.object() || decode(env, e.object()).map(|t| t.eq(&obj)).unwrap_or(false)
 }
 
 #[rustler::nif]
@@ -405,7 +433,11 @@ fn counter_op(t: Term, keypos: usize) -> NifResult<CounterOp> {
 /// `{Pos, Incr}` or `{Pos, Incr, Threshold, SetValue}`.
 fn bounded_op(t: Term) -> NifResult<CounterOp> {
     let els = get_tuple(t).map_err(|_| Error::BadArg)?;
-    let pos = els.first().ok_or(Error::BadArg)?.decode::<i64>().map_err(|_| Error::BadArg)?;
+    let pos = els
+        .first()
+        .ok_or(Error::BadArg)?
+        .decode::<i64>()
+        .map_err(|_| Error::BadArg)?;
     match els.len() {
         2 => Ok(CounterOp {
             pos,
@@ -422,6 +454,9 @@ fn bounded_op(t: Term) -> NifResult<CounterOp> {
 }
 
 fn int_term(env: Env, v: i128) -> NifResult<Term> {
+    if let Ok(small) = i64::try_from(v) {
+        return Ok(small.encode(env));
+    }
     let mut b = Vec::new();
     format::put_integer(&mut b, v);
     decode(env, &b).map_err(|_| Error::BadArg)
@@ -438,30 +473,39 @@ fn update_counter<'a>(
     let keypos = t.meta.keypos();
     let (ops, many) = if op.is_list() {
         let list: Vec<Term> = op.decode().map_err(|_| Error::BadArg)?;
-        (list.into_iter().map(bounded_op).collect::<NifResult<Vec<_>>>()?, true)
+        (
+            list.into_iter()
+                .map(bounded_op)
+                .collect::<NifResult<Vec<_>>>()?,
+            true,
+        )
     } else {
         (vec![counter_op(op, keypos)?], false)
     };
-    let default = match default {
-        Some(d) => Some(encode_object(env, d, keypos, Some(key))?),
-        None => None,
-    };
-    let kb = match &default {
-        Some(d) => d.key().to_vec(),
-        None => key_bytes(env, key)?,
-    };
+    let kb = key_bytes(env, key)?;
     let k = Key::new(&kb);
-    let results = t.data.update(&k, |e| {
-        let base = match (e, &default) {
-            (Some(e), _) => e,
-            (None, Some(d)) => d,
-            (None, None) => return (Change::Keep, Err(Error::BadArg)),
+    let mut results = Vec::with_capacity(ops.len());
+    // Fast path: the object exists and its counters change in place.
+    let found = t.data.update_mut(&k, |e| {
+        let Some(e) = e else {
+            return (Change::Keep, Ok(false));
         };
-        match tuple_ops::update_counter(base.object(), keypos, &ops) {
-            Err(_) => (Change::Keep, Err(Error::BadArg)),
-            Ok((obj, results)) => (Change::Put(rekey(&obj, base, keypos)), Ok(results)),
+        if let Some(obj) = e.object_mut() {
+            match tuple_ops::update_counter_in_place(obj, keypos, &ops, &mut results) {
+                Ok(Some(())) => return (Change::Keep, Ok(true)),
+                Err(_) => return (Change::Keep, Err(Error::BadArg)),
+                Ok(None) => {}
+            }
         }
+        apply_counters(e, keypos, &ops, &mut results)
     })?;
+    if !found {
+        let default = default.ok_or(Error::BadArg)?;
+        let d = encode_object(env, default, keypos, Some(key))?;
+        t.data.update(&k, |e| {
+            apply_counters(e.unwrap_or(&d), keypos, &ops, &mut results)
+        })?;
+    }
     if many {
         let terms = results
             .into_iter()
@@ -470,6 +514,22 @@ fn update_counter<'a>(
         Ok(terms.encode(env))
     } else {
         int_term(env, results[0])
+    }
+}
+
+/// The general counter update: builds a new object from `base`.
+fn apply_counters(
+    base: &Entry,
+    keypos: usize,
+    ops: &[CounterOp],
+    results: &mut Vec<i128>,
+) -> (Change, NifResult<bool>) {
+    match tuple_ops::update_counter(base.object(), keypos, ops) {
+        Err(_) => (Change::Keep, Err(Error::BadArg)),
+        Ok((obj, r)) => {
+            *results = r;
+            (Change::Put(rekey(&obj, base, keypos)), Ok(true))
+        }
     }
 }
 
@@ -487,7 +547,12 @@ fn rekey(obj: &[u8], old: &Entry, keypos: usize) -> Entry {
 }
 
 #[rustler::nif]
-fn table_update_counter<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>, op: Term<'a>) -> NifResult<Term<'a>> {
+fn table_update_counter<'a>(
+    env: Env<'a>,
+    tab: Term<'a>,
+    key: Term<'a>,
+    op: Term<'a>,
+) -> NifResult<Term<'a>> {
     update_counter(env, tab, key, op, None)
 }
 
@@ -503,7 +568,12 @@ fn table_update_counter_default<'a>(
 }
 
 #[rustler::nif]
-fn table_update_element<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>, spec: Term<'a>) -> NifResult<bool> {
+fn table_update_element<'a>(
+    env: Env<'a>,
+    tab: Term<'a>,
+    key: Term<'a>,
+    spec: Term<'a>,
+) -> NifResult<bool> {
     let t = writable(env, tab)?;
     let keypos = t.meta.keypos();
     let specs: Vec<Term> = if spec.is_list() {
@@ -551,7 +621,12 @@ struct CursorState {
 impl Resource for Cursor {}
 
 /// Prepends up to `CHUNK` objects to `acc`; true when the walk is over.
-fn walk<'a>(env: Env<'a>, t: &TableRes, st: &mut CursorState, acc: &mut Term<'a>) -> NifResult<bool> {
+fn walk<'a>(
+    env: Env<'a>,
+    t: &TableRes,
+    st: &mut CursorState,
+    acc: &mut Term<'a>,
+) -> NifResult<bool> {
     let mut budget = CHUNK;
     loop {
         while let Some(e) = st.pending.pop() {
@@ -585,11 +660,18 @@ fn table_to_list<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
         table: res,
         state: Mutex::new(st),
     });
-    Ok(make_tuple(env, &[atoms::more().encode(env), acc, cursor.encode(env)]))
+    Ok(make_tuple(
+        env,
+        &[atoms::more().encode(env), acc, cursor.encode(env)],
+    ))
 }
 
 #[rustler::nif]
-fn cursor_next<'a>(env: Env<'a>, cursor: ResourceArc<Cursor>, acc: Term<'a>) -> NifResult<Term<'a>> {
+fn cursor_next<'a>(
+    env: Env<'a>,
+    cursor: ResourceArc<Cursor>,
+    acc: Term<'a>,
+) -> NifResult<Term<'a>> {
     if !cursor.table.meta.can_read(caller(env)) {
         return Err(Error::BadArg);
     }
@@ -730,7 +812,12 @@ fn table_replace<'a>(
 /// `merge_map/3`: atomically merges `map` into the map stored as
 /// `{key, map}` (inserting `{key, map}` when absent); returns the result.
 #[rustler::nif]
-fn table_merge_map<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>, map: Term<'a>) -> NifResult<Term<'a>> {
+fn table_merge_map<'a>(
+    env: Env<'a>,
+    tab: Term<'a>,
+    key: Term<'a>,
+    map: Term<'a>,
+) -> NifResult<Term<'a>> {
     let t = writable(env, tab)?;
     if !map.is_map() || t.meta.keypos() > 2 {
         return Err(Error::BadArg);
@@ -776,4 +863,21 @@ fn merge_maps<'a>(old: Term<'a>, new: Term<'a>) -> NifResult<Term<'a>> {
         acc = acc.map_put(k, v)?;
     }
     Ok(acc)
+}
+
+#[rustler::nif]
+fn probe_res<'a>(tab: Term<'a>) -> bool {
+    tab.try_get_resource::<TableRes>().is_some()
+}
+
+#[rustler::nif]
+fn probe_key<'a>(env: Env<'a>, key: Term<'a>) -> usize {
+    key_bytes(env, key)
+        .map(|k| Key::new(&k).bytes().len())
+        .unwrap_or(0)
+}
+
+#[rustler::nif]
+fn probe_self(env: Env) -> u64 {
+    caller(env)
 }
