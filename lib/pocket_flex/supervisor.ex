@@ -1,14 +1,27 @@
 defmodule PocketFlex.Supervisor do
   @moduledoc false
-  # Processes the PocketFlex layer needs, started by the :native_store application.
+  # Processes the PocketFlex layer needs, started by the :native_store application:
+  #   * the ETS backend's server (owns :pocket_flex_shared_state);
+  #   * the two keepers of the native backend's table: the secondary starts
+  #     first so that the primary can create the table naming it heir;
+  #   * a Task.Supervisor for the item tasks of PocketFlex.AsyncBatchFlow.
   use Supervisor
+
+  alias PocketFlex.StateStorage.Native
 
   @doc false
   def start_link(arg), do: Supervisor.start_link(__MODULE__, arg, name: __MODULE__)
 
   @impl true
   def init(_arg) do
-    children = []
-    Supervisor.init(children, strategy: :one_for_one)
+    children = [
+      PocketFlex.StateStorage.ETS,
+      {Native.Keeper, {:secondary, Native.Secondary, Native.Primary}},
+      {Native.Keeper, {:primary, Native.Primary, Native.Secondary}},
+      {Task.Supervisor, name: PocketFlex.TaskSupervisor}
+    ]
+
+    # Keeper restarts are cheap and the table survives them: allow a few.
+    Supervisor.init(children, strategy: :one_for_one, max_restarts: 10, max_seconds: 5)
   end
 end
