@@ -1,6 +1,8 @@
 defmodule Malla.Supervisor do
   @moduledoc false
-  # Processes the Malla layer needs, started by the :native_store application.
+  # Processes the Malla layer needs, started by the :native_store application:
+  # the two keepers of the Malla.Config table (heir first, so the owner can
+  # name it) and the two process registries of Malla.Registry.
   use Supervisor
 
   @doc false
@@ -8,7 +10,17 @@ defmodule Malla.Supervisor do
 
   @impl true
   def init(_arg) do
-    children = []
-    Supervisor.init(children, strategy: :one_for_one)
+    registry = Malla.Registry.registry()
+
+    children = [
+      {Malla.Config.Keeper, {Malla.Config.Heir, Malla.Config.Owner, :heir}},
+      {Malla.Config.Keeper, {Malla.Config.Owner, Malla.Config.Heir, :owner}},
+      {registry, keys: :unique, name: Malla.ProcRegistry},
+      {registry, keys: :duplicate, name: Malla.ProcStore}
+    ]
+
+    # The keepers are tiny and only die when killed: tolerate more restarts
+    # than the default before giving up on the whole layer.
+    Supervisor.init(children, strategy: :one_for_one, max_restarts: 20, max_seconds: 5)
   end
 end
