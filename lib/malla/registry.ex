@@ -19,8 +19,6 @@ defmodule Malla.Registry do
       0
       iex> Agent.stop(pid)
       :ok
-      iex> Malla.Registry.whereis("doc_worker")
-      nil
 
   The calling process can also register itself:
 
