@@ -38,4 +38,21 @@ defmodule NativeStore.Nif do
   def probe_res(_), do: nif_error()
   def probe_key(_), do: nif_error()
   def probe_self(), do: nif_error()
+
+  # Registries
+  def registry_new(_name, _unique, _partitions, _listeners), do: nif_error()
+  def registry_register(_name, _key, _value), do: nif_error()
+  def registry_unregister(_name, _key, _values), do: nif_error()
+  def registry_lookup(_name, _key), do: nif_error()
+  def registry_whereis(_name, _key), do: nif_error()
+  def registry_values(_name, _key, _pid), do: nif_error()
+  def registry_keys(_name, _pid), do: nif_error()
+  def registry_own_value(_name, _key), do: nif_error()
+  def registry_put_value(_name, _key, _value), do: nif_error()
+  def registry_count(_name), do: nif_error()
+  def registry_to_list(_name), do: nif_error()
+  def registry_info(_name), do: nif_error()
+  def registry_meta(_name, _key), do: nif_error()
+  def registry_put_meta(_name, _key, _value), do: nif_error()
+  def registry_delete_meta(_name, _key), do: nif_error()
 end

@@ -10,13 +10,17 @@
 //! - [`tuple_ops`]: counter and element updates of stored tuples.
 //! - [`meta`]: ownership and access rules of a table.
 //! - [`reclaim`]: freeing big structures on a background thread.
+//! - [`registry`]: the process registry (unique or duplicate keys).
+//! - [`background`]: a worker thread for work too long for a scheduler.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod background;
 pub mod entry;
 pub mod format;
 pub mod meta;
 pub mod reclaim;
+pub mod registry;
 pub mod set;
 pub mod tuple_ops;

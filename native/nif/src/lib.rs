@@ -8,6 +8,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod codec;
+mod registry;
 mod table;
 
 mod atoms {
@@ -21,6 +22,11 @@ mod atoms {
         more,
         done,
         ets_transfer = "ETS-TRANSFER",
+        ok,
+        error,
+        already_registered,
+        unknown_registry,
+        duplicate,
     }
 }
 

@@ -1,0 +1,4 @@
+defmodule NativeStore.RegistryDocTest do
+  use ExUnit.Case, async: true
+  doctest NativeStore.Registry
+end
