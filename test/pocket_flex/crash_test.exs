@@ -133,14 +133,14 @@ defmodule PocketFlex.CrashTest do
     writers =
       for w <- 1..4 do
         Task.async(fn ->
-          for i <- 1..2_000, do: Native.merge_state(id, %{{w, i} => i})
+          for i <- 1..500, do: Native.merge_state(id, %{{w, i} => i})
           :ok
         end)
       end
 
     capture_log(fn -> kill_and_wait_restart(owner) end)
     Enum.each(writers, &assert(Task.await(&1, 10_000) == :ok))
-    assert map_size(Native.get_state(id)) == 8_000
+    assert map_size(Native.get_state(id)) == 2_000
     Native.cleanup(id)
   end
 
