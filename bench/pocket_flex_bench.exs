@@ -1,0 +1,163 @@
+# PocketFlex state storage: merge_state and get_state, native backend vs the
+# ETS backend vs an upstream-equivalent GenServer+ETS store, in the same run.
+#
+#   MIX_ENV=prod mix run bench/pocket_flex_bench.exs      (BENCH_QUICK=1 for a smoke run)
+#
+# Each of P processes (1, and one per scheduler) works on its own flow
+# ("distinct flows"), or all on one flow ("one flow"). A merge writes one of
+# 8 keys, so states keep 12 small entries. Runs of the three stores are
+# interleaved; each number is the median over several runs of wall-clock
+# time / total operations (aggregate ns/op: lower is better).
+Code.require_file("bench_helper.exs", __DIR__)
+
+defmodule PocketFlexBench.UpstreamStore do
+  @moduledoc false
+  # What upstream PocketFlex's ETS storage does: a named public ETS table
+  # (no read_concurrency), reads from the caller, every write through
+  # GenServer.call.
+  use GenServer
+  @table :pocket_flex_bench_upstream
+
+  def start, do: GenServer.start(__MODULE__, :ok, name: __MODULE__)
+
+  def get_state(id) do
+    case :ets.lookup(@table, id) do
+      [{_, s}] -> s
+      [] -> %{}
+    end
+  end
+
+  def update_state(id, s), do: GenServer.call(__MODULE__, {:update, id, s})
+  def merge_state(id, u), do: GenServer.call(__MODULE__, {:merge, id, u})
+
+  @impl true
+  def init(:ok) do
+    :ets.new(@table, [:set, :public, :named_table])
+    {:ok, nil}
+  end
+
+  @impl true
+  def handle_call({:update, id, s}, _from, st) do
+    :ets.insert(@table, {id, s})
+    {:reply, s, st}
+  end
+
+  def handle_call({:merge, id, u}, _from, st) do
+    merged = Map.merge(get_state(id), u)
+    :ets.insert(@table, {id, merged})
+    {:reply, merged, st}
+  end
+end
+
+defmodule PocketFlexBench do
+  @moduledoc false
+  alias PocketFlex.StateStorage.{ETS, Native}
+  alias PocketFlexBench.UpstreamStore
+
+  @stores [
+    {"native", Native},
+    {"ETS backend", ETS},
+    {"upstream GenServer+ETS", UpstreamStore}
+  ]
+  @updates List.to_tuple(for k <- 0..7, do: %{"k#{k}" => k})
+  @initial %{"items" => [1, 2, 3], "status" => "running", "step" => 3, "name" => "bench"}
+
+  def run do
+    {:ok, _} = UpstreamStore.start()
+    IO.puts("\n### PocketFlex state storage (schedulers: #{System.schedulers_online()})")
+
+    rows =
+      for procs <- BenchHelper.process_counts(),
+          {op, n, shared?} <- [
+            {:merge_state, BenchHelper.ops(200_000), false},
+            {:merge_state, BenchHelper.ops(200_000), true},
+            {:get_state, BenchHelper.ops(1_000_000), false}
+          ] do
+        results = measure(op, n, procs, shared?)
+        [native, ets, upstream] = Enum.map(@stores, fn {name, _} -> results[name] end)
+
+        label =
+          "#{op}, #{procs} proc#{if procs > 1, do: "s"}, #{if shared?, do: "one flow", else: "distinct flows"}"
+
+        [
+          label,
+          BenchHelper.fmt_ns(native),
+          BenchHelper.fmt_ns(ets),
+          BenchHelper.fmt_ns(upstream),
+          BenchHelper.fmt_ratio(native, ets),
+          BenchHelper.fmt_ratio(native, upstream),
+          speedup(upstream, native)
+        ]
+      end
+
+    BenchHelper.print_markdown(
+      [
+        "operation",
+        "native ns/op",
+        "ETS backend ns/op",
+        "upstream ns/op",
+        "native/ETS",
+        "native/upstream",
+        "speed-up vs upstream"
+      ],
+      rows,
+      note:
+        "Targets: merge_state at least 4x faster than upstream GenServer+ETS with one process " <>
+          "per scheduler; get_state at most 1.0x the ETS backend (native/ETS <= 1.00)."
+    )
+  end
+
+  defp speedup(base, native), do: :erlang.float_to_binary(base / native, decimals: 1) <> "x"
+
+  defp id(first, true = _shared?), do: {:bench_flow, :shared, first * 0}
+  defp id(first, false), do: {:bench_flow, first}
+
+  defp measure(op, n, procs, shared?) do
+    ids = for {first, _} <- BenchHelper.shares(n, procs), uniq: true, do: id(first, shared?)
+
+    setup = fn mod ->
+      fn -> Enum.each(ids, &mod.update_state(&1, @initial)) end
+    end
+
+    work = fn mod ->
+      case op do
+        :merge_state ->
+          fn first, last -> merge_loop(mod, id(first, shared?), first, last) end
+
+        :get_state ->
+          fn first, last -> get_loop(mod, id(first, shared?), first, last) end
+      end
+    end
+
+    # Warm-up, then interleaved timed runs.
+    for {_, mod} <- @stores do
+      BenchHelper.measure(n, procs, work.(mod), runs: 1, setup: setup.(mod))
+    end
+
+    samples =
+      for _ <- 1..BenchHelper.runs(), {name, mod} <- @stores do
+        {name,
+         BenchHelper.measure(n, procs, work.(mod), runs: 1, warmup: false, setup: setup.(mod))}
+      end
+
+    for {name, _} <- @stores, into: %{} do
+      {name, BenchHelper.median(for {^name, ns} <- samples, do: ns)}
+    end
+  end
+
+  defp merge_loop(_mod, _id, i, last) when i > last, do: :ok
+
+  defp merge_loop(mod, id, i, last) do
+    mod.merge_state(id, elem(@updates, rem(i, 8)))
+    merge_loop(mod, id, i + 1, last)
+  end
+
+  defp get_loop(_mod, _id, i, last) when i > last, do: :ok
+
+  defp get_loop(mod, id, i, last) do
+    mod.get_state(id)
+    get_loop(mod, id, i + 1, last)
+  end
+end
+
+PocketFlexBench.run()
