@@ -1,6 +1,7 @@
 defmodule Malla.Registry do
   @moduledoc """
-  Process registration for Malla: unique names and duplicate stores.
+  Process registration for Malla: unique names and duplicate stores, kept
+  in `NativeStore.Registry`.
 
   Two registries are started with the `:native_store` application:
   `Malla.ProcRegistry`, with unique keys, for named singleton processes,
@@ -45,10 +46,9 @@ defmodule Malla.Registry do
       []
   """
 
-  # The registry implementation, with Elixir's `Registry` API. It is meant to
-  # be NativeStore.Registry; that module does not exist yet, so Elixir's
-  # Registry stands in for it until it lands (switch this one line).
-  @registry Registry
+  # The registry implementation: any module with Elixir's `Registry` API
+  # (Elixir's own `Registry` works too; switch this one line).
+  @registry NativeStore.Registry
   @unique Malla.ProcRegistry
   @store Malla.ProcStore
 
