@@ -207,14 +207,21 @@ defmodule NativeStore.Registry do
     values = values(registry, key, self())
     ms = :ets.match_spec_compile([{pattern, guards, [:"$_"]}])
 
+    # As Elixir's Registry: when every entry of the caller under `key` matches
+    # (also when it has none) this is `unregister/2`, listeners included; a
+    # partial removal notifies no listener.
     case :ets.match_spec_run(values, ms) do
+      matched when length(matched) == length(values) ->
+        unregister(registry, key)
+
       [] ->
         :ok
 
       matched ->
-        listeners = Nif.registry_unregister(registry, key, matched)
-        for l <- listeners, do: Kernel.send(l, {:unregister, registry, key, self()})
-        :ok
+        case Nif.registry_unregister(registry, key, matched) do
+          :unknown_registry -> unknown!(registry)
+          _listeners -> :ok
+        end
     end
   end
 
@@ -233,13 +240,13 @@ defmodule NativeStore.Registry do
   """
   @spec match(registry(), key(), match_pattern(), guards()) :: [{pid(), value()}]
   def match(registry, key, pattern, guards \\ []) when is_list(guards) do
-    case lookup(registry, key) do
-      [] ->
-        []
+    # Compiled first so that a bad pattern or guard raises as in Registry,
+    # also when `key` has no entries.
+    ms = :ets.match_spec_compile([{{:_, pattern}, guards, [:"$_"]}])
 
-      entries ->
-        ms = :ets.match_spec_compile([{{:_, pattern}, guards, [:"$_"]}])
-        :ets.match_spec_run(entries, ms)
+    case lookup(registry, key) do
+      [] -> []
+      entries -> :ets.match_spec_run(entries, ms)
     end
   end
 
@@ -280,32 +287,47 @@ defmodule NativeStore.Registry do
   `Registry.select/2`.
   """
   @spec select(registry(), spec()) :: [term()]
-  def select(registry, spec) when is_list(spec) do
+  def select(registry, spec) when is_atom(registry) and is_list(spec) do
     ms = compile!(spec, "select/2")
-    :ets.match_spec_run(all_entries(registry), ms)
+    run_spec(all_entries(registry), ms)
   end
 
   @doc "The number of entries for which `spec` returns `true`, as `Registry.count_select/2`."
   @spec count_select(registry(), spec()) :: non_neg_integer()
-  def count_select(registry, spec) when is_list(spec) do
+  def count_select(registry, spec) when is_atom(registry) and is_list(spec) do
     ms = compile!(spec, "count_select/2")
-    :ets.match_spec_run(all_entries(registry), ms) |> Enum.count(&(&1 == true))
+    run_spec(all_entries(registry), ms) |> Enum.count(&(&1 == true))
   end
 
+  # As Registry: every clause must match on a `{key, pid, value}` tuple; the
+  # entries are run as `{key, {pid, value}}`, so `:"$_"` gives what Registry
+  # gives.
   defp compile!(spec, fun) do
-    try do
-      :ets.match_spec_compile(spec)
-    rescue
-      ArgumentError ->
-        raise ArgumentError,
-              "invalid match specification in Registry.#{fun}: #{inspect(spec)}"
+    spec =
+      for part <- spec do
+        case part do
+          {{key, pid, value}, guards, body} ->
+            {{key, {pid, value}}, guards, body}
+
+          _ ->
+            raise ArgumentError,
+                  "invalid match specification in Registry.#{fun}: #{inspect(spec)}"
+        end
+      end
+
+    case spec do
+      [] -> nil
+      spec -> :ets.match_spec_compile(spec)
     end
   end
+
+  defp run_spec(_entries, nil), do: []
+  defp run_spec(entries, ms), do: :ets.match_spec_run(entries, ms)
 
   defp all_entries(registry) do
     case Nif.registry_to_list(registry) do
       :unknown_registry -> unknown!(registry)
-      entries -> entries
+      entries -> for {key, pid, value} <- entries, do: {key, {pid, value}}
     end
   end
 
@@ -363,8 +385,13 @@ defmodule NativeStore.Registry do
   @spec meta(registry(), meta_key()) :: {:ok, meta_value()} | :error
   def meta(registry, key) when is_atom(key) or is_tuple(key) do
     case Nif.registry_meta(registry, key) do
-      :unknown_registry -> unknown!(registry)
-      result -> result
+      :unknown_registry ->
+        raise ArgumentError,
+              "unknown registry: #{inspect(registry)}. Either the registry name is invalid or " <>
+                "the registry is not running, possibly because its application isn't started"
+
+      result ->
+        result
     end
   end
 
@@ -421,10 +448,11 @@ defmodule NativeStore.Registry do
   @spec send({registry(), key()} | {registry(), key(), value()}, term()) :: :ok
   def send({registry, key, _value}, msg), do: __MODULE__.send({registry, key}, msg)
 
-  def send({registry, key} = name, msg) do
-    case whereis_name(name) do
-      :undefined -> :erlang.error(:badarg, [{registry, key}, msg])
-      pid -> Kernel.send(pid, msg)
+  def send({registry, key}, msg) do
+    # As Registry: a lookup, so a duplicate key with exactly one entry works.
+    case lookup(registry, key) do
+      [{pid, _}] -> Kernel.send(pid, msg)
+      _ -> :erlang.error(:badarg, [{registry, key}, msg])
     end
   end
 end
