@@ -1,0 +1,220 @@
+defmodule NativeStore.TableConcurrencyTest do
+  @moduledoc "Many processes on one public table: nothing lost, nothing torn."
+  use ExUnit.Case, async: true
+
+  alias NativeStore.Table
+
+  @procs 16
+
+  defp run_all(n, fun) do
+    1..n
+    |> Enum.map(fn i -> Task.async(fn -> fun.(i) end) end)
+    |> Enum.map(&Task.await(&1, 30_000))
+  end
+
+  test "concurrent update_counter loses no increment" do
+    t = Table.new(:ctr, [:public, {:write_concurrency, true}])
+    keys = for k <- 1..8, do: {:counter, k}
+    Enum.each(keys, &Table.insert(t, {&1, 0, 0}))
+    per_proc = 5_000
+
+    run_all(@procs, fn i ->
+      :rand.seed(:exsss, {i, i, i})
+
+      for _ <- 1..per_proc do
+        k = Enum.random(keys)
+        Table.update_counter(t, k, [{2, 1}, {3, 2}])
+      end
+    end)
+
+    total = Enum.reduce(keys, 0, fn k, acc -> acc + Table.lookup_element(t, k, 2) end)
+    assert total == @procs * per_proc
+
+    for k <- keys,
+        do: assert(Table.lookup_element(t, k, 3) == 2 * Table.lookup_element(t, k, 2))
+  end
+
+  test "concurrent update_counter/4 with a default creates each key once" do
+    t = Table.new(:ctr_default, [:public])
+
+    run_all(@procs, fn _ ->
+      for k <- 1..500, do: Table.update_counter(t, k, {2, 1}, {k, 0})
+    end)
+
+    assert Table.info(t, :size) == 500
+    assert Enum.all?(1..500, &(Table.lookup(t, &1) == [{&1, @procs}]))
+  end
+
+  test "concurrent insert/lookup on a public table: readers see whole objects" do
+    t = Table.new(:ins, [:public, {:read_concurrency, true}])
+    n = 3_000
+
+    writers =
+      for w <- 1..4 do
+        Task.async(fn ->
+          for i <- 1..n do
+            Table.insert(t, {{w, i}, i, Integer.to_string(i), List.duplicate(i, 3)})
+            Table.insert(t, {:shared, w, i})
+          end
+        end)
+      end
+
+    readers =
+      for _ <- 1..4 do
+        Task.async(fn ->
+          for _ <- 1..n do
+            w = Enum.random(1..4)
+            i = Enum.random(1..n)
+
+            case Table.lookup(t, {w, i}) do
+              [] -> :ok
+              [{{^w, ^i}, ^i, s, [^i, ^i, ^i]}] -> ^s = Integer.to_string(i)
+            end
+
+            case Table.lookup(t, :shared) do
+              [] -> :ok
+              [{:shared, w2, i2}] when w2 in 1..4 and i2 in 1..n -> :ok
+            end
+          end
+
+          :ok
+        end)
+      end
+
+    Enum.each(writers ++ readers, &Task.await(&1, 30_000))
+    assert Table.info(t, :size) == 4 * n + 1
+
+    for w <- 1..4, i <- [1, div(n, 2), n], do: assert(Table.lookup_element(t, {w, i}, 2) == i)
+  end
+
+  test "concurrent insert_new: exactly one winner per key" do
+    t = Table.new(:ins_new, [:public])
+
+    wins =
+      run_all(@procs, fn p ->
+        Enum.count(1..1_000, fn k -> Table.insert_new(t, {k, p}) end)
+      end)
+
+    assert Enum.sum(wins) == 1_000
+  end
+
+  test "concurrent replace/4 CAS loops lose nothing" do
+    t = Table.new(:cas, [:public])
+    per_proc = 2_000
+
+    # Read, compute, swap; retry when another process got there first.
+    cas_incr = fn key, me ->
+      Stream.repeatedly(fn ->
+        current = Table.lookup(t, key)
+
+        new =
+          case current do
+            [] -> [{key, 1, me}]
+            [{^key, n, _last}] -> [{key, n + 1, me}]
+          end
+
+        Table.replace(t, key, current, new)
+      end)
+      |> Enum.find(& &1)
+    end
+
+    run_all(@procs, fn p ->
+      for i <- 1..per_proc, do: cas_incr.(rem(i, 3), p)
+    end)
+
+    total = Enum.sum(for k <- 0..2, do: Table.lookup_element(t, k, 2))
+    assert total == @procs * per_proc
+  end
+
+  test "concurrent replace/4 CAS on a growing list keeps every item" do
+    t = Table.new(:cas_list, [:public])
+    per_proc = 100
+
+    run_all(@procs, fn p ->
+      for i <- 1..per_proc do
+        Stream.repeatedly(fn ->
+          current = Table.lookup(t, :items)
+          items = with [{:items, l}] <- current, do: l
+          Table.replace(t, :items, current, [{:items, [{p, i} | items]}])
+        end)
+        |> Enum.find(& &1)
+      end
+    end)
+
+    [{:items, items}] = Table.lookup(t, :items)
+    assert length(items) == @procs * per_proc
+    assert MapSet.size(MapSet.new(items)) == @procs * per_proc
+  end
+
+  test "concurrent merge_map/3 never loses a key" do
+    t = Table.new(:merge, [:public])
+    per_proc = 150
+
+    run_all(@procs, fn p ->
+      for i <- 1..per_proc do
+        Table.merge_map(t, rem(i, 2), %{{p, i} => i, :last => p})
+      end
+    end)
+
+    [{0, m0}] = Table.lookup(t, 0)
+    [{1, m1}] = Table.lookup(t, 1)
+    assert map_size(m0) + map_size(m1) == @procs * per_proc + 2
+
+    for p <- 1..@procs, i <- 1..per_proc do
+      assert Map.fetch!(if(rem(i, 2) == 0, do: m0, else: m1), {p, i}) == i
+    end
+  end
+
+  test "concurrent take: each object taken exactly once" do
+    t = Table.new(:take, [:public])
+    Table.insert(t, for(i <- 1..5_000, do: {i, i}))
+
+    taken =
+      run_all(@procs, fn _ ->
+        for i <- 1..5_000, [{^i, ^i}] <- [Table.take(t, i)], do: i
+      end)
+
+    assert taken |> List.flatten() |> Enum.sort() == Enum.to_list(1..5_000)
+    assert Table.info(t, :size) == 0
+  end
+
+  test "tab2list while others write sees a consistent list of whole objects" do
+    t = Table.new(:t2l_conc, [:public])
+    Table.insert(t, for(i <- 1..20_000, do: {i, i}))
+
+    writer =
+      Task.async(fn ->
+        for i <- 1..20_000, do: Table.update_counter(t, i, 1)
+      end)
+
+    list = Table.tab2list(t)
+    Task.await(writer, 30_000)
+    assert length(list) == 20_000
+    assert Enum.all?(list, fn {k, v} -> v == k or v == k + 1 end)
+  end
+
+  test "delete of a table while others use it: they get ArgumentError, no crash" do
+    t = Table.new(:del_conc, [:public])
+    Table.insert(t, for(i <- 1..1_000, do: {i, i}))
+
+    users =
+      for _ <- 1..8 do
+        Task.async(fn ->
+          Enum.reduce_while(1..100_000, :ok, fn i, _ ->
+            try do
+              Table.update_counter(t, rem(i, 1_000) + 1, 1)
+              Table.lookup(t, rem(i, 1_000) + 1)
+              {:cont, :ok}
+            rescue
+              ArgumentError -> {:halt, :gone}
+            end
+          end)
+        end)
+      end
+
+    Process.sleep(20)
+    assert Table.delete(t)
+    assert Enum.map(users, &Task.await(&1, 30_000)) |> Enum.all?(&(&1 in [:gone, :ok]))
+    assert Table.info(t) == :undefined
+  end
+end
