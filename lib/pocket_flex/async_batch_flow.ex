@@ -17,7 +17,9 @@ defmodule PocketFlex.AsyncBatchFlow do
        `PocketFlex.TaskSupervisor`; the results, in item order, go to
        `post/3`, which sees the state as it is after the items ran;
     3. returns the final state and deletes it from storage (`cleanup/1`),
-       on success and on error.
+       on success and on error. The task traps exits: when the caller dies
+       (or `Task.shutdown/2` is called), the flow stops before its next node
+       and still cleans up.
 
   Item tasks may write to the flow's state themselves:
   `current_flow_id/0` gives them the id, and `merge_state/2` of the default
@@ -53,7 +55,8 @@ defmodule PocketFlex.AsyncBatchFlow do
   """
   @spec run_async_batch(Flow.t(), map()) :: Task.t()
   def run_async_batch(%Flow{} = flow, initial_state) when is_map(initial_state) do
-    Task.async(fn -> run(flow, initial_state) end)
+    caller = self()
+    Task.async(fn -> run(flow, initial_state, caller) end)
   end
 
   def run_async_batch(%Flow{}, initial_state) do
@@ -71,27 +74,37 @@ defmodule PocketFlex.AsyncBatchFlow do
   @spec current_flow_id() :: StateStorage.flow_id() | nil
   def current_flow_id, do: Process.get(@flow_id_key)
 
-  defp run(%Flow{start_node: nil}, _initial), do: {:error, :no_start_node}
+  defp run(%Flow{start_node: nil}, _initial, _caller), do: {:error, :no_start_node}
 
-  defp run(%Flow{start_node: start} = flow, initial) do
+  defp run(%Flow{start_node: start} = flow, initial, caller) do
     flow_id = StateStorage.generate_flow_id("async_batch_flow")
     Process.put(@flow_id_key, flow_id)
+    # Survive the caller's exit signal long enough to clean up.
+    Process.flag(:trap_exit, true)
 
     try do
       StateStorage.update_state(flow_id, initial)
-      loop(flow, start, flow_id)
+      loop(flow, start, flow_id, caller)
+    catch
+      :throw, {:caller_exit, _} = reason -> {:error, reason}
     after
       StateStorage.cleanup(flow_id)
       Process.delete(@flow_id_key)
     end
   end
 
-  defp loop(flow, node, flow_id) do
+  defp loop(flow, node, flow_id, caller) do
+    receive do
+      {:EXIT, ^caller, reason} -> throw({:caller_exit, reason})
+    after
+      0 -> :ok
+    end
+
     case step(node, flow_id) do
       {:ok, action} ->
         case Flow.next_node(flow, node, action) do
           nil -> {:ok, StateStorage.get_state(flow_id)}
-          next -> loop(flow, next, flow_id)
+          next -> loop(flow, next, flow_id, caller)
         end
 
       {:error, _} = error ->

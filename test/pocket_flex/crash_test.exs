@@ -180,7 +180,12 @@ defmodule PocketFlex.CrashTest do
 
   defmodule ItemDies do
     use PocketFlex.BatchNode
-    def prep(shared), do: shared["items"]
+
+    def prep(shared) do
+      send(:crash_test_runner, {:flow_id, AsyncBatchFlow.current_flow_id()})
+      shared["items"]
+    end
+
     def exec_item(3), do: exit(:item_died)
     def exec_item(i), do: i
   end
@@ -215,20 +220,50 @@ defmodule PocketFlex.CrashTest do
     end
   end
 
-  test "an item task that dies fails the flow, does not kill the caller, and cleans up" do
-    flow = Flow.new() |> Flow.add_node(ItemDies) |> Flow.start(ItemDies)
+  defmodule Slow do
+    use PocketFlex.Node
 
-    log =
-      capture_log(fn ->
-        assert {:error, {ItemDies, {:item_exit, :item_died}}} =
-                 Task.await(AsyncBatchFlow.run_async_batch(flow, %{"items" => [1, 2, 3, 4]}))
+    def prep(shared) do
+      send(:crash_test_runner, {:flow_id, AsyncBatchFlow.current_flow_id()})
+      Process.sleep(200)
+      shared
+    end
+  end
+
+  test "the state is cleaned up when the caller of run_async_batch dies mid-flow" do
+    Process.register(self(), :crash_test_runner)
+
+    flow =
+      Flow.new()
+      |> Flow.add_node(Slow)
+      |> Flow.add_node(RecordId)
+      |> Flow.connect(Slow, RecordId)
+      |> Flow.start(Slow)
+
+    caller =
+      spawn(fn ->
+        AsyncBatchFlow.run_async_batch(flow, %{"in" => 1})
+        Process.sleep(:infinity)
       end)
 
-    assert is_binary(log)
+    assert_receive {:flow_id, id}, 1_000
+    assert Native.get_state(id) == %{"in" => 1}
+    Process.exit(caller, :kill)
+    # The flow stops before RecordId and cleans up.
+    TestSupport.wait_until(fn -> Native.get_state(id) == %{} end)
+    refute_receive {:flow_id, _}, 300
+  end
 
-    refute Enum.any?(NativeStore.Table.tab2list(:pocket_flex_state), fn {id, _} ->
-             is_binary(id) and String.starts_with?(id, "async_batch_flow_") and
-               Native.get_state(id)["items"] == [1, 2, 3, 4]
-           end)
+  test "an item task that dies fails the flow, does not kill the caller, and cleans up" do
+    Process.register(self(), :crash_test_runner)
+    flow = Flow.new() |> Flow.add_node(ItemDies) |> Flow.start(ItemDies)
+
+    capture_log(fn ->
+      assert {:error, {ItemDies, {:item_exit, :item_died}}} =
+               Task.await(AsyncBatchFlow.run_async_batch(flow, %{"items" => [1, 2, 3, 4]}))
+    end)
+
+    assert_received {:flow_id, id}
+    assert Native.get_state(id) == %{}
   end
 end
