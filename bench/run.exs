@@ -10,6 +10,9 @@
 #     also call it at the top level of the file), or just do the work at the
 #     top level of the file;
 #   * honour `BenchHelper.quick?/0` (`BENCH_QUICK=1`) with fewer ops/runs.
+#   * all files run in this one VM, in turn, with the :native_store
+#     application already started by `mix run` (its supervisors are running:
+#     do not start them again); clean up the tables/processes you create.
 #
 # Environment:
 #   BENCH_QUICK=1         fast smoke run (fewer operations and runs)
