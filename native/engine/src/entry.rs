@@ -1,4 +1,10 @@
-//! A stored object: one immutable, reference-counted allocation.
+//! A stored object: one allocation, owned by the table.
+//!
+//! Entries are plain boxes rather than reference-counted: readers decode
+//! them under the shard's read lock, so no handle outlives the lock, and a
+//! writer holding the write lock may change counters in place with no
+//! atomic operation (an `Arc` would cost a compare-and-swap per update and
+//! an atomic decrement per replaced entry). Traversal copies entries out.
 //!
 //! Layout: `[u32 key_off][u32 key_len | APPENDED][object bytes][canonical key]`.
 //! The key normally is a slice of the object itself (the element at the
@@ -9,14 +15,13 @@
 //! inserted while hashing and comparison use the canonical key.
 
 use std::ops::Range;
-use std::sync::Arc;
 
 const HEADER: usize = 8;
 const APPENDED: u32 = 1 << 31;
 
-/// A stored object with its key; cheap to clone (reference counted).
+/// A stored object with its key (cloning copies the bytes).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry(Arc<[u8]>);
+pub struct Entry(Box<[u8]>);
 
 /// Builds an [`Entry`]: the host writes the object into [`EntryBuf::out`].
 pub struct EntryBuf {
@@ -70,7 +75,7 @@ impl EntryBuf {
         };
         self.out[0..4].copy_from_slice(&off.to_le_bytes());
         self.out[4..8].copy_from_slice(&len.to_le_bytes());
-        (Entry(Arc::from(&self.out[..])), self.out)
+        (Entry(Box::from(&self.out[..])), self.out)
     }
 }
 
@@ -101,12 +106,12 @@ impl Entry {
         }
     }
 
-    /// The object bytes for in-place modification, when this handle is the
-    /// only one (no reader holds a copy). The key element must not change.
+    /// The object bytes for in-place modification (the caller holds the
+    /// entry exclusively). The key element must not change. Always `Some`.
     #[inline]
     pub fn object_mut(&mut self) -> Option<&mut [u8]> {
         let (off, len) = self.header();
-        let bytes = Arc::get_mut(&mut self.0)?;
+        let bytes = &mut self.0[..];
         if len & APPENDED != 0 {
             Some(&mut bytes[HEADER..off])
         } else {
@@ -114,17 +119,11 @@ impl Entry {
         }
     }
 
-    /// Bytes of heap this entry occupies: the allocation (two reference
-    /// counts plus data, rounded up to the allocator's 16-byte granule).
+    /// Bytes of heap this entry occupies: the allocation, rounded up to the
+    /// allocator's 16-byte granule.
     #[inline]
     pub fn heap_bytes(&self) -> usize {
-        (16 + self.0.len() + 8).next_multiple_of(16)
-    }
-
-    /// True when both handles point at the same allocation.
-    #[inline]
-    pub fn same(&self, other: &Entry) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        self.0.len().next_multiple_of(16)
     }
 }
 

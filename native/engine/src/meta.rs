@@ -95,6 +95,21 @@ impl Meta {
         !self.is_deleted() && (self.access == Access::Public || caller == self.owner())
     }
 
+    /// May the caller read? `caller` (the caller's pid word) is asked for
+    /// only when the answer depends on it (private tables), so that public
+    /// and protected tables skip the cost of finding the caller.
+    #[inline]
+    pub fn can_read_by(&self, caller: impl FnOnce() -> u64) -> bool {
+        !self.is_deleted() && (self.access != Access::Private || caller() == self.owner())
+    }
+
+    /// May the caller write? Like [`Meta::can_read_by`]: `caller` is asked
+    /// for only for protected and private tables.
+    #[inline]
+    pub fn can_write_by(&self, caller: impl FnOnce() -> u64) -> bool {
+        !self.is_deleted() && (self.access == Access::Public || caller() == self.owner())
+    }
+
     /// The current heir.
     pub fn heir(&self) -> Option<Heir> {
         self.heir.lock().clone()
@@ -149,6 +164,17 @@ mod tests {
         assert!(m.mark_deleted());
         assert!(!m.mark_deleted());
         assert!(!m.can_read(1) && !m.can_write(1));
+    }
+
+    #[test]
+    fn lazy_caller_is_asked_only_when_needed() {
+        let never = || -> u64 { panic!("caller not needed") };
+        let m = Meta::new(1, Access::Public, 1, None);
+        assert!(m.can_read_by(never) && m.can_write_by(never));
+        let m = Meta::new(1, Access::Protected, 1, None);
+        assert!(m.can_read_by(never) && !m.can_write_by(|| 2) && m.can_write_by(|| 1));
+        let m = Meta::new(1, Access::Private, 1, None);
+        assert!(!m.can_read_by(|| 2) && m.can_read_by(|| 1));
     }
 
     #[test]

@@ -76,6 +76,10 @@ impl Shard {
 
     fn put(&mut self, entry: Entry) -> Option<Entry> {
         let hash = hash_key(entry.key());
+        self.put_hashed(hash, entry)
+    }
+
+    fn put_hashed(&mut self, hash: u64, entry: Entry) -> Option<Entry> {
         self.heap += entry.heap_bytes();
         match self
             .map
@@ -172,7 +176,7 @@ impl SetTable {
         f(shard.find(key))
     }
 
-    /// A handle to the entry under `key`.
+    /// A copy of the entry under `key`.
     #[inline]
     pub fn get(&self, key: &Key) -> Option<Entry> {
         self.read(key, |e| e.cloned())
@@ -188,7 +192,7 @@ impl SetTable {
     #[inline]
     pub fn insert(&self, entry: Entry) -> Option<Entry> {
         let hash = hash_key(entry.key());
-        self.shard(hash).write().put(entry)
+        self.shard(hash).write().put_hashed(hash, entry)
     }
 
     /// Inserts only if the key is absent; returns whether it inserted.
@@ -280,7 +284,7 @@ impl SetTable {
             Change::Keep => {}
             Change::Put(e) => {
                 debug_assert_eq!(e.key(), key.bytes);
-                shard.put(e);
+                shard.put_hashed(key.hash, e);
             }
             Change::Remove => {
                 shard.remove(key);
@@ -330,8 +334,7 @@ impl SetTable {
         self.shards.len()
     }
 
-    /// A consistent copy of the handles of one shard's entries. Cheap (one
-    /// reference-count increment per entry); decoding can then proceed
+    /// A consistent copy of one shard's entries; decoding can then proceed
     /// without holding any lock.
     pub fn snapshot_shard(&self, shard: usize) -> Vec<Entry> {
         let s = self.shards[shard].0.read();

@@ -93,14 +93,15 @@ pub fn update_counter(
 }
 
 /// Applies counter operations in place when every counter is an `INT` and
-/// every result fits in i64 (the common case: no allocation). Returns
-/// `Ok(None)` when the general [`update_counter`] must be used instead.
-/// Fails without changing anything.
+/// every result fits in i64 (the common case: no allocation), writing the
+/// new values to `results[..ops.len()]`. Returns `Ok(None)` when the general
+/// [`update_counter`] must be used instead (also when `results` is too
+/// short). Fails without changing anything.
 pub fn update_counter_in_place(
     obj: &mut [u8],
     keypos: usize,
     ops: &[CounterOp],
-    results: &mut Vec<i128>,
+    results: &mut [i128],
 ) -> Result<Option<()>, OpError> {
     // Element offsets, found once (small tuples need no allocation).
     let mut offsets = [0usize; 16];
@@ -118,7 +119,7 @@ pub fn update_counter_in_place(
     }
     // First pass: compute, so that a failure changes nothing.
     let mut staged = [(0usize, 0i64); 8];
-    if ops.len() > staged.len() {
+    if ops.len() > staged.len() || ops.len() > results.len() {
         return Ok(None);
     }
     for (n, op) in ops.iter().enumerate() {
@@ -142,10 +143,9 @@ pub fn update_counter_in_place(
         };
         staged[n] = (offsets[i], small);
     }
-    results.clear();
-    for (at, v) in &staged[..ops.len()] {
+    for ((at, v), r) in staged[..ops.len()].iter().zip(results.iter_mut()) {
         format::set_int_at(obj, *at, *v)?;
-        results.push(i128::from(*v));
+        *r = i128::from(*v);
     }
     Ok(Some(()))
 }
@@ -244,14 +244,18 @@ mod tests {
     fn in_place_matches_general_path() {
         let ops = [op(2, 5), op(3, -1), op(2, 5)];
         let mut o = obj(&[1, 10, 20]);
-        let mut results = Vec::new();
+        let mut results = [0i128; 8];
         assert_eq!(
             update_counter_in_place(&mut o, 1, &ops, &mut results),
             Ok(Some(()))
         );
         let (general, res) = update_counter(&obj(&[1, 10, 20]), 1, &ops).unwrap();
         assert_eq!(o, general);
-        assert_eq!(results, res);
+        assert_eq!(results[..3], res[..]);
+        assert_eq!(
+            update_counter_in_place(&mut o, 1, &ops, &mut results[..2]),
+            Ok(None)
+        );
         // Overflow past i64 is left to the general path, with nothing changed.
         let mut o = obj(&[1, i64::MAX]);
         assert_eq!(

@@ -336,6 +336,55 @@ pub fn encode_key(env: Env, term: Term) -> Result<Scratch, EncodeError> {
     Ok(out)
 }
 
+/// Canonical key bytes, without a heap buffer for the common immediate keys.
+pub enum KeyBytes {
+    /// An atom or an integer that fits in i64: tag and 8-byte word, exactly
+    /// as [`Encoder`] writes them.
+    Inline([u8; 9]),
+    /// Any other key, in a pooled buffer.
+    Pooled(Scratch),
+}
+
+impl std::ops::Deref for KeyBytes {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        match self {
+            KeyBytes::Inline(b) => b,
+            KeyBytes::Pooled(s) => s,
+        }
+    }
+}
+
+#[inline]
+fn inline_key(t: u8, w: u64) -> KeyBytes {
+    let mut b = [t; 9];
+    b[1..].copy_from_slice(&w.to_le_bytes());
+    KeyBytes::Inline(b)
+}
+
+/// Encodes `term` in canonical (key) form, like [`encode_key`], but keeps
+/// atoms and small integers on the stack (the same bytes: `format::put_word`
+/// and `format::put_int`).
+#[inline]
+pub fn encode_key_bytes(env: Env, term: Term) -> Result<KeyBytes, EncodeError> {
+    let t = term.as_c_arg();
+    // SAFETY: `t` is a valid term of `env`; `i` is a live out-pointer.
+    unsafe {
+        match enif_term_type(env.as_c_arg(), t) {
+            ErlNifTermType::ERL_NIF_TERM_TYPE_ATOM => return Ok(inline_key(tag::WORD, word_of(t))),
+            ErlNifTermType::ERL_NIF_TERM_TYPE_INTEGER => {
+                let mut i: i64 = 0;
+                if enif_get_int64(env.as_c_arg(), t, &mut i) != 0 {
+                    return Ok(inline_key(tag::INT, i as u64));
+                }
+            }
+            _ => {}
+        }
+    }
+    encode_key(env, term).map(KeyBytes::Pooled)
+}
+
 /// Encodes `term` faithfully (as a value).
 pub fn encode_value(env: Env, term: Term) -> Result<Vec<u8>, EncodeError> {
     let mut out = Vec::with_capacity(32);

@@ -2,7 +2,9 @@
 //! into the engine's set table. Errors are `badarg`, as in ETS.
 
 use crate::atoms;
-use crate::codec::{self, decode, encode_key, encode_value, word_of, word_term, Encoder, Scratch};
+use crate::codec::{
+    self, decode, encode_key_bytes, encode_value, word_of, word_term, Encoder, KeyBytes, Scratch,
+};
 use native_store_engine::entry::{Entry, EntryBuf};
 use native_store_engine::format::{self, tag};
 use native_store_engine::meta::{Access, Heir, Meta, OwnerExit};
@@ -132,22 +134,29 @@ fn caller(env: Env) -> u64 {
     word_of(env.pid().encode(env).as_c_arg())
 }
 
+/// The table `term` names, if the caller may read it. The caller's pid is
+/// looked up only for private tables.
+#[inline]
 fn readable<'a>(env: Env, term: Term<'a>) -> NifResult<Tab<'a>> {
     match lookup_table(term) {
-        Some(t) if t.meta.can_read(caller(env)) => Ok(t),
+        Some(t) if t.meta.can_read_by(|| caller(env)) => Ok(t),
         _ => Err(Error::BadArg),
     }
 }
 
+/// The table `term` names, if the caller may write it. The caller's pid is
+/// looked up only for protected and private tables.
+#[inline]
 fn writable<'a>(env: Env, term: Term<'a>) -> NifResult<Tab<'a>> {
     match lookup_table(term) {
-        Some(t) if t.meta.can_write(caller(env)) => Ok(t),
+        Some(t) if t.meta.can_write_by(|| caller(env)) => Ok(t),
         _ => Err(Error::BadArg),
     }
 }
 
-fn key_bytes(env: Env, key: Term) -> NifResult<Scratch> {
-    encode_key(env, key).map_err(|_| Error::BadArg)
+#[inline]
+fn key_bytes(env: Env, key: Term) -> NifResult<KeyBytes> {
+    encode_key_bytes(env, key).map_err(|_| Error::BadArg)
 }
 
 /// Encodes `obj` (a tuple with at least `keypos` elements) as an entry,
@@ -189,7 +198,7 @@ fn encode_object<'a>(
         };
         (range, canonical)
     };
-    let (entry, spare) = buf.finish_keep(range, canonical.as_deref().map(|c| c.as_slice()));
+    let (entry, spare) = buf.finish_keep(range, canonical.as_deref());
     Scratch::restore(spare);
     Ok(entry)
 }
@@ -471,45 +480,54 @@ fn update_counter<'a>(
 ) -> NifResult<Term<'a>> {
     let t = writable(env, tab)?;
     let keypos = t.meta.keypos();
-    let (ops, many) = if op.is_list() {
-        let list: Vec<Term> = op.decode().map_err(|_| Error::BadArg)?;
-        (
-            list.into_iter()
-                .map(bounded_op)
-                .collect::<NifResult<Vec<_>>>()?,
-            true,
-        )
+    // One operation (the common case) lives on the stack.
+    let single: [CounterOp; 1];
+    let list: Vec<CounterOp>;
+    let (ops, many): (&[CounterOp], bool) = if op.is_list() {
+        let terms: Vec<Term> = op.decode().map_err(|_| Error::BadArg)?;
+        list = terms
+            .into_iter()
+            .map(bounded_op)
+            .collect::<NifResult<Vec<_>>>()?;
+        (&list, true)
     } else {
-        (vec![counter_op(op, keypos)?], false)
+        single = [counter_op(op, keypos)?];
+        (&single, false)
     };
     let kb = key_bytes(env, key)?;
     let k = Key::new(&kb);
-    let mut results = Vec::with_capacity(ops.len());
+    // Results of the in-place path; the general path returns its own.
+    let mut small = [0i128; 8];
+    let mut general: Option<Vec<i128>> = None;
     // Fast path: the object exists and its counters change in place.
     let found = t.data.update_mut(&k, |e| {
         let Some(e) = e else {
             return (Change::Keep, Ok(false));
         };
         if let Some(obj) = e.object_mut() {
-            match tuple_ops::update_counter_in_place(obj, keypos, &ops, &mut results) {
+            match tuple_ops::update_counter_in_place(obj, keypos, ops, &mut small) {
                 Ok(Some(())) => return (Change::Keep, Ok(true)),
                 Err(_) => return (Change::Keep, Err(Error::BadArg)),
                 Ok(None) => {}
             }
         }
-        apply_counters(e, keypos, &ops, &mut results)
+        apply_counters(e, keypos, ops, &mut general)
     })?;
     if !found {
         let default = default.ok_or(Error::BadArg)?;
         let d = encode_object(env, default, keypos, Some(key))?;
         t.data.update(&k, |e| {
-            apply_counters(e.unwrap_or(&d), keypos, &ops, &mut results)
+            apply_counters(e.unwrap_or(&d), keypos, ops, &mut general)
         })?;
     }
+    let results: &[i128] = match &general {
+        Some(v) => v,
+        None => &small[..ops.len()],
+    };
     if many {
         let terms = results
-            .into_iter()
-            .map(|v| int_term(env, v))
+            .iter()
+            .map(|v| int_term(env, *v))
             .collect::<NifResult<Vec<_>>>()?;
         Ok(terms.encode(env))
     } else {
@@ -522,12 +540,12 @@ fn apply_counters(
     base: &Entry,
     keypos: usize,
     ops: &[CounterOp],
-    results: &mut Vec<i128>,
+    results: &mut Option<Vec<i128>>,
 ) -> (Change, NifResult<bool>) {
     match tuple_ops::update_counter(base.object(), keypos, ops) {
         Err(_) => (Change::Keep, Err(Error::BadArg)),
         Ok((obj, r)) => {
-            *results = r;
+            *results = Some(r);
             (Change::Put(rekey(&obj, base, keypos)), Ok(true))
         }
     }
@@ -776,7 +794,7 @@ fn table_replace<'a>(
     let expected = match expected.first() {
         Some(o) => {
             let e = encode_object(env, *o, keypos, None)?;
-            if e.key() != kb.as_slice() {
+            if e.key() != &kb[..] {
                 return Err(Error::BadArg);
             }
             Some((e, *o))
@@ -786,7 +804,7 @@ fn table_replace<'a>(
     let new = match new.first() {
         Some(o) => {
             let e = encode_object(env, *o, keypos, None)?;
-            if e.key() != kb.as_slice() {
+            if e.key() != &kb[..] {
                 return Err(Error::BadArg);
             }
             Some(e)
