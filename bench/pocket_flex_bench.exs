@@ -5,7 +5,8 @@
 #
 # Each of P processes (1, and one per scheduler) works on its own flow
 # ("distinct flows"), or all on one flow ("one flow"). A merge writes one of
-# 8 keys, so states keep 12 small entries. Runs of the three stores are
+# 8 keys, so states keep 12 small entries; get_state reads a 12-key state
+# (string keys, as in the seed) and a 1-key state. Runs of the three stores are
 # interleaved; each number is the median over several runs of wall-clock
 # time / total operations (aggregate ns/op: lower is better).
 Code.require_file("bench_helper.exs", __DIR__)
@@ -61,6 +62,8 @@ defmodule PocketFlexBench do
   ]
   @updates List.to_tuple(for k <- 0..7, do: %{"k#{k}" => k})
   @initial %{"items" => [1, 2, 3], "status" => "running", "step" => 3, "name" => "bench"}
+  @initial_merged Enum.reduce(Tuple.to_list(@updates), @initial, &Map.merge(&2, &1))
+  @small %{step: 3}
 
   def run do
     {:ok, _} = UpstreamStore.start()
@@ -68,16 +71,17 @@ defmodule PocketFlexBench do
 
     rows =
       for procs <- BenchHelper.process_counts(),
-          {op, n, shared?} <- [
-            {:merge_state, BenchHelper.ops(200_000), false},
-            {:merge_state, BenchHelper.ops(200_000), true},
-            {:get_state, BenchHelper.ops(1_000_000), false}
+          {op, n, shared?, initial, shape} <- [
+            {:merge_state, BenchHelper.ops(200_000), false, @initial, ""},
+            {:merge_state, BenchHelper.ops(200_000), true, @initial, ""},
+            {:get_state, BenchHelper.ops(1_000_000), false, @initial_merged, ", 12-key state"},
+            {:get_state, BenchHelper.ops(1_000_000), false, @small, ", 1-key state"}
           ] do
-        results = measure(op, n, procs, shared?)
+        results = measure(op, n, procs, shared?, initial)
         [native, ets, upstream] = Enum.map(@stores, fn {name, _} -> results[name] end)
 
-        label =
-          "#{op}, #{procs} proc#{if procs > 1, do: "s"}, #{if shared?, do: "one flow", else: "distinct flows"}"
+        flows = if shared?, do: "one flow", else: "distinct flows"
+        label = "#{op}, #{procs} proc#{if procs > 1, do: "s"}, #{flows}#{shape}"
 
         [
           label,
@@ -112,11 +116,11 @@ defmodule PocketFlexBench do
   defp id(first, true = _shared?), do: {:bench_flow, :shared, first * 0}
   defp id(first, false), do: {:bench_flow, first}
 
-  defp measure(op, n, procs, shared?) do
+  defp measure(op, n, procs, shared?, initial) do
     ids = for {first, _} <- BenchHelper.shares(n, procs), uniq: true, do: id(first, shared?)
 
     setup = fn mod ->
-      fn -> Enum.each(ids, &mod.update_state(&1, @initial)) end
+      fn -> Enum.each(ids, &mod.update_state(&1, initial)) end
     end
 
     work = fn mod ->
