@@ -35,9 +35,6 @@ defmodule NativeStore.Nif do
   def table_all(), do: nif_error()
   def table_replace(_tab, _key, _expected, _new), do: nif_error()
   def table_merge_map(_tab, _key, _map), do: nif_error()
-  def probe_res(_), do: nif_error()
-  def probe_key(_), do: nif_error()
-  def probe_self(), do: nif_error()
 
   # Registries
   def registry_new(_name, _unique, _partitions, _listeners), do: nif_error()

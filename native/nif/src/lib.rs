@@ -31,8 +31,7 @@ mod atoms {
 }
 
 fn load(env: rustler::Env, _info: rustler::Term) -> bool {
-    table::on_load(env);
-    true
+    table::on_load(env)
 }
 
 rustler::init!("Elixir.NativeStore.Nif", load = load);
