@@ -47,8 +47,9 @@ defmodule PocketFlex.AsyncBatchFlow do
   Starts running `flow` on `initial_state` in a task (linked to the caller,
   as `Task.async/1`) and returns the task; its result is
   `{:ok, final_state}` or `{:error, reason}` (`:no_start_node`,
-  `{node, exception}`, or `{node, {:item_exit, reason}}` when an item task
-  dies). The flow's state is removed from storage before the task returns.
+  `{node, exception}`, `{node, {:item_exit, reason}}` when an item task
+  dies, `{:caller_exit, reason}` when the caller died, or the exception
+  raised by the storage backend). The flow's state is removed from storage before the task returns.
 
       iex> PocketFlex.AsyncBatchFlow.run_async_batch(PocketFlex.Flow.new(), %{}) |> Task.await()
       {:error, :no_start_node}
@@ -85,6 +86,9 @@ defmodule PocketFlex.AsyncBatchFlow do
     try do
       StateStorage.update_state(flow_id, initial)
       loop(flow, start, flow_id, caller)
+    rescue
+      # The storage itself failed (e.g. its backend is not running).
+      e -> {:error, e}
     catch
       :throw, {:caller_exit, _} = reason -> {:error, reason}
     after

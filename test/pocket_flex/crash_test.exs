@@ -266,4 +266,24 @@ defmodule PocketFlex.CrashTest do
     assert_received {:flow_id, id}
     assert Native.get_state(id) == %{}
   end
+
+  defmodule BrokenStorage do
+    @behaviour PocketFlex.StateStorage
+    def get_state(_), do: %{}
+    def update_state(_, _), do: raise("storage down")
+    def merge_state(_, _), do: raise("storage down")
+    def cleanup(_), do: send(:crash_test_runner, :cleanup_called) && :ok
+  end
+
+  test "a failing storage backend gives {:error, exception}, not a crash of the caller" do
+    Process.register(self(), :crash_test_runner)
+    flow = Flow.new() |> Flow.add_node(RecordId) |> Flow.start(RecordId)
+
+    TestSupport.with_backend(BrokenStorage, fn ->
+      assert {:error, %RuntimeError{message: "storage down"}} =
+               Task.await(AsyncBatchFlow.run_async_batch(flow, %{}))
+    end)
+
+    assert_received :cleanup_called
+  end
 end

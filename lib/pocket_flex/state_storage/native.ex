@@ -49,6 +49,13 @@ defmodule PocketFlex.StateStorage.Native do
   any number of heir crashes) between restarts of the application;
   `status/0` tells whether the table currently has a live heir. Killing
   `PocketFlex.Supervisor` itself stops both keepers and loses the states.
+
+  If both keepers die (for instance the heir, then the owner before the
+  heir could be re-established), ETS semantics delete the table and the
+  restarted keepers create an empty one. The table layer currently differs
+  from ETS there: when the heir died before the owner, the table is handed
+  to the dead heir and stays alive with no live owner; the keepers then
+  keep using it (its states are kept) and log that it has no live heir.
   """
 
   @behaviour PocketFlex.StateStorage
