@@ -20,9 +20,24 @@ pub const SHARDS: usize = 64;
 const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// Hashes canonical key bytes.
+///
+/// Nine-byte keys (a tag and an 8-byte word: atoms, small integers) hash
+/// as [`hash_word`] of their parts, so a host holding such a key in
+/// registers can hash it without reading it back from memory.
 #[inline]
 pub fn hash_key(key: &[u8]) -> u64 {
+    if let Ok(b) = <&[u8; 9]>::try_from(key) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[1..]);
+        return hash_word(b[0], u64::from_le_bytes(w));
+    }
     foldhash::fast::FixedState::with_seed(SEED).hash_one(key)
+}
+
+/// The hash of the nine-byte key `[tag, word as 8 little-endian bytes]`.
+#[inline]
+pub fn hash_word(tag: u8, word: u64) -> u64 {
+    foldhash::fast::FixedState::with_seed(SEED).hash_one((tag, word))
 }
 
 /// A key to look up: canonical bytes and their hash.
@@ -39,6 +54,17 @@ impl<'a> Key<'a> {
         Key {
             bytes,
             hash: hash_key(bytes),
+        }
+    }
+
+    /// A nine-byte key `[tag, word...]` whose parts the caller already
+    /// has: same hash as [`Key::new`], without reading `bytes`.
+    #[inline]
+    pub fn from_word(bytes: &'a [u8; 9], tag: u8, word: u64) -> Self {
+        debug_assert_eq!(hash_key(bytes), hash_word(tag, word));
+        Key {
+            bytes,
+            hash: hash_word(tag, word),
         }
     }
 
@@ -384,6 +410,15 @@ mod tests {
         assert_eq!(t.remove(&Key::new(&k)).unwrap(), pair(1, 11));
         assert!(t.get(&Key::new(&k)).is_none());
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn word_keys_hash_from_their_parts() {
+        for (t, w) in [(2u8, 0u64), (1, 0xdead_beef), (2, u64::MAX)] {
+            let mut b = [t; 9];
+            b[1..].copy_from_slice(&w.to_le_bytes());
+            assert_eq!(Key::new(&b).hash, Key::from_word(&b, t, w).hash);
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! than [`MAX_DEPTH`]) falls back to the external term format.
 
 use native_store_engine::format::{self, tag, Item};
+use native_store_engine::set::Key;
 use rustler::sys::*;
 use rustler::{Env, Term};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -339,8 +340,8 @@ pub fn encode_key(env: Env, term: Term) -> Result<Scratch, EncodeError> {
 /// Canonical key bytes, without a heap buffer for the common immediate keys.
 pub enum KeyBytes {
     /// An atom or an integer that fits in i64: tag and 8-byte word, exactly
-    /// as [`Encoder`] writes them.
-    Inline([u8; 9]),
+    /// as [`Encoder`] writes them, and the parts (hashed from registers).
+    Inline([u8; 9], u8, u64),
     /// Any other key, in a pooled buffer.
     Pooled(Scratch),
 }
@@ -350,23 +351,34 @@ impl std::ops::Deref for KeyBytes {
     #[inline]
     fn deref(&self) -> &[u8] {
         match self {
-            KeyBytes::Inline(b) => b,
+            KeyBytes::Inline(b, _, _) => b,
             KeyBytes::Pooled(s) => s,
         }
     }
 }
 
-#[inline]
+#[inline(always)]
 fn inline_key(t: u8, w: u64) -> KeyBytes {
     let mut b = [t; 9];
     b[1..].copy_from_slice(&w.to_le_bytes());
-    KeyBytes::Inline(b)
+    KeyBytes::Inline(b, t, w)
+}
+
+impl KeyBytes {
+    /// The key to look up (hashed).
+    #[inline(always)]
+    pub fn key(&self) -> Key<'_> {
+        match self {
+            KeyBytes::Inline(b, t, w) => Key::from_word(b, *t, *w),
+            KeyBytes::Pooled(s) => Key::new(s),
+        }
+    }
 }
 
 /// Encodes `term` in canonical (key) form, like [`encode_key`], but keeps
 /// atoms and small integers on the stack (the same bytes: `format::put_word`
 /// and `format::put_int`).
-#[inline]
+#[inline(always)]
 pub fn encode_key_bytes(env: Env, term: Term) -> Result<KeyBytes, EncodeError> {
     let t = term.as_c_arg();
     // SAFETY: `t` is a valid term of `env`; `i` is a live out-pointer.

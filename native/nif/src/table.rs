@@ -516,7 +516,7 @@ fn table_lookup<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>) -> NifResult<Ter
     let t = readable(env, tab)?;
     let kb = key_bytes(env, key)?;
     let nil = Term::list_new_empty(env);
-    t.data.read(&Key::new(&kb), |e| match e {
+    t.data.read(&kb.key(), |e| match e {
         None => Ok(nil),
         Some(e) => Ok(nil.list_prepend(decode_entry(env, e)?)),
     })
@@ -531,7 +531,7 @@ fn table_lookup_element<'a>(
 ) -> NifResult<Term<'a>> {
     let t = readable(env, tab)?;
     let kb = key_bytes(env, key)?;
-    t.data.read(&Key::new(&kb), |e| {
+    t.data.read(&kb.key(), |e| {
         let e = e.ok_or(Error::BadArg)?;
         let obj = e.object();
         let r = tuple_ops::element(obj, pos).map_err(|_| Error::BadArg)?;
@@ -543,7 +543,7 @@ fn table_lookup_element<'a>(
 fn table_member<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>) -> NifResult<bool> {
     let t = readable(env, tab)?;
     let kb = key_bytes(env, key)?;
-    Ok(t.data.contains(&Key::new(&kb)))
+    Ok(t.data.contains(&kb.key()))
 }
 
 #[rustler::nif]
@@ -551,7 +551,7 @@ fn table_take<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>) -> NifResult<Term<
     let t = writable(env, tab)?;
     let kb = key_bytes(env, key)?;
     let nil = Term::list_new_empty(env);
-    match t.data.remove(&Key::new(&kb)) {
+    match t.data.remove(&kb.key()) {
         None => Ok(nil),
         Some(e) => Ok(nil.list_prepend(decode_entry(env, &e)?)),
     }
@@ -568,7 +568,7 @@ fn table_delete<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<bool> {
 fn table_delete_key<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>) -> NifResult<bool> {
     let t = writable(env, tab)?;
     let kb = key_bytes(env, key)?;
-    drop(t.data.remove(&Key::new(&kb)));
+    drop(t.data.remove(&kb.key()));
     Ok(true)
 }
 
@@ -669,7 +669,7 @@ fn update_counter<'a>(
         (&single, false)
     };
     let kb = key_bytes(env, key)?;
-    let k = Key::new(&kb);
+    let k = kb.key();
     // Results of the in-place path; the general path returns its own.
     let mut small = [0i128; 8];
     let mut general: Option<Vec<i128>> = None;
@@ -783,7 +783,7 @@ fn table_update_element<'a>(
     }
     let borrowed: Vec<(i64, &[u8])> = encoded.iter().map(|(p, v)| (*p, v.as_slice())).collect();
     let kb = key_bytes(env, key)?;
-    t.data.update(&Key::new(&kb), |e| match e {
+    t.data.update(&kb.key(), |e| match e {
         None => (Change::Keep, Ok(false)),
         Some(e) => match tuple_ops::update_element(e.object(), keypos, &borrowed) {
             Ok(obj) => (Change::Put(rekey(&obj, e, keypos)), Ok(true)),
@@ -986,7 +986,7 @@ fn table_replace<'a>(
         }
         None => None,
     };
-    Ok(t.data.update(&Key::new(&kb), |current| {
+    Ok(t.data.update(&kb.key(), |current| {
         let unchanged = match (current, &expected) {
             (None, None) => true,
             (Some(c), Some((e, obj))) => same_object(env, c, e, *obj),
@@ -1017,7 +1017,7 @@ fn table_merge_map<'a>(
     }
     let keypos = t.meta.keypos();
     let kb = key_bytes(env, key)?;
-    t.data.update(&Key::new(&kb), |current| {
+    t.data.update(&kb.key(), |current| {
         let merged = match current {
             None => map,
             Some(c) => {
