@@ -484,25 +484,80 @@ fn monitor_heir(env: Env, res: &TableArc, pid: u64) {
     }
 }
 
-#[rustler::nif]
-fn table_insert<'a>(env: Env<'a>, tab: Term<'a>, objs: Term<'a>) -> NifResult<bool> {
-    let t = writable(env, tab)?;
-    let mut entries = encode_objects(env, objs, t.meta.keypos())?;
-    let replaced = if entries.len() == 1 {
-        t.data
-            .insert(entries.pop().expect("one entry"))
-            .into_iter()
-            .collect()
-    } else {
-        t.data.insert_all(entries)
+/// Registers a hot NIF directly, as `#[rustler::nif]` does but without its
+/// per-call `Vec` of arguments (an allocation and a free on every call):
+/// the arguments are passed as an array. Panics are caught and results and
+/// errors converted exactly as rustler does (`handle_nif_result`).
+macro_rules! hot_nif {
+    ($name:ident, $arity:literal) => {
+        rustler::codegen_runtime::inventory::submit!(rustler::Nif {
+            name: concat!(stringify!($name), "\0").as_ptr()
+                as *const rustler::codegen_runtime::c_char,
+            arity: $arity,
+            flags: 0,
+            raw_func: {
+                unsafe extern "C" fn nif_func(
+                    env: *mut rustler::sys::ErlNifEnv,
+                    argc: rustler::codegen_runtime::c_int,
+                    argv: *const rustler::sys::ErlNifTerm,
+                ) -> rustler::sys::ErlNifTerm {
+                    // SAFETY: the VM calls this with a live environment and
+                    // `argc` (the registered arity) valid terms.
+                    unsafe { call_hot::<$arity>(env, argc, argv, $name) }
+                }
+                nif_func
+            },
+        });
     };
-    drop(replaced);
-    Ok(true)
+}
+
+/// The body of a [`hot_nif!`] entry point.
+///
+/// # Safety
+/// `env` must be the live environment of a NIF call and `argv` point at
+/// `argc` valid terms of it.
+#[inline(always)]
+unsafe fn call_hot<const N: usize>(
+    env: *mut rustler::sys::ErlNifEnv,
+    argc: rustler::codegen_runtime::c_int,
+    argv: *const rustler::sys::ErlNifTerm,
+    f: for<'a> fn(Env<'a>, [Term<'a>; N]) -> NifResult<Term<'a>>,
+) -> rustler::sys::ErlNifTerm {
+    let lifetime = ();
+    // SAFETY: see the function's contract.
+    let env = unsafe { Env::new(&lifetime, env) };
+    debug_assert_eq!(argc as usize, N);
+    // SAFETY: `argv` holds `argc == N` terms of `env`.
+    let args: [Term; N] = std::array::from_fn(|i| unsafe { Term::new(env, *argv.add(i)) });
+    let result = std::panic::catch_unwind(move || f(env, args));
+    // SAFETY: the returned value is applied in the same environment.
+    unsafe { rustler::codegen_runtime::handle_nif_result(result, env).apply(env) }
+}
+
+hot_nif!(table_insert, 2);
+fn table_insert<'a>(env: Env<'a>, [tab, objs]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
+    let t = writable(env, tab)?;
+    if objs.is_tuple() {
+        // One object (the common case): no vector of entries.
+        let entry = encode_object(env, objs, t.meta.keypos(), None)?;
+        drop(t.data.insert(entry));
+    } else {
+        drop(
+            t.data
+                .insert_all(encode_objects(env, objs, t.meta.keypos())?),
+        );
+    }
+    Ok(true.encode(env))
 }
 
 #[rustler::nif]
 fn table_insert_new<'a>(env: Env<'a>, tab: Term<'a>, objs: Term<'a>) -> NifResult<bool> {
     let t = writable(env, tab)?;
+    if objs.is_tuple() {
+        return Ok(t
+            .data
+            .insert_new(encode_object(env, objs, t.meta.keypos(), None)?));
+    }
     let mut entries = encode_objects(env, objs, t.meta.keypos())?;
     Ok(if entries.len() == 1 {
         t.data.insert_new(entries.pop().expect("one entry"))
@@ -511,8 +566,8 @@ fn table_insert_new<'a>(env: Env<'a>, tab: Term<'a>, objs: Term<'a>) -> NifResul
     })
 }
 
-#[rustler::nif]
-fn table_lookup<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>) -> NifResult<Term<'a>> {
+hot_nif!(table_lookup, 2);
+fn table_lookup<'a>(env: Env<'a>, [tab, key]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
     let t = readable(env, tab)?;
     let kb = key_bytes(env, key)?;
     let nil = Term::list_new_empty(env);
@@ -539,11 +594,11 @@ fn table_lookup_element<'a>(
     })
 }
 
-#[rustler::nif]
-fn table_member<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>) -> NifResult<bool> {
+hot_nif!(table_member, 2);
+fn table_member<'a>(env: Env<'a>, [tab, key]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
     let t = readable(env, tab)?;
     let kb = key_bytes(env, key)?;
-    Ok(t.data.contains(&kb.key()))
+    Ok(t.data.contains(&kb.key()).encode(env))
 }
 
 #[rustler::nif]
@@ -738,13 +793,8 @@ fn rekey(obj: &[u8], old: &Entry, keypos: usize) -> Entry {
     buf.finish(start + r.start..start + r.end, canonical)
 }
 
-#[rustler::nif]
-fn table_update_counter<'a>(
-    env: Env<'a>,
-    tab: Term<'a>,
-    key: Term<'a>,
-    op: Term<'a>,
-) -> NifResult<Term<'a>> {
+hot_nif!(table_update_counter, 3);
+fn table_update_counter<'a>(env: Env<'a>, [tab, key, op]: [Term<'a>; 3]) -> NifResult<Term<'a>> {
     update_counter(env, tab, key, op, None)
 }
 
