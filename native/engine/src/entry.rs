@@ -65,6 +65,14 @@ impl EntryBuf {
         key: Range<usize>,
         canonical_key: Option<&[u8]>,
     ) -> (Entry, Vec<u8>) {
+        let entry = self.seal(key, canonical_key).to_entry();
+        (entry, self.out)
+    }
+
+    /// Completes the entry in the buffer without allocating it: the image
+    /// can be stored by copying it into a replaced entry of the same size
+    /// (see [`Entry::assign`]) or into a new allocation.
+    pub fn seal(&mut self, key: Range<usize>, canonical_key: Option<&[u8]>) -> EntryImage<'_> {
         let (off, len) = match canonical_key {
             None => (key.start as u32, key.len() as u32),
             Some(c) => {
@@ -75,8 +83,37 @@ impl EntryBuf {
         };
         self.out[0..4].copy_from_slice(&off.to_le_bytes());
         self.out[4..8].copy_from_slice(&len.to_le_bytes());
-        (Entry(Box::from(&self.out[..])), self.out)
+        EntryImage(&self.out)
     }
+
+    /// The buffer, for reuse.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.out
+    }
+}
+
+/// The complete bytes of an entry, not yet stored (see [`EntryBuf::seal`]).
+#[derive(Clone, Copy, Debug)]
+pub struct EntryImage<'a>(&'a [u8]);
+
+impl EntryImage<'_> {
+    /// The key bytes used for hashing and equality.
+    #[inline]
+    pub fn key(&self) -> &[u8] {
+        key_of(self.0)
+    }
+
+    /// A stored entry with these bytes.
+    pub fn to_entry(&self) -> Entry {
+        Entry(Box::from(self.0))
+    }
+}
+
+#[inline]
+fn key_of(b: &[u8]) -> &[u8] {
+    let off = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+    let len = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+    &b[off..off + (len & !APPENDED) as usize]
 }
 
 impl Entry {
@@ -91,8 +128,18 @@ impl Entry {
     /// The key bytes used for hashing and equality.
     #[inline]
     pub fn key(&self) -> &[u8] {
-        let (off, len) = self.header();
-        &self.0[off..off + (len & !APPENDED) as usize]
+        key_of(&self.0)
+    }
+
+    /// Becomes a copy of `image` in place, without allocating, when both
+    /// have the same size; returns whether it did.
+    #[inline]
+    pub fn assign(&mut self, image: &EntryImage) -> bool {
+        if self.0.len() != image.0.len() {
+            return false;
+        }
+        self.0.copy_from_slice(image.0);
+        true
     }
 
     /// The encoded object, exactly as inserted.
@@ -139,6 +186,24 @@ mod tests {
         let e = b.finish(s + 2..s + 5, None);
         assert_eq!(e.key(), b"KEY");
         assert_eq!(e.object(), b"ABKEYCD");
+    }
+
+    #[test]
+    fn images_assign_in_place_only_at_equal_size() {
+        let mut b = EntryBuf::new();
+        b.out.extend_from_slice(b"ABKEYCD");
+        let s = EntryBuf::object_start();
+        let mut e = b.seal(s + 2..s + 5, None).to_entry();
+        let mut b = EntryBuf::new();
+        b.out.extend_from_slice(b"XYKEYZW");
+        let img = b.seal(s + 2..s + 5, None);
+        assert_eq!(img.key(), b"KEY");
+        assert!(e.assign(&img));
+        assert_eq!(e.object(), b"XYKEYZW");
+        let mut b = EntryBuf::new();
+        b.out.extend_from_slice(b"KEY");
+        assert!(!e.assign(&b.seal(s..s + 3, None)));
+        assert_eq!(e.object(), b"XYKEYZW");
     }
 
     #[test]

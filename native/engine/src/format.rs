@@ -165,7 +165,7 @@ pub fn put_header(out: &mut Vec<u8>, t: u8, count: usize) {
     put_uvarint(out, count as u64);
 }
 
-#[inline]
+#[inline(always)]
 fn word_at(buf: &[u8], pos: usize) -> Result<u64, FormatError> {
     let b = buf.get(pos..pos + 8).ok_or(FormatError::Corrupt)?;
     Ok(u64::from_le_bytes(
@@ -202,7 +202,7 @@ pub enum Item<'a> {
 
 /// Reads the head of the value at `*pos` and advances past the head only
 /// (container elements follow it).
-#[inline]
+#[inline(always)]
 pub fn read_item<'a>(buf: &'a [u8], pos: &mut usize) -> Result<Item<'a>, FormatError> {
     let t = *buf.get(*pos).ok_or(FormatError::Corrupt)?;
     *pos += 1;

@@ -8,7 +8,7 @@
 //! whole-table work (clearing, snapshots) is done shard by shard so no lock
 //! is held for long.
 
-use crate::entry::Entry;
+use crate::entry::{Entry, EntryImage};
 use hashbrown::HashTable;
 use parking_lot::{RwLock, RwLockWriteGuard};
 use std::hash::BuildHasher;
@@ -221,6 +221,23 @@ impl SetTable {
         self.shard(hash).write().put_hashed(hash, entry)
     }
 
+    /// Inserts or replaces with the entry `image`; when an entry of the
+    /// same size is replaced, its allocation is reused (as ETS does), so
+    /// rewriting an object allocates and frees nothing. Returns the replaced
+    /// entry otherwise (to be dropped after the lock is released).
+    #[inline]
+    pub fn insert_image(&self, image: &EntryImage) -> Option<Entry> {
+        let key = image.key();
+        let hash = hash_key(key);
+        let mut shard = self.shard(hash).write();
+        if let Some(e) = shard.map.find_mut(hash, |e| e.key() == key) {
+            if e.assign(image) {
+                return None;
+            }
+        }
+        shard.put_hashed(hash, image.to_entry())
+    }
+
     /// Inserts only if the key is absent; returns whether it inserted.
     pub fn insert_new(&self, entry: Entry) -> bool {
         let key = Key::new(entry.key());
@@ -419,6 +436,39 @@ mod tests {
             b[1..].copy_from_slice(&w.to_le_bytes());
             assert_eq!(Key::new(&b).hash, Key::from_word(&b, t, w).hash);
         }
+    }
+
+    #[test]
+    fn images_replace_in_place_or_insert() {
+        let t = SetTable::new();
+        let image = |k: i64, v: i64| {
+            let mut b = EntryBuf::new();
+            put_header(&mut b.out, tag::TUPLE, 2);
+            let ks = b.out.len();
+            put_int(&mut b.out, k);
+            let ke = b.out.len();
+            put_int(&mut b.out, v);
+            b.seal(ks..ke, None).to_entry()
+        };
+        let mut b = EntryBuf::new();
+        put_header(&mut b.out, tag::TUPLE, 2);
+        let ks = b.out.len();
+        put_int(&mut b.out, 1);
+        let ke = b.out.len();
+        put_int(&mut b.out, 5);
+        let mem = t.memory_bytes();
+        assert!(t.insert_image(&b.seal(ks..ke, None)).is_none());
+        assert!(t.memory_bytes() > mem);
+        let mem = t.memory_bytes();
+        t.insert(image(1, 6));
+        let mut b = EntryBuf::new();
+        put_header(&mut b.out, tag::TUPLE, 2);
+        put_int(&mut b.out, 1);
+        put_int(&mut b.out, 7);
+        assert!(t.insert_image(&b.seal(ks..ke, None)).is_none());
+        assert_eq!(t.memory_bytes(), mem);
+        assert_eq!(t.get(&Key::new(&key(1))).unwrap(), image(1, 7));
+        assert_eq!(t.len(), 1);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use crate::atoms;
 use crate::codec::{
     self, decode, encode_key_bytes, encode_value, word_of, word_term, Encoder, KeyBytes, Scratch,
 };
-use native_store_engine::entry::{Entry, EntryBuf};
+use native_store_engine::entry::{Entry, EntryBuf, EntryImage};
 use native_store_engine::format::{self, tag};
 use native_store_engine::meta::{Access, Heir, Meta, OwnerExit};
 use native_store_engine::reclaim::drop_later;
@@ -341,6 +341,18 @@ fn encode_object<'a>(
     keypos: usize,
     key: Option<Term<'a>>,
 ) -> NifResult<Entry> {
+    with_encoded_object(env, obj, keypos, key, |img| img.to_entry())
+}
+
+/// Encodes `obj` like [`encode_object`] into a pooled buffer and passes
+/// the entry image to `f` (which may store it without a new allocation).
+fn with_encoded_object<'a, R>(
+    env: Env<'a>,
+    obj: Term<'a>,
+    keypos: usize,
+    key: Option<Term<'a>>,
+    f: impl FnOnce(&EntryImage) -> R,
+) -> NifResult<R> {
     let elems = get_tuple(obj).map_err(|_| Error::BadArg)?;
     if elems.len() < keypos {
         return Err(Error::BadArg);
@@ -372,9 +384,9 @@ fn encode_object<'a>(
         };
         (range, canonical)
     };
-    let (entry, spare) = buf.finish_keep(range, canonical.as_deref());
-    Scratch::restore(spare);
-    Ok(entry)
+    let r = f(&buf.seal(range, canonical.as_deref()));
+    Scratch::restore(buf.into_buffer());
+    Ok(r)
 }
 
 /// Access to an encoder's buffer for container headers.
@@ -539,8 +551,10 @@ fn table_insert<'a>(env: Env<'a>, [tab, objs]: [Term<'a>; 2]) -> NifResult<Term<
     let t = writable(env, tab)?;
     if objs.is_tuple() {
         // One object (the common case): no vector of entries.
-        let entry = encode_object(env, objs, t.meta.keypos(), None)?;
-        drop(t.data.insert(entry));
+        let replaced = with_encoded_object(env, objs, t.meta.keypos(), None, |img| {
+            t.data.insert_image(img)
+        })?;
+        drop(replaced);
     } else {
         drop(
             t.data
@@ -550,8 +564,12 @@ fn table_insert<'a>(env: Env<'a>, [tab, objs]: [Term<'a>; 2]) -> NifResult<Term<
     Ok(true.encode(env))
 }
 
-#[rustler::nif]
-fn table_insert_new<'a>(env: Env<'a>, tab: Term<'a>, objs: Term<'a>) -> NifResult<bool> {
+hot_nif!(table_insert_new, 2);
+fn table_insert_new<'a>(env: Env<'a>, [tab, objs]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
+    insert_new(env, tab, objs).map(|b| b.encode(env))
+}
+
+fn insert_new<'a>(env: Env<'a>, tab: Term<'a>, objs: Term<'a>) -> NifResult<bool> {
     let t = writable(env, tab)?;
     if objs.is_tuple() {
         return Ok(t
@@ -577,13 +595,9 @@ fn table_lookup<'a>(env: Env<'a>, [tab, key]: [Term<'a>; 2]) -> NifResult<Term<'
     })
 }
 
-#[rustler::nif]
-fn table_lookup_element<'a>(
-    env: Env<'a>,
-    tab: Term<'a>,
-    key: Term<'a>,
-    pos: i64,
-) -> NifResult<Term<'a>> {
+hot_nif!(table_lookup_element, 3);
+fn table_lookup_element<'a>(env: Env<'a>, [tab, key, pos]: [Term<'a>; 3]) -> NifResult<Term<'a>> {
+    let pos: i64 = pos.decode()?;
     let t = readable(env, tab)?;
     let kb = key_bytes(env, key)?;
     t.data.read(&kb.key(), |e| {
@@ -601,8 +615,8 @@ fn table_member<'a>(env: Env<'a>, [tab, key]: [Term<'a>; 2]) -> NifResult<Term<'
     Ok(t.data.contains(&kb.key()).encode(env))
 }
 
-#[rustler::nif]
-fn table_take<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>) -> NifResult<Term<'a>> {
+hot_nif!(table_take, 2);
+fn table_take<'a>(env: Env<'a>, [tab, key]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
     let t = writable(env, tab)?;
     let kb = key_bytes(env, key)?;
     let nil = Term::list_new_empty(env);
@@ -619,12 +633,12 @@ fn table_delete<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<bool> {
     Ok(true)
 }
 
-#[rustler::nif]
-fn table_delete_key<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>) -> NifResult<bool> {
+hot_nif!(table_delete_key, 2);
+fn table_delete_key<'a>(env: Env<'a>, [tab, key]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
     let t = writable(env, tab)?;
     let kb = key_bytes(env, key)?;
     drop(t.data.remove(&kb.key()));
-    Ok(true)
+    Ok(true.encode(env))
 }
 
 /// True when the stored entry is the same object as `obj` (`=:=`): equal
@@ -798,13 +812,10 @@ fn table_update_counter<'a>(env: Env<'a>, [tab, key, op]: [Term<'a>; 3]) -> NifR
     update_counter(env, tab, key, op, None)
 }
 
-#[rustler::nif]
+hot_nif!(table_update_counter_default, 4);
 fn table_update_counter_default<'a>(
     env: Env<'a>,
-    tab: Term<'a>,
-    key: Term<'a>,
-    op: Term<'a>,
-    default: Term<'a>,
+    [tab, key, op, default]: [Term<'a>; 4],
 ) -> NifResult<Term<'a>> {
     update_counter(env, tab, key, op, Some(default))
 }
