@@ -40,11 +40,19 @@ pub fn hash_word(tag: u8, word: u64) -> u64 {
     foldhash::fast::FixedState::with_seed(SEED).hash_one((tag, word))
 }
 
-/// A key to look up: canonical bytes and their hash.
+/// A key to look up: canonical bytes (or, for nine-byte keys, their parts)
+/// and their hash.
 #[derive(Clone, Copy, Debug)]
 pub struct Key<'a> {
-    bytes: &'a [u8],
+    repr: KeyRepr<'a>,
     hash: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum KeyRepr<'a> {
+    Bytes(&'a [u8]),
+    /// `[tag, word as 8 little-endian bytes]`, kept in registers.
+    Word(u8, u64),
 }
 
 impl<'a> Key<'a> {
@@ -52,25 +60,36 @@ impl<'a> Key<'a> {
     #[inline]
     pub fn new(bytes: &'a [u8]) -> Self {
         Key {
-            bytes,
+            repr: KeyRepr::Bytes(bytes),
             hash: hash_key(bytes),
         }
     }
 
-    /// A nine-byte key `[tag, word...]` whose parts the caller already
-    /// has: same hash as [`Key::new`], without reading `bytes`.
+    /// The nine-byte key `[tag, word as 8 little-endian bytes]` (an atom or
+    /// a small integer), given by its parts: same hash and matches as
+    /// [`Key::new`] of those bytes, but nothing is read back from memory.
     #[inline]
-    pub fn from_word(bytes: &'a [u8; 9], tag: u8, word: u64) -> Self {
-        debug_assert_eq!(hash_key(bytes), hash_word(tag, word));
+    pub fn word(tag: u8, word: u64) -> Key<'static> {
         Key {
-            bytes,
+            repr: KeyRepr::Word(tag, word),
             hash: hash_word(tag, word),
         }
     }
 
-    /// The key bytes.
-    pub fn bytes(&self) -> &'a [u8] {
-        self.bytes
+    /// True when `stored` (an entry's key bytes) is this key.
+    #[inline]
+    pub fn matches(&self, stored: &[u8]) -> bool {
+        match self.repr {
+            KeyRepr::Bytes(b) => stored == b,
+            KeyRepr::Word(t, w) => match <&[u8; 9]>::try_from(stored) {
+                Ok(s) => {
+                    let mut word = [0u8; 8];
+                    word.copy_from_slice(&s[1..]);
+                    s[0] == t && u64::from_le_bytes(word) == w
+                }
+                Err(_) => false,
+            },
+        }
     }
 }
 
@@ -97,7 +116,7 @@ struct Shard {
 impl Shard {
     #[inline]
     fn find(&self, key: &Key) -> Option<&Entry> {
-        self.map.find(key.hash, |e| e.key() == key.bytes)
+        self.map.find(key.hash, |e| key.matches(e.key()))
     }
 
     fn put(&mut self, entry: Entry) -> Option<Entry> {
@@ -124,7 +143,7 @@ impl Shard {
     }
 
     fn remove(&mut self, key: &Key) -> Option<Entry> {
-        match self.map.find_entry(key.hash, |e| e.key() == key.bytes) {
+        match self.map.find_entry(key.hash, |e| key.matches(e.key())) {
             Ok(o) => {
                 let (e, _) = o.remove();
                 self.heap -= e.heap_bytes();
@@ -321,12 +340,12 @@ impl SetTable {
     /// in place (see [`Entry::object_mut`]) without changing its key or size.
     pub fn update_mut<R>(&self, key: &Key, f: impl FnOnce(Option<&mut Entry>) -> (Change, R)) -> R {
         let mut shard = self.shard(key.hash).write();
-        let found = shard.map.find_mut(key.hash, |e| e.key() == key.bytes);
+        let found = shard.map.find_mut(key.hash, |e| key.matches(e.key()));
         let (change, result) = f(found);
         match change {
             Change::Keep => {}
             Change::Put(e) => {
-                debug_assert_eq!(e.key(), key.bytes);
+                debug_assert!(key.matches(e.key()));
                 shard.put_hashed(key.hash, e);
             }
             Change::Remove => {
@@ -434,7 +453,9 @@ mod tests {
         for (t, w) in [(2u8, 0u64), (1, 0xdead_beef), (2, u64::MAX)] {
             let mut b = [t; 9];
             b[1..].copy_from_slice(&w.to_le_bytes());
-            assert_eq!(Key::new(&b).hash, Key::from_word(&b, t, w).hash);
+            assert_eq!(Key::new(&b).hash, Key::word(t, w).hash);
+            assert!(Key::word(t, w).matches(&b) && Key::new(&b).matches(&b));
+            assert!(!Key::word(t, w ^ 1).matches(&b) && !Key::word(t, w).matches(&b[..8]));
         }
     }
 

@@ -337,31 +337,22 @@ pub fn encode_key(env: Env, term: Term) -> Result<Scratch, EncodeError> {
     Ok(out)
 }
 
-/// Canonical key bytes, without a heap buffer for the common immediate keys.
+/// A canonical key, without a heap buffer for the common immediate keys.
 pub enum KeyBytes {
-    /// An atom or an integer that fits in i64: tag and 8-byte word, exactly
-    /// as [`Encoder`] writes them, and the parts (hashed from registers).
-    Inline([u8; 9], u8, u64),
-    /// Any other key, in a pooled buffer.
+    /// An atom or an integer that fits in i64, as its tag (widened) and 8-byte word
+    /// (the bytes [`Encoder`] writes for it are `[tag, word LE]`), kept in
+    /// registers rather than written out and read back.
+    Inline(u64, u64),
+    /// Any other key, encoded in a pooled buffer.
     Pooled(Scratch),
-}
-
-impl std::ops::Deref for KeyBytes {
-    type Target = [u8];
-    #[inline]
-    fn deref(&self) -> &[u8] {
-        match self {
-            KeyBytes::Inline(b, _, _) => b,
-            KeyBytes::Pooled(s) => s,
-        }
-    }
 }
 
 #[inline(always)]
 fn inline_key(t: u8, w: u64) -> KeyBytes {
-    let mut b = [t; 9];
-    b[1..].copy_from_slice(&w.to_le_bytes());
-    KeyBytes::Inline(b, t, w)
+    // The tag is widened to a word: copies of the key are then whole words
+    // (byte-sized fields were copied piecewise and read back as a word,
+    // stalling on store forwarding).
+    KeyBytes::Inline(u64::from(t), w)
 }
 
 impl KeyBytes {
@@ -369,7 +360,7 @@ impl KeyBytes {
     #[inline(always)]
     pub fn key(&self) -> Key<'_> {
         match self {
-            KeyBytes::Inline(b, t, w) => Key::from_word(b, *t, *w),
+            KeyBytes::Inline(t, w) => Key::word(*t as u8, *w),
             KeyBytes::Pooled(s) => Key::new(s),
         }
     }

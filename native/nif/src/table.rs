@@ -378,13 +378,16 @@ fn with_encoded_object<'a, R>(
             }
         }
         let canonical = if dirty {
-            Some(key_bytes(env, key.unwrap_or(elems[keypos - 1]))?)
+            Some(
+                codec::encode_key(env, key.unwrap_or(elems[keypos - 1]))
+                    .map_err(|_| Error::BadArg)?,
+            )
         } else {
             None
         };
         (range, canonical)
     };
-    let r = f(&buf.seal(range, canonical.as_deref()));
+    let r = f(&buf.seal(range, canonical.as_deref().map(|c| c.as_slice())));
     Scratch::restore(buf.into_buffer());
     Ok(r)
 }
@@ -1030,7 +1033,7 @@ fn table_replace<'a>(
     let expected = match expected.first() {
         Some(o) => {
             let e = encode_object(env, *o, keypos, None)?;
-            if e.key() != &kb[..] {
+            if !kb.key().matches(e.key()) {
                 return Err(Error::BadArg);
             }
             Some((e, *o))
@@ -1040,7 +1043,7 @@ fn table_replace<'a>(
     let new = match new.first() {
         Some(o) => {
             let e = encode_object(env, *o, keypos, None)?;
-            if e.key() != &kb[..] {
+            if !kb.key().matches(e.key()) {
                 return Err(Error::BadArg);
             }
             Some(e)
