@@ -49,6 +49,7 @@ defmodule NativeStore.Nif do
   def registry_count(_name), do: nif_error()
   def registry_to_list(_name), do: nif_error()
   def registry_info(_name), do: nif_error()
+  def registry_memory(_name), do: nif_error()
   def registry_meta(_name, _key), do: nif_error()
   def registry_put_meta(_name, _key, _value), do: nif_error()
   def registry_delete_meta(_name, _key), do: nif_error()

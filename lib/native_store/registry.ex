@@ -381,6 +381,19 @@ defmodule NativeStore.Registry do
   defp apply_dispatch({m, f, a}, entries), do: apply(m, f, [entries | a])
   defp apply_dispatch(fun, entries) when is_function(fun, 1), do: fun.(entries)
 
+  @doc """
+  NativeStore extension (not in `Registry`): bytes of memory the registry
+  holds in the native engine (tables, keys, values, process records),
+  counted by walking it on a dirty scheduler.
+  """
+  @spec memory(registry()) :: non_neg_integer()
+  def memory(registry) do
+    case Nif.registry_memory(registry) do
+      :unknown_registry -> unknown!(registry)
+      bytes -> bytes
+    end
+  end
+
   @doc "Reads registry metadata, as `Registry.meta/2`."
   @spec meta(registry(), meta_key()) :: {:ok, meta_value()} | :error
   def meta(registry, key) when is_atom(key) or is_tuple(key) do

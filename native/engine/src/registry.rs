@@ -65,6 +65,18 @@ impl Slot {
 #[repr(align(64))]
 struct Padded<T>(T);
 
+/// Process records of one shard, found by pid.
+type ProcShard = Mutex<HashTable<Arc<Proc>>>;
+
+#[inline]
+fn pid_hash(pid: u64) -> u64 {
+    // splitmix64 finaliser: pid words differ in few, low bits.
+    let mut z = pid.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// Why a registration was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RegisterError {
@@ -76,7 +88,7 @@ pub enum RegisterError {
 pub struct Registry {
     unique: bool,
     keys: Box<[Padded<RwLock<HashTable<Slot>>>]>,
-    procs: Box<[Padded<Mutex<HashMap<u64, Arc<Proc>>>>]>,
+    procs: Box<[Padded<ProcShard>]>,
     live: AtomicIsize,
 }
 
@@ -92,7 +104,7 @@ impl Registry {
                 .map(|_| Padded(RwLock::new(HashTable::new())))
                 .collect(),
             procs: (0..SHARDS)
-                .map(|_| Padded(Mutex::new(HashMap::new())))
+                .map(|_| Padded(Mutex::new(HashTable::new())))
                 .collect(),
             live: AtomicIsize::new(0),
         }
@@ -107,14 +119,16 @@ impl Registry {
         &self.keys[((hash >> 32) as usize) & (SHARDS - 1)].0
     }
 
-    fn proc_shard(&self, pid: u64) -> &Mutex<HashMap<u64, Arc<Proc>>> {
-        let h = pid.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        &self.procs[(h >> 58) as usize & (SHARDS - 1)].0
+    fn proc_shard(&self, pid: u64) -> &ProcShard {
+        &self.procs[(pid_hash(pid) >> 32) as usize & (SHARDS - 1)].0
     }
 
     /// The live record of `pid`, if it has registrations.
     pub fn proc(&self, pid: u64) -> Option<Arc<Proc>> {
-        self.proc_shard(pid).lock().get(&pid).cloned()
+        self.proc_shard(pid)
+            .lock()
+            .find(pid_hash(pid), |p| p.pid == pid)
+            .cloned()
     }
 
     /// Registers `pid` under `key` with `value`. For a unique key held by
@@ -131,15 +145,15 @@ impl Registry {
         let hash = hash_key(key);
         let (proc, new) = {
             let mut procs = self.proc_shard(pid).lock();
-            match procs.get(&pid) {
+            match procs.find(pid_hash(pid), |p| p.pid == pid) {
                 Some(p) => (p.clone(), false),
                 None => {
                     let p = Arc::new(Proc {
                         pid,
                         alive: AtomicBool::new(true),
-                        keys: Mutex::new(Vec::new()),
+                        keys: Mutex::new(Vec::with_capacity(1)),
                     });
-                    procs.insert(pid, p.clone());
+                    procs.insert_unique(pid_hash(pid), p.clone(), |p| pid_hash(p.pid));
                     (p, true)
                 }
             }
@@ -190,10 +204,18 @@ impl Registry {
         Ok(new)
     }
 
+    /// Drops the process record of `proc`.
+    fn forget(&self, proc: &Arc<Proc>) {
+        let mut shard = self.proc_shard(proc.pid).lock();
+        if let Ok(e) = shard.find_entry(pid_hash(proc.pid), |p| Arc::ptr_eq(p, proc)) {
+            e.remove();
+        }
+    }
+
     /// Undoes the creation of a process record that ended up unused.
     fn forget_if_empty(&self, proc: &Arc<Proc>, created: bool) {
         if created && proc.keys.lock().is_empty() {
-            self.proc_shard(proc.pid).lock().remove(&proc.pid);
+            self.forget(proc);
         }
     }
 
@@ -205,7 +227,7 @@ impl Registry {
         }
         let n = proc.keys.lock().len();
         self.live.fetch_sub(n as isize, Ordering::AcqRel);
-        self.proc_shard(proc.pid).lock().remove(&proc.pid);
+        self.forget(proc);
         true
     }
 
@@ -356,11 +378,58 @@ impl Registry {
         }
     }
 
+    /// Bytes of memory the registry holds, counted by walking it: key and
+    /// process tables (slots and control bytes), keys, entry vectors, values
+    /// and process records, each allocation rounded to the allocator's
+    /// 16-byte granule. Costs O(entries): for statistics, not hot paths.
+    pub fn memory_bytes(&self) -> usize {
+        fn alloc(n: usize) -> usize {
+            if n == 0 {
+                0
+            } else {
+                n.next_multiple_of(16)
+            }
+        }
+        fn table(capacity: usize, slot: usize) -> usize {
+            if capacity == 0 {
+                0
+            } else {
+                let buckets = (capacity * 8 / 7).next_power_of_two();
+                buckets * (slot + 1)
+            }
+        }
+        let mut total = std::mem::size_of::<Self>()
+            + self.keys.len() * std::mem::size_of::<Padded<RwLock<HashTable<Slot>>>>()
+            + self.procs.len() * std::mem::size_of::<Padded<ProcShard>>();
+        for shard in self.keys.iter() {
+            let shard = shard.0.read();
+            total += table(shard.capacity(), std::mem::size_of::<Slot>());
+            for s in shard.iter() {
+                total += alloc(16 + s.key.len());
+                total += alloc(s.entries.capacity() * std::mem::size_of::<Reg>());
+                total += s
+                    .entries
+                    .iter()
+                    .map(|r| alloc(r.value.len()))
+                    .sum::<usize>();
+            }
+        }
+        for shard in self.procs.iter() {
+            let shard = shard.0.lock();
+            total += table(shard.capacity(), std::mem::size_of::<Arc<Proc>>());
+            for p in shard.iter() {
+                total += alloc(16 + std::mem::size_of::<Proc>());
+                total += alloc(p.keys.lock().capacity() * std::mem::size_of::<Arc<[u8]>>());
+            }
+        }
+        total
+    }
+
     /// Every process record (for the host to drop monitors, etc.).
     pub fn pids(&self) -> Vec<u64> {
         self.procs
             .iter()
-            .flat_map(|s| s.0.lock().keys().copied().collect::<Vec<_>>())
+            .flat_map(|s| s.0.lock().iter().map(|p| p.pid).collect::<Vec<_>>())
             .collect()
     }
 }
@@ -404,6 +473,23 @@ mod tests {
         assert_eq!(r.register(1, b"k", b"v1", alive), Ok(false));
         assert!(r.process_down(1).is_some());
         assert!(r.proc(1).is_none());
+    }
+
+    #[test]
+    fn memory_grows_with_registrations_and_shrinks_after_cleanup() {
+        let r = Registry::new(true);
+        let empty = r.memory_bytes();
+        for pid in 0..1000u64 {
+            r.register(pid, &pid.to_le_bytes(), b"value", alive)
+                .unwrap();
+        }
+        let full = r.memory_bytes();
+        assert!(full > empty + 1000 * 64, "{empty} {full}");
+        for pid in 0..1000u64 {
+            let p = r.process_down(pid).unwrap();
+            r.cleanup(&p);
+        }
+        assert!(r.memory_bytes() < full);
     }
 
     #[test]

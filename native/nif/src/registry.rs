@@ -334,6 +334,13 @@ fn registry_to_list<'a>(env: Env<'a>, name: Term<'a>) -> NifResult<Term<'a>> {
     Ok(out.encode(env))
 }
 
+/// Bytes of memory the registry holds (walks it: on a dirty scheduler).
+#[rustler::nif(schedule = "DirtyCpu")]
+fn registry_memory<'a>(env: Env<'a>, name: Term<'a>) -> NifResult<Term<'a>> {
+    let r = with_registry!(env, name);
+    Ok(r.reg.memory_bytes().encode(env))
+}
+
 /// `{unique?, partitions, listeners, owner}`.
 #[rustler::nif]
 fn registry_info<'a>(env: Env<'a>, name: Term<'a>) -> NifResult<Term<'a>> {
