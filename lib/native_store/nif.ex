@@ -35,6 +35,9 @@ defmodule NativeStore.Nif do
   def table_all(), do: nif_error()
   def table_replace(_tab, _key, _expected, _new), do: nif_error()
   def table_merge_map(_tab, _key, _map), do: nif_error()
+  def table_give_away(_tab, _pid, _gift), do: nif_error()
+  def table_set_heir(_tab, _heir, _data), do: nif_error()
+  def table_rename(_tab, _name), do: nif_error()
 
   # Registries
   def registry_new(_name, _unique, _partitions, _listeners), do: nif_error()

@@ -47,9 +47,8 @@ defmodule NativeStore.Table do
 
   * Only `:set` tables exist so far; `:ordered_set`, `:bag` and
     `:duplicate_bag` raise `ArgumentError`.
-  * Match specifications (`select/2`, `match/2`, ...), traversal
-    (`first/1`, `next/2`), `give_away/3`, `setopts/2` and `rename/2` are not
-    implemented yet.
+  * Match specifications (`select/2`, `match/2`, ...) and traversal
+    (`first/1`, `next/2`) are not implemented yet.
   * `update_counter/3,4` takes increments, thresholds and set values that
     fit in 64 bits (ETS also accepts bignums there); counters themselves may
     grow past 64 bits up to 127 bits.
@@ -57,6 +56,11 @@ defmodule NativeStore.Table do
     table really holds (entries, slots and shards).
   * Error messages are the generic `ArgumentError` "argument error"; the
     exception is raised exactly where ETS raises one.
+  * Keys are compared by their canonical encoding. Two corner cases differ
+    from ETS: a `-0.0` nested more than 64 levels deep inside a key (or
+    captured in a fun used as a key) is not unified with `0.0`, and equal
+    funs created by different processes are different keys (their external
+    format records the creating process).
   """
 
   alias NativeStore.Nif
@@ -388,6 +392,50 @@ defmodule NativeStore.Table do
 
   def merge_map(_table, _key, map),
     do: raise(ArgumentError, "expected a map to merge, got: #{inspect(map)}")
+
+  @doc """
+  Makes `pid` the owner of the table and sends it
+  `{:"ETS-TRANSFER", tid, self(), gift_data}`, as `:ets.give_away/3`. The
+  caller must be the owner; `pid` must be a live local process other than
+  the owner, else `ArgumentError`. The heir is not changed.
+  """
+  @spec give_away(table(), pid(), term()) :: true
+  def give_away(table, pid, gift_data) when is_pid(pid),
+    do: Nif.table_give_away(table, pid, gift_data)
+
+  def give_away(_table, pid, _gift_data),
+    do: raise(ArgumentError, "expected a pid, got: #{inspect(pid)}")
+
+  @doc """
+  Sets the heir, the only option that can change after creation, as
+  `:ets.setopts/2`: `{:heir, pid, data}` or `{:heir, :none}`, or a list of
+  them. The caller must be the owner.
+  """
+  @spec setopts(table(), {:heir, pid(), term()} | {:heir, :none} | [tuple()]) :: true
+  def setopts(table, opts) when is_list(opts) do
+    Enum.each(opts, &setopts(table, &1))
+    true
+  end
+
+  def setopts(table, {:heir, :none}), do: Nif.table_set_heir(table, :none, nil)
+
+  def setopts(table, {:heir, pid, data}) when is_pid(pid) and node(pid) == node(),
+    do: Nif.table_set_heir(table, pid, data)
+
+  def setopts(_table, opt),
+    do: raise(ArgumentError, "invalid NativeStore.Table option for setopts/2: #{inspect(opt)}")
+
+  @doc """
+  Renames a named table, as `:ets.rename/2`, and returns the new name;
+  afterwards only the new name reaches it. For an unnamed table only the
+  name reported by `info/2` changes and the table reference is returned (as
+  ETS does). Raises `ArgumentError` when the name is taken.
+  """
+  @spec rename(table(), atom()) :: table()
+  def rename(table, name) when is_atom(name), do: Nif.table_rename(table, name)
+
+  def rename(_table, name),
+    do: raise(ArgumentError, "expected an atom name, got: #{inspect(name)}")
 
   @doc "The reference of the named table `name`, or `:undefined`, as `:ets.whereis/1`."
   @spec whereis(atom()) :: reference() | :undefined

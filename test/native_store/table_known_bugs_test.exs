@@ -1,127 +1,127 @@
-# Minimal repros of known differences between NativeStore.Table and :ets.
-# They fail today, so they only run with KNOWN_BUGS=1:
+# Minimal repros of differences between NativeStore.Table and :ets found by
+# the differential tests. Fixed ones run always (regressions); the known
+# limitations (tagged :known_limitation, documented in NativeStore.Table's
+# moduledoc) only run with KNOWN_BUGS=1:
 #
 #     KNOWN_BUGS=1 mix test test/native_store/table_known_bugs_test.exs
-#
-# When a bug is fixed, move its test into the regular suite.
-if System.get_env("KNOWN_BUGS") not in [nil, "", "0"] do
-  defmodule NativeStore.TableKnownBugsTest do
-    use ExUnit.Case, async: true
+defmodule NativeStore.TableKnownBugsTest do
+  use ExUnit.Case, async: true
 
-    alias NativeStore.Table
+  alias NativeStore.Table
 
-    # {:ok, result} or {:raise, exception module}, for :ets and Table alike.
-    defp both(opts \\ [:public], fun) do
-      run = fn mod ->
-        t = mod.new(:known_bug, opts)
+  # {:ok, result} or {:raise, exception module}, for :ets and Table alike.
+  defp both(opts \\ [:public], fun) do
+    run = fn mod ->
+      t = mod.new(:known_bug, opts)
 
-        try do
-          {:ok, fun.(mod, t)}
-        rescue
-          e -> {:raise, e.__struct__}
-        end
-      end
-
-      {run.(:ets), run.(Table)}
-    end
-
-    defp deep(0, leaf), do: leaf
-    defp deep(n, leaf), do: {deep(n - 1, leaf)}
-
-    # Bug 1: -0.0 and 0.0 are one key in ETS on OTP 25, but NativeStore only
-    # canonicalises them in structurally encoded terms: nested deeper than 64
-    # levels, or captured in a fun's environment, they are different keys.
-    test "bug 1a: -0.0 nested deeper than 64 levels" do
-      {e, n} = both(fn m, t -> m.insert(t, {deep(70, -0.0), 1}) && m.member(t, deep(70, 0.0)) end)
-      assert e == {:ok, true}
-      assert n == e
-    end
-
-    test "bug 1b: -0.0 captured by a fun" do
-      mk = fn x -> fn -> x end end
-      {e, n} = both(fn m, t -> m.insert(t, {mk.(-0.0), 1}) && m.member(t, mk.(0.0)) end)
-      assert e == {:ok, true}
-      assert n == e
-    end
-
-    # Bug 2 (regression of 1f10e30, "in-place counter updates"): the default
-    # object of update_counter/4 is no longer checked when the key exists.
-    test "bug 2: update_counter/4 with a non-tuple default on an existing key" do
-      {e, n} =
-        both(fn m, t -> m.insert(t, {:k, 1}) && m.update_counter(t, :k, 1, :not_a_tuple) end)
-
-      assert e == {:raise, ArgumentError}
-      assert n == e
-    end
-
-    # Bug 3: :ets returns false for a missing key whatever the spec is;
-    # NativeStore validates the spec first and raises.
-    test "bug 3: update_element/3 on a missing key with a malformed spec" do
-      for spec <- [:garbage, {0, :x}, {-1, :x}, {1.0, :x}, {2}, [{2, :x}, :bad]] do
-        {e, n} = both(fn m, t -> m.update_element(t, :missing, spec) end)
-        assert e == {:ok, false}
-        assert n == e, "spec #{inspect(spec)}: :ets #{inspect(e)}, native #{inspect(n)}"
+      try do
+        {:ok, fun.(mod, t)}
+      rescue
+        e -> {:raise, e.__struct__}
       end
     end
 
-    # Bug 4: an improper list makes the NIF panic (rustler's Vec decoder):
-    # ErlangError :nif_panicked (plus a Rust backtrace on stderr) instead of
-    # ArgumentError.
-    test "bug 4: improper lists raise ErlangError :nif_panicked" do
-      cases = [
-        fn m, t -> m.insert(t, [{:a, 1} | :tail]) end,
-        fn m, t -> m.insert_new(t, [{:a, 1} | :tail]) end,
-        fn m, t -> m.insert(t, {:k, 1}) && m.update_counter(t, :k, [{2, 1} | :tail]) end,
-        fn m, t -> m.insert(t, {:k, 1}) && m.update_element(t, :k, [{2, 1} | :tail]) end
-      ]
+    {run.(:ets), run.(Table)}
+  end
 
-      for f <- cases do
-        assert both(f) == {{:raise, ArgumentError}, {:raise, ArgumentError}}
-      end
+  defp deep(0, leaf), do: leaf
+  defp deep(n, leaf), do: {deep(n - 1, leaf)}
 
-      t = Table.new(:known_bug, [:public])
-      assert_raise ArgumentError, fn -> Table.replace(t, :k, [{:k, 1} | :tail], []) end
+  # Bug 1: -0.0 and 0.0 are one key in ETS on OTP 25, but NativeStore only
+  # canonicalises them in structurally encoded terms: nested deeper than 64
+  # levels, or captured in a fun's environment, they are different keys.
+  @tag :known_limitation
+  test "bug 1a: -0.0 nested deeper than 64 levels" do
+    {e, n} = both(fn m, t -> m.insert(t, {deep(70, -0.0), 1}) && m.member(t, deep(70, 0.0)) end)
+    assert e == {:ok, true}
+    assert n == e
+  end
+
+  @tag :known_limitation
+  test "bug 1b: -0.0 captured by a fun" do
+    mk = fn x -> fn -> x end end
+    {e, n} = both(fn m, t -> m.insert(t, {mk.(-0.0), 1}) && m.member(t, mk.(0.0)) end)
+    assert e == {:ok, true}
+    assert n == e
+  end
+
+  # Bug 2 (regression of 1f10e30, "in-place counter updates"): the default
+  # object of update_counter/4 is no longer checked when the key exists.
+  test "bug 2: update_counter/4 with a non-tuple default on an existing key" do
+    {e, n} = both(fn m, t -> m.insert(t, {:k, 1}) && m.update_counter(t, :k, 1, :not_a_tuple) end)
+
+    assert e == {:raise, ArgumentError}
+    assert n == e
+  end
+
+  # Bug 3: :ets returns false for a missing key whatever the spec is;
+  # NativeStore validates the spec first and raises.
+  test "bug 3: update_element/3 on a missing key with a malformed spec" do
+    for spec <- [:garbage, {0, :x}, {-1, :x}, {1.0, :x}, {2}, [{2, :x}, :bad]] do
+      {e, n} = both(fn m, t -> m.update_element(t, :missing, spec) end)
+      assert e == {:ok, false}
+      assert n == e, "spec #{inspect(spec)}: :ets #{inspect(e)}, native #{inspect(n)}"
+    end
+  end
+
+  # Bug 4: an improper list makes the NIF panic (rustler's Vec decoder):
+  # ErlangError :nif_panicked (plus a Rust backtrace on stderr) instead of
+  # ArgumentError.
+  test "bug 4: improper lists raise ErlangError :nif_panicked" do
+    cases = [
+      fn m, t -> m.insert(t, [{:a, 1} | :tail]) end,
+      fn m, t -> m.insert_new(t, [{:a, 1} | :tail]) end,
+      fn m, t -> m.insert(t, {:k, 1}) && m.update_counter(t, :k, [{2, 1} | :tail]) end,
+      fn m, t -> m.insert(t, {:k, 1}) && m.update_element(t, :k, [{2, 1} | :tail]) end
+    ]
+
+    for f <- cases do
+      assert both(f) == {{:raise, ArgumentError}, {:raise, ArgumentError}}
     end
 
-    # Bug 5: when the heir dies before the owner, the table is never deleted:
-    # the heir's DOWN is ignored (it is not the owner), then at the owner's
-    # death ownership passes to the dead heir. :ets deletes the table. The
-    # table leaks, and a named table keeps its name forever.
-    test "bug 5: heir dead before the owner exits: table must be deleted" do
-      me = self()
+    t = Table.new(:known_bug, [:public])
+    assert_raise ArgumentError, fn -> Table.replace(t, :k, [{:k, 1} | :tail], []) end
+  end
 
-      for mod <- [:ets, Table] do
-        heir = spawn(fn -> receive do: (:stop -> :ok) end)
+  # Bug 5: when the heir dies before the owner, the table is never deleted:
+  # the heir's DOWN is ignored (it is not the owner), then at the owner's
+  # death ownership passes to the dead heir. :ets deletes the table. The
+  # table leaks, and a named table keeps its name forever.
+  test "bug 5: heir dead before the owner exits: table must be deleted" do
+    me = self()
 
-        owner =
-          spawn(fn ->
-            send(me, {:tab, mod.new(:orphan, [:public, {:heir, heir, :data}])})
-            receive do: (:stop -> :ok)
-          end)
+    for mod <- [:ets, Table] do
+      heir = spawn(fn -> receive do: (:stop -> :ok) end)
 
-        tab = receive do: ({:tab, tab} -> tab)
-        send(heir, :stop)
-        Process.sleep(50)
-        send(owner, :stop)
-        Process.sleep(200)
+      owner =
+        spawn(fn ->
+          send(me, {:tab, mod.new(:orphan, [:public, {:heir, heir, :data}])})
+          receive do: (:stop -> :ok)
+        end)
 
-        assert mod.info(tab) == :undefined,
-               "#{inspect(mod)} kept the table: #{inspect(mod.info(tab, :owner))}"
-      end
+      tab = receive do: ({:tab, tab} -> tab)
+      send(heir, :stop)
+      Process.sleep(50)
+      send(owner, :stop)
+      Process.sleep(200)
+
+      assert mod.info(tab) == :undefined,
+             "#{inspect(mod)} kept the table: #{inspect(mod.info(tab, :owner))}"
     end
+  end
 
-    # Bug 6: funs are stored in external term format, which includes the
-    # creating process; the same closure made by two processes is =:= (and
-    # one key in :ets) but two keys in NativeStore.
-    test "bug 6: equal funs created by different processes" do
-      mk = fn x -> fn -> x end end
-      me = self()
-      spawn(fn -> send(me, {:f, mk.(1)}) end)
-      other = receive do: ({:f, f} -> f)
-      assert mk.(1) === other
-      {e, n} = both(fn m, t -> m.insert(t, {mk.(1), :v}) && m.member(t, other) end)
-      assert e == {:ok, true}
-      assert n == e
-    end
+  # Bug 6: funs are stored in external term format, which includes the
+  # creating process; the same closure made by two processes is =:= (and
+  # one key in :ets) but two keys in NativeStore.
+  @tag :known_limitation
+  test "bug 6: equal funs created by different processes" do
+    mk = fn x -> fn -> x end end
+    me = self()
+    spawn(fn -> send(me, {:f, mk.(1)}) end)
+    other = receive do: ({:f, f} -> f)
+    assert mk.(1) === other
+    {e, n} = both(fn m, t -> m.insert(t, {mk.(1), :v}) && m.member(t, other) end)
+    assert e == {:ok, true}
+    assert n == e
   end
 end

@@ -45,6 +45,8 @@ pub struct Meta {
     access: Access,
     keypos: usize,
     heir: Mutex<Option<Heir>>,
+    /// Set when the current heir has exited (it then inherits nothing).
+    heir_dead: AtomicBool,
     deleted: AtomicBool,
 }
 
@@ -56,6 +58,7 @@ impl Meta {
             access,
             keypos,
             heir: Mutex::new(heir),
+            heir_dead: AtomicBool::new(false),
             deleted: AtomicBool::new(false),
         }
     }
@@ -117,7 +120,9 @@ impl Meta {
 
     /// Sets or clears the heir.
     pub fn set_heir(&self, heir: Option<Heir>) {
-        *self.heir.lock() = heir;
+        let mut h = self.heir.lock();
+        *h = heir;
+        self.heir_dead.store(false, Ordering::Release);
     }
 
     /// Marks the table deleted; true only for the first caller.
@@ -131,6 +136,15 @@ impl Meta {
         self.deleted.load(Ordering::Acquire)
     }
 
+    /// Records that `pid` exited if it is the heir: it then inherits nothing
+    /// (it stays reported as the heir, as in ETS).
+    pub fn heir_exited(&self, pid: u64) {
+        let heir = self.heir.lock();
+        if heir.as_ref().is_some_and(|h| h.pid == pid) {
+            self.heir_dead.store(true, Ordering::Release);
+        }
+    }
+
     /// Decides what `pid`'s exit means for the table. When the owner exits
     /// and an heir other than itself is set, the heir becomes the owner (and
     /// stops being the heir, as in ETS).
@@ -140,7 +154,7 @@ impl Meta {
         }
         let mut heir = self.heir.lock();
         match heir.take() {
-            Some(h) if h.pid != pid => {
+            Some(h) if h.pid != pid && !self.heir_dead.load(Ordering::Acquire) => {
                 self.set_owner(h.pid);
                 OwnerExit::Inherited(h)
             }
@@ -175,6 +189,38 @@ mod tests {
         assert!(m.can_read_by(never) && !m.can_write_by(|| 2) && m.can_write_by(|| 1));
         let m = Meta::new(1, Access::Private, 1, None);
         assert!(!m.can_read_by(|| 2) && m.can_read_by(|| 1));
+    }
+
+    #[test]
+    fn a_dead_heir_inherits_nothing() {
+        let m = Meta::new(
+            1,
+            Access::Protected,
+            1,
+            Some(Heir {
+                pid: 2,
+                data: vec![],
+            }),
+        );
+        m.heir_exited(3);
+        m.heir_exited(2);
+        assert_eq!(m.heir().map(|h| h.pid), Some(2));
+        assert_eq!(m.owner_exited(1), OwnerExit::Delete);
+        let m = Meta::new(
+            1,
+            Access::Protected,
+            1,
+            Some(Heir {
+                pid: 2,
+                data: vec![],
+            }),
+        );
+        m.heir_exited(2);
+        m.set_heir(Some(Heir {
+            pid: 4,
+            data: vec![],
+        }));
+        assert!(matches!(m.owner_exited(1), OwnerExit::Inherited(_)));
     }
 
     #[test]

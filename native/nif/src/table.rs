@@ -23,8 +23,8 @@ use std::sync::OnceLock;
 /// A table: engine data, ownership rules, and what `info/1` reports.
 pub struct TableRes {
     id: u64,
-    /// The name atom's word.
-    name: u64,
+    /// The name atom's word (changed by `rename/2`).
+    name: AtomicU64,
     named: bool,
     meta: Meta,
     data: SetTable,
@@ -214,7 +214,7 @@ impl TableRes {
     fn down(&self, env: Env, pid: LocalPid) {
         let word = word_of(pid.encode(env).as_c_arg());
         match self.meta.owner_exited(word) {
-            OwnerExit::NotOwner => {}
+            OwnerExit::NotOwner => self.meta.heir_exited(word),
             OwnerExit::Delete => delete_table(self),
             OwnerExit::Inherited(heir) => {
                 let Some(res) = catalog().read().by_id.get(&self.id).cloned() else {
@@ -232,10 +232,13 @@ impl TableRes {
                     ],
                 );
                 let Ok(to) = word_term(env, heir.pid).decode::<LocalPid>() else {
-                    return;
+                    return delete_table(self);
                 };
-                // A dead heir is monitored too: its `down` deletes the table.
-                let _ = env.send(&to, msg);
+                // An heir that died before its `down` was handled cannot
+                // take the table: delete it, as ETS does.
+                if env.send(&to, msg).is_err() {
+                    delete_table(self);
+                }
             }
         }
     }
@@ -264,7 +267,7 @@ fn delete_table(t: &TableRes) {
     let removed = {
         let mut cat = catalog().write();
         if t.named {
-            cat.by_name.remove(&t.name);
+            cat.by_name.remove(&t.name.load(Ordering::Acquire));
         }
         cat.by_id.remove(&t.id)
     };
@@ -406,10 +409,25 @@ fn encode_objects<'a>(env: Env<'a>, arg: Term<'a>, keypos: usize) -> NifResult<V
     if arg.is_tuple() {
         return Ok(vec![encode_object(env, arg, keypos, None)?]);
     }
-    let list: Vec<Term> = arg.decode().map_err(|_| Error::BadArg)?;
+    let list = proper_list(arg)?;
     list.into_iter()
         .map(|o| encode_object(env, o, keypos, None))
         .collect()
+}
+
+/// The elements of a proper list; `badarg` for anything else (rustler's
+/// list decoder panics on improper lists).
+fn proper_list(t: Term) -> NifResult<Vec<Term>> {
+    let mut out = Vec::new();
+    let mut cur = t;
+    loop {
+        if cur.is_empty_list() {
+            return Ok(out);
+        }
+        let (head, tail) = cur.list_get_cell().map_err(|_| Error::BadArg)?;
+        out.push(head);
+        cur = tail;
+    }
 }
 
 fn pid_word(t: Term) -> Option<u64> {
@@ -457,7 +475,7 @@ fn table_new<'a>(
     let heir_pid = heir.as_ref().map(|h| h.pid);
     let res = TableArc::new(TableRes {
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-        name: name_word,
+        name: AtomicU64::new(name_word),
         named,
         meta: Meta::new(owner_word, access, keypos, heir),
         data: SetTable::new(),
@@ -726,11 +744,16 @@ fn update_counter<'a>(
 ) -> NifResult<Term<'a>> {
     let t = writable(env, tab)?;
     let keypos = t.meta.keypos();
+    // ETS checks that the default is a tuple even when it is not needed
+    // (its arity only when it is used).
+    if default.is_some_and(|d| !d.is_tuple()) {
+        return Err(Error::BadArg);
+    }
     // One operation (the common case) lives on the stack.
     let single: [CounterOp; 1];
     let list: Vec<CounterOp>;
     let (ops, many): (&[CounterOp], bool) = if op.is_list() {
-        let terms: Vec<Term> = op.decode().map_err(|_| Error::BadArg)?;
+        let terms = proper_list(op)?;
         list = terms
             .into_iter()
             .map(bounded_op)
@@ -832,28 +855,40 @@ fn table_update_element<'a>(
 ) -> NifResult<bool> {
     let t = writable(env, tab)?;
     let keypos = t.meta.keypos();
-    let specs: Vec<Term> = if spec.is_list() {
-        spec.decode().map_err(|_| Error::BadArg)?
+    // As in ETS, a malformed spec is an error only when the object exists.
+    let encoded = update_specs(env, spec);
+    let kb = key_bytes(env, key)?;
+    t.data.update(&kb.key(), |e| match (e, &encoded) {
+        (None, _) => (Change::Keep, Ok(false)),
+        (Some(_), Err(_)) => (Change::Keep, Err(Error::BadArg)),
+        (Some(e), Ok(specs)) => {
+            let borrowed: Vec<(i64, &[u8])> =
+                specs.iter().map(|(p, v)| (*p, v.as_slice())).collect();
+            match tuple_ops::update_element(e.object(), keypos, &borrowed) {
+                Ok(obj) => (Change::Put(rekey(&obj, e, keypos)), Ok(true)),
+                Err(_) => (Change::Keep, Err(Error::BadArg)),
+            }
+        }
+    })
+}
+
+/// `{pos, value}` or a proper list of them, values encoded.
+fn update_specs(env: Env, spec: Term) -> NifResult<Vec<(i64, Vec<u8>)>> {
+    let specs = if spec.is_list() {
+        proper_list(spec)?
     } else {
         vec![spec]
     };
-    let mut encoded: Vec<(i64, Vec<u8>)> = Vec::with_capacity(specs.len());
-    for s in specs {
-        let (pos, value): (i64, Term) = s.decode().map_err(|_| Error::BadArg)?;
-        if pos < 1 {
-            return Err(Error::BadArg);
-        }
-        encoded.push((pos, encode_value(env, value).map_err(|_| Error::BadArg)?));
-    }
-    let borrowed: Vec<(i64, &[u8])> = encoded.iter().map(|(p, v)| (*p, v.as_slice())).collect();
-    let kb = key_bytes(env, key)?;
-    t.data.update(&kb.key(), |e| match e {
-        None => (Change::Keep, Ok(false)),
-        Some(e) => match tuple_ops::update_element(e.object(), keypos, &borrowed) {
-            Ok(obj) => (Change::Put(rekey(&obj, e, keypos)), Ok(true)),
-            Err(_) => (Change::Keep, Err(Error::BadArg)),
-        },
-    })
+    specs
+        .into_iter()
+        .map(|s| {
+            let (pos, value): (i64, Term) = s.decode().map_err(|_| Error::BadArg)?;
+            if pos < 1 {
+                return Err(Error::BadArg);
+            }
+            Ok((pos, encode_value(env, value).map_err(|_| Error::BadArg)?))
+        })
+        .collect()
 }
 
 /// Entries decoded per call of a traversal before control returns to the
@@ -971,7 +1006,7 @@ fn table_info<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
             t.data.memory_bytes().div_ceil(8).encode(env),
             word(t.meta.owner()),
             heir,
-            word(t.name),
+            word(t.name.load(Ordering::Acquire)),
             t.data.len().encode(env),
             t.named.encode(env),
             atoms::set().encode(env),
@@ -998,7 +1033,7 @@ fn table_all(env: Env) -> Term {
         .into_iter()
         .map(|(_, r)| {
             if r.named {
-                word_term(env, r.name)
+                word_term(env, r.name.load(Ordering::Acquire))
             } else {
                 r.encode(env)
             }
@@ -1021,9 +1056,10 @@ fn table_replace<'a>(
     env: Env<'a>,
     tab: Term<'a>,
     key: Term<'a>,
-    expected: Vec<Term<'a>>,
-    new: Vec<Term<'a>>,
+    expected: Term<'a>,
+    new: Term<'a>,
 ) -> NifResult<bool> {
+    let (expected, new) = (proper_list(expected)?, proper_list(new)?);
     let t = writable(env, tab)?;
     let keypos = t.meta.keypos();
     if expected.len() > 1 || new.len() > 1 {
@@ -1120,4 +1156,119 @@ fn merge_maps<'a>(old: Term<'a>, new: Term<'a>) -> NifResult<Term<'a>> {
         acc = acc.map_put(k, v)?;
     }
     Ok(acc)
+}
+
+/// The table's term (its resource) in `env`.
+fn tid_term<'a>(env: Env<'a>, t: &TableRes) -> Term<'a> {
+    // SAFETY: `t` is the data of a live table resource (every `TableRes`
+    // lives in one, written by `TableArc::new`); the term is valid in `env`.
+    unsafe {
+        Term::new(
+            env,
+            rustler::sys::enif_make_resource(env.as_c_arg(), t as *const TableRes as *const _),
+        )
+    }
+}
+
+/// Monitors `pid` from the table's resource; false if it is not alive.
+fn monitor_from(env: Env, t: &TableRes, pid: &LocalPid) -> bool {
+    let mut mon = std::mem::MaybeUninit::<rustler::sys::ErlNifMonitor>::uninit();
+    // SAFETY: process-bound `env`; `t` is the data of a live table resource
+    // of our type, which has a `down` callback; `mon` is a live out-pointer.
+    unsafe {
+        rustler::sys::enif_monitor_process(
+            env.as_c_arg(),
+            t as *const TableRes as *const _,
+            pid.as_c_arg(),
+            mon.as_mut_ptr(),
+        ) == 0
+    }
+}
+
+/// The table, if the caller owns it.
+fn owned<'a>(env: Env, term: Term<'a>) -> NifResult<Tab<'a>> {
+    match lookup_table(term) {
+        Some(t) if t.meta.owner() == caller(env) && !t.meta.is_deleted() => Ok(t),
+        _ => Err(Error::BadArg),
+    }
+}
+
+/// `give_away/3`: makes `pid` (alive, local, not the owner) the owner and
+/// sends it `{'ETS-TRANSFER', tid, from, gift}`.
+#[rustler::nif]
+fn table_give_away<'a>(
+    env: Env<'a>,
+    tab: Term<'a>,
+    pid: Term<'a>,
+    gift: Term<'a>,
+) -> NifResult<bool> {
+    let t = owned(env, tab)?;
+    let to = pid.decode::<LocalPid>().map_err(|_| Error::BadArg)?;
+    let to_word = word_of(pid.as_c_arg());
+    if to_word == t.meta.owner() || !monitor_from(env, &t, &to) {
+        return Err(Error::BadArg);
+    }
+    t.meta.set_owner(to_word);
+    let msg = make_tuple(
+        env,
+        &[
+            atoms::ets_transfer().encode(env),
+            tid_term(env, &t),
+            env.pid().encode(env),
+            gift,
+        ],
+    );
+    let _ = env.send(&to, msg);
+    Ok(true)
+}
+
+/// `setopts/2` for `{heir, pid, data}` / `{heir, none}` (`heir` is a pid or
+/// `:none`).
+#[rustler::nif]
+fn table_set_heir<'a>(
+    env: Env<'a>,
+    tab: Term<'a>,
+    heir: Term<'a>,
+    data: Term<'a>,
+) -> NifResult<bool> {
+    let t = owned(env, tab)?;
+    if heir.is_atom() {
+        t.meta.set_heir(None);
+        return Ok(true);
+    }
+    let lp = heir.decode::<LocalPid>().map_err(|_| Error::BadArg)?;
+    let pid = word_of(heir.as_c_arg());
+    let data = encode_value(env, data).map_err(|_| Error::BadArg)?;
+    t.meta.set_heir(Some(Heir { pid, data }));
+    if !monitor_from(env, &t, &lp) {
+        // Already dead: it inherits nothing (and stays reported as heir).
+        t.meta.heir_exited(pid);
+    }
+    Ok(true)
+}
+
+/// `rename/2`: a named table gets a new name (and is returned as it); an
+/// unnamed table only changes the name `info/2` reports and is returned as
+/// its reference, as ETS does.
+#[rustler::nif]
+fn table_rename<'a>(env: Env<'a>, tab: Term<'a>, name: Atom) -> NifResult<Term<'a>> {
+    let t = writable(env, tab)?;
+    if !t.named {
+        t.name.store(word_of(name.as_c_arg()), Ordering::Release);
+        return Ok(tid_term(env, &t));
+    }
+    let new = word_of(name.as_c_arg());
+    let _guard = CREATE.lock();
+    let mut cat = catalog().write();
+    let old = t.name.load(Ordering::Acquire);
+    if new != old {
+        if cat.by_name.contains_key(&new) {
+            return Err(Error::BadArg);
+        }
+        if let Some(r) = cat.by_name.remove(&old) {
+            cat.by_name.insert(new, r);
+        }
+        t.name.store(new, Ordering::Release);
+    }
+    Ok(name.encode(env))
 }
