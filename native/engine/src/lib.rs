@@ -7,6 +7,9 @@
 //! - [`format`]: the byte encoding of values, and how to walk it.
 //! - [`entry`]: one stored object with its key.
 //! - [`set`]: the sharded concurrent hash table with set semantics.
+//! - [`bag`]: the same for `bag` and `duplicate_bag` tables (buckets per key).
+//! - [`order`]: Erlang term order over encoded values.
+//! - [`ordered`]: the `ordered_set` table (a B-tree in term order).
 //! - [`tuple_ops`]: counter and element updates of stored tuples.
 //! - [`meta`]: ownership and access rules of a table.
 //! - [`reclaim`]: freeing big structures on a background thread.
@@ -17,9 +20,12 @@
 #![warn(missing_docs)]
 
 pub mod background;
+pub mod bag;
 pub mod entry;
 pub mod format;
 pub mod meta;
+pub mod order;
+pub mod ordered;
 pub mod reclaim;
 pub mod registry;
 pub mod set;

@@ -10,7 +10,7 @@
 
 use crate::entry::{Entry, EntryImage};
 use hashbrown::HashTable;
-use parking_lot::{RwLock, RwLockWriteGuard};
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::hash::BuildHasher;
 
 /// Number of shards of a table (a power of two).
@@ -76,6 +76,12 @@ impl<'a> Key<'a> {
         }
     }
 
+    /// The key's hash.
+    #[inline]
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+
     /// True when `stored` (an entry's key bytes) is this key.
     #[inline]
     pub fn matches(&self, stored: &[u8]) -> bool {
@@ -103,8 +109,9 @@ pub enum Change {
     Remove,
 }
 
+/// A value alone on its cache line(s).
 #[repr(align(64))]
-struct Padded<T>(T);
+pub(crate) struct Padded<T>(pub(crate) T);
 
 #[derive(Default)]
 struct Shard {
@@ -163,6 +170,36 @@ impl Shard {
         };
         self.heap + buckets * (std::mem::size_of::<Entry>() + 1)
     }
+}
+
+/// The occupied buckets of `map` from bucket index `from` on, in index
+/// order: the traversal order of a shard.
+pub(crate) fn buckets_from<T>(map: &HashTable<T>, from: usize) -> impl Iterator<Item = &T> {
+    (from..map.num_buckets()).filter_map(|i| map.get_bucket(i))
+}
+
+/// Runs `f` on the first item at or after bucket `at` of shard `shard`
+/// (whose read guard the caller may already hold), then in the following
+/// shards; `None` past the last shard.
+pub(crate) fn read_from<'t, S, T, R>(
+    shards: &'t [Padded<RwLock<S>>],
+    shard: usize,
+    held: Option<(RwLockReadGuard<'t, S>, usize)>,
+    map: impl Fn(&S) -> &HashTable<T>,
+    f: impl FnOnce(Option<&T>) -> R,
+) -> R {
+    let mut held = held;
+    for (i, s) in shards.iter().enumerate().skip(shard) {
+        let (g, from) = match held.take() {
+            Some((g, at)) if i == shard => (g, at),
+            _ => (s.0.read(), 0),
+        };
+        let found = buckets_from(map(&g), from).next();
+        if found.is_some() {
+            return f(found);
+        }
+    }
+    f(None)
 }
 
 /// The contents of a table taken out by [`SetTable::take_all`]; dropping it
@@ -396,11 +433,38 @@ impl SetTable {
         self.shards.len()
     }
 
-    /// A consistent copy of one shard's entries; decoding can then proceed
-    /// without holding any lock.
+    /// A consistent copy of one shard's entries, in traversal order (that
+    /// of [`SetTable::read_first`] and [`SetTable::read_next`]); decoding
+    /// can then proceed without holding any lock.
     pub fn snapshot_shard(&self, shard: usize) -> Vec<Entry> {
         let s = self.shards[shard].0.read();
-        s.map.iter().cloned().collect()
+        let mut out = Vec::with_capacity(s.map.len());
+        out.extend(buckets_from(&s.map, 0).cloned());
+        out
+    }
+
+    /// Runs `f` on the first entry in traversal order (shard by shard,
+    /// bucket by bucket, like ETS's hash tables), or `None` when empty.
+    pub fn read_first<R>(&self, f: impl FnOnce(Option<&Entry>) -> R) -> R {
+        read_from(&self.shards, 0, None, |s| &s.map, f)
+    }
+
+    /// Runs `f` on the entry that follows the one under `key` in traversal
+    /// order (`None` at the end); `None` without calling `f` when `key` is
+    /// not in the table (ETS then raises `badarg`).
+    pub fn read_next<R>(&self, key: &Key, f: impl FnOnce(Option<&Entry>) -> R) -> Option<R> {
+        let shard = Self::shard_of(key.hash);
+        let g = self.shards[shard].0.read();
+        let at = g
+            .map
+            .find_bucket_index(key.hash, |e| key.matches(e.key()))?;
+        Some(read_from(
+            &self.shards,
+            shard,
+            Some((g, at + 1)),
+            |s| &s.map,
+            f,
+        ))
     }
 
     /// Number of entries in one shard.
@@ -542,6 +606,33 @@ mod tests {
         assert_eq!(c.len(), 1000);
         assert_eq!(t.len(), 0);
         assert_eq!(t.memory_bytes(), empty);
+    }
+
+    #[test]
+    fn first_next_walks_every_key_once_in_snapshot_order() {
+        let t = SetTable::new();
+        t.read_first(|e| assert!(e.is_none()));
+        for i in 0..3000 {
+            t.insert(pair(i, i));
+        }
+        let mut walked = Vec::new();
+        let mut cur = t.read_first(|e| e.map(|e| e.key().to_vec()));
+        while let Some(k) = cur {
+            cur = t
+                .read_next(&Key::new(&k), |e| e.map(|e| e.key().to_vec()))
+                .expect("key in table");
+            walked.push(k);
+        }
+        let snap: Vec<Vec<u8>> = (0..t.shard_count())
+            .flat_map(|s| t.snapshot_shard(s))
+            .map(|e| e.key().to_vec())
+            .collect();
+        assert_eq!(walked, snap);
+        let mut sorted = walked.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 3000);
+        assert!(t.read_next(&Key::new(&key(99_999)), |_| ()).is_none());
     }
 
     #[test]

@@ -1,0 +1,390 @@
+//! An `ordered_set` table: entries kept in Erlang term order of their keys
+//! (see [`crate::order`]), at most one per key, keys equal when `==` (so
+//! `1` and `1.0` are the same key).
+//!
+//! One reader-writer lock guards a B-tree; every operation holds it for one
+//! bounded step (a point operation, or one chunk of a walk).
+
+use crate::entry::Entry;
+use crate::order::compare;
+use crate::set::Change;
+use parking_lot::RwLock;
+use std::borrow::Borrow;
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+/// Something that can be ordered as a key: stored keys and probes.
+trait AsKey {
+    fn bytes(&self) -> &[u8];
+}
+
+/// A stored key (a copy of the entry's key bytes).
+struct OrdKey(Box<[u8]>);
+
+/// A key to look up, borrowed.
+struct Probe<'a>(&'a [u8]);
+
+impl AsKey for OrdKey {
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl AsKey for Probe<'_> {
+    fn bytes(&self) -> &[u8] {
+        self.0
+    }
+}
+
+impl<'a> Borrow<dyn AsKey + 'a> for OrdKey {
+    fn borrow(&self) -> &(dyn AsKey + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn AsKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        compare(self.bytes(), other.bytes()) == Ordering::Equal
+    }
+}
+impl Eq for dyn AsKey + '_ {}
+impl PartialOrd for dyn AsKey + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for dyn AsKey + '_ {
+    fn cmp(&self, other: &Self) -> Ordering {
+        compare(self.bytes(), other.bytes())
+    }
+}
+
+impl PartialEq for OrdKey {
+    fn eq(&self, other: &Self) -> bool {
+        compare(&self.0, &other.0) == Ordering::Equal
+    }
+}
+impl Eq for OrdKey {}
+impl PartialOrd for OrdKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for OrdKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        compare(&self.0, &other.0)
+    }
+}
+
+fn probe(key: &[u8]) -> Probe<'_> {
+    Probe(key)
+}
+
+#[derive(Default)]
+struct Inner {
+    map: BTreeMap<OrdKey, Entry>,
+    /// Heap bytes of the entries and their key copies.
+    heap: usize,
+}
+
+impl Inner {
+    fn key_bytes(k: &[u8]) -> usize {
+        k.len().next_multiple_of(16)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Entry> {
+        self.map.get(&probe(key) as &dyn AsKey)
+    }
+
+    fn put(&mut self, entry: Entry) -> Option<Entry> {
+        if let Some(cur) = self.map.get_mut(&probe(entry.key()) as &dyn AsKey) {
+            if cur.key() == entry.key() {
+                self.heap += entry.heap_bytes();
+                let old = std::mem::replace(cur, entry);
+                self.heap -= old.heap_bytes();
+                return Some(old);
+            }
+            // An equal key (`==`) with other bytes (1.0 replacing 1): the
+            // stored key becomes the new object's own.
+            let old = self.remove(entry.key()).expect("present");
+            self.insert_fresh(entry);
+            return Some(old);
+        }
+        self.insert_fresh(entry);
+        None
+    }
+
+    /// Inserts an entry whose key is absent.
+    fn insert_fresh(&mut self, entry: Entry) {
+        self.heap += entry.heap_bytes() + Self::key_bytes(entry.key());
+        self.map.insert(OrdKey(entry.key().into()), entry);
+    }
+
+    fn remove(&mut self, key: &[u8]) -> Option<Entry> {
+        let (k, e) = self.map.remove_entry(&probe(key) as &dyn AsKey)?;
+        self.heap -= e.heap_bytes() + Self::key_bytes(&k.0);
+        Some(e)
+    }
+}
+
+/// The contents of a table taken out by [`OrderedTable::take_all`];
+/// dropping it frees every entry.
+pub struct OrderedContents(#[allow(dead_code)] BTreeMap<OrdKey, Entry>);
+
+impl OrderedContents {
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// An ordered table with set semantics under `==`.
+#[derive(Default)]
+pub struct OrderedTable {
+    inner: RwLock<Inner>,
+}
+
+impl OrderedTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs `f` on the entry under `key` (or `None`) while it is read-locked.
+    pub fn read<R>(&self, key: &[u8], f: impl FnOnce(Option<&Entry>) -> R) -> R {
+        f(self.inner.read().get(key))
+    }
+
+    /// A copy of the entry under `key`.
+    pub fn get(&self, key: &[u8]) -> Option<Entry> {
+        self.read(key, |e| e.cloned())
+    }
+
+    /// True when an entry exists under `key`.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.read(key, |e| e.is_some())
+    }
+
+    /// Inserts or replaces (key included); returns the replaced entry.
+    pub fn insert(&self, entry: Entry) -> Option<Entry> {
+        self.inner.write().put(entry)
+    }
+
+    /// Inserts only if the key is absent; returns whether it inserted.
+    pub fn insert_new(&self, entry: Entry) -> bool {
+        let mut g = self.inner.write();
+        if g.get(entry.key()).is_some() {
+            return false;
+        }
+        g.put(entry);
+        true
+    }
+
+    /// Inserts all entries atomically (for equal keys the last one wins);
+    /// returns the replaced entries.
+    pub fn insert_all(&self, entries: Vec<Entry>) -> Vec<Entry> {
+        let mut g = self.inner.write();
+        entries.into_iter().filter_map(|e| g.put(e)).collect()
+    }
+
+    /// Inserts all entries atomically if none of their keys is present;
+    /// otherwise inserts nothing. Returns whether it inserted.
+    pub fn insert_new_all(&self, entries: Vec<Entry>) -> bool {
+        let mut g = self.inner.write();
+        if entries.iter().any(|e| g.get(e.key()).is_some()) {
+            return false;
+        }
+        for e in entries {
+            g.put(e);
+        }
+        true
+    }
+
+    /// Removes and returns the entry under `key`.
+    pub fn remove(&self, key: &[u8]) -> Option<Entry> {
+        self.inner.write().remove(key)
+    }
+
+    /// Atomic read-modify-write of the entry under `key` (see
+    /// [`crate::set::SetTable::update_mut`]). A `Put` entry must have a key
+    /// equal (`==`) to `key`.
+    pub fn update_mut<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(Option<&mut Entry>) -> (Change, R),
+    ) -> R {
+        let mut g = self.inner.write();
+        let (change, r) = f(g.map.get_mut(&probe(key) as &dyn AsKey));
+        match change {
+            Change::Keep => {}
+            Change::Put(e) => {
+                debug_assert_eq!(compare(e.key(), key), Ordering::Equal);
+                g.put(e);
+            }
+            Change::Remove => {
+                g.remove(key);
+            }
+        }
+        r
+    }
+
+    /// Takes every entry out of the table.
+    pub fn take_all(&self) -> OrderedContents {
+        let mut g = self.inner.write();
+        g.heap = 0;
+        OrderedContents(std::mem::take(&mut g.map))
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.inner.read().map.len()
+    }
+
+    /// True when the table has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of memory held by the table: the tree's nodes (estimated from
+    /// their slots, with B-tree nodes about 2/3 full), key copies and entries.
+    pub fn memory_bytes(&self) -> usize {
+        let g = self.inner.read();
+        let slot = std::mem::size_of::<OrdKey>() + std::mem::size_of::<Entry>();
+        std::mem::size_of::<Self>() + g.map.len() * slot * 3 / 2 + g.heap
+    }
+
+    /// Runs `f` on the entry with the smallest key.
+    pub fn read_first<R>(&self, f: impl FnOnce(Option<&Entry>) -> R) -> R {
+        f(self.inner.read().map.values().next())
+    }
+
+    /// Runs `f` on the entry with the greatest key.
+    pub fn read_last<R>(&self, f: impl FnOnce(Option<&Entry>) -> R) -> R {
+        f(self.inner.read().map.values().next_back())
+    }
+
+    /// Runs `f` on the entry with the smallest key greater than `key`
+    /// (which need not be in the table).
+    pub fn read_next<R>(&self, key: &[u8], f: impl FnOnce(Option<&Entry>) -> R) -> R {
+        let g = self.inner.read();
+        let p = probe(key);
+        let lower: Bound<&dyn AsKey> = Bound::Excluded(&p);
+        f(g.map
+            .range::<dyn AsKey, _>((lower, Bound::Unbounded))
+            .next()
+            .map(|(_, e)| e))
+    }
+
+    /// Runs `f` on the entry with the greatest key smaller than `key`.
+    pub fn read_prev<R>(&self, key: &[u8], f: impl FnOnce(Option<&Entry>) -> R) -> R {
+        let g = self.inner.read();
+        let p = probe(key);
+        let upper: Bound<&dyn AsKey> = Bound::Excluded(&p);
+        f(g.map
+            .range::<dyn AsKey, _>((Bound::Unbounded, upper))
+            .next_back()
+            .map(|(_, e)| e))
+    }
+
+    /// Up to `max` entries, in key order, whose keys are greater than
+    /// `after` (all keys when `None`); copies, taken under one read lock.
+    pub fn chunk_after(&self, after: Option<&[u8]>, max: usize) -> Vec<Entry> {
+        let g = self.inner.read();
+        let p = after.map(probe);
+        let lower: Bound<&dyn AsKey> = match &p {
+            Some(p) => Bound::Excluded(p),
+            None => Bound::Unbounded,
+        };
+        g.map
+            .range::<dyn AsKey, _>((lower, Bound::Unbounded))
+            .take(max)
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::EntryBuf;
+    use crate::format::{put_float, put_header, put_int, tag};
+
+    fn obj(k: f64, is_float: bool, v: i64) -> Entry {
+        let mut b = EntryBuf::new();
+        put_header(&mut b.out, tag::TUPLE, 2);
+        let ks = b.out.len();
+        if is_float {
+            put_float(&mut b.out, k);
+        } else {
+            put_int(&mut b.out, k as i64);
+        }
+        let ke = b.out.len();
+        put_int(&mut b.out, v);
+        b.finish(ks..ke, None)
+    }
+    fn ik(k: i64) -> Vec<u8> {
+        let mut o = Vec::new();
+        put_int(&mut o, k);
+        o
+    }
+    fn fk(k: f64) -> Vec<u8> {
+        let mut o = Vec::new();
+        put_float(&mut o, k);
+        o
+    }
+
+    #[test]
+    fn keys_equal_by_value_and_replaced() {
+        let t = OrderedTable::new();
+        assert!(t.insert(obj(1.0, false, 10)).is_none());
+        let mem = t.memory_bytes();
+        assert!(t.insert(obj(1.0, true, 11)).is_some());
+        assert_eq!(t.memory_bytes(), mem);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.get(&ik(1)).unwrap(), obj(1.0, true, 11));
+        // The stored key is now the float.
+        t.read_first(|e| assert_eq!(e.unwrap().key(), &fk(1.0)[..]));
+        assert!(!t.insert_new(obj(1.0, false, 12)));
+        assert!(t.remove(&ik(1)).is_some());
+        assert!(t.is_empty());
+        assert_eq!(t.memory_bytes(), std::mem::size_of::<OrderedTable>());
+    }
+
+    #[test]
+    fn order_and_neighbours() {
+        let t = OrderedTable::new();
+        for k in [5, 1, 3, 9, 7] {
+            t.insert(obj(k as f64, false, k));
+        }
+        t.insert(obj(4.5, true, 0));
+        let keys: Vec<Vec<u8>> = t
+            .chunk_after(None, 100)
+            .iter()
+            .map(|e| e.key().to_vec())
+            .collect();
+        assert_eq!(keys, vec![ik(1), ik(3), fk(4.5), ik(5), ik(7), ik(9)]);
+        t.read_next(&fk(4.0), |e| assert_eq!(e.unwrap().key(), &fk(4.5)[..]));
+        t.read_next(&ik(9), |e| assert!(e.is_none()));
+        t.read_prev(&ik(5), |e| assert_eq!(e.unwrap().key(), &fk(4.5)[..]));
+        t.read_prev(&ik(1), |e| assert!(e.is_none()));
+        t.read_last(|e| assert_eq!(e.unwrap().key(), &ik(9)[..]));
+        let rest = t.chunk_after(Some(&ik(3)), 2);
+        assert_eq!(rest.len(), 2);
+        assert_eq!(rest[1].key(), &ik(5)[..]);
+        assert!(t.insert_new_all(vec![obj(2.0, false, 0), obj(6.0, false, 0)]));
+        assert!(!t.insert_new_all(vec![obj(8.0, false, 0), obj(6.0, true, 0)]));
+        assert_eq!(t.len(), 8);
+        t.update_mut(&fk(2.0), |e| {
+            assert!(e.is_some());
+            (Change::Remove, ())
+        });
+        assert_eq!(t.take_all().len(), 7);
+        assert!(t.is_empty());
+    }
+}
