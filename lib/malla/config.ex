@@ -5,8 +5,16 @@ defmodule Malla.Config do
   Values live under a `domain` and a `key` in a public `NativeStore.Table`
   started with the `:native_store` application. The store is local to the
   node (not distributed) and not persistent, but it survives service
-  restarts and the crash of any single Malla process: the table's owner
-  has an heir, which inherits the table if the owner dies.
+  restarts and any number of crashes of Malla processes, one after the
+  other: the table is owned by one of two keeper processes of
+  `Malla.Supervisor` and names the other its heir. When the owner dies,
+  the heir inherits the table with its data; when a keeper restarts, the
+  current owner names it heir again (`NativeStore.Table.setopts/2`).
+
+  Only losing both keepers at once loses the data: the heir dying (or
+  still restarting) when the owner dies, or `Malla.Supervisor` (or the
+  `:native_store` application) stopping. The table is then deleted, as an
+  ETS table would be, and recreated empty.
 
       iex> Malla.Config.put(:my_app, :api_key, "secret_key")
       :ok

@@ -19,8 +19,10 @@ defmodule Malla.Supervisor do
       {registry, keys: :duplicate, name: Malla.ProcStore}
     ]
 
-    # The keepers are tiny and only die when killed: tolerate more restarts
-    # than the default before giving up on the whole layer.
-    Supervisor.init(children, strategy: :one_for_one, max_restarts: 20, max_seconds: 5)
+    # The keepers are tiny, restart in microseconds and only die when
+    # killed; the table survives each of their crashes. Giving up on the
+    # whole layer would stop both keepers and lose the table, so tolerate
+    # many more restarts than the default.
+    Supervisor.init(children, strategy: :one_for_one, max_restarts: 100, max_seconds: 5)
   end
 end

@@ -21,7 +21,8 @@ defmodule PocketFlex.Supervisor do
       {Task.Supervisor, name: PocketFlex.TaskSupervisor}
     ]
 
-    # Keeper restarts are cheap and the table survives them: allow a few.
-    Supervisor.init(children, strategy: :one_for_one, max_restarts: 10, max_seconds: 5)
+    # Keeper restarts are cheap and the table survives each of them, while
+    # giving up would stop both keepers and lose the table: allow many.
+    Supervisor.init(children, strategy: :one_for_one, max_restarts: 100, max_seconds: 5)
   end
 end

@@ -1,5 +1,6 @@
 defmodule Malla.ConfigTest do
   use ExUnit.Case, async: false
+  import ExUnit.CaptureLog
 
   alias Malla.Config
 
@@ -184,19 +185,48 @@ defmodule Malla.ConfigTest do
       assert Config.get(d, :k) == :kept
     end
 
-    test "a table lost with its last holder is recreated, empty, by the keepers", %{d: d} do
+    test "survives 10 alternating kills of the owner and of the heir keeper", %{d: d} do
+      ensure_redundant()
+      for i <- 1..100, do: Config.put(d, {:k, i}, i)
+
+      for round <- 1..10 do
+        {role, victim} =
+          if rem(round, 2) == 1, do: {:owner, info(:owner)}, else: {:heir, info(:heir)}
+
+        survivor = if role == :owner, do: info(:heir), else: info(:owner)
+        kill(victim)
+        # Wait for the restart: the killed keeper is back and heir again.
+        ensure_redundant()
+        refute victim in [info(:owner), info(:heir)]
+        # Killing the owner hands the table to the heir; killing the heir
+        # leaves it with its owner.
+        assert info(:owner) == survivor
+
+        for i <- 1..100, do: assert(Config.get(d, {:k, i}) == i)
+        assert Config.increment(d, :rounds) == round
+      end
+    end
+
+    test "the data is lost only with both keepers; the table is then recreated empty",
+         %{d: d} do
       ensure_redundant()
       Config.put(d, :k, :kept)
-      # First kill: the heir inherits (no heir is left: the table layer
-      # cannot set a new one yet). Second kill: the table is gone.
-      kill(info(:owner))
-      wait_until(fn -> info(:heir) == :none and keepers_alive?() end)
-      assert Config.get(d, :k) == :kept
-      kill(info(:owner))
-      wait_until(fn -> keepers_alive?() and is_pid(info(:owner)) end)
+
+      [heir_name] =
+        for n <- [Malla.Config.Owner, Malla.Config.Heir], info(:heir) == Process.whereis(n), do: n
+
+      capture_log(fn ->
+        # Stop the heir for good, then kill the owner: nobody inherits the
+        # table, which is deleted (as in ETS).
+        :ok = Supervisor.terminate_child(Malla.Supervisor, heir_name)
+        kill(info(:owner))
+        {:ok, _} = Supervisor.restart_child(Malla.Supervisor, heir_name)
+        ensure_redundant()
+      end)
+
       assert Config.get(d, :k) == nil
-      assert is_pid(info(:heir))
       assert Config.put(d, :k, :new) == :ok
+      assert Config.get(d, :k) == :new
     end
 
     test "survives service restarts", %{d: d} do
@@ -233,17 +263,17 @@ defmodule Malla.ConfigTest do
     assert_receive {:DOWN, ^ref, :process, ^pid, :killed}
   end
 
-  # Brings the table back to an owner with a live heir: after an
-  # inheritance it has no heir, and after a kill of the heir keeper its heir
-  # is dead (the table layer cannot set a new heir yet). Deleting it makes
-  # the keepers recreate it with one.
+  # Waits until both keepers run, one owning the table and the other its
+  # heir (after a restart, the owner names the restarted keeper heir).
   defp ensure_redundant do
-    wait_until(fn -> keepers_alive?() and is_pid(info(:owner)) end)
+    wait_until(fn ->
+      keepers = Enum.map([Malla.Config.Owner, Malla.Config.Heir], &Process.whereis/1)
+      owner = info(:owner)
+      heir = info(:heir)
 
-    unless alive?(info(:owner)) and alive?(info(:heir)) do
-      NativeStore.Table.delete(Config.table())
-      wait_until(fn -> keepers_alive?() and alive?(info(:owner)) and alive?(info(:heir)) end)
-    end
+      Enum.all?(keepers, &alive?/1) and alive?(owner) and alive?(heir) and owner != heir and
+        Enum.sort([owner, heir]) == Enum.sort(keepers)
+    end)
   end
 
   defp alive?(pid), do: is_pid(pid) and Process.alive?(pid)

@@ -29,33 +29,28 @@ defmodule PocketFlex.StateStorage.Native do
   ## Surviving crashes
 
   A NativeStore table belongs to the process that created it and is deleted
-  when that process exits, unless it names an heir. The table is kept by two
-  small processes of `PocketFlex.Supervisor`
+  when that process exits, unless it names a live heir. The table is kept by
+  two small processes of `PocketFlex.Supervisor`
   (`PocketFlex.StateStorage.Native.Keeper`):
 
     * the *primary* keeper creates the table at start-up, naming the
       *secondary* keeper as its heir;
     * when the owner dies (whichever keeper it is), the table passes to the
       other keeper with every state in it;
-    * when a keeper restarts and finds the table owned by its peer, it asks
-      the peer to name it the new heir.
+    * when a keeper restarts, the current owner names it heir again
+      (`NativeStore.Table.setopts/2`), so the next crash is survived too.
 
-  So the states survive the crash of any single PocketFlex process: the
-  calling process (states never live in it), the table owner, or the heir.
-  Because a table's heir is handed over only once, re-naming the restarted
-  keeper as heir needs `NativeStore.Table.setopts/2` (`{:heir, pid, data}`),
-  which the table layer does not have yet: until it has it, the keepers
-  detect this, log a warning, and the table survives one owner crash (and
-  any number of heir crashes) between restarts of the application;
-  `status/0` tells whether the table currently has a live heir. Killing
-  `PocketFlex.Supervisor` itself stops both keepers and loses the states.
+  So the states survive any number of crashes of PocketFlex processes, one
+  after the other: the calling process (states never live in it), the
+  table owner, or the heir, in any order. `status/0` tells whether the
+  table currently has a live heir.
 
-  If both keepers die (for instance the heir, then the owner before the
-  heir could be re-established), ETS semantics delete the table and the
-  restarted keepers create an empty one. The table layer currently differs
-  from ETS there: when the heir died before the owner, the table is handed
-  to the dead heir and stays alive with no live owner; the keepers then
-  keep using it (its states are kept) and log that it has no live heir.
+  The states are lost only if both keepers are gone at once: the owner dies
+  while the heir is dead or still restarting (the window is the few
+  microseconds between a keeper's restart and its naming as heir), or
+  `PocketFlex.Supervisor` itself (or the `:native_store` application)
+  stops. The table is then deleted, as an ETS table would be, and the
+  keepers recreate it empty.
   """
 
   @behaviour PocketFlex.StateStorage

@@ -8,8 +8,13 @@ defmodule PocketFlex.StateStorage.Native.Keeper do
   `PocketFlex.StateStorage.Native.Secondary`, each knowing its peer's name.
   Whichever owns the table, the other is its heir: when the owner dies, the
   heir receives the table (`{:"ETS-TRANSFER", ...}`) and becomes the owner;
-  when the dead keeper restarts, it asks the new owner to name it heir.
-  Keepers hold nothing but their role; they never touch the flow states.
+  when the dead keeper restarts, it asks the owner, from its `init/1`, to
+  name it heir (`NativeStore.Table.setopts/2`). If the old owner has just
+  died and the transfer has not reached the peer yet, the peer names the
+  restarted keeper heir when the transfer arrives. Every 200 ms each
+  keeper also checks the table: the owner re-names its live peer heir if
+  needed, and a lost table is recreated (empty). Keepers hold nothing but
+  their role; they never touch the flow states.
 
       iex> owner = PocketFlex.StateStorage.Native.status().owner
       iex> owner in [
@@ -23,6 +28,10 @@ defmodule PocketFlex.StateStorage.Native.Keeper do
 
   alias NativeStore.Table
   alias PocketFlex.StateStorage.Native
+
+  # How often a keeper checks the table and its heir.
+  @check_ms 200
+  @heir_data :pocket_flex
 
   @typedoc "`:primary` creates the table at start-up; `:secondary` starts first and becomes its heir."
   @type role :: :primary | :secondary
@@ -53,81 +62,99 @@ defmodule PocketFlex.StateStorage.Native.Keeper do
 
       ref ->
         Native.publish(ref)
-        owner = Table.info(ref, :owner)
-        if owner != self(), do: ask_to_be_heir(owner, peer)
+        ask_to_be_heir(peer)
     end
 
+    schedule_check()
     {:ok, %{role: role, peer: peer}}
   end
 
   @impl true
   def handle_call({:name_heir, pid}, _from, state) do
+    # From the restarted peer. Only the owner can name an heir: if the
+    # transfer from the dead owner has not reached us yet, we name the peer
+    # when it arrives (handle_info below).
     {:reply, name_heir(pid), state}
   end
 
   @impl true
   def handle_info({:"ETS-TRANSFER", ref, _from, _data}, state) do
-    # The owner died: the table is ours now, with all its states. If the
-    # peer has restarted already, it asked us before the transfer reached
-    # us; naming it again is harmless.
+    # The owner died: the table is ours now, with all its states. Name the
+    # peer heir if it is back already (else it asks us when it restarts).
     Native.publish(ref)
     if pid = alive(state.peer), do: name_heir(pid)
     {:noreply, state}
   end
 
+  def handle_info(:check, state) do
+    check(state.peer)
+    schedule_check()
+    {:noreply, state}
+  end
+
   def handle_info(_msg, state), do: {:noreply, state}
+
+  defp schedule_check, do: Process.send_after(self(), :check, @check_ms)
+
+  defp check(peer) do
+    case Table.info(Native.table_name()) do
+      :undefined ->
+        Logger.warning(
+          "PocketFlex state table lost (both of its keepers died at once): recreating it empty"
+        )
+
+        create(peer)
+
+      info ->
+        live_peer = alive(peer)
+
+        if info[:owner] == self() and live_peer != nil and info[:heir] != live_peer,
+          do: name_heir(live_peer)
+    end
+
+    :ok
+  end
 
   defp create(peer) do
     heir =
       case alive(peer) do
         nil -> []
-        pid -> [{:heir, pid, :pocket_flex}]
+        pid -> [{:heir, pid, @heir_data}]
       end
 
     opts = [:set, :public, :named_table, {:read_concurrency, true}, {:write_concurrency, true}]
     Table.new(Native.table_name(), opts ++ heir)
     Native.publish(Table.whereis(Native.table_name()))
+  rescue
+    # Created meanwhile by the peer, which names us heir (when we ask, or
+    # at its next check).
+    ArgumentError -> :ok
   end
 
-  defp ask_to_be_heir(owner, peer) do
+  defp ask_to_be_heir(peer) do
     case alive(peer) do
-      ^owner when is_pid(owner) ->
-        case GenServer.call(owner, {:name_heir, self()}, 5_000) do
-          :ok -> :ok
-          {:error, reason} -> degraded(reason)
-        end
-
-      _ ->
-        degraded({:owner_is_not_the_peer, owner})
+      nil -> :ok
+      pid -> GenServer.call(pid, {:name_heir, self()}, 1_000)
     end
   catch
-    :exit, reason -> degraded(reason)
+    # The peer died meanwhile; if the table survives, the checks fix it.
+    :exit, _ -> :ok
   end
 
-  # Runs in the owner: names `pid` heir of the table. This needs
-  # NativeStore.Table.setopts/2, which the table layer does not have yet.
-  defp name_heir(pid) do
-    if function_exported?(Table, :setopts, 2) do
-      apply(Table, :setopts, [Native.table_name(), {:heir, pid, :pocket_flex}])
-      :ok
-    else
-      {:error, :setopts_unavailable}
-    end
+  # Runs in the owner (setopts/2 raises ArgumentError for anyone else).
+  defp name_heir(pid) when pid != self() do
+    Table.setopts(Native.table_name(), {:heir, pid, @heir_data})
+    :ok
   rescue
-    e -> {:error, e}
+    ArgumentError -> :not_owner
   end
 
-  defp degraded(reason) do
-    Logger.warning(
-      "PocketFlex state table has no live heir (#{inspect(reason)}): it will not " <>
-        "survive the death of its owner until the application restarts"
-    )
-  end
+  defp name_heir(_self), do: :ok
 
   defp alive(name) do
     case Process.whereis(name) do
-      nil -> nil
-      pid -> if Process.alive?(pid), do: pid
+      pid when is_pid(pid) and pid != self() -> if Process.alive?(pid), do: pid
+      _ -> nil
     end
   end
 end
