@@ -14,7 +14,9 @@ defmodule NativeStore.Nif do
   defp nif_error, do: :erlang.nif_error(:nif_not_loaded)
 
   # Tables
-  def table_new(_name, _named, _access, _keypos, _heir, _heir_data, _flags), do: nif_error()
+  def table_new(_name, _named, _access, _keypos, _heir, _heir_data, _flags, _type),
+    do: nif_error()
+
   def table_insert(_tab, _objects), do: nif_error()
   def table_insert_new(_tab, _objects), do: nif_error()
   def table_lookup(_tab, _key), do: nif_error()
@@ -28,8 +30,25 @@ defmodule NativeStore.Nif do
   def table_update_counter(_tab, _key, _op), do: nif_error()
   def table_update_counter_default(_tab, _key, _op, _default), do: nif_error()
   def table_update_element(_tab, _key, _spec), do: nif_error()
+
+  # Chunked traversal. `table_to_list(tab)` returns `{:done, list}` or
+  # `{:more, list, cursor}`; `cursor_next(cursor, acc)` returns
+  # `{:done, list}` or `{:more, list}`. Each call decodes at most about
+  # 2000 objects (a bounded time on the scheduler). The chunk comes out in
+  # traversal order: term order of the keys for `:ordered_set`, the order
+  # of `table_first/1` and `table_next/2` for the other types (a bag's
+  # objects of one key in insertion order). The list returned is
+  # `chunk ++ acc`, so with `acc = []` each call gives exactly one chunk in
+  # order; the first chunk is the one `table_to_list/1` returns.
   def table_to_list(_tab), do: nif_error()
   def cursor_next(_cursor, _acc), do: nif_error()
+
+  # Traversal: a key or :"$end_of_table". `table_last/1` and `table_prev/2`
+  # are `table_first/1` and `table_next/2` on tables other than ordered_set.
+  def table_first(_tab), do: nif_error()
+  def table_last(_tab), do: nif_error()
+  def table_next(_tab, _key), do: nif_error()
+  def table_prev(_tab, _key), do: nif_error()
   def table_info(_tab), do: nif_error()
   def table_whereis(_name), do: nif_error()
   def table_all(), do: nif_error()

@@ -45,10 +45,15 @@ defmodule NativeStore.Table do
 
   ## Differences from ETS
 
-  * Only `:set` tables exist so far; `:ordered_set`, `:bag` and
-    `:duplicate_bag` raise `ArgumentError`.
-  * Match specifications (`select/2`, `match/2`, ...) and traversal
-    (`first/1`, `next/2`) are not implemented yet.
+  * All four table types exist. `:ordered_set` keys are ordered by term
+    order and equal when `==` (`1` and `1.0` are the same key); maps,
+    references, funs and ports as `:ordered_set` keys are compared by the VM
+    (slower than numbers, atoms, binaries and tuples of them).
+  * `first/1` and `next/2` on `:set` and bag tables walk shard by shard:
+    the order is unspecified, as in ETS, but not ETS's own; as in ETS,
+    `next/2` of a key that is not in the table raises `ArgumentError`, and
+    a walk concurrent with inserts may miss or repeat keys (there is no
+    `safe_fixtable/2`).
   * `update_counter/3,4` takes increments, thresholds and set values that
     fit in 64 bits (ETS also accepts bignums there); counters themselves may
     grow past 64 bits up to 127 bits.
@@ -77,6 +82,9 @@ defmodule NativeStore.Table do
   @typedoc "Options of `new/2`, as in `:ets.new/2`."
   @type option ::
           :set
+          | :ordered_set
+          | :bag
+          | :duplicate_bag
           | :public
           | :protected
           | :private
@@ -108,14 +116,16 @@ defmodule NativeStore.Table do
 
   @doc """
   Creates a table, as `:ets.new/2`. Returns the table reference, or `name`
-  with `:named_table`. Raises `ArgumentError` for bad options, a table type
-  other than `:set`, or a name that is taken.
+  with `:named_table`. Raises `ArgumentError` for bad options or a name that
+  is taken. The table type is `:set` (the default), `:ordered_set`, `:bag`
+  or `:duplicate_bag`; the last one given wins, as in ETS.
   """
   @spec new(atom(), [option()]) :: table()
   def new(name, options) when is_atom(name) and is_list(options) do
     o =
       parse_options(options, %{
         access: :protected,
+        type: :set,
         named: false,
         keypos: 1,
         heir: :none,
@@ -133,7 +143,8 @@ defmodule NativeStore.Table do
       o.keypos,
       o.heir,
       o.heir_data,
-      {o.rc, o.wc, o.dc, o.compressed}
+      {o.rc, o.wc, o.dc, o.compressed},
+      o.type
     )
   end
 
@@ -143,11 +154,9 @@ defmodule NativeStore.Table do
   end
 
   defp parse_options([], acc), do: acc
-  defp parse_options([:set | rest], acc), do: parse_options(rest, acc)
 
-  defp parse_options([type | _], _acc) when type in [:ordered_set, :bag, :duplicate_bag] do
-    raise ArgumentError, "table type #{inspect(type)} is not supported yet by NativeStore.Table"
-  end
+  defp parse_options([type | rest], acc) when type in [:set, :ordered_set, :bag, :duplicate_bag],
+    do: parse_options(rest, %{acc | type: type})
 
   defp parse_options([access | rest], acc) when access in [:public, :protected, :private],
     do: parse_options(rest, %{acc | access: access})
@@ -276,16 +285,63 @@ defmodule NativeStore.Table do
   def tab2list(table) do
     case Nif.table_to_list(table) do
       {:done, list} -> list
-      {:more, acc, cursor} -> drain(cursor, acc)
+      {:more, chunk, cursor} -> drain(cursor, [chunk])
     end
   end
 
-  defp drain(cursor, acc) do
-    case Nif.cursor_next(cursor, acc) do
-      {:done, list} -> list
-      {:more, acc} -> drain(cursor, acc)
+  # Chunks come in traversal order; they are kept in a list and joined once.
+  defp drain(cursor, chunks) do
+    case Nif.cursor_next(cursor, []) do
+      {:done, chunk} -> :lists.append(:lists.reverse([chunk | chunks]))
+      {:more, chunk} -> drain(cursor, [chunk | chunks])
     end
   end
+
+  @doc """
+  The first key of the table, or `:"$end_of_table"` when it is empty, as
+  `:ets.first/1`: the smallest key in term order for an `:ordered_set`, an
+  unspecified one for the other types.
+
+      iex> tab = NativeStore.Table.new(:first_doc, [:ordered_set])
+      iex> NativeStore.Table.insert(tab, [{:b, 2}, {:a, 1}])
+      iex> NativeStore.Table.first(tab)
+      :a
+  """
+  @spec first(table()) :: term() | :"$end_of_table"
+  def first(table), do: Nif.table_first(table)
+
+  @doc """
+  The key after `key`, or `:"$end_of_table"`, as `:ets.next/2`. For an
+  `:ordered_set`, `key` need not be in the table (the next greater key is
+  returned); for the other types it must be, or `ArgumentError` is raised.
+
+      iex> tab = NativeStore.Table.new(:next_doc, [:ordered_set])
+      iex> NativeStore.Table.insert(tab, [{1, :a}, {3, :c}])
+      iex> NativeStore.Table.next(tab, 1)
+      3
+      iex> NativeStore.Table.next(tab, 2.5)
+      3
+      iex> NativeStore.Table.next(tab, 3)
+      :"$end_of_table"
+  """
+  @spec next(table(), term()) :: term() | :"$end_of_table"
+  def next(table, key), do: Nif.table_next(table, key)
+
+  @doc """
+  The last key of an `:ordered_set` (greatest in term order), or
+  `:"$end_of_table"`, as `:ets.last/1`. On other table types it is
+  `first/1`, as in ETS.
+  """
+  @spec last(table()) :: term() | :"$end_of_table"
+  def last(table), do: Nif.table_last(table)
+
+  @doc """
+  The key before `key` in an `:ordered_set` (which need not hold `key`), or
+  `:"$end_of_table"`, as `:ets.prev/2`. On other table types it is
+  `next/2`, as in ETS.
+  """
+  @spec prev(table(), term()) :: term() | :"$end_of_table"
+  def prev(table, key), do: Nif.table_prev(table, key)
 
   @doc """
   Information about the table as a keyword list, in `:ets.info/1`'s order,

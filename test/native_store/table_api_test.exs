@@ -83,10 +83,15 @@ defmodule NativeStore.TableApiTest do
       assert Table.info(t, :keypos) == :ets.info(e, :keypos)
     end
 
-    test "other table types raise ArgumentError" do
-      for type <- [:ordered_set, :bag, :duplicate_bag] do
-        assert_raise ArgumentError, fn -> Table.new(:typed, [type]) end
+    test "every ETS table type is accepted and reported by info/2" do
+      for type <- [:set, :ordered_set, :bag, :duplicate_bag] do
+        t = Table.new(:typed, [type])
+        e = :ets.new(:typed, [type])
+        assert Table.info(t, :type) == :ets.info(e, :type)
       end
+
+      t = Table.new(:typed, [:bag, :ordered_set])
+      assert Table.info(t, :type) == :ordered_set
     end
 
     test "wrong option types raise ArgumentError, like :ets" do

@@ -191,10 +191,20 @@ impl BagTable {
         &mut guards[at].1
     }
 
-    /// Adds all objects atomically, in order.
+    /// Objects of one multi-object insert in the order ETS adds them: a
+    /// duplicate bag in list order, a bag from the end of the list (so
+    /// `[{a, 1}, {a, 2}]` reads back as `[{a, 2}, {a, 1}]`, as on OTP 25).
+    fn in_insert_order(&self, mut entries: Vec<Entry>) -> Vec<Entry> {
+        if !self.duplicate {
+            entries.reverse();
+        }
+        entries
+    }
+
+    /// Adds all objects atomically, in ETS's order (see above).
     pub fn insert_all(&self, entries: Vec<Entry>) {
         let mut guards = self.lock_for(&entries);
-        for e in entries {
+        for e in self.in_insert_order(entries) {
             Self::guard(&mut guards, &e).add(e, self.duplicate, self.zero_eq);
         }
     }
@@ -211,7 +221,7 @@ impl BagTable {
                 return false;
             }
         }
-        for e in entries {
+        for e in self.in_insert_order(entries) {
             Self::guard(&mut guards, &e).add(e, self.duplicate, self.zero_eq);
         }
         true
@@ -351,12 +361,12 @@ mod tests {
     fn bag_keeps_one_copy_in_insertion_order() {
         let t = BagTable::new(false, true);
         let empty = t.memory_bytes();
-        t.insert_all(vec![pair(1, 1.0), pair(1, 2.0), pair(1, 1.0)]);
+        t.insert_all(vec![pair(1, 2.0), pair(1, 1.0), pair(1, 2.0)]);
         t.insert(pair(1, -0.0));
         t.insert(pair(1, 0.0));
         assert_eq!(
             values(&t, 1),
-            vec![pair(1, 1.0), pair(1, 2.0), pair(1, -0.0)]
+            vec![pair(1, 2.0), pair(1, 1.0), pair(1, -0.0)]
         );
         assert_eq!(t.len(), 3);
         assert!(!t.insert_new_all(vec![pair(2, 0.0), pair(1, 5.0)]));

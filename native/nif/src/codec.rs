@@ -34,6 +34,11 @@ pub fn init(env: Env) {
     ZERO_EQ.store(same, Ordering::Relaxed);
 }
 
+/// True when the VM considers `0.0 =:= -0.0`.
+pub fn zero_eq() -> bool {
+    ZERO_EQ.load(Ordering::Relaxed)
+}
+
 /// The raw word of a term (atoms and local pids are immediates, so their
 /// word identifies them for the life of the VM).
 #[inline]

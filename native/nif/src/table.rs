@@ -5,9 +5,12 @@ use crate::atoms;
 use crate::codec::{
     self, decode, encode_key_bytes, encode_value, word_of, word_term, Encoder, KeyBytes, Scratch,
 };
+use native_store_engine::bag::BagTable;
 use native_store_engine::entry::{Entry, EntryBuf, EntryImage};
 use native_store_engine::format::{self, tag};
 use native_store_engine::meta::{Access, Heir, Meta, OwnerExit};
+use native_store_engine::order::{self, Host};
+use native_store_engine::ordered::OrderedTable;
 use native_store_engine::reclaim::drop_later;
 use native_store_engine::set::{Change, Key, SetTable};
 use native_store_engine::tuple_ops::{self, CounterOp};
@@ -27,10 +30,136 @@ pub struct TableRes {
     name: AtomicU64,
     named: bool,
     meta: Meta,
-    data: SetTable,
+    data: Data,
     /// `{read_concurrency, write_concurrency, decentralized_counters,
     /// compressed}` as given, as atom words (reported by `info/1`).
     flags: [u64; 4],
+}
+
+/// The engine table behind a [`TableRes`], by table type.
+pub enum Data {
+    /// `set`: the sharded hash table.
+    Set(SetTable),
+    /// `ordered_set`: the B-tree in term order.
+    Ordered(OrderedTable),
+    /// `bag` or `duplicate_bag`.
+    Bag(BagTable),
+}
+
+impl Data {
+    /// The table of type `kind` (an atom of `:ets.new/2`'s types).
+    fn new(kind: Atom) -> NifResult<Self> {
+        Ok(if kind == atoms::set() {
+            Data::Set(SetTable::new())
+        } else if kind == atoms::ordered_set() {
+            Data::Ordered(OrderedTable::new())
+        } else if kind == atoms::bag() {
+            Data::Bag(BagTable::new(false, codec::zero_eq()))
+        } else if kind == atoms::duplicate_bag() {
+            Data::Bag(BagTable::new(true, codec::zero_eq()))
+        } else {
+            return Err(Error::BadArg);
+        })
+    }
+
+    /// Takes every object out; dropping the result frees them.
+    fn take_all(&self) -> Box<dyn Send> {
+        match self {
+            Data::Set(s) => Box::new(s.take_all()),
+            Data::Ordered(o) => Box::new(o.take_all()),
+            Data::Bag(b) => Box::new(b.take_all()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Data::Set(s) => s.len(),
+            Data::Ordered(o) => o.len(),
+            Data::Bag(b) => b.len(),
+        }
+    }
+
+    fn memory_bytes(&self) -> usize {
+        match self {
+            Data::Set(s) => s.memory_bytes(),
+            Data::Ordered(o) => o.memory_bytes(),
+            Data::Bag(b) => b.memory_bytes(),
+        }
+    }
+
+    fn type_atom(&self) -> Atom {
+        match self {
+            Data::Set(_) => atoms::set(),
+            Data::Ordered(_) => atoms::ordered_set(),
+            Data::Bag(b) if b.is_duplicate() => atoms::duplicate_bag(),
+            Data::Bag(_) => atoms::bag(),
+        }
+    }
+}
+
+/// Runs `f` on the canonical bytes of a key (inline keys are written out
+/// on the stack).
+#[inline]
+fn with_key<R>(kb: &KeyBytes, f: impl FnOnce(&[u8]) -> R) -> R {
+    match kb {
+        KeyBytes::Inline(t, w) => {
+            let mut b = [0u8; 9];
+            b[0] = *t as u8;
+            b[1..].copy_from_slice(&w.to_le_bytes());
+            f(&b)
+        }
+        KeyBytes::Pooled(s) => f(s),
+    }
+}
+
+/// Atomic read-modify-write of the object under a key of a table with at
+/// most one object per key; `badarg` for bags (as ETS's `update_counter`
+/// and `update_element`).
+#[inline]
+fn update_keyed<R>(
+    data: &Data,
+    kb: &KeyBytes,
+    f: impl FnOnce(Option<&mut Entry>) -> (Change, R),
+) -> NifResult<R> {
+    match data {
+        Data::Set(s) => Ok(s.update_mut(&kb.key(), f)),
+        Data::Ordered(o) => Ok(with_key(kb, |k| o.update_mut(k, f))),
+        Data::Bag(_) => Err(Error::BadArg),
+    }
+}
+
+/// Term order for the engine: atoms and pids through `enif_compare` on
+/// their immediate words; whole values decoded into a process-independent
+/// environment of the calling thread and compared there.
+fn install_term_order() {
+    fn cmp_words(a: u64, b: u64) -> std::cmp::Ordering {
+        // SAFETY: the words are immediates (atoms, local pids) that were
+        // valid terms; comparing them reads nothing else.
+        let c = unsafe { rustler::sys::enif_compare(codec::term_of(a), codec::term_of(b)) };
+        c.cmp(&0)
+    }
+    fn cmp_values(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+        thread_local! {
+            static ENV: std::cell::RefCell<Option<rustler::OwnedEnv>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        ENV.with(|cell| {
+            let Ok(mut slot) = cell.try_borrow_mut() else {
+                return a.cmp(b);
+            };
+            let env = slot.get_or_insert_with(rustler::OwnedEnv::new);
+            let o = env.run(|env| match (decode(env, a), decode(env, b)) {
+                (Ok(x), Ok(y)) => x.cmp(&y),
+                _ => a.cmp(b),
+            });
+            env.clear();
+            o
+        })
+    }
+    order::install(Host {
+        cmp_words,
+        cmp_values,
+    });
 }
 
 /// The VM resource type of tables, opened at load.
@@ -445,7 +574,9 @@ fn table_new<'a>(
     heir: Term<'a>,
     heir_data: Term<'a>,
     flags: (Atom, Atom, Atom, Atom),
+    kind: Atom,
 ) -> NifResult<Term<'a>> {
+    let data = Data::new(kind)?;
     let access = if access == atoms::public() {
         Access::Public
     } else if access == atoms::protected() {
@@ -478,7 +609,7 @@ fn table_new<'a>(
         name: AtomicU64::new(name_word),
         named,
         meta: Meta::new(owner_word, access, keypos, heir),
-        data: SetTable::new(),
+        data,
         flags: [
             word_of(flags.0.as_c_arg()),
             word_of(flags.1.as_c_arg()),
@@ -570,17 +701,32 @@ unsafe fn call_hot<const N: usize>(
 hot_nif!(table_insert, 2);
 fn table_insert<'a>(env: Env<'a>, [tab, objs]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
     let t = writable(env, tab)?;
-    if objs.is_tuple() {
-        // One object (the common case): no vector of entries.
-        let replaced = with_encoded_object(env, objs, t.meta.keypos(), None, |img| {
-            t.data.insert_image(img)
-        })?;
-        drop(replaced);
-    } else {
-        drop(
-            t.data
-                .insert_all(encode_objects(env, objs, t.meta.keypos())?),
-        );
+    let keypos = t.meta.keypos();
+    match &t.data {
+        Data::Set(s) => {
+            if objs.is_tuple() {
+                // One object (the common case): no vector of entries.
+                let replaced =
+                    with_encoded_object(env, objs, keypos, None, |img| s.insert_image(img))?;
+                drop(replaced);
+            } else {
+                drop(s.insert_all(encode_objects(env, objs, keypos)?));
+            }
+        }
+        Data::Ordered(o) => {
+            if objs.is_tuple() {
+                drop(o.insert(encode_object(env, objs, keypos, None)?));
+            } else {
+                drop(o.insert_all(encode_objects(env, objs, keypos)?));
+            }
+        }
+        Data::Bag(b) => {
+            if objs.is_tuple() {
+                b.insert(encode_object(env, objs, keypos, None)?);
+            } else {
+                b.insert_all(encode_objects(env, objs, keypos)?);
+            }
+        }
     }
     Ok(true.encode(env))
 }
@@ -592,16 +738,18 @@ fn table_insert_new<'a>(env: Env<'a>, [tab, objs]: [Term<'a>; 2]) -> NifResult<T
 
 fn insert_new<'a>(env: Env<'a>, tab: Term<'a>, objs: Term<'a>) -> NifResult<bool> {
     let t = writable(env, tab)?;
-    if objs.is_tuple() {
-        return Ok(t
-            .data
-            .insert_new(encode_object(env, objs, t.meta.keypos(), None)?));
-    }
-    let mut entries = encode_objects(env, objs, t.meta.keypos())?;
-    Ok(if entries.len() == 1 {
-        t.data.insert_new(entries.pop().expect("one entry"))
+    let keypos = t.meta.keypos();
+    let mut entries = if objs.is_tuple() {
+        vec![encode_object(env, objs, keypos, None)?]
     } else {
-        t.data.insert_new_all(entries)
+        encode_objects(env, objs, keypos)?
+    };
+    Ok(match &t.data {
+        Data::Set(s) if entries.len() == 1 => s.insert_new(entries.pop().expect("one entry")),
+        Data::Set(s) => s.insert_new_all(entries),
+        Data::Ordered(o) if entries.len() == 1 => o.insert_new(entries.pop().expect("one entry")),
+        Data::Ordered(o) => o.insert_new_all(entries),
+        Data::Bag(b) => b.insert_new_all(entries),
     })
 }
 
@@ -610,10 +758,24 @@ fn table_lookup<'a>(env: Env<'a>, [tab, key]: [Term<'a>; 2]) -> NifResult<Term<'
     let t = readable(env, tab)?;
     let kb = key_bytes(env, key)?;
     let nil = Term::list_new_empty(env);
-    t.data.read(&kb.key(), |e| match e {
+    let one = |e: Option<&Entry>| match e {
         None => Ok(nil),
         Some(e) => Ok(nil.list_prepend(decode_entry(env, e)?)),
-    })
+    };
+    match &t.data {
+        Data::Set(s) => s.read(&kb.key(), one),
+        Data::Ordered(o) => with_key(&kb, |k| o.read(k, one)),
+        Data::Bag(b) => b.read(&kb.key(), |es| objects_list(env, es)),
+    }
+}
+
+/// The list of `entries`' objects, in order.
+fn objects_list<'a>(env: Env<'a>, entries: &[Entry]) -> NifResult<Term<'a>> {
+    let mut acc = Term::list_new_empty(env);
+    for e in entries.iter().rev() {
+        acc = acc.list_prepend(decode_entry(env, e)?);
+    }
+    Ok(acc)
 }
 
 hot_nif!(table_lookup_element, 3);
@@ -621,19 +783,38 @@ fn table_lookup_element<'a>(env: Env<'a>, [tab, key, pos]: [Term<'a>; 3]) -> Nif
     let pos: i64 = pos.decode()?;
     let t = readable(env, tab)?;
     let kb = key_bytes(env, key)?;
-    t.data.read(&kb.key(), |e| {
-        let e = e.ok_or(Error::BadArg)?;
+    let element = |e: &Entry| {
         let obj = e.object();
         let r = tuple_ops::element(obj, pos).map_err(|_| Error::BadArg)?;
         decode(env, &obj[r]).map_err(|_| Error::BadArg)
-    })
+    };
+    let one = |e: Option<&Entry>| element(e.ok_or(Error::BadArg)?);
+    match &t.data {
+        Data::Set(s) => s.read(&kb.key(), one),
+        Data::Ordered(o) => with_key(&kb, |k| o.read(k, one)),
+        Data::Bag(b) => b.read(&kb.key(), |es| {
+            if es.is_empty() {
+                return Err(Error::BadArg);
+            }
+            let mut acc = Term::list_new_empty(env);
+            for e in es.iter().rev() {
+                acc = acc.list_prepend(element(e)?);
+            }
+            Ok(acc)
+        }),
+    }
 }
 
 hot_nif!(table_member, 2);
 fn table_member<'a>(env: Env<'a>, [tab, key]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
     let t = readable(env, tab)?;
     let kb = key_bytes(env, key)?;
-    Ok(t.data.contains(&kb.key()).encode(env))
+    let found = match &t.data {
+        Data::Set(s) => s.contains(&kb.key()),
+        Data::Ordered(o) => with_key(&kb, |k| o.contains(k)),
+        Data::Bag(b) => b.contains(&kb.key()),
+    };
+    Ok(found.encode(env))
 }
 
 hot_nif!(table_take, 2);
@@ -641,7 +822,12 @@ fn table_take<'a>(env: Env<'a>, [tab, key]: [Term<'a>; 2]) -> NifResult<Term<'a>
     let t = writable(env, tab)?;
     let kb = key_bytes(env, key)?;
     let nil = Term::list_new_empty(env);
-    match t.data.remove(&kb.key()) {
+    let removed = match &t.data {
+        Data::Set(s) => s.remove(&kb.key()),
+        Data::Ordered(o) => with_key(&kb, |k| o.remove(k)),
+        Data::Bag(b) => return objects_list(env, &b.remove(&kb.key())),
+    };
+    match removed {
         None => Ok(nil),
         Some(e) => Ok(nil.list_prepend(decode_entry(env, &e)?)),
     }
@@ -658,7 +844,11 @@ hot_nif!(table_delete_key, 2);
 fn table_delete_key<'a>(env: Env<'a>, [tab, key]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
     let t = writable(env, tab)?;
     let kb = key_bytes(env, key)?;
-    drop(t.data.remove(&kb.key()));
+    match &t.data {
+        Data::Set(s) => drop(s.remove(&kb.key())),
+        Data::Ordered(o) => drop(with_key(&kb, |k| o.remove(k))),
+        Data::Bag(b) => drop(b.remove(&kb.key())),
+    }
     Ok(true.encode(env))
 }
 
@@ -673,11 +863,15 @@ fn same_object<'a>(env: Env<'a>, e: &Entry, encoded: &Entry, obj: Term<'a>) -> b
 fn table_delete_object<'a>(env: Env<'a>, tab: Term<'a>, obj: Term<'a>) -> NifResult<bool> {
     let t = writable(env, tab)?;
     let encoded = encode_object(env, obj, t.meta.keypos(), None)?;
-    let key = Key::new(encoded.key());
-    t.data.update(&key, |e| match e {
+    let decide = |e: Option<&mut Entry>| match e {
         Some(e) if same_object(env, e, &encoded, obj) => (Change::Remove, ()),
         _ => (Change::Keep, ()),
-    });
+    };
+    match &t.data {
+        Data::Set(s) => s.update_mut(&Key::new(encoded.key()), decide),
+        Data::Ordered(o) => o.update_mut(encoded.key(), decide),
+        Data::Bag(b) => drop(b.remove_object(&encoded)),
+    }
     Ok(true)
 }
 
@@ -764,12 +958,11 @@ fn update_counter<'a>(
         (&single, false)
     };
     let kb = key_bytes(env, key)?;
-    let k = kb.key();
     // Results of the in-place path; the general path returns its own.
     let mut small = [0i128; 8];
     let mut general: Option<Vec<i128>> = None;
     // Fast path: the object exists and its counters change in place.
-    let found = t.data.update_mut(&k, |e| {
+    let found = update_keyed(&t.data, &kb, |e| {
         let Some(e) = e else {
             return (Change::Keep, Ok(false));
         };
@@ -781,13 +974,13 @@ fn update_counter<'a>(
             }
         }
         apply_counters(e, keypos, ops, &mut general)
-    })?;
+    })??;
     if !found {
         let default = default.ok_or(Error::BadArg)?;
         let d = encode_object(env, default, keypos, Some(key))?;
-        t.data.update(&k, |e| {
-            apply_counters(e.unwrap_or(&d), keypos, ops, &mut general)
-        })?;
+        update_keyed(&t.data, &kb, |e| {
+            apply_counters(e.map(|e| &*e).unwrap_or(&d), keypos, ops, &mut general)
+        })??;
     }
     let results: &[i128] = match &general {
         Some(v) => v,
@@ -858,7 +1051,7 @@ fn table_update_element<'a>(
     // As in ETS, a malformed spec is an error only when the object exists.
     let encoded = update_specs(env, spec);
     let kb = key_bytes(env, key)?;
-    t.data.update(&kb.key(), |e| match (e, &encoded) {
+    update_keyed(&t.data, &kb, |e| match (e.map(|e| &*e), &encoded) {
         (None, _) => (Change::Keep, Ok(false)),
         (Some(_), Err(_)) => (Change::Keep, Err(Error::BadArg)),
         (Some(e), Ok(specs)) => {
@@ -869,7 +1062,7 @@ fn table_update_element<'a>(
                 Err(_) => (Change::Keep, Err(Error::BadArg)),
             }
         }
-    })
+    })?
 }
 
 /// `{pos, value}` or a proper list of them, values encoded.
@@ -904,35 +1097,67 @@ pub struct Cursor {
 
 #[derive(Default)]
 struct CursorState {
+    /// Set and bag tables: the next shard to copy.
     shard: usize,
+    /// Set and bag tables: objects of the copied shard still to return,
+    /// last first.
     pending: Vec<Entry>,
+    /// `ordered_set`: the key of the last object returned.
+    after: Option<Box<[u8]>>,
+    done: bool,
 }
 
 #[rustler::resource_impl]
 impl Resource for Cursor {}
 
-/// Prepends up to `CHUNK` objects to `acc`; true when the walk is over.
+/// The next at most `CHUNK` objects of a walk, in traversal order: term
+/// order for `ordered_set`, the order of `first/1` and `next/2` otherwise.
+fn next_chunk(t: &TableRes, st: &mut CursorState) -> Vec<Entry> {
+    let mut chunk = Vec::new();
+    if st.done {
+        return chunk;
+    }
+    let (count, snapshot): (usize, &dyn Fn(usize) -> Vec<Entry>) = match &t.data {
+        Data::Ordered(o) => {
+            chunk = o.chunk_after(st.after.as_deref(), CHUNK);
+            match chunk.last() {
+                Some(e) if chunk.len() == CHUNK => st.after = Some(e.key().into()),
+                _ => st.done = true,
+            }
+            return chunk;
+        }
+        Data::Set(s) => (s.shard_count(), &|i| s.snapshot_shard(i)),
+        Data::Bag(b) => (b.shard_count(), &|i| b.snapshot_shard(i)),
+    };
+    while chunk.len() < CHUNK {
+        if let Some(e) = st.pending.pop() {
+            chunk.push(e);
+            continue;
+        }
+        if st.shard >= count {
+            break;
+        }
+        st.pending = snapshot(st.shard);
+        st.pending.reverse();
+        st.shard += 1;
+    }
+    st.done = st.pending.is_empty() && st.shard >= count;
+    chunk
+}
+
+/// Prepends the next chunk of objects (in traversal order) to `acc`; true
+/// when the walk is over.
 fn walk<'a>(
     env: Env<'a>,
     t: &TableRes,
     st: &mut CursorState,
     acc: &mut Term<'a>,
 ) -> NifResult<bool> {
-    let mut budget = CHUNK;
-    loop {
-        while let Some(e) = st.pending.pop() {
-            *acc = acc.list_prepend(decode_entry(env, &e)?);
-            budget -= 1;
-            if budget == 0 {
-                return Ok(st.pending.is_empty() && st.shard >= t.data.shard_count());
-            }
-        }
-        if st.shard >= t.data.shard_count() {
-            return Ok(true);
-        }
-        st.pending = t.data.snapshot_shard(st.shard);
-        st.shard += 1;
+    let chunk = next_chunk(t, st);
+    for e in chunk.iter().rev() {
+        *acc = acc.list_prepend(decode_entry(env, e)?);
     }
+    Ok(st.done)
 }
 
 #[rustler::nif]
@@ -1009,7 +1234,7 @@ fn table_info<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
             word(t.name.load(Ordering::Acquire)),
             t.data.len().encode(env),
             t.named.encode(env),
-            atoms::set().encode(env),
+            t.data.type_atom().encode(env),
             t.meta.keypos().encode(env),
             protection.encode(env),
         ],
@@ -1045,6 +1270,7 @@ fn table_all(env: Env) -> Term {
 /// Ensures the codec is initialised (for the load hook).
 pub fn on_load(env: Env) -> bool {
     codec::init(env);
+    install_term_order();
     open_table_type(env)
 }
 
@@ -1086,7 +1312,8 @@ fn table_replace<'a>(
         }
         None => None,
     };
-    Ok(t.data.update(&kb.key(), |current| {
+    update_keyed(&t.data, &kb, |current| {
+        let current = current.map(|c| &*c);
         let unchanged = match (current, &expected) {
             (None, None) => true,
             (Some(c), Some((e, obj))) => same_object(env, c, e, *obj),
@@ -1099,7 +1326,7 @@ fn table_replace<'a>(
             Some(e) => (Change::Put(e), true),
             None => (Change::Remove, true),
         }
-    }))
+    })
 }
 
 /// `merge_map/3`: atomically merges `map` into the map stored as
@@ -1117,7 +1344,8 @@ fn table_merge_map<'a>(
     }
     let keypos = t.meta.keypos();
     let kb = key_bytes(env, key)?;
-    t.data.update(&kb.key(), |current| {
+    update_keyed(&t.data, &kb, |current| {
+        let current = current.map(|c| &*c);
         let merged = match current {
             None => map,
             Some(c) => {
@@ -1143,7 +1371,7 @@ fn table_merge_map<'a>(
             Ok(e) => (Change::Put(e), Ok(merged)),
             Err(e) => (Change::Keep, Err(e)),
         }
-    })
+    })?
 }
 
 /// `Map.merge(old, new)`.
@@ -1271,4 +1499,63 @@ fn table_rename<'a>(env: Env<'a>, tab: Term<'a>, name: Atom) -> NifResult<Term<'
         t.name.store(new, Ordering::Release);
     }
     Ok(name.encode(env))
+}
+
+/// The key of the object `e` (the element at the table's key position, as
+/// stored), or `'$end_of_table'`.
+fn key_or_end<'a>(env: Env<'a>, t: &TableRes, e: Option<&Entry>) -> NifResult<Term<'a>> {
+    let Some(e) = e else {
+        return Ok(atoms::end_of_table().encode(env));
+    };
+    let obj = e.object();
+    let r = tuple_ops::element(obj, t.meta.keypos() as i64).map_err(|_| Error::BadArg)?;
+    decode(env, &obj[r]).map_err(|_| Error::BadArg)
+}
+
+/// `first/1` (`last/1` when `last` and the table is an `ordered_set`; other
+/// types have no order, and `last/1` is `first/1` there, as in ETS).
+fn first_or_last<'a>(env: Env<'a>, tab: Term<'a>, last: bool) -> NifResult<Term<'a>> {
+    let t = readable(env, tab)?;
+    let f = |e: Option<&Entry>| key_or_end(env, &t, e);
+    match &t.data {
+        Data::Set(s) => s.read_first(f),
+        Data::Ordered(o) if last => o.read_last(f),
+        Data::Ordered(o) => o.read_first(f),
+        Data::Bag(b) => b.read_first(f),
+    }
+}
+
+/// `next/2` (`prev/2` when `prev` and the table is an `ordered_set`). For
+/// set and bag tables a key that is not in the table is `badarg`, as in
+/// ETS; an `ordered_set` gives the key after (or before) it anyway.
+fn next_or_prev<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>, prev: bool) -> NifResult<Term<'a>> {
+    let t = readable(env, tab)?;
+    let kb = key_bytes(env, key)?;
+    let f = |e: Option<&Entry>| key_or_end(env, &t, e);
+    match &t.data {
+        Data::Set(s) => s.read_next(&kb.key(), f).ok_or(Error::BadArg)?,
+        Data::Ordered(o) if prev => with_key(&kb, |k| o.read_prev(k, f)),
+        Data::Ordered(o) => with_key(&kb, |k| o.read_next(k, f)),
+        Data::Bag(b) => b.read_next(&kb.key(), f).ok_or(Error::BadArg)?,
+    }
+}
+
+#[rustler::nif]
+fn table_first<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
+    first_or_last(env, tab, false)
+}
+
+#[rustler::nif]
+fn table_last<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
+    first_or_last(env, tab, true)
+}
+
+#[rustler::nif]
+fn table_next<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>) -> NifResult<Term<'a>> {
+    next_or_prev(env, tab, key, false)
+}
+
+#[rustler::nif]
+fn table_prev<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>) -> NifResult<Term<'a>> {
+    next_or_prev(env, tab, key, true)
 }
