@@ -15,7 +15,7 @@
 //! called only when the native comparison cannot decide (an `EXT` or a map
 //! meeting a value of its own class).
 
-use crate::format::{read_item, skip, FormatError, Item};
+use crate::format::{read_item, skip, tag, FormatError, Item};
 use std::cmp::Ordering;
 use std::sync::OnceLock;
 
@@ -244,6 +244,14 @@ pub fn compare(a: &[u8], b: &[u8]) -> Ordering {
 
 /// [`compare`] with explicit host callbacks.
 pub fn compare_with(a: &[u8], b: &[u8], h: &Host) -> Ordering {
+    // Fast path: two small integers (the most common ordered keys).
+    if let (Ok(x), Ok(y)) = (<&[u8; 9]>::try_from(a), <&[u8; 9]>::try_from(b)) {
+        if x[0] == tag::INT && y[0] == tag::INT {
+            let xi = i64::from_le_bytes(x[1..].try_into().expect("8 bytes"));
+            let yi = i64::from_le_bytes(y[1..].try_into().expect("8 bytes"));
+            return xi.cmp(&yi);
+        }
+    }
     if a == b {
         return Ordering::Equal;
     }
