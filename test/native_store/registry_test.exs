@@ -730,7 +730,9 @@ defmodule NativeStore.RegistryTest do
         end
 
         {:messages, msgs} = Process.info(self(), :messages)
-        long = for {:monitor, _, :long_schedule, _} = m <- msgs, do: m
+        # Other test modules run concurrently: only the dying process's own
+        # schedules (its exit runs the NIF's down callback) are ours.
+        long = for {:monitor, ^pid, :long_schedule, _} = m <- msgs, do: m
         assert long == [], "long schedules: #{inspect(long)}"
         assert NR.lookup(n, :keep) == [{self(), 1}]
         assert NR.lookup(n, 5) == []
