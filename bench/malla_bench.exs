@@ -13,7 +13,7 @@ else
     def process_counts, do: Enum.uniq([1, System.schedulers_online()])
 
     def compare(label, n, procs, base, native, opts \\ []) do
-      runs = if quick?(), do: 3, else: 7
+      runs = Keyword.get(opts, :runs, if(quick?(), do: 3, else: 7))
       setup = Keyword.get(opts, :setup, fn -> nil end)
       run_once(n, procs, base, setup)
       run_once(n, procs, native, setup)
@@ -154,14 +154,30 @@ defmodule MallaBench do
 
   defp key(i), do: rem(i * 48_271, @keys)
 
+  # Median of 7 timed runs per side (3 with BENCH_QUICK=1, as BenchHelper),
+  # after a warm-up: about 12 s in all.
+  defp runs, do: if(BenchHelper.quick?(), do: 3, else: 7)
+
   def run do
-    {:ok, _} = UpstreamService.start(:malla_bench_upstream_svc)
-    {:ok, _} = UpstreamConfig.start()
+    {:ok, up_svc} = UpstreamService.start(:malla_bench_upstream_svc)
+    {:ok, up_cfg} = UpstreamConfig.start()
     {:ok, svc} = Malla.Service.start_link(Svc)
     Process.unlink(svc)
-    {:ok, _} = Registry.start_link(keys: :unique, name: :malla_bench_unique)
-    {:ok, _} = Registry.start_link(keys: :duplicate, name: :malla_bench_dup)
+    {:ok, reg1} = Registry.start_link(keys: :unique, name: :malla_bench_unique)
+    {:ok, reg2} = Registry.start_link(keys: :duplicate, name: :malla_bench_dup)
 
+    try do
+      do_run()
+    after
+      # Leave nothing behind in the VM shared with the other bench files.
+      Malla.Service.stop(Svc)
+      for pid <- [up_svc, up_cfg, reg1, reg2], do: GenServer.stop(pid)
+      for i <- 0..(@keys - 1), do: Malla.Config.del(:bench, i)
+      Malla.Config.del(:bench, :shared)
+    end
+  end
+
+  defp do_run do
     for i <- 0..(@keys - 1) do
       UpstreamService.put(:malla_bench_upstream_svc, i, @value)
       Malla.Service.put(Svc, i, @value)
@@ -169,7 +185,7 @@ defmodule MallaBench do
       Malla.Config.put(:bench, i, @value)
     end
 
-    n = BenchHelper.ops(200_000)
+    n = BenchHelper.ops(100_000)
     up = :malla_bench_upstream_svc
 
     rows =
@@ -180,21 +196,24 @@ defmodule MallaBench do
             n,
             procs,
             fn f, l -> for i <- f..l, do: UpstreamService.get(up, key(i)) end,
-            fn f, l -> for i <- f..l, do: Malla.Service.get(Svc, key(i)) end
+            fn f, l -> for i <- f..l, do: Malla.Service.get(Svc, key(i)) end,
+            runs: runs()
           ),
           BenchHelper.compare(
             "Service.put (#{procs}p)",
             n,
             procs,
             fn f, l -> for i <- f..l, do: UpstreamService.put(up, key(i), @value) end,
-            fn f, l -> for i <- f..l, do: Malla.Service.put(Svc, key(i), @value) end
+            fn f, l -> for i <- f..l, do: Malla.Service.put(Svc, key(i), @value) end,
+            runs: runs()
           ),
           BenchHelper.compare(
             "Config.get (#{procs}p)",
             n,
             procs,
             fn f, l -> for i <- f..l, do: UpstreamConfig.get(:bench, key(i)) end,
-            fn f, l -> for i <- f..l, do: Malla.Config.get(:bench, key(i)) end
+            fn f, l -> for i <- f..l, do: Malla.Config.get(:bench, key(i)) end,
+            runs: runs()
           )
         ]
       end
@@ -228,14 +247,16 @@ defmodule MallaBench do
             n,
             procs,
             fn f, l -> for _ <- f..l, do: UpstreamConfig.update(:bench, :shared, incr) end,
-            fn f, l -> for _ <- f..l, do: Malla.Config.update(:bench, :shared, incr) end
+            fn f, l -> for _ <- f..l, do: Malla.Config.update(:bench, :shared, incr) end,
+            runs: runs()
           ),
           BenchHelper.compare(
             "Config.update, key per op (#{procs}p)",
             n,
             procs,
             fn f, l -> for i <- f..l, do: UpstreamConfig.update(:bench, key(i), add_key) end,
-            fn f, l -> for i <- f..l, do: Malla.Config.update(:bench, key(i), add_key) end
+            fn f, l -> for i <- f..l, do: Malla.Config.update(:bench, key(i), add_key) end,
+            runs: runs()
           )
         ]
       end
@@ -305,21 +326,24 @@ defmodule MallaBench do
             n,
             procs,
             fn f, l -> for i <- f..l, do: UpstreamRegistry.whereis(key(i)) end,
-            fn f, l -> for i <- f..l, do: Malla.Registry.whereis(key(i)) end
+            fn f, l -> for i <- f..l, do: Malla.Registry.whereis(key(i)) end,
+            runs: runs()
           ),
           BenchHelper.compare(
             "Registry.store (#{procs}p)",
             n,
             procs,
             fn f, l -> for i <- f..l, do: UpstreamRegistry.store({:k, i}, i) end,
-            fn f, l -> for i <- f..l, do: Malla.Registry.store({:k, i}, i) end
+            fn f, l -> for i <- f..l, do: Malla.Registry.store({:k, i}, i) end,
+            runs: runs()
           ),
           BenchHelper.compare(
             "Registry.values, 10 entries (#{procs}p)",
             n,
             procs,
             fn f, l -> for i <- f..l, do: UpstreamRegistry.values({:pool, rem(i, 1000)}) end,
-            fn f, l -> for i <- f..l, do: Malla.Registry.values({:pool, rem(i, 1000)}) end
+            fn f, l -> for i <- f..l, do: Malla.Registry.values({:pool, rem(i, 1000)}) end,
+            runs: runs()
           )
         ]
       end
