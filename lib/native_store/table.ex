@@ -500,4 +500,142 @@ defmodule NativeStore.Table do
   @doc "All live NativeStore tables: names for named tables, references otherwise, as `:ets.all/0`."
   @spec all() :: [table()]
   def all, do: Nif.table_all()
+
+  # -- Match specifications, selects and folds --
+
+  @typedoc "A match specification, as in `:ets.select/2`: `[{head, guards, body}]`."
+  @type match_spec :: [{tuple() | atom(), [term()], [term()]}]
+  @typedoc "A continuation of `select/3`, `match/3` and friends, or `:\"$end_of_table\"`."
+  @type continuation :: tuple() | :"$end_of_table"
+
+  @doc """
+  The results of the match specification `spec` over the table, as
+  `:ets.select/2`. Raises `ArgumentError` for an invalid spec.
+
+  A spec whose every clause binds the key (no variable or `:_` in the key
+  position) looks those keys up instead of scanning; other specs scan the
+  table in chunks, so no scheduler is held for long. Results come in key
+  order for `:ordered_set` tables. Specs from `:ets.fun2ms/1` work as they
+  are.
+
+      iex> tab = NativeStore.Table.new(:select_doc, [])
+      iex> NativeStore.Table.insert(tab, [{:a, 1}, {:b, 5}, {:c, 9}])
+      iex> NativeStore.Table.select(tab, [{{:"$1", :"$2"}, [{:>, :"$2", 4}], [:"$1"]}]) |> Enum.sort()
+      [:b, :c]
+      iex> NativeStore.Table.select(tab, [{{:b, :"$1"}, [], [{{:"$1"}}]}])
+      [{5}]
+  """
+  @spec select(table(), match_spec()) :: [term()]
+  defdelegate select(table, spec), to: NativeStore.Table.Match
+
+  @doc """
+  Like `select/2`, but returns at most `limit` results and a continuation
+  for `select/1`: `{results, continuation}` or `:"$end_of_table"`, as
+  `:ets.select/3`.
+  """
+  @spec select(table(), match_spec(), pos_integer()) ::
+          {[term()], continuation()} | :"$end_of_table"
+  defdelegate select(table, spec, limit), to: NativeStore.Table.Match
+
+  @doc "Continues a `select/3` (or `match/3`, `match_object/3`, `select_reverse/3`), as `:ets.select/1`."
+  @spec select(continuation()) :: {[term()], continuation()} | :"$end_of_table"
+  defdelegate select(continuation), to: NativeStore.Table.Match
+
+  @doc """
+  Like `select/2`, in reverse key order for `:ordered_set` tables (the
+  same as `select/2` for other types), as `:ets.select_reverse/2`.
+  """
+  @spec select_reverse(table(), match_spec()) :: [term()]
+  defdelegate select_reverse(table, spec), to: NativeStore.Table.Match
+
+  @doc "Like `select/3`, in reverse key order for `:ordered_set` tables, as `:ets.select_reverse/3`."
+  @spec select_reverse(table(), match_spec(), pos_integer()) ::
+          {[term()], continuation()} | :"$end_of_table"
+  defdelegate select_reverse(table, spec, limit), to: NativeStore.Table.Match
+
+  @doc "Continues a `select_reverse/3`, as `:ets.select_reverse/1`."
+  @spec select_reverse(continuation()) :: {[term()], continuation()} | :"$end_of_table"
+  defdelegate select_reverse(continuation), to: NativeStore.Table.Match
+
+  @doc "The number of objects for which `spec` returns `true`, as `:ets.select_count/2`."
+  @spec select_count(table(), match_spec()) :: non_neg_integer()
+  defdelegate select_count(table, spec), to: NativeStore.Table.Match
+
+  @doc """
+  Deletes the objects for which `spec` returns `true` and returns how many,
+  as `:ets.select_delete/2`. Each object is deleted only if it is still the
+  one that matched.
+  """
+  @spec select_delete(table(), match_spec()) :: non_neg_integer()
+  defdelegate select_delete(table, spec), to: NativeStore.Table.Match
+
+  @doc """
+  Replaces each matching object by the spec's result and returns how many
+  were replaced, as `:ets.select_replace/2`: atomically per object (an
+  object changed meanwhile is left alone). The spec must keep the key
+  (`ArgumentError` otherwise, and on bag tables).
+
+      iex> tab = NativeStore.Table.new(:select_replace_doc, [])
+      iex> NativeStore.Table.insert(tab, [{:a, 1}, {:b, 2}])
+      iex> NativeStore.Table.select_replace(tab, [{{:"$1", :"$2"}, [], [{{:"$1", {:+, :"$2", 10}}}]}])
+      2
+      iex> NativeStore.Table.lookup(tab, :b)
+      [{:b, 12}]
+  """
+  @spec select_replace(table(), match_spec()) :: non_neg_integer()
+  defdelegate select_replace(table, spec), to: NativeStore.Table.Match
+
+  @doc """
+  The bindings of `pattern`'s variables (`:"$1"`, `:"$2"`, ...) for each
+  matching object, as `:ets.match/2`.
+
+      iex> tab = NativeStore.Table.new(:match_doc, [])
+      iex> NativeStore.Table.insert(tab, [{:a, 1, :x}, {:b, 2, :y}])
+      iex> NativeStore.Table.match(tab, {:"$1", :_, :y})
+      [[:b]]
+  """
+  @spec match(table(), tuple() | atom()) :: [[term()]]
+  defdelegate match(table, pattern), to: NativeStore.Table.Match
+
+  @doc "Like `match/2`, `limit` results at a time, as `:ets.match/3`."
+  @spec match(table(), tuple() | atom(), pos_integer()) ::
+          {[[term()]], continuation()} | :"$end_of_table"
+  defdelegate match(table, pattern, limit), to: NativeStore.Table.Match
+
+  @doc "Continues a `match/3`, as `:ets.match/1`."
+  @spec match(continuation()) :: {[[term()]], continuation()} | :"$end_of_table"
+  defdelegate match(continuation), to: NativeStore.Table.Match
+
+  @doc "The objects matching `pattern`, as `:ets.match_object/2`."
+  @spec match_object(table(), tuple() | atom()) :: [object()]
+  defdelegate match_object(table, pattern), to: NativeStore.Table.Match
+
+  @doc "Like `match_object/2`, `limit` objects at a time, as `:ets.match_object/3`."
+  @spec match_object(table(), tuple() | atom(), pos_integer()) ::
+          {[object()], continuation()} | :"$end_of_table"
+  defdelegate match_object(table, pattern, limit), to: NativeStore.Table.Match
+
+  @doc "Continues a `match_object/3`, as `:ets.match_object/1`."
+  @spec match_object(continuation()) :: {[object()], continuation()} | :"$end_of_table"
+  defdelegate match_object(continuation), to: NativeStore.Table.Match
+
+  @doc "Deletes the objects matching `pattern`, as `:ets.match_delete/2`."
+  @spec match_delete(table(), tuple() | atom()) :: true
+  defdelegate match_delete(table, pattern), to: NativeStore.Table.Match
+
+  @doc """
+  Folds `fun.(object, acc)` over the table, as `:ets.foldl/3` (in key order
+  for `:ordered_set` tables). The table is read in chunks.
+
+      iex> tab = NativeStore.Table.new(:foldl_doc, [])
+      iex> NativeStore.Table.insert(tab, [{:a, 1}, {:b, 2}])
+      iex> NativeStore.Table.foldl(fn {_k, v}, sum -> sum + v end, 0, tab)
+      3
+  """
+  @spec foldl((object(), acc -> acc), acc, table()) :: acc when acc: term()
+  defdelegate foldl(fun, acc, table), to: NativeStore.Table.Match
+
+  @doc "Like `foldl/3`, in reverse key order for `:ordered_set` tables, as `:ets.foldr/3`."
+  @spec foldr((object(), acc -> acc), acc, table()) :: acc when acc: term()
+  defdelegate foldr(fun, acc, table), to: NativeStore.Table.Match
 end

@@ -1,0 +1,595 @@
+defmodule NativeStore.Table.Match do
+  @moduledoc false
+  # Match specifications, selects and folds of `NativeStore.Table`.
+  #
+  # OTP's own match-spec engine does the matching: a spec is compiled once
+  # with `:ets.match_spec_compile/1` (cached per process) and run over the
+  # objects with `:ets.match_spec_run_r/3`, the BIF behind
+  # `:ets.match_spec_run/2` (it yields by itself every 4000 objects and
+  # prepends its results reversed onto an accumulator, which lets a scan
+  # build its result with a single reverse at the end).
+  #
+  # Where the objects come from:
+  #
+  #   * when every clause's head binds the key (no variable and no `:_` in
+  #     the key position), the objects are the `lookup/2` of those keys,
+  #     and the table is not scanned at all;
+  #   * otherwise the table is scanned chunk by chunk (`table_to_list/1`,
+  #     then `cursor_next/2`, about 2000 objects a call), so no normal
+  #     scheduler is ever held for long.
+  #
+  # Continuations of `select/3` hold the compiled spec, the results not yet
+  # returned, and the traversal cursor.
+
+  alias NativeStore.{Nif, Table}
+
+  @end_of_table :"$end_of_table"
+  @cont_tag :"$native_store_select"
+  @cache_key {__MODULE__, :compiled}
+  @cache_max 32
+  @chunks_key {__MODULE__, :chunks}
+  @meta_key {__MODULE__, :meta}
+
+  # ------------------------------------------------------------------
+  # select
+
+  def select(tab, spec) do
+    case plan(tab, spec) do
+      :empty -> []
+      {:keys, ms, meta, keys} -> run(lookup_keys(tab, meta, keys), ms)
+      {:scan, ms, _meta} -> scan_results(tab, ms, :forward)
+    end
+  end
+
+  def select(tab, spec, limit) do
+    check_limit(limit)
+    select_limited(tab, spec, limit, :forward)
+  end
+
+  def select({@cont_tag, tab, ms, limit, buffer, source}) do
+    check_readable_now(tab)
+    step(tab, ms, limit, buffer, source)
+  end
+
+  def select(@end_of_table), do: @end_of_table
+  def select(other), do: bad_continuation(other)
+
+  def select_reverse(tab, spec) do
+    case plan(tab, spec) do
+      :empty ->
+        []
+
+      {:keys, ms, {_kp, type} = meta, keys} ->
+        results = run(lookup_keys(tab, meta, keys), ms)
+        if type == :ordered_set, do: :lists.reverse(results), else: results
+
+      {:scan, ms, {_kp, :ordered_set}} ->
+        scan_results(tab, ms, :reverse)
+
+      {:scan, ms, _meta} ->
+        scan_results(tab, ms, :forward)
+    end
+  end
+
+  def select_reverse(tab, spec, limit) do
+    check_limit(limit)
+    select_limited(tab, spec, limit, :reverse)
+  end
+
+  def select_reverse(cont), do: select(cont)
+
+  defp select_limited(tab, spec, limit, direction) do
+    case plan(tab, spec) do
+      :empty ->
+        @end_of_table
+
+      {:keys, ms, {_kp, type} = meta, keys} ->
+        results = run(lookup_keys(tab, meta, keys), ms)
+
+        results =
+          if direction == :reverse and type == :ordered_set,
+            do: :lists.reverse(results),
+            else: results
+
+        step(tab, ms, limit, results, :keys)
+
+      {:scan, ms, {_kp, :ordered_set}} when direction == :reverse ->
+        # No backward cursor yet: collect the results chunk by chunk, then
+        # hand them out from the end.
+        step(tab, ms, limit, scan_results(tab, ms, :reverse), :done)
+
+      {:scan, ms, _meta} ->
+        {chunk, source} = first_chunk(tab)
+        step(tab, ms, limit, run(chunk, ms), source)
+    end
+  end
+
+  # Returns `limit` results from `buffer` (results not yet returned, in
+  # order), pulling more chunks from the cursor while there are too few.
+  # As in ETS, a full batch always comes with a continuation (the next call
+  # may find nothing), a short one ends the traversal.
+  defp step(tab, ms, limit, buffer, source) do
+    case take(buffer, limit, []) do
+      # Looked-up keys: the end is known (as ETS knows it).
+      {taken, []} when source == :keys ->
+        {taken, @end_of_table}
+
+      {taken, rest} ->
+        {taken, {@cont_tag, tab, ms, limit, rest, source}}
+
+      :short ->
+        fill(tab, ms, limit, :lists.reverse(buffer), length(buffer), source)
+    end
+  end
+
+  defp fill(tab, ms, limit, rev, count, {:cursor, cursor}) when count < limit do
+    {chunk, source} = next_chunk(cursor)
+    results = run(chunk, ms)
+    fill(tab, ms, limit, :lists.reverse(results, rev), count + length(results), source)
+  end
+
+  defp fill(_tab, _ms, _limit, [], _count, source) when source in [:done, :keys],
+    do: @end_of_table
+
+  defp fill(_tab, _ms, limit, rev, count, source) when count < limit and source in [:done, :keys],
+    do: {:lists.reverse(rev), @end_of_table}
+
+  defp fill(tab, ms, limit, rev, _count, source),
+    do: step(tab, ms, limit, :lists.reverse(rev), source)
+
+  defp take(list, 0, acc), do: {:lists.reverse(acc), list}
+  defp take([h | t], n, acc), do: take(t, n - 1, [h | acc])
+  defp take([], _n, _acc), do: :short
+
+  defp check_limit(limit) when is_integer(limit) and limit > 0, do: :ok
+
+  defp check_limit(limit),
+    do: raise(ArgumentError, "expected a positive integer limit, got: #{inspect(limit)}")
+
+  defp bad_continuation(other),
+    do: raise(ArgumentError, "invalid select continuation: #{inspect(other)}")
+
+  # ------------------------------------------------------------------
+  # select_count, select_delete, select_replace
+
+  def select_count(tab, spec) do
+    case plan(tab, spec) do
+      :empty -> 0
+      {:keys, ms, meta, keys} -> count_true(run(lookup_keys(tab, meta, keys), ms), 0)
+      {:scan, ms, _meta} -> fold_chunks(tab, 0, fn chunk, n -> count_true(run(chunk, ms), n) end)
+    end
+  end
+
+  defp count_true([true | t], n), do: count_true(t, n + 1)
+  defp count_true([_ | t], n), do: count_true(t, n)
+  defp count_true([], n), do: n
+
+  def select_delete(tab, spec) do
+    {kp, type} = meta = meta!(tab)
+    check_writable(tab, kp)
+    # Each clause returns {object, result}: the objects whose result is
+    # `true` are deleted, each only if it is still the one that matched.
+    case plan(tab, with_objects(spec), meta) do
+      :empty ->
+        0
+
+      {:keys, ms, meta, keys} ->
+        delete_matched(tab, type, kp, run(lookup_keys(tab, meta, keys), ms), 0)
+
+      {:scan, ms, _meta} ->
+        fold_chunks(tab, 0, fn chunk, n -> delete_matched(tab, type, kp, run(chunk, ms), n) end)
+    end
+  end
+
+  defp delete_matched(tab, type, kp, [{obj, true} | t], n) when type in [:set, :ordered_set] do
+    n = if Table.replace(tab, :erlang.element(kp, obj), [obj], []), do: n + 1, else: n
+    delete_matched(tab, type, kp, t, n)
+  end
+
+  defp delete_matched(tab, type, kp, [{obj, true} | t], n) do
+    Table.delete_object(tab, obj)
+    delete_matched(tab, type, kp, t, n + 1)
+  end
+
+  defp delete_matched(tab, type, kp, [_ | t], n), do: delete_matched(tab, type, kp, t, n)
+  defp delete_matched(_tab, _type, _kp, [], n), do: n
+
+  def select_replace(tab, spec) do
+    {kp, type} = meta = meta!(tab)
+    check_writable(tab, kp)
+
+    if type == :bag do
+      raise ArgumentError, "select_replace/2 is not supported on :bag tables (as in ETS)"
+    end
+
+    if not keeps_key_all?(spec, kp) do
+      raise ArgumentError,
+            "select_replace/2 expects a match specification that keeps the key, got: " <>
+              inspect(spec)
+    end
+
+    case plan(tab, with_objects(spec), meta) do
+      :empty ->
+        0
+
+      {:keys, ms, meta, keys} when type == :duplicate_bag ->
+        replace_in_bag(tab, kp, ms, run(lookup_keys(tab, meta, keys), ms), {0, %{}}) |> elem(0)
+
+      {:keys, ms, meta, keys} ->
+        replace_matched(tab, kp, run(lookup_keys(tab, meta, keys), ms), 0)
+
+      {:scan, ms, _meta} when type == :duplicate_bag ->
+        fold_chunks(tab, {0, %{}}, &replace_in_bag(tab, kp, ms, run(&1, ms), &2)) |> elem(0)
+
+      {:scan, ms, _meta} ->
+        fold_chunks(tab, 0, fn chunk, n -> replace_matched(tab, kp, run(chunk, ms), n) end)
+    end
+  end
+
+  # duplicate_bag: every object of a key that has a match is replaced in
+  # place (ETS keeps the position), all the key's objects at once: taken,
+  # rewritten and inserted back in order. Not atomic against concurrent
+  # writers of that key. `done` holds the keys already rewritten (a key's
+  # objects may span two chunks).
+  defp replace_in_bag(tab, kp, ms, [{obj, new} | t], {n, done})
+       when is_tuple(new) and tuple_size(new) >= kp and
+              :erlang.element(kp, new) === :erlang.element(kp, obj) and
+              not is_map_key(done, :erlang.element(kp, obj)) do
+    key = :erlang.element(kp, obj)
+
+    {objs, replaced} =
+      tab
+      |> Table.take(key)
+      |> Enum.map_reduce(0, fn o, r ->
+        case run([o], ms) do
+          [{^o, new}]
+          when is_tuple(new) and tuple_size(new) >= kp and
+                 :erlang.element(kp, new) === key ->
+            {new, r + 1}
+
+          _ ->
+            {o, r}
+        end
+      end)
+
+    Table.insert(tab, objs)
+    replace_in_bag(tab, kp, ms, t, {n + replaced, Map.put(done, key, true)})
+  end
+
+  defp replace_in_bag(tab, kp, ms, [_ | t], acc), do: replace_in_bag(tab, kp, ms, t, acc)
+  defp replace_in_bag(_tab, _kp, _ms, [], acc), do: acc
+
+  defp replace_matched(tab, kp, [{obj, new} | t], n)
+       when is_tuple(new) and tuple_size(new) >= kp and
+              :erlang.element(kp, new) === :erlang.element(kp, obj) do
+    n = if Table.replace(tab, :erlang.element(kp, obj), [obj], [new]), do: n + 1, else: n
+    replace_matched(tab, kp, t, n)
+  end
+
+  defp replace_matched(tab, kp, [_ | t], n), do: replace_matched(tab, kp, t, n)
+  defp replace_matched(_tab, _kp, [], n), do: n
+
+  # The static check of ETS: the body must be a single term that is
+  # `:"$_"`, `{:element, keypos, :"$_"}`-keyed, or a tuple construction
+  # `{{...}}` whose key element rebuilds the head's key: the same variables
+  # and literals in the same tuples and lists, ground parts possibly as
+  # `{:const, term}`. `:_` and maps in the head's key never qualify (derived
+  # from OTP 25's behaviour, checked by the differential test).
+  defp keeps_key_all?([clause | t], kp), do: keeps_key?(clause, kp) and keeps_key_all?(t, kp)
+  # Not a proper list: the compiler rejects it.
+  defp keeps_key_all?(_, _kp), do: true
+
+  defp keeps_key?({_head, _guards, [:"$_"]}, _kp), do: true
+
+  defp keeps_key?({head, _guards, [{new}]}, kp) when is_tuple(new) and tuple_size(new) >= kp do
+    case :erlang.element(kp, new) do
+      {:element, ^kp, :"$_"} ->
+        true
+
+      new_key ->
+        is_tuple(head) and tuple_size(head) >= kp and
+          rebuilds?(:erlang.element(kp, head), new_key)
+    end
+  end
+
+  defp keeps_key?(_clause, _kp), do: false
+
+  # Does the body expression `b` rebuild the head pattern `h` exactly?
+  defp rebuilds?(:_, _b), do: false
+  defp rebuilds?(h, _b) when is_map(h), do: false
+  defp rebuilds?(h, {:const, c}), do: c === h and constant?(h)
+
+  defp rebuilds?(h, {b}) when is_tuple(h) and is_tuple(b) and tuple_size(h) == tuple_size(b),
+    do: rebuilds_list?(Tuple.to_list(h), Tuple.to_list(b))
+
+  defp rebuilds?(h, _b) when is_tuple(h), do: false
+  defp rebuilds?([hh | ht], [bh | bt]), do: rebuilds?(hh, bh) and rebuilds?(ht, bt)
+  defp rebuilds?([_ | _], _b), do: false
+  defp rebuilds?(h, b), do: h === b
+
+  defp rebuilds_list?([h | ht], [b | bt]), do: rebuilds?(h, b) and rebuilds_list?(ht, bt)
+  defp rebuilds_list?([], []), do: true
+
+  # Ground and map-free.
+  defp constant?(t) when is_map(t), do: false
+  defp constant?(t) when is_tuple(t), do: t |> Tuple.to_list() |> constant?()
+  defp constant?([h | t]), do: constant?(h) and constant?(t)
+  defp constant?(t), do: ground?(t)
+
+  # Rewrites every clause to return `{object, result}`: the body's last
+  # expression is paired with `:"$_"` (earlier expressions stay, so a
+  # failing body still fails the same way).
+  defp with_objects(spec) when is_list(spec) do
+    Enum.map(spec, fn
+      {head, guards, body} when is_list(body) and body != [] ->
+        {init, [last]} = Enum.split(body, -1)
+        {head, guards, init ++ [{{:"$_", last}}]}
+
+      other ->
+        other
+    end)
+  catch
+    # An improper list: left for the compiler to reject.
+    _, _ -> spec
+  end
+
+  defp with_objects(spec), do: spec
+
+  defp check_writable(tab, kp) do
+    # A no-op write (deleting an object that cannot be stored) checks write
+    # access even when nothing matches, as ETS does.
+    Table.delete_object(tab, :erlang.make_tuple(kp, make_ref()))
+  end
+
+  # ------------------------------------------------------------------
+  # match, match_object, match_delete
+
+  def match(tab, pattern), do: select(tab, [{pattern, [], [:"$$"]}])
+  def match(tab, pattern, limit), do: select(tab, [{pattern, [], [:"$$"]}], limit)
+  def match(cont), do: select(cont)
+
+  def match_object(tab, pattern), do: select(tab, [{pattern, [], [:"$_"]}])
+  def match_object(tab, pattern, limit), do: select(tab, [{pattern, [], [:"$_"]}], limit)
+  def match_object(cont), do: select(cont)
+
+  def match_delete(tab, pattern) do
+    select_delete(tab, [{pattern, [], [true]}])
+    true
+  end
+
+  # ------------------------------------------------------------------
+  # Folds
+
+  def foldl(fun, acc, tab) do
+    fold_chunks(tab, acc, fn chunk, acc -> fold_list(fun, acc, chunk) end)
+  end
+
+  def foldr(fun, acc, tab) do
+    case meta!(tab) do
+      {_kp, :ordered_set} ->
+        # Collects the objects in reverse order, chunk by chunk, then folds.
+        rev = fold_chunks(tab, [], &:lists.reverse/2)
+        fold_list(fun, acc, rev)
+
+      _ ->
+        fold_chunks(tab, acc, fn chunk, acc -> fold_list(fun, acc, chunk) end)
+    end
+  end
+
+  # `:lists.foldl/3` only over objects: like ETS's folds, an empty table
+  # returns `acc` whatever `fun` is.
+  defp fold_list(_fun, acc, []), do: acc
+  defp fold_list(fun, acc, list), do: :lists.foldl(fun, acc, list)
+
+  # ------------------------------------------------------------------
+  # Plans: compiled spec, table meta and where the objects come from
+
+  defp plan(tab, spec), do: plan(tab, spec, meta!(tab))
+
+  defp plan(tab, [], _meta) do
+    # ETS accepts the empty spec (it matches nothing); the compiler does not.
+    check_readable_now(tab)
+    :empty
+  end
+
+  defp plan(tab, spec, {kp, type} = meta) do
+    case compile(spec, kp, type) do
+      {ms, :scan} ->
+        {:scan, ms, meta}
+
+      {ms, {:keys, []}} ->
+        check_readable_now(tab)
+        {:keys, ms, meta, []}
+
+      {ms, {:keys, keys}} ->
+        {:keys, ms, meta, keys}
+    end
+  end
+
+  defp check_readable_now(tab), do: Nif.table_member(tab, make_ref())
+
+  # keypos and type never change for a table reference: cached per process
+  # (info/1 costs microseconds). Names resolve to their current reference.
+  defp meta!(tab) when is_atom(tab) do
+    case Nif.table_whereis(tab) do
+      ref when is_reference(ref) -> meta!(ref)
+      _ -> raise ArgumentError, "the table identifier does not refer to an existing table"
+    end
+  end
+
+  defp meta!(tab) when is_reference(tab) do
+    cache = Process.get(@meta_key, %{})
+
+    case cache do
+      %{^tab => meta} ->
+        meta
+
+      _ ->
+        meta = fetch_meta!(tab)
+        cache = if map_size(cache) >= @cache_max, do: %{}, else: cache
+        Process.put(@meta_key, Map.put(cache, tab, meta))
+        meta
+    end
+  end
+
+  defp meta!(tab), do: fetch_meta!(tab)
+
+  defp fetch_meta!(tab) do
+    case Table.info(tab) do
+      :undefined ->
+        raise ArgumentError, "the table identifier does not refer to an existing table"
+
+      info ->
+        {Keyword.fetch!(info, :keypos), Keyword.fetch!(info, :type)}
+    end
+  end
+
+  # Compiles `spec` and analyses its heads for keypos `kp`. Both are cached
+  # per process (a few dozen specs at most) since compiling costs more than
+  # a lookup.
+  defp compile(spec, kp, type) do
+    cache = Process.get(@cache_key, %{})
+    key = {spec, kp, type}
+
+    case cache do
+      %{^key => compiled} ->
+        compiled
+
+      _ ->
+        ms = :ets.match_spec_compile(spec)
+        compiled = {ms, analyse(spec, kp, type == :ordered_set)}
+        cache = if map_size(cache) >= @cache_max, do: %{}, else: cache
+        Process.put(@cache_key, Map.put(cache, key, compiled))
+        compiled
+    end
+  end
+
+  # `{:keys, keys}` when every clause either cannot match any object or
+  # binds the key to a ground term; `:scan` otherwise.
+  defp analyse(spec, kp, ordered) do
+    Enum.reduce_while(spec, {:keys, []}, fn {head, _guards, _body}, {:keys, keys} ->
+      cond do
+        is_tuple(head) and tuple_size(head) >= kp ->
+          key = :erlang.element(kp, head)
+
+          if ground?(key) and not (ordered and has_map?(key)),
+            do: {:cont, {:keys, [key | keys]}},
+            else: {:halt, :scan}
+
+        # Variables and `:_` match any object.
+        is_atom(head) and not ground?(head) ->
+          {:halt, :scan}
+
+        # Anything else matches no object (objects are tuples of at least
+        # keypos elements).
+        true ->
+          {:cont, {:keys, keys}}
+      end
+    end)
+  end
+
+  # No variable (nor anything that might be one) and no `:_` inside.
+  defp ground?(:_), do: false
+
+  defp ground?(a) when is_atom(a) do
+    case Atom.to_string(a) do
+      "$" <> _ -> false
+      _ -> true
+    end
+  end
+
+  defp ground?(t) when is_tuple(t), do: t |> Tuple.to_list() |> ground_list?()
+  defp ground?(l) when is_list(l), do: ground_list?(l)
+
+  # A map pattern matches every map that has its pairs, yet ETS's hash
+  # tables treat a variable-free map in the key position as a bound key
+  # (they look the map up): so do we, for ETS's results. Its ordered_set
+  # does not (`has_map?/1`).
+  defp ground?(m) when is_map(m),
+    do: Enum.all?(m, fn {k, v} -> ground?(k) and ground?(v) end)
+
+  defp ground?(_), do: true
+
+  defp has_map?(m) when is_map(m), do: true
+  defp has_map?(t) when is_tuple(t), do: t |> Tuple.to_list() |> has_map?()
+  defp has_map?([h | t]), do: has_map?(h) or has_map?(t)
+  defp has_map?(_), do: false
+
+  defp ground_list?([h | t]), do: ground?(h) and ground_list?(t)
+  defp ground_list?([]), do: true
+  defp ground_list?(tail), do: ground?(tail)
+
+  defp lookup_keys(tab, {_kp, type}, keys) do
+    keys =
+      case type do
+        # Term order, and one lookup per `==` class (1 and 1.0 are one key).
+        :ordered_set -> keys |> Enum.sort() |> dedup_equal()
+        # Both 1 and 1.0 are keys of their own; `--`/uniq use `=:=`.
+        _ -> keys |> :lists.reverse() |> Enum.uniq()
+      end
+
+    Enum.flat_map(keys, &Table.lookup(tab, &1))
+  end
+
+  defp dedup_equal([a, b | t]) when a == b, do: dedup_equal([a | t])
+  defp dedup_equal([a | t]), do: [a | dedup_equal(t)]
+  defp dedup_equal([]), do: []
+
+  # ------------------------------------------------------------------
+  # Running and scanning
+
+  defp run([], _ms), do: []
+  defp run(objects, ms), do: :lists.reverse(:ets.match_spec_run_r(objects, ms, []))
+
+  # All results of a scan, in traversal order (`:forward`) or reversed.
+  defp scan_results(tab, ms, direction) do
+    rev = fold_chunks(tab, [], fn chunk, acc -> :ets.match_spec_run_r(chunk, ms, acc) end)
+    if direction == :forward, do: :lists.reverse(rev), else: rev
+  end
+
+  # Folds `fun.(chunk, acc)` over the table's chunks, in traversal order.
+  defp fold_chunks(tab, acc, fun) do
+    {chunk, source} = first_chunk(tab)
+    fold_chunks_from(fun.(chunk, acc), source, fun)
+  end
+
+  defp fold_chunks_from(acc, :done, _fun), do: acc
+
+  defp fold_chunks_from(acc, {:cursor, cursor}, fun) do
+    {chunk, source} = next_chunk(cursor)
+    fold_chunks_from(fun.(chunk, acc), source, fun)
+  end
+
+  defp first_chunk(tab) do
+    count_chunk()
+
+    case Nif.table_to_list(tab) do
+      {:done, list} -> {list, :done}
+      {:more, list, cursor} -> yielded({list, {:cursor, cursor}})
+    end
+  end
+
+  defp next_chunk(cursor) do
+    count_chunk()
+
+    case Nif.cursor_next(cursor, []) do
+      {:done, list} -> {list, :done}
+      {:more, list} -> yielded({list, {:cursor, cursor}})
+    end
+  end
+
+  # A chunk NIF counts as one reduction; charge it as the work it was so
+  # the process is scheduled out between chunks.
+  defp yielded(result) do
+    :erlang.bump_reductions(1000)
+    result
+  end
+
+  defp count_chunk do
+    Process.put(@chunks_key, Process.get(@chunks_key, 0) + 1)
+  end
+
+  @doc false
+  # For tests: how many chunks this process has fetched from the tables.
+  def chunks_fetched, do: Process.get(@chunks_key, 0)
+end
