@@ -19,6 +19,8 @@ defmodule NativeStore.Nif do
 
   def table_insert(_tab, _objects), do: nif_error()
   def table_insert_new(_tab, _objects), do: nif_error()
+  def table_insert_dirty(_tab, _objects), do: nif_error()
+  def table_insert_new_dirty(_tab, _objects), do: nif_error()
   def table_lookup(_tab, _key), do: nif_error()
   def table_lookup_element(_tab, _key, _pos), do: nif_error()
   def table_member(_tab, _key), do: nif_error()

@@ -1,11 +1,13 @@
 defmodule NativeStore.Table do
   @moduledoc """
-  A drop-in replacement for `:ets` set tables, stored in a Rust NIF.
+  A drop-in replacement for `:ets`, stored in a Rust NIF.
 
-  Replace `:ets.` with `NativeStore.Table.` in code that uses `:set` tables:
-  the names, arguments, results and errors are those of `:ets`. Objects are
+  Replace `:ets.` with `NativeStore.Table.`: the names, arguments, results
+  and errors are those of `:ets`, for `:set`, `:ordered_set`, `:bag` and
+  `:duplicate_bag` tables, including match specifications (`select/2`,
+  `match/2`, `select_replace/2`, ...), traversal and folds. Objects are
   tuples; any term can be a key or a value, and keys are matched as ETS
-  matches them in a set (`1` and `1.0` are different keys).
+  matches them (in a set, `1` and `1.0` are different keys).
 
       iex> tab = NativeStore.Table.new(:users, [:set, :public])
       iex> NativeStore.Table.insert(tab, {"alice", %{role: :admin}, 0})
@@ -43,6 +45,17 @@ defmodule NativeStore.Table do
   written only by their owner, `:private` ones are also read only by it;
   any other caller gets `ArgumentError`.
 
+  ## Never stalling a scheduler
+
+  Work that grows with the table is bounded per call: traversals
+  (`tab2list/1`, unbound `select/2` and `match/2`, folds, `select_delete/2`)
+  copy at most about 2,000 objects per NIF call and return to the
+  scheduler in between; `delete/1`, `delete_all_objects/1` and the deletion
+  of a table whose owner exited detach the data at once and free it on a
+  background thread; inserting a list of more than 1,000 objects runs on a
+  dirty scheduler. A match specification whose key is bound does a lookup
+  instead of a scan.
+
   ## Differences from ETS
 
   * All four table types exist. `:ordered_set` keys are ordered by term
@@ -57,6 +70,9 @@ defmodule NativeStore.Table do
   * `update_counter/3,4` takes increments, thresholds and set values that
     fit in 64 bits (ETS also accepts bignums there); counters themselves may
     grow past 64 bits up to 127 bits.
+  * A traversal is not a snapshot: like an ETS traversal without
+    `safe_fixtable/2`, a `tab2list/1` or `select/2` running while other
+    processes insert may miss or repeat objects that move meanwhile.
   * `info/1` reports `memory` in words, counted from the bytes the native
     table really holds (entries, slots and shards).
   * Error messages are the generic `ArgumentError` "argument error"; the
@@ -69,6 +85,10 @@ defmodule NativeStore.Table do
   """
 
   alias NativeStore.Nif
+
+  # Lists longer than this are inserted on a dirty scheduler: encoding them
+  # takes longer than a normal scheduler may be held (about 1 ms).
+  @dirty_list 1000
 
   @typedoc "A table: the reference returned by `new/2`, or the name of a named table."
   @type table :: reference() | atom()
@@ -192,6 +212,9 @@ defmodule NativeStore.Table do
 
   @doc "Inserts an object or a list of objects, replacing objects with the same key, as `:ets.insert/2`."
   @spec insert(table(), object() | [object()]) :: true
+  def insert(table, objects) when is_list(objects) and length(objects) > @dirty_list,
+    do: Nif.table_insert_dirty(table, objects)
+
   def insert(table, objects), do: Nif.table_insert(table, objects)
 
   @doc """
@@ -199,6 +222,9 @@ defmodule NativeStore.Table do
   keys, for a list) exists; returns whether it inserted, as `:ets.insert_new/2`.
   """
   @spec insert_new(table(), object() | [object()]) :: boolean()
+  def insert_new(table, objects) when is_list(objects) and length(objects) > @dirty_list,
+    do: Nif.table_insert_new_dirty(table, objects)
+
   def insert_new(table, objects), do: Nif.table_insert_new(table, objects)
 
   @doc "Returns `[object]` for `key`, or `[]`, as `:ets.lookup/2`."

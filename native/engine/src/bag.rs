@@ -310,6 +310,31 @@ impl BagTable {
         out
     }
 
+    /// Copies the objects of shard `shard` from bucket `from` on, key by key,
+    /// until at least `max` objects (whole keys only). Returns them and the
+    /// bucket to continue from, or `None` when the shard is exhausted.
+    pub fn snapshot_part(
+        &self,
+        shard: usize,
+        from: usize,
+        max: usize,
+    ) -> (Vec<Entry>, Option<usize>) {
+        let s = self.shards[shard].0.read();
+        let mut out = Vec::with_capacity(max.min(s.count));
+        let n = s.map.num_buckets();
+        let mut i = from;
+        while i < n {
+            if out.len() >= max {
+                return (out, Some(i));
+            }
+            if let Some(b) = s.map.get_bucket(i) {
+                out.extend(b.0.iter().cloned());
+            }
+            i += 1;
+        }
+        (out, None)
+    }
+
     /// Runs `f` on the first object of the first key in traversal order.
     pub fn read_first<R>(&self, f: impl FnOnce(Option<&Entry>) -> R) -> R {
         read_from(&self.shards, 0, None, |s| &s.map, |b| f(b.map(|b| &b.0[0])))

@@ -1097,11 +1097,10 @@ pub struct Cursor {
 
 #[derive(Default)]
 struct CursorState {
-    /// Set and bag tables: the next shard to copy.
+    /// Set and bag tables: the shard being copied.
     shard: usize,
-    /// Set and bag tables: objects of the copied shard still to return,
-    /// last first.
-    pending: Vec<Entry>,
+    /// Set and bag tables: the bucket of that shard to continue from.
+    bucket: usize,
     /// `ordered_set`: the key of the last object returned.
     after: Option<Box<[u8]>>,
     done: bool,
@@ -1117,7 +1116,11 @@ fn next_chunk(t: &TableRes, st: &mut CursorState) -> Vec<Entry> {
     if st.done {
         return chunk;
     }
-    let (count, snapshot): (usize, &dyn Fn(usize) -> Vec<Entry>) = match &t.data {
+    #[allow(clippy::type_complexity)]
+    let (count, snapshot): (
+        usize,
+        &dyn Fn(usize, usize, usize) -> (Vec<Entry>, Option<usize>),
+    ) = match &t.data {
         Data::Ordered(o) => {
             chunk = o.chunk_after(st.after.as_deref(), CHUNK);
             match chunk.last() {
@@ -1126,22 +1129,27 @@ fn next_chunk(t: &TableRes, st: &mut CursorState) -> Vec<Entry> {
             }
             return chunk;
         }
-        Data::Set(s) => (s.shard_count(), &|i| s.snapshot_shard(i)),
-        Data::Bag(b) => (b.shard_count(), &|i| b.snapshot_shard(i)),
+        Data::Set(s) => (s.shard_count(), &|i, from, max| {
+            s.snapshot_part(i, from, max)
+        }),
+        Data::Bag(b) => (b.shard_count(), &|i, from, max| {
+            b.snapshot_part(i, from, max)
+        }),
     };
-    while chunk.len() < CHUNK {
-        if let Some(e) = st.pending.pop() {
-            chunk.push(e);
-            continue;
+    // Copy at most about CHUNK objects per call, bucket range by bucket
+    // range, so no call holds a scheduler (or a shard lock) for long.
+    while chunk.len() < CHUNK && st.shard < count {
+        let (part, next) = snapshot(st.shard, st.bucket, CHUNK - chunk.len());
+        chunk.extend(part);
+        match next {
+            Some(b) => st.bucket = b,
+            None => {
+                st.shard += 1;
+                st.bucket = 0;
+            }
         }
-        if st.shard >= count {
-            break;
-        }
-        st.pending = snapshot(st.shard);
-        st.pending.reverse();
-        st.shard += 1;
     }
-    st.done = st.pending.is_empty() && st.shard >= count;
+    st.done = st.shard >= count;
     chunk
 }
 
@@ -1558,4 +1566,19 @@ fn table_next<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>) -> NifResult<Term<
 #[rustler::nif]
 fn table_prev<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>) -> NifResult<Term<'a>> {
     next_or_prev(env, tab, key, true)
+}
+
+/// `insert/2` of a long list, on a dirty CPU scheduler: encoding and
+/// inserting many objects atomically takes longer than a normal scheduler
+/// may be held. (`NativeStore.Table` routes lists longer than a threshold
+/// here.)
+#[rustler::nif(schedule = "DirtyCpu")]
+fn table_insert_dirty<'a>(env: Env<'a>, tab: Term<'a>, objs: Term<'a>) -> NifResult<Term<'a>> {
+    table_insert(env, [tab, objs])
+}
+
+/// `insert_new/2` of a long list, on a dirty CPU scheduler.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn table_insert_new_dirty<'a>(env: Env<'a>, tab: Term<'a>, objs: Term<'a>) -> NifResult<bool> {
+    insert_new(env, tab, objs)
 }

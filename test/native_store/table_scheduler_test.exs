@@ -1,0 +1,145 @@
+defmodule NativeStore.TableSchedulerTest do
+  # Work that grows with the table must not hold a normal scheduler for long:
+  # traversals (tab2list, select, folds) are chunked, delete/1, delete_all_objects/1 and the owner-exit
+  # cleanup free memory on a background thread, long list inserts run on a
+  # dirty scheduler. Checked with :erlang.system_monitor's long_schedule
+  # over 1,000,000-entry tables, next to :ets doing the same work (whose
+  # long schedules are printed, not asserted).
+  use ExUnit.Case, async: false
+
+  alias NativeStore.Table
+
+  @moduletag timeout: 300_000
+  @entries 1_000_000
+  # Generous for a shared 2-core machine; chunks take well under 1 ms.
+  @limit_ms 10
+
+  defp fill(mod, tab, n) do
+    0..(div(n, 1000) - 1)
+    |> Enum.each(fn c ->
+      mod.insert(tab, for(i <- (c * 1000)..(c * 1000 + 999), do: {i, i, "v"}))
+    end)
+  end
+
+  # Runs `fun` in a fresh process under long_schedule monitoring; returns
+  # the long schedules of that process.
+  defp long_schedules(fun) do
+    me = self()
+    previous = :erlang.system_monitor(self(), [{:long_schedule, @limit_ms}])
+
+    try do
+      {pid, ref} =
+        spawn_monitor(fn ->
+          receive do: (:go -> :ok)
+          fun.()
+          send(me, :done)
+        end)
+
+      send(pid, :go)
+      assert_receive :done, 120_000
+      assert_receive {:DOWN, ^ref, _, _, _}, 10_000
+      Process.sleep(20)
+      {:messages, msgs} = Process.info(self(), :messages)
+      for {:monitor, ^pid, :long_schedule, info} <- msgs, do: info
+    after
+      :erlang.system_monitor(:undefined)
+      _ = previous
+      flush_monitor()
+    end
+  end
+
+  defp flush_monitor do
+    receive do
+      {:monitor, _, :long_schedule, _} -> flush_monitor()
+    after
+      0 -> :ok
+    end
+  end
+
+  defp compare(label, native_fun, ets_fun) do
+    native = long_schedules(native_fun)
+    ets = long_schedules(ets_fun)
+
+    IO.puts(
+      "\n[scheduler] #{label}: native #{length(native)} long schedules >= #{@limit_ms} ms, " <>
+        ":ets #{length(ets)}"
+    )
+
+    assert native == [], "#{label}: #{inspect(native)}"
+  end
+
+  for type <- [:set, :ordered_set, :bag] do
+    @type_opt type
+    test "#{type}: tab2list, delete_all_objects and delete/1 of #{@entries} entries" do
+      t = Table.new(:sched, [@type_opt, :public])
+      e = :ets.new(:sched, [@type_opt, :public])
+      fill(Table, t, @entries)
+      fill(:ets, e, @entries)
+
+      # The traversal behind tab2list/1, select/2 and folds, chunk by chunk.
+      # (Collecting 1M objects into one list also costs the caller garbage
+      # collections of a ~100 MB heap, which are the VM's, not the NIF's;
+      # a fold keeps the heap small so the chunks themselves are measured.)
+      compare(
+        "#{@type_opt} full traversal (foldl)",
+        fn -> assert Table.foldl(fn _, n -> n + 1 end, 0, t) == @entries end,
+        fn -> assert :ets.foldl(fn _, n -> n + 1 end, 0, e) == @entries end
+      )
+
+      assert length(Table.tab2list(t)) == @entries
+
+      compare(
+        "#{@type_opt} delete_all_objects",
+        fn -> Table.delete_all_objects(t) end,
+        fn -> :ets.delete_all_objects(e) end
+      )
+
+      assert Table.info(t, :size) == 0
+      fill(Table, t, @entries)
+      fill(:ets, e, @entries)
+      compare("#{@type_opt} delete/1", fn -> Table.delete(t) end, fn -> :ets.delete(e) end)
+      assert Table.info(t) == :undefined
+    end
+  end
+
+  test "the owner's exit deletes a #{@entries}-entry table without a long schedule" do
+    native =
+      long_schedules(fn ->
+        me = self()
+
+        owner =
+          spawn(fn ->
+            t = Table.new(:sched_owned, [:public])
+            fill(Table, t, @entries)
+            send(me, {:filled, t})
+            receive do: (:stop -> :ok)
+          end)
+
+        t = receive do: ({:filled, t} -> t)
+        ref = Process.monitor(owner)
+        send(owner, :stop)
+        receive do: ({:DOWN, ^ref, _, _, _} -> :ok)
+        wait_gone(t)
+      end)
+
+    assert native == []
+  end
+
+  test "inserting a 200,000-object list runs off the normal schedulers" do
+    objects = for i <- 1..200_000, do: {i, %{a: i}}
+    t = Table.new(:sched_list, [:public])
+    assert long_schedules(fn -> Table.insert(t, objects) end) == []
+    assert Table.info(t, :size) == 200_000
+    assert long_schedules(fn -> refute Table.insert_new(t, objects) end) == []
+    Table.delete(t)
+  end
+
+  defp wait_gone(t) do
+    if Table.info(t) == :undefined do
+      :ok
+    else
+      Process.sleep(5)
+      wait_gone(t)
+    end
+  end
+end
