@@ -1,20 +1,79 @@
-# make demo: shows NativeStore.Table at work and times it against ETS.
-alias NativeStore.Table
+# make demo: shows NativeStore at work and times it against ETS / Registry.
+alias NativeStore.{Registry, Table}
 
-IO.puts("== NativeStore.Table, a drop-in for :ets set tables ==")
+say = fn label, value -> IO.puts(String.pad_trailing(label, 52) <> inspect(value)) end
+
+IO.puts("== NativeStore.Table: a drop-in for :ets ==")
 tab = Table.new(:demo, [:set, :public])
 Table.insert(tab, [{:alice, %{role: :admin}, 0}, {:bob, %{role: :user}, 0}])
-IO.puts("lookup(:alice)          -> #{inspect(Table.lookup(tab, :alice))}")
-IO.puts("update_counter(:bob, {3, 1}) -> #{inspect(Table.update_counter(tab, :bob, {3, 1}))}")
-IO.puts("insert_new(:alice)      -> #{inspect(Table.insert_new(tab, {:alice, nil, 0}))}")
-IO.puts("take(:bob)              -> #{inspect(Table.take(tab, :bob))}")
-IO.puts("info(:size)             -> #{Table.info(tab, :size)}")
+say.("lookup(tab, :alice)", Table.lookup(tab, :alice))
+say.("update_counter(tab, :bob, {3, 1})", Table.update_counter(tab, :bob, {3, 1}))
+say.("insert_new(tab, {:alice, nil, 0})", Table.insert_new(tab, {:alice, nil, 0}))
 
-owner = spawn(fn -> receive do: (:stop -> :ok) end)
-heir_tab = Table.new(:demo_heir, [:public, {:heir, self(), :inherited}])
-Table.insert(heir_tab, {:k, :v})
-IO.puts("heir demo: created by #{inspect(self())}")
-_ = owner
+say.(
+  "select(tab, [{{:\"$1\", :_, :\"$2\"}, [{:>, :\"$2\", 0}], [:\"$1\"]}])",
+  Table.select(tab, [{{:"$1", :_, :"$2"}, [{:>, :"$2", 0}], [:"$1"]}])
+)
+
+ord = Table.new(:demo_ordered, [:ordered_set])
+Table.insert(ord, [{3, :c}, {1.0, :a}, {2, :b}])
+say.("ordered_set tab2list (term order, 1.0 == 1)", Table.tab2list(ord))
+say.("ordered_set lookup(ord, 1)", Table.lookup(ord, 1))
+
+# Ownership: the table goes to the heir when its owner dies (NIF monitor).
+me = self()
+
+owner =
+  spawn(fn ->
+    send(me, {:tab, Table.new(:demo_heir, [{:heir, me, :inherited}])})
+    receive do: (:stop -> :ok)
+  end)
+
+heir_tab = receive do: ({:tab, t} -> t)
+send(owner, :stop)
+
+receive do
+  {:"ETS-TRANSFER", ^heir_tab, ^owner, :inherited} ->
+    say.("heir received ETS-TRANSFER, owner now", Table.info(heir_tab, :owner) == self() && :me)
+after
+  1000 -> IO.puts("no transfer?")
+end
+
+IO.puts("\n== NativeStore.Registry: a drop-in for Registry ==")
+{:ok, _} = Registry.start_link(keys: :unique, name: Demo.Registry)
+{:ok, agent} = Agent.start(fn -> 0 end, name: {:via, Registry, {Demo.Registry, :counter}})
+
+say.(
+  "whereis_name({Demo.Registry, :counter}) == agent",
+  Registry.whereis_name({Demo.Registry, :counter}) == agent
+)
+
+Process.exit(agent, :kill)
+Process.sleep(10)
+say.("after the agent is killed: lookup", Registry.lookup(Demo.Registry, :counter))
+
+IO.puts("\n== Malla and PocketFlex on NativeStore ==")
+Malla.Config.put(:demo, :hits, 0)
+
+1..100
+|> Enum.map(fn _ -> Task.async(fn -> Malla.Config.update(:demo, :hits, &(&1 + 1)) end) end)
+|> Enum.each(&Task.await/1)
+
+say.("Malla.Config after 100 concurrent updates", Malla.Config.get(:demo, :hits))
+flow = PocketFlex.StateStorage.generate_flow_id("demo")
+
+1..100
+|> Enum.map(fn i ->
+  Task.async(fn -> PocketFlex.StateStorage.merge_state(flow, %{"k#{i}" => i}) end)
+end)
+|> Enum.each(&Task.await/1)
+
+say.(
+  "PocketFlex state keys after 100 concurrent merges",
+  map_size(PocketFlex.StateStorage.get_state(flow))
+)
+
+PocketFlex.StateStorage.cleanup(flow)
 
 n = 100_000
 value = %{a: 1, b: 2, c: 3, d: 4}
@@ -35,26 +94,53 @@ rows = [
    fn -> for i <- 1..n, do: Table.insert(nat, {i, value}) end},
   {"lookup", fn -> for i <- 1..n, do: :ets.lookup(ets, i) end,
    fn -> for i <- 1..n, do: Table.lookup(nat, i) end},
-  {"update_counter", fn -> for i <- 1..n, do: :ets.update_counter(ets, :c, 1, {:c, 0}) end,
-   fn -> for i <- 1..n, do: Table.update_counter(nat, :c, 1, {:c, 0}) end}
+  {"update_counter", fn -> for _ <- 1..n, do: :ets.update_counter(ets, :c, 1, {:c, 0}) end,
+   fn -> for _ <- 1..n, do: Table.update_counter(nat, :c, 1, {:c, 0}) end}
 ]
 
-IO.puts(
-  "\n#{n} operations, 1 process, median of 5 (ns/op; ratio < 1 means NativeStore is faster)"
-)
+{:ok, _} = Elixir.Registry.start_link(keys: :unique, name: Demo.ElixirRegistry)
+
+rows =
+  rows ++
+    [
+      {"registry register+lookup+unregister",
+       fn ->
+         for i <- 1..div(n, 10) do
+           Elixir.Registry.register(Demo.ElixirRegistry, i, :v)
+           Elixir.Registry.lookup(Demo.ElixirRegistry, i)
+           Elixir.Registry.unregister(Demo.ElixirRegistry, i)
+         end
+       end,
+       fn ->
+         for i <- 1..div(n, 10) do
+           Registry.register(Demo.Registry, i, :v)
+           Registry.lookup(Demo.Registry, i)
+           Registry.unregister(Demo.Registry, i)
+         end
+       end, div(n, 10)}
+    ]
+
+IO.puts("\nTimings, 1 process, median of 5 (ns/op; ratio < 1 means NativeStore is faster; the")
+IO.puts("machine may be shared and noisy: see `make bench` and the README for full numbers)")
 
 IO.puts(
-  String.pad_trailing("op", 16) <>
-    String.pad_leading("ets", 10) <>
+  String.pad_trailing("op", 38) <>
+    String.pad_leading("baseline", 10) <>
     String.pad_leading("native", 10) <> String.pad_leading("ratio", 8)
 )
 
-for {name, e, f} <- rows do
-  te = time.(e) * 1000 / n
-  tn = time.(f) * 1000 / n
+for row <- rows do
+  {name, e, f, ops} =
+    case row do
+      {name, e, f} -> {name, e, f, n}
+      {name, e, f, ops} -> {name, e, f, ops}
+    end
+
+  te = time.(e) * 1000 / ops
+  tn = time.(f) * 1000 / ops
 
   IO.puts(
-    String.pad_trailing(name, 16) <>
+    String.pad_trailing(name, 38) <>
       String.pad_leading(:erlang.float_to_binary(te, decimals: 0), 10) <>
       String.pad_leading(:erlang.float_to_binary(tn, decimals: 0), 10) <>
       String.pad_leading(:erlang.float_to_binary(tn / te, decimals: 2), 8)
