@@ -11,7 +11,7 @@ say.("update_counter(tab, :bob, {3, 1})", Table.update_counter(tab, :bob, {3, 1}
 say.("insert_new(tab, {:alice, nil, 0})", Table.insert_new(tab, {:alice, nil, 0}))
 
 say.(
-  "select(tab, [{{:\"$1\", :_, :\"$2\"}, [{:>, :\"$2\", 0}], [:\"$1\"]}])",
+  "select(tab, spec): keys whose counter > 0",
   Table.select(tab, [{{:"$1", :_, :"$2"}, [{:>, :"$2", 0}], [:"$1"]}])
 )
 
