@@ -110,6 +110,14 @@ fn term<'a>(env: Env<'a>, b: &[u8]) -> NifResult<Term<'a>> {
     decode(env, b).map_err(|_| Error::BadArg)
 }
 
+/// `{:ok, value}` or `:error`.
+fn ok_or_error<'a>(env: Env<'a>, v: Option<Term<'a>>) -> Term<'a> {
+    match v {
+        Some(v) => make_tuple(env, &[atoms::ok().encode(env), v]),
+        None => atoms::error().encode(env),
+    }
+}
+
 fn listeners<'a>(env: Env<'a>, r: &RegistryRes) -> Term<'a> {
     r.listeners
         .iter()
@@ -289,10 +297,7 @@ fn registry_own_value<'a>(env: Env<'a>, name: Term<'a>, key: Term<'a>) -> NifRes
             None
         }
     });
-    Ok(match mine.first() {
-        Some(v) => make_tuple(env, &[atoms::ok().encode(env), *v]),
-        None => atoms::error().encode(env),
-    })
+    Ok(ok_or_error(env, mine.first().copied()))
 }
 
 #[rustler::nif]
@@ -361,10 +366,8 @@ fn registry_meta<'a>(env: Env<'a>, name: Term<'a>, key: Term<'a>) -> NifResult<T
     let r = with_registry!(env, name);
     let kb = bytes(env, key, true)?;
     let v = r.meta.lock().get(&kb).cloned();
-    Ok(match v {
-        Some(v) => make_tuple(env, &[atoms::ok().encode(env), term(env, &v)?]),
-        None => atoms::error().encode(env),
-    })
+    let v = v.map(|v| term(env, &v)).transpose()?;
+    Ok(ok_or_error(env, v))
 }
 
 #[rustler::nif]
