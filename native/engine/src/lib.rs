@@ -23,6 +23,7 @@ pub mod background;
 pub mod bag;
 pub mod entry;
 pub mod format;
+pub mod map_merge;
 pub mod meta;
 pub mod order;
 pub mod ordered;

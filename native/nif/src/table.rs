@@ -8,6 +8,7 @@ use crate::codec::{
 use native_store_engine::bag::BagTable;
 use native_store_engine::entry::{Entry, EntryBuf, EntryImage};
 use native_store_engine::format::{self, tag};
+use native_store_engine::map_merge;
 use native_store_engine::meta::{Access, Heir, Meta, OwnerExit};
 use native_store_engine::order::{self, Host};
 use native_store_engine::ordered::OrderedTable;
@@ -1352,11 +1353,19 @@ fn table_merge_map<'a>(
     }
     let keypos = t.meta.keypos();
     let kb = key_bytes(env, key)?;
-    update_keyed(&t.data, &kb, |current| {
+    // The update, encoded once outside the lock (for the byte-level merge).
+    let mut upd = Scratch::take();
+    Encoder::new(env, &mut upd, false)
+        .term(map, 0)
+        .map_err(|_| Error::BadArg)?;
+    match update_keyed(&t.data, &kb, |current| {
         let current = current.map(|c| &*c);
         let merged = match current {
             None => map,
             Some(c) => {
+                if let Some((change, bytes)) = merge_bytes(c, keypos, &upd) {
+                    return (change, Ok(Merged::Bytes(bytes)));
+                }
                 let obj = match decode(env, c.object()) {
                     Ok(o) => o,
                     Err(_) => return (Change::Keep, Err(Error::BadArg)),
@@ -1376,10 +1385,66 @@ fn table_merge_map<'a>(
             els.swap(0, 1);
         }
         match encode_object(env, make_tuple(env, &els), keypos, None) {
-            Ok(e) => (Change::Put(e), Ok(merged)),
+            Ok(e) => (Change::Put(e), Ok(Merged::Term(merged))),
             Err(e) => (Change::Keep, Err(e)),
         }
-    })?
+    })?? {
+        Merged::Term(t) => Ok(t),
+        Merged::Bytes(b) => decode(env, &b).map_err(|_| Error::BadArg),
+    }
+}
+
+/// The byte-level `merge_map/3` of an encoded update `upd` into the stored
+/// entry `c` (see `native_store_engine::map_merge`): the new entry and the
+/// merged map's bytes. `None` when the byte-level merge does not apply
+/// (the caller then merges terms).
+fn merge_bytes(c: &Entry, keypos: usize, upd: &[u8]) -> Option<(Change, Scratch)> {
+    fn cmp_words(a: u64, b: u64) -> std::cmp::Ordering {
+        // SAFETY: the words are atom immediates read from encoded maps;
+        // comparing them reads nothing else.
+        let c = unsafe { rustler::sys::enif_compare(codec::term_of(a), codec::term_of(b)) };
+        c.cmp(&0)
+    }
+    let obj = c.object();
+    let els = format::tuple_elements(obj).ok()?;
+    if els.len() != 2 {
+        return None;
+    }
+    let (key_el, map_el) = (els[keypos - 1].clone(), els[2 - keypos].clone());
+    let mut buf = EntryBuf::with_buffer(Scratch::take().into_vec());
+    let base = EntryBuf::object_start();
+    format::put_header(&mut buf.out, tag::TUPLE, 2);
+    let mut key_range = 0..0;
+    let mut map_range = 0..0;
+    for i in 1..=2 {
+        let start = buf.out.len();
+        if i == keypos {
+            buf.out.extend_from_slice(&obj[key_el.clone()]);
+            key_range = start..buf.out.len();
+        } else {
+            if map_merge::merge(&obj[map_el.clone()], upd, cmp_words, &mut buf.out).is_none() {
+                Scratch::restore(buf.into_buffer());
+                return None;
+            }
+            map_range = start..buf.out.len();
+        }
+    }
+    debug_assert!(key_range.start >= base);
+    // The stored key is a slice of the object unless a canonical form was
+    // appended to it: keep that form.
+    let canonical = (c.key() != &obj[key_el]).then(|| c.key());
+    let mut merged = Scratch::take();
+    merged.extend_from_slice(&buf.out[map_range]);
+    let entry = buf.seal(key_range, canonical).to_entry();
+    Scratch::restore(buf.into_buffer());
+    Some((Change::Put(entry), merged))
+}
+
+/// What `merge_map/3` returns: a term, or an encoded map decoded once the
+/// table's lock is released.
+enum Merged<'a> {
+    Term(Term<'a>),
+    Bytes(Scratch),
 }
 
 /// `Map.merge(old, new)`.
