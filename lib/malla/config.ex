@@ -7,7 +7,8 @@ defmodule Malla.Config do
   node (not distributed) and not persistent, but it survives service
   restarts and any number of crashes of Malla processes, one after the
   other: the table is owned by one of two keeper processes of
-  `Malla.Supervisor` and names the other its heir. When the owner dies,
+  `Malla.Supervisor` (a `NativeStore.Table.Keeper` pair) and names the
+  other its heir. When the owner dies,
   the heir inherits the table with its data; when a keeper restarts, the
   current owner names it heir again (`NativeStore.Table.setopts/2`).
 

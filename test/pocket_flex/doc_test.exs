@@ -4,7 +4,6 @@ defmodule PocketFlex.DocTest do
 
   doctest PocketFlex.StateStorage
   doctest PocketFlex.StateStorage.Native
-  doctest PocketFlex.StateStorage.Native.Keeper
   doctest PocketFlex.StateStorage.ETS
   doctest PocketFlex.Node
   doctest PocketFlex.BatchNode

@@ -30,8 +30,9 @@ defmodule PocketFlex.StateStorage.Native do
 
   A NativeStore table belongs to the process that created it and is deleted
   when that process exits, unless it names a live heir. The table is kept by
-  two small processes of `PocketFlex.Supervisor`
-  (`PocketFlex.StateStorage.Native.Keeper`):
+  two small processes of `PocketFlex.Supervisor`, a `NativeStore.Table.Keeper`
+  pair registered as `PocketFlex.StateStorage.Native.Primary` and
+  `PocketFlex.StateStorage.Native.Secondary`:
 
     * the *primary* keeper creates the table at start-up, naming the
       *secondary* keeper as its heir;
@@ -138,6 +139,11 @@ defmodule PocketFlex.StateStorage.Native do
       iex> %{owner: owner} = PocketFlex.StateStorage.Native.status()
       iex> is_pid(owner)
       true
+      iex> owner in [
+      ...>   Process.whereis(PocketFlex.StateStorage.Native.Primary),
+      ...>   Process.whereis(PocketFlex.StateStorage.Native.Secondary)
+      ...> ]
+      true
   """
   @spec status() :: %{
           owner: pid(),
@@ -165,8 +171,9 @@ defmodule PocketFlex.StateStorage.Native do
   end
 
   @doc false
-  # Called by the keeper that creates the table: publishes its reference, so
-  # calls skip the lookup of the name.
+  # Called by the keeper that creates, finds or inherits the table (the
+  # :on_table option of NativeStore.Table.Keeper, see PocketFlex.Supervisor):
+  # publishes its reference, so calls skip the lookup of the name.
   @spec publish(reference()) :: :ok
   def publish(ref) do
     if :persistent_term.get(@pt_key, nil) != ref, do: :persistent_term.put(@pt_key, ref)
