@@ -155,19 +155,25 @@ defmodule BenchHelper do
 
   Options: `:title` (printed above, as a heading line), `:baseline` (column
   name, default `"ETS"`), `:native` (default `"NativeStore"`), `:note`
-  (printed below the table).
+  (printed below the table), `:unit` (see below).
+
+  `:unit` is `{label, ns_per_unit}`, default `{"ns/op", 1}`: the values in
+  `rows` are always nanoseconds (as `compare/6` returns them) and are
+  printed divided by `ns_per_unit` under headers `"ETS <label>"`; e.g.
+  `unit: {"µs/scan", 1_000}` or `unit: {"ms", 1_000_000}`.
   """
   def print_table(rows, opts \\ []) do
     baseline = Keyword.get(opts, :baseline, "ETS")
     native = Keyword.get(opts, :native, "NativeStore")
+    {unit, scale} = Keyword.get(opts, :unit, {"ns/op", 1})
 
     body =
       for {op, b, n} <- rows do
-        [to_string(op), fmt_ns(b), fmt_ns(n), fmt_ratio(n, b)]
+        [to_string(op), fmt_ns(b / scale), fmt_ns(n / scale), fmt_ratio(n, b)]
       end
 
     print_markdown(
-      ["operation", "#{baseline} ns/op", "#{native} ns/op", "ratio native/#{baseline}"],
+      ["operation", "#{baseline} #{unit}", "#{native} #{unit}", "ratio native/#{baseline}"],
       body,
       opts
     )

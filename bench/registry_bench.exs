@@ -1,6 +1,6 @@
 # NativeStore.Registry vs Elixir's Registry, side by side in one run.
-#
-#   MIX_ENV=prod MIX_BUILD_PATH=/tmp/build_regbench mix run bench/registry_bench.exs
+# Run with everything else: `make bench`; alone:
+#   MIX_ENV=prod mix run bench/registry_bench.exs
 #
 # ns/op are medians over several interleaved runs (BenchHelper.compare/6);
 # with N processes they are aggregate (wall time / total ops). Both
@@ -14,26 +14,65 @@ defmodule RegistryBench do
   @subscribers 1_000
   @cleanup_procs 10_000
 
+  @registries [
+    {Registry, :unique, :bench_er_u},
+    {NR, :unique, :bench_nr_u},
+    {Registry, :duplicate, :bench_er_d},
+    {NR, :duplicate, :bench_nr_d}
+  ]
+
   def run do
     parts = System.schedulers_online()
-    {:ok, _} = Registry.start_link(keys: :unique, name: :bench_er_u, partitions: parts)
-    {:ok, _} = NR.start_link(keys: :unique, name: :bench_nr_u, partitions: parts)
-    {:ok, _} = Registry.start_link(keys: :duplicate, name: :bench_er_d, partitions: parts)
-    {:ok, _} = NR.start_link(keys: :duplicate, name: :bench_nr_d, partitions: parts)
+
+    # Idempotent: a registry left running under one of these names (an
+    # earlier run in this VM that crashed half-way) is stopped and replaced.
+    for {mod, keys, name} <- @registries, do: start_fresh(mod, keys, name, parts)
 
     # 1,000 unique keys held by one process; 1,000 subscribers of :topic.
-    hold(fn ->
-      for i <- 0..999, do: Registry.register(:bench_er_u, {:held, i}, i)
-      for i <- 0..999, do: NR.register(:bench_nr_u, {:held, i}, i)
-    end)
-
-    for _ <- 1..@subscribers do
+    holders = [
       hold(fn ->
-        Registry.register(:bench_er_d, :topic, :sub)
-        NR.register(:bench_nr_d, :topic, :sub)
+        for i <- 0..999, do: {:ok, _} = Registry.register(:bench_er_u, {:held, i}, i)
+        for i <- 0..999, do: {:ok, _} = NR.register(:bench_nr_u, {:held, i}, i)
       end)
-    end
+      | for _ <- 1..@subscribers do
+          hold(fn ->
+            {:ok, _} = Registry.register(:bench_er_d, :topic, :sub)
+            {:ok, _} = NR.register(:bench_nr_d, :topic, :sub)
+          end)
+        end
+    ]
 
+    try do
+      do_run(parts)
+    after
+      # Leave nothing behind in the VM shared with the other bench files.
+      for pid <- holders, do: Process.exit(pid, :kill)
+      for {_mod, _keys, name} <- @registries, do: stop(name)
+    end
+  end
+
+  defp start_fresh(mod, keys, name, parts) do
+    stop(name)
+    {:ok, pid} = mod.start_link(keys: keys, name: name, partitions: parts)
+    pid
+  end
+
+  # Synchronous stop of a registry (both kinds are named GenServers or
+  # supervisors); no-op when none runs under `name`.
+  defp stop(name) do
+    case Process.whereis(name) do
+      nil ->
+        :ok
+
+      pid ->
+        Process.unlink(pid)
+        GenServer.stop(pid, :shutdown)
+    end
+  catch
+    :exit, _ -> :ok
+  end
+
+  defp do_run(parts) do
     rows =
       for procs <- BenchHelper.process_counts() do
         [
@@ -78,28 +117,32 @@ defmodule RegistryBench do
     cleanup_rows =
       for keys <- [:unique, :duplicate] do
         {e, n} = cleanup(keys, parts)
-        {"cleanup after #{@cleanup_procs} killed procs, #{keys} (ms)", e, n}
+        {"cleanup after #{BenchHelper.ops(@cleanup_procs)} killed procs, #{keys}", e, n}
       end
 
     BenchHelper.print_table(cleanup_rows,
       title: "Cleanup until count/1 == 0 (ms, median; killed from 1 process)",
       baseline: "Registry",
-      native: "NativeStore"
+      native: "NativeStore",
+      unit: {"ms", 1_000_000}
     )
 
     memory(parts)
+    rss_memory(parts)
   end
 
   defp hold(fun) do
     parent = self()
 
-    spawn(fn ->
-      fun.()
-      send(parent, :held)
-      Process.sleep(:infinity)
-    end)
+    pid =
+      spawn(fn ->
+        fun.()
+        send(parent, :held)
+        Process.sleep(:infinity)
+      end)
 
     receive do: (:held -> :ok)
+    pid
   end
 
   defp cycle(mod, r) do
@@ -134,6 +177,7 @@ defmodule RegistryBench do
 
   # Spawns 10,000 processes that each register (one key each, or the same
   # key for :duplicate), kills them all and times until count/1 == 0.
+  # Returns nanoseconds (print_table shows them as ms).
   defp cleanup(keys, parts) do
     runs = BenchHelper.runs()
 
@@ -149,8 +193,8 @@ defmodule RegistryBench do
   end
 
   defp time_cleanup(mod, keys, parts, i) do
-    r = :"bench_cleanup_#{mod}_#{keys}_#{i}"
-    {:ok, sup} = mod.start_link(keys: keys, name: r, partitions: parts)
+    r = :"bench_cleanup_#{inspect(mod)}_#{keys}_#{i}"
+    start_fresh(mod, keys, r, parts)
     parent = self()
     n = BenchHelper.ops(@cleanup_procs)
 
@@ -171,21 +215,111 @@ defmodule RegistryBench do
     for p <- pids, do: Process.exit(p, :kill)
     wait_empty(mod, r)
     t1 = System.monotonic_time()
-    Process.unlink(sup)
-    Process.exit(sup, :shutdown)
-    System.convert_time_unit(t1 - t0, :native, :microsecond) / 1000
+    stop(r)
+    System.convert_time_unit(t1 - t0, :native, :nanosecond)
   end
 
   defp wait_empty(mod, r) do
     if mod.count(r) == 0, do: :ok, else: wait_empty(mod, r)
   end
 
-  # Memory per registration: 100,000 registrations held by one process.
-  # Registry: :erlang.memory(:ets) delta (and RSS). NativeStore allocates
-  # outside the BEAM allocators (not in :erlang.memory), so the OS resident
-  # set size delta is the honest measure; it is coarse (page granularity,
-  # allocator caching), hence the large count.
+  # Memory per registration, counted exactly: 10,000 registrations held by
+  # one process. Registry: the growth of its partitions' key and pid ETS
+  # tables (`:ets.info(t, :memory)` words x wordsize; the tables owned by the
+  # registry's partition processes, named `<registry>.KeyPartition<i>` and
+  # `<registry>.PIDPartition<i>`). NativeStore: the growth of
+  # `NativeStore.Registry.memory/1` (bytes held in the native engine).
   defp memory(parts) do
+    n = BenchHelper.ops(10_000)
+
+    body =
+      for keys <- [:unique, :duplicate] do
+        e = exact_mem(Registry, keys, parts, n)
+        nat = exact_mem(NR, keys, parts, n)
+
+        [
+          "#{keys}, #{n} registrations (#{key_desc(keys)}, value: {:v, i})",
+          BenchHelper.fmt_bytes(e / n),
+          BenchHelper.fmt_bytes(nat / n),
+          BenchHelper.fmt_ratio(nat, e)
+        ]
+      end
+
+    BenchHelper.print_markdown(
+      [
+        "memory per registration",
+        "Registry key+pid ETS tables B",
+        "NativeStore memory/1 B",
+        "ratio native/Registry"
+      ],
+      body,
+      title: "Memory per registration (bytes, exact counts)",
+      note:
+        "_growth per registration of the Registry's partition ETS tables " <>
+          "(`:ets.info(t, :memory)` × wordsize, key and pid tables) and of " <>
+          "`NativeStore.Registry.memory/1` (bytes held by the native registry)._"
+    )
+  end
+
+  defp key_desc(:unique), do: "key: integer"
+  defp key_desc(:duplicate), do: "100 keys"
+
+  defp reg_key(:unique, i), do: i
+  defp reg_key(:duplicate, i), do: rem(i, 100)
+
+  defp exact_mem(mod, keys, parts, n) do
+    r = :"bench_exact_mem_#{inspect(mod)}_#{keys}"
+    sup = start_fresh(mod, keys, r, parts)
+    before = footprint(mod, r, sup)
+    parent = self()
+
+    holder =
+      spawn(fn ->
+        for i <- 1..n, do: {:ok, _} = mod.register(r, reg_key(keys, i), {:v, i})
+        send(parent, :done)
+        Process.sleep(:infinity)
+      end)
+
+    receive do: (:done -> :ok)
+    ^n = mod.count(r)
+    bytes = footprint(mod, r, sup) - before
+    Process.exit(holder, :kill)
+    stop(r)
+    bytes
+  end
+
+  defp footprint(NR, r, _sup), do: NR.memory(r)
+
+  defp footprint(Registry, r, sup) do
+    owners = for {_, pid, _, _} <- Supervisor.which_children(sup), is_pid(pid), do: pid
+    prefix = "Elixir.#{r}."
+    wordsize = :erlang.system_info(:wordsize)
+
+    tables =
+      for t <- :ets.all(),
+          info = :ets.info(t),
+          info != :undefined,
+          info[:owner] in owners,
+          name = Atom.to_string(info[:name]),
+          String.starts_with?(name, prefix <> "KeyPartition") or
+            String.starts_with?(name, prefix <> "PIDPartition"),
+          do: info[:memory]
+
+    if length(tables) != 2 * length(owners),
+      do:
+        raise(
+          "expected a key and a pid table per partition of #{inspect(r)}, got #{length(tables)}"
+        )
+
+    Enum.sum(tables) * wordsize
+  end
+
+  # Cross-check by resident set size: 100,000 registrations held by one
+  # process. Registry: :erlang.memory(:ets) delta (and RSS). NativeStore
+  # allocates outside the BEAM allocators (not in :erlang.memory), so the OS
+  # resident set size delta is the other measure; it is coarse (page
+  # granularity, allocator caching), hence the large count.
+  defp rss_memory(parts) do
     n = BenchHelper.ops(100_000)
 
     rows =
@@ -198,7 +332,7 @@ defmodule RegistryBench do
     body =
       for {keys, {e_ets, e_rss}, {_n_ets, n_rss}} <- rows do
         [
-          "#{keys}, #{n} registrations (key: integer, value: {:v, i})",
+          "#{keys}, #{n} registrations (#{key_desc(keys)}, value: {:v, i})",
           BenchHelper.fmt_bytes(e_ets / n),
           BenchHelper.fmt_bytes(e_rss / n),
           BenchHelper.fmt_bytes(n_rss / n),
@@ -215,13 +349,13 @@ defmodule RegistryBench do
         "ratio (RSS)"
       ],
       body,
-      title: "Memory per registration (bytes)"
+      title: "Memory per registration, cross-check by RSS (bytes, coarse)"
     )
   end
 
   defp mem_of(mod, keys, parts, n) do
-    r = :"bench_mem_#{mod}_#{keys}"
-    {:ok, sup} = mod.start_link(keys: keys, name: r, partitions: parts)
+    r = :"bench_mem_#{inspect(mod)}_#{keys}"
+    start_fresh(mod, keys, r, parts)
     :erlang.garbage_collect()
     ets0 = :erlang.memory(:ets)
     rss0 = rss()
@@ -230,7 +364,7 @@ defmodule RegistryBench do
     holder =
       spawn(fn ->
         for i <- 1..n,
-            do: {:ok, _} = mod.register(r, if(keys == :unique, do: i, else: rem(i, 100)), {:v, i})
+            do: {:ok, _} = mod.register(r, reg_key(keys, i), {:v, i})
 
         :erlang.garbage_collect()
         send(parent, :done)
@@ -244,8 +378,7 @@ defmodule RegistryBench do
     rss1 = rss()
     Process.exit(holder, :kill)
     Process.sleep(200)
-    Process.unlink(sup)
-    Process.exit(sup, :shutdown)
+    stop(r)
     {ets1 - ets0, rss1 - rss0 - heap}
   end
 
@@ -255,4 +388,11 @@ defmodule RegistryBench do
   end
 end
 
-RegistryBench.run()
+# bench/run.exs calls RegistryBench.run/0 itself; run it here only when this
+# file is the script given to `mix run`.
+if Enum.any?(
+     :init.get_plain_arguments(),
+     &(Path.basename(to_string(&1)) == "registry_bench.exs")
+   ) do
+  RegistryBench.run()
+end

@@ -6,10 +6,16 @@
 # Conventions for a bench file:
 #   * start with `Code.require_file("bench_helper.exs", __DIR__)` and use
 #     `BenchHelper` (timing over 1 and N processes, median ns/op, tables);
-#   * either define a module with a public `run/0` (run.exs calls it; do not
-#     also call it at the top level of the file), or just do the work at the
-#     top level of the file;
-#   * honour `BenchHelper.quick?/0` (`BENCH_QUICK=1`) with fewer ops/runs.
+#   * either define a module with a public `run/0` (run.exs calls it; to let
+#     the file also run alone, call it at the top level only when the file is
+#     the script given to `mix run`:
+#       if Enum.any?(:init.get_plain_arguments(),
+#                    &(Path.basename(to_string(&1)) == "x_bench.exs")),
+#         do: XBench.run()
+#     ), or just do the work at the top level of the file;
+#   * honour `BenchHelper.quick?/0` (`BENCH_QUICK=1`) with fewer ops/runs;
+#   * budget: the whole `make bench` should stay under ~3.5 minutes (each
+#     file prints its duration below its tables; keep medians of >= 5 runs).
 #   * all files run in this one VM, in turn, with the :native_store
 #     application already started by `mix run` (its supervisors are running:
 #     do not start them again); clean up the tables/processes you create.
