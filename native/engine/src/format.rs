@@ -254,7 +254,28 @@ pub fn read_item<'a>(buf: &'a [u8], pos: &mut usize) -> Result<Item<'a>, FormatE
 }
 
 /// Returns the position just after the value that starts at `pos`.
+#[inline]
 pub fn skip(buf: &[u8], pos: usize) -> Result<usize, FormatError> {
+    // Scalars (most values) without the container loop.
+    match buf.get(pos) {
+        Some(&(tag::WORD | tag::PID | tag::INT | tag::FLOAT)) if pos + 9 <= buf.len() => {
+            return Ok(pos + 9)
+        }
+        Some(&tag::NIL) => return Ok(pos + 1),
+        Some(&tag::BINARY) if buf.get(pos + 1).is_some_and(|&l| l < 0x80) => {
+            let end = pos + 2 + buf[pos + 1] as usize;
+            return if end <= buf.len() {
+                Ok(end)
+            } else {
+                Err(FormatError::Corrupt)
+            };
+        }
+        _ => {}
+    }
+    skip_any(buf, pos)
+}
+
+fn skip_any(buf: &[u8], pos: usize) -> Result<usize, FormatError> {
     let mut pos = pos;
     // Number of values still to skip; containers add their children.
     let mut pending: usize = 1;

@@ -55,6 +55,7 @@ fn cmp_keys(a: &SimpleKey, b: &SimpleKey, words: &impl Fn(u64, u64) -> Ordering)
 }
 
 /// One pair of an encoded map: its key and the bytes of key and value.
+#[derive(Clone, Copy)]
 struct Pair<'a> {
     key: SimpleKey<'a>,
     bytes: &'a [u8],
@@ -63,17 +64,17 @@ struct Pair<'a> {
 /// The pairs of the flat map encoded in `map` (which must hold exactly one
 /// value), checked to be in strictly ascending key order; `None` when the
 /// map is not a flat map of simple keys.
-fn pairs<'a>(
+fn pairs<'a, 'o>(
     map: &'a [u8],
     words: &impl Fn(u64, u64) -> Ordering,
-    out: &mut Vec<Pair<'a>>,
-) -> Option<()> {
+    out: &'o mut [Pair<'a>; FLAT_LIMIT],
+) -> Option<&'o [Pair<'a>]> {
     let mut pos = 0;
     let n = match format::read_item(map, &mut pos).ok()? {
         Item::Map(n) if n <= FLAT_LIMIT => n,
         _ => return None,
     };
-    for _ in 0..n {
+    for i in 0..n {
         let start = pos;
         let key = match format::read_item(map, &mut pos).ok()? {
             Item::Int(i) => SimpleKey::Int(i),
@@ -82,18 +83,18 @@ fn pairs<'a>(
             _ => return None,
         };
         let end = format::skip(map, pos).ok()?;
-        if let Some(prev) = out.last() {
+        if let Some(prev) = out[..i].last() {
             if cmp_keys(&prev.key, &key, words) != Ordering::Less {
                 return None;
             }
         }
-        out.push(Pair {
+        out[i] = Pair {
             key,
             bytes: &map[start..end],
-        });
+        };
         pos = end;
     }
-    (pos == map.len()).then_some(())
+    (pos == map.len()).then_some(&out[..n])
 }
 
 /// Appends to `out` the encoding of `Map.merge(old, new)`, where `old` and
@@ -107,10 +108,13 @@ pub fn merge(
     words: impl Fn(u64, u64) -> Ordering,
     out: &mut Vec<u8>,
 ) -> Option<()> {
-    let mut a = Vec::with_capacity(FLAT_LIMIT);
-    let mut b = Vec::with_capacity(8);
-    pairs(old, &words, &mut a)?;
-    pairs(new, &words, &mut b)?;
+    let none = Pair {
+        key: SimpleKey::Int(0),
+        bytes: &[],
+    };
+    let (mut a, mut b) = ([none; FLAT_LIMIT], [none; FLAT_LIMIT]);
+    let a = pairs(old, &words, &mut a)?;
+    let b = pairs(new, &words, &mut b)?;
     // Count first: the header precedes the pairs.
     let (mut i, mut j, mut n) = (0, 0, 0);
     while i < a.len() && j < b.len() {

@@ -23,15 +23,40 @@ pub const MAX_DEPTH: u32 = 64;
 /// canonicalised so both find the same entry, as in ETS.
 static ZERO_EQ: AtomicBool = AtomicBool::new(true);
 
-/// Records the VM's float-zero equality (called once at load).
+/// True when small integers are the VM's 64-bit immediates
+/// `(i << 4) | 0xF` (checked at load), so [`decode`] can write their words
+/// directly instead of calling `enif_make_int64`.
+static SMALL_IMMEDIATE: AtomicBool = AtomicBool::new(false);
+
+/// The range of integers the VM keeps as immediates on 64-bit builds.
+const MIN_SMALL: i64 = -(1 << 59);
+const MAX_SMALL: i64 = (1 << 59) - 1;
+
+#[inline(always)]
+fn small_word(i: i64) -> u64 {
+    ((i as u64) << 4) | 0xF
+}
+
+/// Records the VM's float-zero equality and integer representation
+/// (called once at load).
 pub fn init(env: Env) {
-    // SAFETY: making doubles in the load environment is always allowed.
+    // SAFETY: making doubles and integers in the load environment is
+    // always allowed.
     let same = unsafe {
         let a = enif_make_double(env.as_c_arg(), 0.0);
         let b = enif_make_double(env.as_c_arg(), -0.0);
         enif_is_identical(a, b) != 0
     };
     ZERO_EQ.store(same, Ordering::Relaxed);
+    let immediate = std::mem::size_of::<usize>() == 8
+        && [0, 1, -1, 42, -42, MIN_SMALL, MAX_SMALL, 1 << 40, -(1 << 40)]
+            .iter()
+            .all(|&i| {
+                // SAFETY: as above.
+                let t = unsafe { enif_make_int64(env.as_c_arg(), i) };
+                word_of(t) == small_word(i)
+            });
+    SMALL_IMMEDIATE.store(immediate, Ordering::Relaxed);
 }
 
 /// True when the VM considers `0.0 =:= -0.0`.
@@ -400,6 +425,137 @@ pub fn encode_value(env: Env, term: Term) -> Result<Vec<u8>, EncodeError> {
     Ok(out)
 }
 
+/// Compares `term` with the value encoded at `*pos` in `buf` without
+/// encoding it: `Some(true)` when [`encode_value`] would write exactly these
+/// bytes (advancing `*pos` past them), `Some(false)` when it would not, and
+/// `None` for values this walk does not handle (big integers, floats,
+/// external-format values, deep nesting): the caller then encodes.
+pub fn matches_encoded(env: Env, term: Term, buf: &[u8], pos: &mut usize) -> Option<bool> {
+    matches_raw(env.as_c_arg(), term.as_c_arg(), buf, pos, 0)
+}
+
+fn matches_raw(
+    env: *mut ErlNifEnv,
+    t: ErlNifTerm,
+    buf: &[u8],
+    pos: &mut usize,
+    depth: u32,
+) -> Option<bool> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    let Ok(item) = format::read_item(buf, pos) else {
+        return Some(false);
+    };
+    // SAFETY: `t` is a valid term of `env` for the duration of the call;
+    // every out-pointer passed below points at a live local.
+    unsafe {
+        match enif_term_type(env, t) {
+            ErlNifTermType::ERL_NIF_TERM_TYPE_ATOM => Some(item == Item::Word(word_of(t))),
+            ErlNifTermType::ERL_NIF_TERM_TYPE_INTEGER => {
+                let mut i: i64 = 0;
+                if enif_get_int64(env, t, &mut i) == 0 {
+                    return None;
+                }
+                Some(item == Item::Int(i))
+            }
+            ErlNifTermType::ERL_NIF_TERM_TYPE_BITSTRING => {
+                let mut bin = std::mem::MaybeUninit::<ErlNifBinary>::uninit();
+                if enif_inspect_binary(env, t, bin.as_mut_ptr()) == 0 {
+                    return None;
+                }
+                let bin = bin.assume_init();
+                let bytes = if bin.size == 0 {
+                    &[][..]
+                } else {
+                    std::slice::from_raw_parts(bin.data, bin.size)
+                };
+                Some(item == Item::Binary(bytes))
+            }
+            ErlNifTermType::ERL_NIF_TERM_TYPE_TUPLE => {
+                let mut arity: c_int = 0;
+                let mut elems: *const ErlNifTerm = std::ptr::null();
+                enif_get_tuple(env, t, &mut arity, &mut elems);
+                if item != Item::Tuple(arity as usize) {
+                    return Some(false);
+                }
+                for i in 0..arity as usize {
+                    if !matches_raw(env, *elems.add(i), buf, pos, depth + 1)? {
+                        return Some(false);
+                    }
+                }
+                Some(true)
+            }
+            ErlNifTermType::ERL_NIF_TERM_TYPE_LIST => {
+                let mut len: c_uint = 0;
+                if enif_get_list_length(env, t, &mut len) == 0 {
+                    return None; // improper
+                }
+                if len == 0 {
+                    return Some(item == Item::Nil);
+                }
+                if item != Item::List(len as usize) {
+                    return Some(false);
+                }
+                let mut cur = t;
+                let mut head: ErlNifTerm = ErlNifTerm::default();
+                let mut tail: ErlNifTerm = ErlNifTerm::default();
+                while enif_get_list_cell(env, cur, &mut head, &mut tail) != 0 {
+                    if !matches_raw(env, head, buf, pos, depth + 1)? {
+                        return Some(false);
+                    }
+                    cur = tail;
+                }
+                Some(format::read_item(buf, pos) == Ok(Item::Nil))
+            }
+            ErlNifTermType::ERL_NIF_TERM_TYPE_MAP => {
+                let mut size: size_t = 0;
+                enif_get_map_size(env, t, &mut size);
+                if item != Item::Map(size) {
+                    return Some(false);
+                }
+                if size == 0 {
+                    return Some(true);
+                }
+                let mut it = std::mem::MaybeUninit::<ErlNifMapIterator>::uninit();
+                if enif_map_iterator_create(
+                    env,
+                    t,
+                    it.as_mut_ptr(),
+                    ErlNifMapIteratorEntry::ERL_NIF_MAP_ITERATOR_HEAD,
+                ) == 0
+                {
+                    return None;
+                }
+                let mut it = it.assume_init();
+                let mut k: ErlNifTerm = ErlNifTerm::default();
+                let mut v: ErlNifTerm = ErlNifTerm::default();
+                let mut result = Some(true);
+                while enif_map_iterator_get_pair(env, &mut it, &mut k, &mut v) != 0 {
+                    result = match matches_raw(env, k, buf, pos, depth + 1) {
+                        Some(true) => matches_raw(env, v, buf, pos, depth + 1),
+                        other => other,
+                    };
+                    if result != Some(true) {
+                        break;
+                    }
+                    enif_map_iterator_next(env, &mut it);
+                }
+                enif_map_iterator_destroy(env, &mut it);
+                result
+            }
+            ErlNifTermType::ERL_NIF_TERM_TYPE_PID => {
+                let mut pid = std::mem::MaybeUninit::<ErlNifPid>::uninit();
+                if enif_get_local_pid(env, t, pid.as_mut_ptr()) == 0 {
+                    return None;
+                }
+                Some(item == Item::Pid(word_of(t)))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Why stored bytes could not be turned back into a term.
 #[derive(Debug)]
 pub struct DecodeError;
@@ -450,6 +606,13 @@ fn decode_raw(env: *mut ErlNifEnv, buf: &[u8], pos: &mut usize) -> Result<ErlNif
     unsafe {
         Ok(match format::read_item(buf, pos)? {
             Item::Word(w) | Item::Pid(w) => term_of(w),
+            Item::Int(i)
+                if (MIN_SMALL..=MAX_SMALL).contains(&i)
+                    && SMALL_IMMEDIATE.load(Ordering::Relaxed) =>
+            {
+                // The word the VM itself makes for `i` (checked in `init`).
+                term_of(small_word(i))
+            }
             Item::Int(i) => enif_make_int64(env, i),
             Item::Float(f) => enif_make_double(env, f),
             Item::Binary(bytes) => {

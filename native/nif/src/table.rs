@@ -157,9 +157,34 @@ fn install_term_order() {
             o
         })
     }
+    fn atom_text(w: u64, buf: &mut [u8; 256]) -> Option<usize> {
+        thread_local! {
+            static ATOM_ENV: rustler::OwnedEnv = rustler::OwnedEnv::new();
+        }
+        ATOM_ENV.with(|owned| {
+            owned.run(|env| {
+                // SAFETY: `w` is an atom word that was a valid term; the
+                // buffer holds 256 bytes, enough for any Latin-1 atom text
+                // and its terminating NUL (atoms have at most 255
+                // characters). Latin-1 text orders atoms as the VM does
+                // (character by character); other atoms give `None`.
+                let n = unsafe {
+                    rustler::sys::enif_get_atom(
+                        env.as_c_arg(),
+                        codec::term_of(w),
+                        buf.as_mut_ptr().cast(),
+                        256,
+                        rustler::sys::ErlNifCharEncoding::ERL_NIF_LATIN1,
+                    )
+                };
+                (n > 0).then(|| n as usize - 1)
+            })
+        })
+    }
     order::install(Host {
         cmp_words,
         cmp_values,
+        atom_text,
     });
 }
 
@@ -1283,37 +1308,44 @@ pub fn on_load(env: Env) -> bool {
     open_table_type(env)
 }
 
+hot_nif!(table_replace, 4);
 /// `replace/4`: atomically swaps the object under `key` when it is still
 /// what the caller read (`expected`: `[]` or `[object]`, as `lookup/2`
 /// returns); `new` is `[]` (delete) or `[object]`.
-#[rustler::nif]
+///
+/// The expected object is not encoded: the stored bytes are compared with
+/// it term by term (`codec::matches_encoded`), falling back to decoding the
+/// stored object and `=:=` when that walk does not decide.
 fn table_replace<'a>(
     env: Env<'a>,
-    tab: Term<'a>,
-    key: Term<'a>,
-    expected: Term<'a>,
-    new: Term<'a>,
-) -> NifResult<bool> {
-    let (expected, new) = (proper_list(expected)?, proper_list(new)?);
+    [tab, key, expected, new]: [Term<'a>; 4],
+) -> NifResult<Term<'a>> {
+    let (expected, new) = (at_most_one(expected)?, at_most_one(new)?);
     let t = writable(env, tab)?;
     let keypos = t.meta.keypos();
-    if expected.len() > 1 || new.len() > 1 {
-        return Err(Error::BadArg);
-    }
     let kb = key_bytes(env, key)?;
-    let expected = match expected.first() {
-        Some(o) => {
-            let e = encode_object(env, *o, keypos, None)?;
-            if !kb.key().matches(e.key()) {
-                return Err(Error::BadArg);
-            }
-            Some((e, *o))
+    if let Some(o) = expected {
+        let elems = get_tuple(o).map_err(|_| Error::BadArg)?;
+        if elems.len() < keypos {
+            return Err(Error::BadArg);
         }
-        None => None,
-    };
-    let new = match new.first() {
+        let k = elems[keypos - 1];
+        let same_key = with_key(&kb, |kbytes| {
+            let mut pos = 0;
+            match codec::matches_encoded(env, k, kbytes, &mut pos) {
+                Some(true) if pos == kbytes.len() => Ok(true),
+                _ => codec::encode_key(env, k)
+                    .map(|e| e.as_slice() == kbytes)
+                    .map_err(|_| Error::BadArg),
+            }
+        })?;
+        if !same_key {
+            return Err(Error::BadArg);
+        }
+    }
+    let new = match new {
         Some(o) => {
-            let e = encode_object(env, *o, keypos, None)?;
+            let e = encode_object(env, o, keypos, None)?;
             if !kb.key().matches(e.key()) {
                 return Err(Error::BadArg);
             }
@@ -1321,11 +1353,18 @@ fn table_replace<'a>(
         }
         None => None,
     };
-    update_keyed(&t.data, &kb, |current| {
+    let done = update_keyed(&t.data, &kb, |current| {
         let current = current.map(|c| &*c);
-        let unchanged = match (current, &expected) {
+        let unchanged = match (current, expected) {
             (None, None) => true,
-            (Some(c), Some((e, obj))) => same_object(env, c, e, *obj),
+            (Some(c), Some(obj)) => {
+                let bytes = c.object();
+                let mut pos = 0;
+                match codec::matches_encoded(env, obj, bytes, &mut pos) {
+                    Some(true) if pos == bytes.len() => true,
+                    _ => decode(env, bytes).map(|t| t.eq(&obj)).unwrap_or(false),
+                }
+            }
             _ => false,
         };
         if !unchanged {
@@ -1335,7 +1374,22 @@ fn table_replace<'a>(
             Some(e) => (Change::Put(e), true),
             None => (Change::Remove, true),
         }
-    })
+    })?;
+    Ok(done.encode(env))
+}
+
+/// The element of a list of at most one element (`[]` or `[x]`); `badarg`
+/// for anything else.
+fn at_most_one(t: Term) -> NifResult<Option<Term>> {
+    if t.is_empty_list() {
+        return Ok(None);
+    }
+    let (head, tail) = t.list_get_cell().map_err(|_| Error::BadArg)?;
+    if tail.is_empty_list() {
+        Ok(Some(head))
+    } else {
+        Err(Error::BadArg)
+    }
 }
 
 /// `merge_map/3`: atomically merges `map` into the map stored as
@@ -1406,11 +1460,17 @@ fn merge_bytes(c: &Entry, keypos: usize, upd: &[u8]) -> Option<(Change, Scratch)
         c.cmp(&0)
     }
     let obj = c.object();
-    let els = format::tuple_elements(obj).ok()?;
-    if els.len() != 2 {
+    let mut pos = 0;
+    if format::read_item(obj, &mut pos) != Ok(format::Item::Tuple(2)) {
         return None;
     }
-    let (key_el, map_el) = (els[keypos - 1].clone(), els[2 - keypos].clone());
+    let mid = format::skip(obj, pos).ok()?;
+    let (first, second) = (pos..mid, mid..obj.len());
+    let (key_el, map_el) = if keypos == 1 {
+        (first, second)
+    } else {
+        (second, first)
+    };
     let mut buf = EntryBuf::with_buffer(Scratch::take().into_vec());
     let base = EntryBuf::object_start();
     format::put_header(&mut buf.out, tag::TUPLE, 2);
