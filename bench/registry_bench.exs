@@ -128,7 +128,6 @@ defmodule RegistryBench do
     )
 
     memory(parts)
-    rss_memory(parts)
   end
 
   defp hold(fun) do
@@ -312,79 +311,6 @@ defmodule RegistryBench do
         )
 
     Enum.sum(tables) * wordsize
-  end
-
-  # Cross-check by resident set size: 100,000 registrations held by one
-  # process. Registry: :erlang.memory(:ets) delta (and RSS). NativeStore
-  # allocates outside the BEAM allocators (not in :erlang.memory), so the OS
-  # resident set size delta is the other measure; it is coarse (page
-  # granularity, allocator caching), hence the large count.
-  defp rss_memory(parts) do
-    n = BenchHelper.ops(100_000)
-
-    rows =
-      for keys <- [:unique, :duplicate] do
-        e = mem_of(Registry, keys, parts, n)
-        nat = mem_of(NR, keys, parts, n)
-        {keys, e, nat}
-      end
-
-    body =
-      for {keys, {e_ets, e_rss}, {_n_ets, n_rss}} <- rows do
-        [
-          "#{keys}, #{n} registrations (#{key_desc(keys)}, value: {:v, i})",
-          BenchHelper.fmt_bytes(e_ets / n),
-          BenchHelper.fmt_bytes(e_rss / n),
-          BenchHelper.fmt_bytes(n_rss / n),
-          BenchHelper.fmt_ratio(n_rss, e_rss)
-        ]
-      end
-
-    BenchHelper.print_markdown(
-      [
-        "memory per registration",
-        "Registry ETS B",
-        "Registry RSS B",
-        "NativeStore RSS B",
-        "ratio (RSS)"
-      ],
-      body,
-      title: "Memory per registration, cross-check by RSS (bytes, coarse)"
-    )
-  end
-
-  defp mem_of(mod, keys, parts, n) do
-    r = :"bench_mem_#{inspect(mod)}_#{keys}"
-    start_fresh(mod, keys, r, parts)
-    :erlang.garbage_collect()
-    ets0 = :erlang.memory(:ets)
-    rss0 = rss()
-    parent = self()
-
-    holder =
-      spawn(fn ->
-        for i <- 1..n,
-            do: {:ok, _} = mod.register(r, reg_key(keys, i), {:v, i})
-
-        :erlang.garbage_collect()
-        send(parent, :done)
-        Process.sleep(:infinity)
-      end)
-
-    receive do: (:done -> :ok)
-    # The holder's heap is not registry memory: subtract it.
-    {:memory, heap} = Process.info(holder, :memory)
-    ets1 = :erlang.memory(:ets)
-    rss1 = rss()
-    Process.exit(holder, :kill)
-    Process.sleep(200)
-    stop(r)
-    {ets1 - ets0, rss1 - rss0 - heap}
-  end
-
-  defp rss do
-    [_, resident | _] = File.read!("/proc/self/statm") |> String.split()
-    String.to_integer(resident) * 4096
   end
 end
 
