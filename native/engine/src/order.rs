@@ -26,6 +26,11 @@ pub struct Host {
     pub cmp_words: fn(u64, u64) -> Ordering,
     /// Orders two whole encoded values (each one complete value).
     pub cmp_values: fn(&[u8], &[u8]) -> Ordering,
+    /// Writes the text of an atom word into the buffer, one byte per
+    /// character, such that atoms are ordered as their texts (byte by byte,
+    /// a prefix first); returns its length, or `None` when it cannot (then
+    /// keys holding the atom are ordered without a [`SortPrefix`]).
+    pub atom_text: fn(u64, &mut [u8; 256]) -> Option<usize>,
 }
 
 static HOST: OnceLock<Host> = OnceLock::new();
@@ -39,6 +44,10 @@ fn host() -> Host {
     *HOST.get_or_init(|| Host {
         cmp_words: |a, b| a.cmp(&b),
         cmp_values: |a, b| a.cmp(b),
+        atom_text: |w, buf| {
+            buf[..8].copy_from_slice(&w.to_be_bytes());
+            Some(8)
+        },
     })
 }
 
@@ -262,6 +271,214 @@ pub fn compare_with(a: &[u8], b: &[u8], h: &Host) -> Ordering {
     }
 }
 
+/// Words of a [`SortPrefix`].
+pub const PREFIX_WORDS: usize = 3;
+
+/// An order-preserving digest of a key: the first `8 * PREFIX_WORDS` bytes
+/// of a byte string whose lexicographic order is the term order (classes,
+/// tuple arities, number values, atom texts, binary bytes), zero-filled.
+///
+/// For any keys `a` and `b` with known prefixes: `a.words < b.words` implies
+/// `a < b`, and equal keys have equal prefixes; when the words are equal and
+/// one of the two is `complete` (its whole sort string fitted, losslessly),
+/// the keys are equal. An unknown prefix (`words[0] == 0`) decides nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SortPrefix {
+    /// Big-endian words of the sort string; `[0; N]` when unknown.
+    pub words: [u64; PREFIX_WORDS],
+    /// True when the sort string fitted and nothing in it was lossy.
+    pub complete: bool,
+}
+
+impl SortPrefix {
+    /// The prefix that decides nothing.
+    pub const UNKNOWN: SortPrefix = SortPrefix {
+        words: [0; PREFIX_WORDS],
+        complete: false,
+    };
+
+    /// The prefix of an encoded key.
+    pub fn of(key: &[u8]) -> SortPrefix {
+        sort_prefix_with(key, &host())
+    }
+
+    /// Orders two keys by their prefixes, then (when undecided) by
+    /// [`compare`] on their bytes.
+    #[inline]
+    pub fn cmp_keys(pa: &SortPrefix, a: &[u8], pb: &SortPrefix, b: &[u8]) -> Ordering {
+        if pa.words[0] != 0 && pb.words[0] != 0 {
+            match pa.words.cmp(&pb.words) {
+                Ordering::Equal if pa.complete || pb.complete => return Ordering::Equal,
+                Ordering::Equal => {}
+                o => return o,
+            }
+        }
+        compare(a, b)
+    }
+}
+
+/// Builds a sort string, stopping when the buffer is full.
+struct SortBuf {
+    buf: [u8; 8 * PREFIX_WORDS],
+    len: usize,
+    /// Set when bytes were dropped or a value ended the string early.
+    lossy: bool,
+}
+
+/// Why building a sort string stopped before the end of the key.
+enum Stop {
+    /// The buffer is full, or a value ends the string (a lossy number, a
+    /// value whose order only the host knows): what was written stands.
+    Done,
+    /// The key cannot have a prefix.
+    Unknown,
+}
+
+impl SortBuf {
+    fn push(&mut self, b: u8) -> Result<(), Stop> {
+        if self.len == self.buf.len() {
+            self.lossy = true;
+            return Err(Stop::Done);
+        }
+        self.buf[self.len] = b;
+        self.len += 1;
+        Ok(())
+    }
+
+    fn extend(&mut self, bytes: &[u8]) -> Result<(), Stop> {
+        bytes.iter().try_for_each(|&b| self.push(b))
+    }
+
+    /// Bytes then a terminator, escaped so that a prefix sorts first:
+    /// `0` is written `0 255`, and the end `0 0`.
+    fn text(&mut self, bytes: &[u8]) -> Result<(), Stop> {
+        for &b in bytes {
+            self.push(b)?;
+            if b == 0 {
+                self.push(255)?;
+            }
+        }
+        self.extend(&[0, 0])
+    }
+
+    /// Ends the string here (everything after this point is unknown).
+    fn stop(&mut self) -> Result<(), Stop> {
+        self.lossy = true;
+        Err(Stop::Done)
+    }
+}
+
+/// Sort-string bytes of each class (nonzero, in term order).
+fn class_byte(c: Class) -> u8 {
+    c as u8 + 1
+}
+
+/// The sort string of a number: its floor (clamped to i64, biased, big
+/// endian) then 0 (below i64), 1 (exactly that integer) or 2 (above it).
+fn number(sb: &mut SortBuf, item: &Item) -> Result<(), Stop> {
+    let (floor, flag) = match *item {
+        Item::Int(i) => (i, 1),
+        Item::BigInt(neg, _) => {
+            if neg {
+                (i64::MIN, 0)
+            } else {
+                (i64::MAX, 2)
+            }
+        }
+        Item::Float(f) => {
+            const LIM: f64 = 9_223_372_036_854_775_808.0;
+            let fl = f.floor();
+            if fl >= LIM {
+                (i64::MAX, 2)
+            } else if fl < -LIM {
+                (i64::MIN, 0)
+            } else {
+                (fl as i64, if fl == f { 1 } else { 2 })
+            }
+        }
+        _ => return Err(Stop::Unknown),
+    };
+    sb.push(class_byte(Class::Number))?;
+    sb.extend(&((floor as u64) ^ (1 << 63)).to_be_bytes())?;
+    sb.push(flag)?;
+    if flag != 1 {
+        return sb.stop();
+    }
+    Ok(())
+}
+
+/// Appends the sort string of the value at `*pos`, advancing past it.
+fn sort_value(key: &[u8], pos: &mut usize, sb: &mut SortBuf, h: &Host) -> Result<(), Stop> {
+    let item = read_item(key, pos).map_err(|_| Stop::Unknown)?;
+    let class = class_of(&item).ok_or(Stop::Unknown)?;
+    match item {
+        Item::Int(_) | Item::Float(_) | Item::BigInt(..) => number(sb, &item),
+        Item::Word(w) => {
+            let mut text = [0u8; 256];
+            let n = (h.atom_text)(w, &mut text).ok_or(Stop::Unknown)?;
+            sb.push(class_byte(class))?;
+            sb.text(&text[..n.min(256)])
+        }
+        Item::Binary(b) => {
+            sb.push(class_byte(class))?;
+            sb.text(b)
+        }
+        Item::Nil => sb.push(class_byte(class)),
+        Item::Tuple(n) => {
+            sb.push(class_byte(class))?;
+            if n >= 255 {
+                sb.push(255)?;
+                return sb.stop();
+            }
+            sb.push(n as u8)?;
+            (0..n).try_for_each(|_| sort_value(key, pos, sb, h))
+        }
+        Item::List(n) => {
+            for _ in 0..n {
+                sb.push(class_byte(Class::List))?;
+                sort_value(key, pos, sb, h)?;
+            }
+            sort_value(key, pos, sb, h)
+        }
+        // Every pid and map, native or not, stops the string at its class.
+        Item::Pid(_) | Item::Map(_) => {
+            sb.push(class_byte(class))?;
+            sb.stop()
+        }
+        Item::Ext(_) => match class {
+            Class::Reference | Class::Fun | Class::Port | Class::Pid | Class::Map => {
+                sb.push(class_byte(class))?;
+                sb.stop()
+            }
+            Class::Nil => sb.push(class_byte(class)),
+            // Classes whose native values go on past the class byte.
+            _ => Err(Stop::Unknown),
+        },
+    }
+}
+
+/// [`SortPrefix::of`] with explicit host callbacks.
+pub fn sort_prefix_with(key: &[u8], h: &Host) -> SortPrefix {
+    let mut sb = SortBuf {
+        buf: [0; 8 * PREFIX_WORDS],
+        len: 0,
+        lossy: false,
+    };
+    let mut pos = 0;
+    match sort_value(key, &mut pos, &mut sb, h) {
+        Ok(()) | Err(Stop::Done) => {}
+        Err(Stop::Unknown) => return SortPrefix::UNKNOWN,
+    }
+    let mut words = [0u64; PREFIX_WORDS];
+    for (w, c) in words.iter_mut().zip(sb.buf.chunks_exact(8)) {
+        *w = u64::from_be_bytes(c.try_into().expect("8 bytes"));
+    }
+    SortPrefix {
+        words,
+        complete: !sb.lossy && pos == key.len(),
+    }
+}
+
 /// True when two encoded values are the same term (`=:=`): equal bytes,
 /// except that floats compare by value when `zero_eq` (so `0.0` and `-0.0`
 /// are the same, as on OTP 25 and 26).
@@ -393,6 +610,7 @@ mod tests {
         let h = Host {
             cmp_words: |a, b| b.cmp(&a),
             cmp_values: |_, _| Ordering::Greater,
+            atom_text: |_, _| None,
         };
         assert_eq!(compare_with(&atom(1), &atom(2), &h), Ordering::Greater);
         let mut m = Vec::new();
@@ -421,5 +639,100 @@ mod tests {
         assert!(!identical(&a, &b, false));
         assert!(!identical(&tuple(&[int(1)]), &tuple(&[int(2)]), true));
         assert!(!identical(&int(1), &flt(1.0), true));
+    }
+
+    #[test]
+    fn sort_prefixes_agree_with_compare() {
+        use Ordering::*;
+        let mut m = Vec::new();
+        put_header(&mut m, tag::MAP, 0);
+        let mut r = Vec::new();
+        put_bytes(&mut r, tag::EXT, &[131, 90, 0, 3]);
+        let mut bits = Vec::new();
+        put_bytes(&mut bits, tag::EXT, &[131, 77, 0, 0, 0, 1, 3, 0]);
+        let mut pid = Vec::new();
+        put_word(&mut pid, tag::PID, 5);
+        let long = bin(&[7u8; 40]);
+        let mut vals = vec![
+            int(0),
+            int(-1),
+            int(1),
+            int(i64::MAX),
+            int(i64::MIN),
+            flt(0.0),
+            flt(-0.0),
+            flt(0.5),
+            flt(1.0),
+            flt(-0.5),
+            flt(1e30),
+            flt(-1e30),
+            flt(9.3e18),
+            big(1 << 70),
+            big(-(1 << 70)),
+            atom(1),
+            atom(2),
+            atom(256),
+            bin(b""),
+            bin(b"a"),
+            bin(b"a\0"),
+            bin(b"a\0\0"),
+            bin(b"ab"),
+            bin(&[0xff; 30]),
+            long.clone(),
+            nil(),
+            list(&[int(1)], nil()),
+            list(&[int(1)], int(2)),
+            list(&[int(1), int(2)], nil()),
+            list(&[flt(1.5)], nil()),
+            m.clone(),
+            r.clone(),
+            bits.clone(),
+            pid.clone(),
+            tuple(&[]),
+        ];
+        let singles = vals.clone();
+        for a in &singles {
+            for b in &singles[..12] {
+                vals.push(tuple(&[a.clone(), b.clone()]));
+                vals.push(tuple(&[b.clone(), a.clone(), int(3)]));
+                vals.push(list(&[b.clone(), a.clone()], nil()));
+            }
+        }
+        use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+        // Pairs that the host orders are skipped (this host cannot).
+        static HOSTED: AtomicBool = AtomicBool::new(false);
+        let h = Host {
+            cmp_words: |a, b| a.cmp(&b),
+            cmp_values: |a, b| {
+                HOSTED.store(true, Relaxed);
+                a.cmp(b)
+            },
+            atom_text: |w, buf| {
+                buf[..8].copy_from_slice(&w.to_be_bytes());
+                Some(8)
+            },
+        };
+        let pre: Vec<SortPrefix> = vals.iter().map(|v| sort_prefix_with(v, &h)).collect();
+        assert!(pre[0].complete && pre[18].complete);
+        assert!(!pre[24].complete && pre[24].words[0] != 0);
+        for (i, a) in vals.iter().enumerate() {
+            for (j, b) in vals.iter().enumerate() {
+                let (pa, pb) = (&pre[i], &pre[j]);
+                HOSTED.store(false, Relaxed);
+                let full = compare_with(a, b, &h);
+                if pa.words[0] == 0 || pb.words[0] == 0 || HOSTED.load(Relaxed) {
+                    continue;
+                }
+                let p = pa.words.cmp(&pb.words);
+                if p != Equal {
+                    assert_eq!(p, full, "{i} vs {j}: {a:?} {b:?}");
+                } else if pa.complete || pb.complete {
+                    assert_eq!(full, Equal, "{i} vs {j}: {a:?} {b:?}");
+                }
+                if full == Equal {
+                    assert_eq!(p, Equal, "{i} vs {j}");
+                }
+            }
+        }
     }
 }

@@ -6,7 +6,7 @@
 //! bounded step (a point operation, or one chunk of a walk).
 
 use crate::entry::Entry;
-use crate::order::compare;
+use crate::order::{compare, SortPrefix};
 use crate::set::Change;
 use parking_lot::RwLock;
 use std::borrow::Borrow;
@@ -16,24 +16,42 @@ use std::ops::Bound;
 
 /// Something that can be ordered as a key: stored keys and probes.
 trait AsKey {
+    fn prefix(&self) -> &SortPrefix;
     fn bytes(&self) -> &[u8];
 }
 
-/// A stored key (a copy of the entry's key bytes).
-struct OrdKey(Box<[u8]>);
+/// A stored key: its sort prefix (most comparisons end there, without
+/// reading the bytes) and a copy of the entry's key bytes.
+struct OrdKey {
+    prefix: SortPrefix,
+    bytes: Box<[u8]>,
+}
 
-/// A key to look up, borrowed.
-struct Probe<'a>(&'a [u8]);
+/// A key to look up, borrowed, with its sort prefix.
+struct Probe<'a> {
+    prefix: SortPrefix,
+    bytes: &'a [u8],
+}
 
 impl AsKey for OrdKey {
+    #[inline]
+    fn prefix(&self) -> &SortPrefix {
+        &self.prefix
+    }
+    #[inline]
     fn bytes(&self) -> &[u8] {
-        &self.0
+        &self.bytes
     }
 }
 
 impl AsKey for Probe<'_> {
+    #[inline]
+    fn prefix(&self) -> &SortPrefix {
+        &self.prefix
+    }
+    #[inline]
     fn bytes(&self) -> &[u8] {
-        self.0
+        self.bytes
     }
 }
 
@@ -43,9 +61,14 @@ impl<'a> Borrow<dyn AsKey + 'a> for OrdKey {
     }
 }
 
+#[inline]
+fn cmp_keys(a: &(impl AsKey + ?Sized), b: &(impl AsKey + ?Sized)) -> Ordering {
+    SortPrefix::cmp_keys(a.prefix(), a.bytes(), b.prefix(), b.bytes())
+}
+
 impl PartialEq for dyn AsKey + '_ {
     fn eq(&self, other: &Self) -> bool {
-        compare(self.bytes(), other.bytes()) == Ordering::Equal
+        cmp_keys(self, other) == Ordering::Equal
     }
 }
 impl Eq for dyn AsKey + '_ {}
@@ -55,14 +78,15 @@ impl PartialOrd for dyn AsKey + '_ {
     }
 }
 impl Ord for dyn AsKey + '_ {
+    #[inline]
     fn cmp(&self, other: &Self) -> Ordering {
-        compare(self.bytes(), other.bytes())
+        cmp_keys(self, other)
     }
 }
 
 impl PartialEq for OrdKey {
     fn eq(&self, other: &Self) -> bool {
-        compare(&self.0, &other.0) == Ordering::Equal
+        cmp_keys(self, other) == Ordering::Equal
     }
 }
 impl Eq for OrdKey {}
@@ -72,13 +96,17 @@ impl PartialOrd for OrdKey {
     }
 }
 impl Ord for OrdKey {
+    #[inline]
     fn cmp(&self, other: &Self) -> Ordering {
-        compare(&self.0, &other.0)
+        cmp_keys(self, other)
     }
 }
 
 fn probe(key: &[u8]) -> Probe<'_> {
-    Probe(key)
+    Probe {
+        prefix: SortPrefix::of(key),
+        bytes: key,
+    }
 }
 
 #[derive(Default)]
@@ -98,7 +126,9 @@ impl Inner {
     }
 
     fn put(&mut self, entry: Entry) -> Option<Entry> {
-        if let Some(cur) = self.map.get_mut(&probe(entry.key()) as &dyn AsKey) {
+        let p = probe(entry.key());
+        let prefix = p.prefix;
+        if let Some(cur) = self.map.get_mut(&p as &dyn AsKey) {
             if cur.key() == entry.key() {
                 self.heap += entry.heap_bytes();
                 let old = std::mem::replace(cur, entry);
@@ -108,22 +138,26 @@ impl Inner {
             // An equal key (`==`) with other bytes (1.0 replacing 1): the
             // stored key becomes the new object's own.
             let old = self.remove(entry.key()).expect("present");
-            self.insert_fresh(entry);
+            self.insert_fresh(prefix, entry);
             return Some(old);
         }
-        self.insert_fresh(entry);
+        self.insert_fresh(prefix, entry);
         None
     }
 
-    /// Inserts an entry whose key is absent.
-    fn insert_fresh(&mut self, entry: Entry) {
+    /// Inserts an entry whose key is absent (`prefix` is its key's).
+    fn insert_fresh(&mut self, prefix: SortPrefix, entry: Entry) {
         self.heap += entry.heap_bytes() + Self::key_bytes(entry.key());
-        self.map.insert(OrdKey(entry.key().into()), entry);
+        let key = OrdKey {
+            prefix,
+            bytes: entry.key().into(),
+        };
+        self.map.insert(key, entry);
     }
 
     fn remove(&mut self, key: &[u8]) -> Option<Entry> {
         let (k, e) = self.map.remove_entry(&probe(key) as &dyn AsKey)?;
-        self.heap -= e.heap_bytes() + Self::key_bytes(&k.0);
+        self.heap -= e.heap_bytes() + Self::key_bytes(&k.bytes);
         Some(e)
     }
 }
