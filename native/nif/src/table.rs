@@ -420,7 +420,7 @@ fn delete_table(t: &TableRes) {
         return;
     }
     let removed = {
-        let mut cat = catalog().write();
+        let mut cat = catalog_write();
         if t.named {
             cat.by_name.remove(&t.name.load(Ordering::Acquire));
         }
@@ -434,7 +434,9 @@ fn delete_table(t: &TableRes) {
 /// A table argument: a resource term, or the name of a named table.
 enum Tab<'a> {
     Ref(&'a TableRes),
-    Named(TableArc),
+    /// A named table, from this thread's [`NameCache`]: the guard keeps the
+    /// cache's reference to it alive while the `Tab` lives.
+    Cached(NonNull<TableRes>, CacheGuard),
 }
 
 impl std::ops::Deref for Tab<'_> {
@@ -442,9 +444,109 @@ impl std::ops::Deref for Tab<'_> {
     fn deref(&self) -> &TableRes {
         match self {
             Tab::Ref(r) => r,
-            Tab::Named(r) => r,
+            // SAFETY: the cache entry holding a counted reference to this
+            // resource is not released while the guard lives (see
+            // `NameCache::graveyard`).
+            Tab::Cached(p, _) => unsafe { p.as_ref() },
         }
     }
+}
+
+/// Bumped (under the catalog's write lock) whenever the catalog changes, so
+/// threads can trust their cached name resolutions with a plain load
+/// instead of taking the catalog's lock and a resource reference (two
+/// atomic read-modify-writes on shared cache lines per call).
+static CATALOG_GEN: AtomicU64 = AtomicU64::new(0);
+
+/// The catalog, for a change (bumps [`CATALOG_GEN`]).
+fn catalog_write() -> parking_lot::RwLockWriteGuard<'static, Catalog> {
+    let cat = catalog().write();
+    CATALOG_GEN.fetch_add(1, Ordering::Release);
+    cat
+}
+
+/// This scheduler thread's resolutions of table names.
+#[derive(Default)]
+struct NameCache {
+    /// `(name word, catalog generation, table)`.
+    entries: Vec<(u64, u64, TableArc)>,
+    /// Replaced entries, released once no `Tab` of this thread uses the
+    /// cache (a NIF call may still hold a reference from an entry that a
+    /// later resolution in the same call replaced).
+    graveyard: Vec<TableArc>,
+    /// Live `Tab::Cached` of this thread.
+    in_use: usize,
+}
+
+thread_local! {
+    static NAMES: std::cell::RefCell<NameCache> = std::cell::RefCell::new(NameCache::default());
+}
+
+/// Marks a `Tab::Cached` as live (see [`NameCache::in_use`]).
+struct CacheGuard;
+
+impl Drop for CacheGuard {
+    fn drop(&mut self) {
+        let dead = NAMES.with(|c| {
+            let Ok(mut c) = c.try_borrow_mut() else {
+                return Vec::new();
+            };
+            c.in_use -= 1;
+            if c.in_use == 0 {
+                std::mem::take(&mut c.graveyard)
+            } else {
+                Vec::new()
+            }
+        });
+        // Released outside the borrow (a release may run a destructor).
+        drop(dead);
+    }
+}
+
+/// The table named by the atom word `name`, through this thread's cache.
+fn lookup_named<'a>(name: u64) -> Option<Tab<'a>> {
+    let gen = CATALOG_GEN.load(Ordering::Acquire);
+    NAMES.with(|cell| {
+        let mut c = cell.try_borrow_mut().ok()?;
+        let hit = c
+            .entries
+            .iter()
+            .find(|(n, g, _)| *n == name && *g == gen)
+            .map(|(_, _, t)| t.0);
+        let p = match hit {
+            Some(p) => p,
+            None => {
+                let (gen, found) = {
+                    let cat = catalog().read();
+                    // Writers bump the generation under the write lock: this
+                    // one matches the catalog read here.
+                    let gen = CATALOG_GEN.load(Ordering::Acquire);
+                    (gen, cat.by_name.get(&name).cloned())
+                };
+                let c = &mut *c;
+                // Entries of older generations go to the graveyard.
+                let mut i = 0;
+                while i < c.entries.len() {
+                    if c.entries[i].1 != gen {
+                        let (_, _, t) = c.entries.swap_remove(i);
+                        c.graveyard.push(t);
+                    } else {
+                        i += 1;
+                    }
+                }
+                let t = found?;
+                let p = t.0;
+                if c.entries.len() >= 8 {
+                    let (_, _, old) = c.entries.swap_remove(0);
+                    c.graveyard.push(old);
+                }
+                c.entries.push((name, gen, t));
+                p
+            }
+        };
+        c.in_use += 1;
+        Some(Tab::Cached(p, CacheGuard))
+    })
 }
 
 fn lookup_table<'a>(term: Term<'a>) -> Option<Tab<'a>> {
@@ -452,12 +554,7 @@ fn lookup_table<'a>(term: Term<'a>) -> Option<Tab<'a>> {
         return (!r.meta.is_deleted()).then_some(Tab::Ref(r));
     }
     if term.is_atom() {
-        return catalog()
-            .read()
-            .by_name
-            .get(&word_of(term.as_c_arg()))
-            .cloned()
-            .map(Tab::Named);
+        return lookup_named(word_of(term.as_c_arg()));
     }
     None
 }
@@ -649,7 +746,7 @@ fn table_new<'a>(
         monitor_heir(env, &res, h);
     }
     {
-        let mut cat = catalog().write();
+        let mut cat = catalog_write();
         cat.by_id.insert(res.id, res.clone());
         if named {
             cat.by_name.insert(name_word, res.clone());
@@ -1197,10 +1294,7 @@ fn walk<'a>(
 #[rustler::nif]
 fn table_to_list<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
     let t = readable(env, tab)?;
-    let res = match &t {
-        Tab::Named(r) => r.clone(),
-        Tab::Ref(r) => TableArc::from_ref(r),
-    };
+    let res = TableArc::from_ref(&t);
     let mut st = CursorState::default();
     let mut acc = Term::list_new_empty(env);
     if walk(env, &t, &mut st, &mut acc)? {
@@ -1241,7 +1335,7 @@ fn table_info<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
         return Ok(atoms::undefined().encode(env));
     };
     let id = match &t {
-        Tab::Named(r) => r.encode(env),
+        Tab::Cached(..) => TableArc::from_ref(&t).encode(env),
         Tab::Ref(_) => tab,
     };
     let word = |w: u64| word_term(env, w);
@@ -1620,7 +1714,7 @@ fn table_rename<'a>(env: Env<'a>, tab: Term<'a>, name: Atom) -> NifResult<Term<'
     }
     let new = word_of(name.as_c_arg());
     let _guard = CREATE.lock();
-    let mut cat = catalog().write();
+    let mut cat = catalog_write();
     let old = t.name.load(Ordering::Acquire);
     if new != old {
         if cat.by_name.contains_key(&new) {
