@@ -298,7 +298,21 @@ impl SortPrefix {
     };
 
     /// The prefix of an encoded key.
+    #[inline]
     pub fn of(key: &[u8]) -> SortPrefix {
+        // Fast path: a small integer (class, biased value, "exact").
+        if let Ok(k) = <&[u8; 9]>::try_from(key) {
+            if k[0] == tag::INT {
+                let v = u64::from_le_bytes(k[1..].try_into().expect("8 bytes")) ^ (1 << 63);
+                let mut words = [0u64; PREFIX_WORDS];
+                words[0] = u64::from(class_byte(Class::Number)) << 56 | v >> 8;
+                words[1] = (v & 0xff) << 56 | 1 << 48;
+                return SortPrefix {
+                    words,
+                    complete: true,
+                };
+            }
+        }
         sort_prefix_with(key, &host())
     }
 
@@ -714,6 +728,13 @@ mod tests {
         };
         let pre: Vec<SortPrefix> = vals.iter().map(|v| sort_prefix_with(v, &h)).collect();
         assert!(pre[0].complete && pre[18].complete);
+        for v in [0, 1, -1, 255, 256, -256, i64::MAX, i64::MIN, 1 << 40] {
+            assert_eq!(
+                SortPrefix::of(&int(v)),
+                sort_prefix_with(&int(v), &h),
+                "{v}"
+            );
+        }
         assert!(!pre[24].complete && pre[24].words[0] != 0);
         for (i, a) in vals.iter().enumerate() {
             for (j, b) in vals.iter().enumerate() {

@@ -8,7 +8,7 @@
 use crate::entry::Entry;
 use crate::order::{compare, SortPrefix};
 use crate::set::Change;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -114,6 +114,8 @@ struct Inner {
     map: BTreeMap<OrdKey, Entry>,
     /// Heap bytes of the entries and their key copies.
     heap: usize,
+    /// Bumped by every change of the tree or of an entry in it.
+    version: u64,
 }
 
 impl Inner {
@@ -126,27 +128,39 @@ impl Inner {
     }
 
     fn put(&mut self, entry: Entry) -> Option<Entry> {
-        let p = probe(entry.key());
-        let prefix = p.prefix;
-        if let Some(cur) = self.map.get_mut(&p as &dyn AsKey) {
-            if cur.key() == entry.key() {
-                self.heap += entry.heap_bytes();
-                let old = std::mem::replace(cur, entry);
-                self.heap -= old.heap_bytes();
-                return Some(old);
+        use std::collections::btree_map::Entry as Slot;
+        let prefix = SortPrefix::of(entry.key());
+        let key = OrdKey {
+            prefix,
+            bytes: entry.key().into(),
+        };
+        self.version += 1;
+        match self.map.entry(key) {
+            Slot::Vacant(v) => {
+                self.heap += entry.heap_bytes() + Self::key_bytes(entry.key());
+                v.insert(entry);
+                None
             }
-            // An equal key (`==`) with other bytes (1.0 replacing 1): the
-            // stored key becomes the new object's own.
-            let old = self.remove(entry.key()).expect("present");
-            self.insert_fresh(prefix, entry);
-            return Some(old);
+            Slot::Occupied(mut o) if o.key().bytes[..] == *entry.key() => {
+                self.heap += entry.heap_bytes();
+                let old = std::mem::replace(o.get_mut(), entry);
+                self.heap -= old.heap_bytes();
+                Some(old)
+            }
+            Slot::Occupied(o) => {
+                // An equal key (`==`) with other bytes (1.0 replacing 1):
+                // the stored key becomes the new object's own.
+                let (k, old) = o.remove_entry();
+                self.heap -= old.heap_bytes() + Self::key_bytes(&k.bytes);
+                self.insert_fresh(prefix, entry);
+                Some(old)
+            }
         }
-        self.insert_fresh(prefix, entry);
-        None
     }
 
     /// Inserts an entry whose key is absent (`prefix` is its key's).
     fn insert_fresh(&mut self, prefix: SortPrefix, entry: Entry) {
+        self.version += 1;
         self.heap += entry.heap_bytes() + Self::key_bytes(entry.key());
         let key = OrdKey {
             prefix,
@@ -157,6 +171,7 @@ impl Inner {
 
     fn remove(&mut self, key: &[u8]) -> Option<Entry> {
         let (k, e) = self.map.remove_entry(&probe(key) as &dyn AsKey)?;
+        self.version += 1;
         self.heap -= e.heap_bytes() + Self::key_bytes(&k.bytes);
         Some(e)
     }
@@ -178,10 +193,28 @@ impl OrderedContents {
     }
 }
 
+/// Entries that follow a key, copied from one version of the tree: a walk
+/// with `next/2` finds the following entry here without a tree search.
+#[derive(Default)]
+struct WalkCache {
+    /// The tree's version when the entries were copied.
+    version: u64,
+    /// Consecutive entries of the tree, in key order.
+    entries: Vec<Entry>,
+    /// The position of the entry returned last.
+    at: usize,
+}
+
+/// Entries a walk cache copies at a time.
+const WALK_AHEAD: usize = 32;
+/// Bytes of entries a walk cache copies at most at a time.
+const WALK_BYTES: usize = 4096;
+
 /// An ordered table with set semantics under `==`.
 #[derive(Default)]
 pub struct OrderedTable {
     inner: RwLock<Inner>,
+    walk: Mutex<WalkCache>,
 }
 
 impl OrderedTable {
@@ -254,6 +287,8 @@ impl OrderedTable {
         f: impl FnOnce(Option<&mut Entry>) -> (Change, R),
     ) -> R {
         let mut g = self.inner.write();
+        // `f` may change the entry in place.
+        g.version += 1;
         let (change, r) = f(g.map.get_mut(&probe(key) as &dyn AsKey));
         match change {
             Change::Keep => {}
@@ -272,6 +307,7 @@ impl OrderedTable {
     pub fn take_all(&self) -> OrderedContents {
         let mut g = self.inner.write();
         g.heap = 0;
+        g.version += 1;
         OrderedContents(std::mem::take(&mut g.map))
     }
 
@@ -307,6 +343,40 @@ impl OrderedTable {
     /// (which need not be in the table).
     pub fn read_next<R>(&self, key: &[u8], f: impl FnOnce(Option<&Entry>) -> R) -> R {
         let g = self.inner.read();
+        // A walk in progress (the key is the one returned last, and the
+        // tree has not changed since): the next entry is in the cache.
+        if let Some(mut w) = self.walk.try_lock() {
+            let hit = w.version == g.version
+                && w.entries.get(w.at).is_some_and(|e| e.key() == key)
+                && w.at + 1 < w.entries.len();
+            if hit {
+                w.at += 1;
+                return f(w.entries.get(w.at));
+            }
+            let p = probe(key);
+            let lower: Bound<&dyn AsKey> = Bound::Excluded(&p);
+            let mut range = g.map.range::<dyn AsKey, _>((lower, Bound::Unbounded));
+            let Some((_, first)) = range.next() else {
+                return f(None);
+            };
+            // Copy what follows while it is small (copies of big objects
+            // would cost more than the searches they save).
+            w.entries.clear();
+            let mut budget = WALK_BYTES;
+            for e in std::iter::once(first)
+                .chain(range.map(|(_, e)| e))
+                .take(WALK_AHEAD)
+            {
+                budget = match budget.checked_sub(e.heap_bytes()) {
+                    Some(b) => b,
+                    None => break,
+                };
+                w.entries.push(e.clone());
+            }
+            w.version = g.version;
+            w.at = 0;
+            return f(Some(first));
+        }
         let p = probe(key);
         let lower: Bound<&dyn AsKey> = Bound::Excluded(&p);
         f(g.map
