@@ -600,19 +600,36 @@ fn ext_to_term(env: *mut ErlNifEnv, bytes: &[u8]) -> Result<ErlNifTerm, DecodeEr
     }
 }
 
+/// Decodes one value: immediates inline (no call), anything else through
+/// [`decode_item`].
+#[inline(always)]
 fn decode_raw(env: *mut ErlNifEnv, buf: &[u8], pos: &mut usize) -> Result<ErlNifTerm, DecodeError> {
+    match format::read_item(buf, pos)? {
+        Item::Word(w) | Item::Pid(w) => Ok(term_of(w)),
+        Item::Int(i)
+            if (MIN_SMALL..=MAX_SMALL).contains(&i) && SMALL_IMMEDIATE.load(Ordering::Relaxed) =>
+        {
+            // The word the VM itself makes for `i` (checked in `init`).
+            Ok(term_of(small_word(i)))
+        }
+        item => decode_item(env, item, buf, pos),
+    }
+}
+
+/// Decodes the value whose head `item` was just read (its elements, if
+/// any, follow at `*pos`).
+#[inline(never)]
+fn decode_item(
+    env: *mut ErlNifEnv,
+    item: Item,
+    buf: &[u8],
+    pos: &mut usize,
+) -> Result<ErlNifTerm, DecodeError> {
     // SAFETY: every enif call below receives the caller's live `env` and
     // terms made in it; arrays passed by pointer live for the call.
     unsafe {
-        Ok(match format::read_item(buf, pos)? {
+        Ok(match item {
             Item::Word(w) | Item::Pid(w) => term_of(w),
-            Item::Int(i)
-                if (MIN_SMALL..=MAX_SMALL).contains(&i)
-                    && SMALL_IMMEDIATE.load(Ordering::Relaxed) =>
-            {
-                // The word the VM itself makes for `i` (checked in `init`).
-                term_of(small_word(i))
-            }
             Item::Int(i) => enif_make_int64(env, i),
             Item::Float(f) => enif_make_double(env, f),
             Item::Binary(bytes) => {

@@ -1486,15 +1486,10 @@ fn at_most_one(t: Term) -> NifResult<Option<Term>> {
     }
 }
 
+hot_nif!(table_merge_map, 3);
 /// `merge_map/3`: atomically merges `map` into the map stored as
 /// `{key, map}` (inserting `{key, map}` when absent); returns the result.
-#[rustler::nif]
-fn table_merge_map<'a>(
-    env: Env<'a>,
-    tab: Term<'a>,
-    key: Term<'a>,
-    map: Term<'a>,
-) -> NifResult<Term<'a>> {
+fn table_merge_map<'a>(env: Env<'a>, [tab, key, map]: [Term<'a>; 3]) -> NifResult<Term<'a>> {
     let t = writable(env, tab)?;
     if !map.is_map() || t.meta.keypos() > 2 {
         return Err(Error::BadArg);
