@@ -8,11 +8,13 @@
 use crate::entry::Entry;
 use crate::order::{compare, SortPrefix};
 use crate::set::Change;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{RwLock, RwLockWriteGuard};
 use std::borrow::Borrow;
+use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 /// Something that can be ordered as a key: stored keys and probes.
 trait AsKey {
@@ -193,10 +195,14 @@ impl OrderedContents {
     }
 }
 
-/// Entries that follow a key, copied from one version of the tree: a walk
-/// with `next/2` finds the following entry here without a tree search.
+/// Entries that follow a key, copied from one version of one table's tree:
+/// a walk with `next/2` finds the following entry here without a tree
+/// search. One per thread (no lock to take); valid while the table's id and
+/// version match.
 #[derive(Default)]
 struct WalkCache {
+    /// The table the entries were copied from.
+    table: u64,
     /// The tree's version when the entries were copied.
     version: u64,
     /// Consecutive entries of the tree, in key order.
@@ -210,17 +216,70 @@ const WALK_AHEAD: usize = 32;
 /// Bytes of entries a walk cache copies at most at a time.
 const WALK_BYTES: usize = 4096;
 
+thread_local! {
+    static WALK: RefCell<WalkCache> = RefCell::default();
+}
+
+/// Ids of tables (for walk caches), never reused.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
 /// An ordered table with set semantics under `==`.
-#[derive(Default)]
 pub struct OrderedTable {
     inner: RwLock<Inner>,
-    walk: Mutex<WalkCache>,
+    id: u64,
+    /// The tree's version, published by each writer before it unlocks:
+    /// walk caches are checked against it without taking the lock.
+    version: AtomicU64,
+}
+
+/// A write lock on a table that publishes the tree's version on release.
+struct WriteGuard<'a> {
+    g: RwLockWriteGuard<'a, Inner>,
+    published: &'a AtomicU64,
+}
+
+impl std::ops::Deref for WriteGuard<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.g
+    }
+}
+
+impl std::ops::DerefMut for WriteGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.g
+    }
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        // Before the lock is released (the guard field drops after this).
+        self.published
+            .store(self.g.version, AtomicOrdering::Release);
+    }
+}
+
+impl Default for OrderedTable {
+    fn default() -> Self {
+        Self {
+            inner: RwLock::default(),
+            id: NEXT_ID.fetch_add(1, AtomicOrdering::Relaxed),
+            version: AtomicU64::new(0),
+        }
+    }
 }
 
 impl OrderedTable {
     /// An empty table.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn write(&self) -> WriteGuard<'_> {
+        WriteGuard {
+            g: self.inner.write(),
+            published: &self.version,
+        }
     }
 
     /// Runs `f` on the entry under `key` (or `None`) while it is read-locked.
@@ -240,12 +299,12 @@ impl OrderedTable {
 
     /// Inserts or replaces (key included); returns the replaced entry.
     pub fn insert(&self, entry: Entry) -> Option<Entry> {
-        self.inner.write().put(entry)
+        self.write().put(entry)
     }
 
     /// Inserts only if the key is absent; returns whether it inserted.
     pub fn insert_new(&self, entry: Entry) -> bool {
-        let mut g = self.inner.write();
+        let mut g = self.write();
         if g.get(entry.key()).is_some() {
             return false;
         }
@@ -256,14 +315,14 @@ impl OrderedTable {
     /// Inserts all entries atomically (for equal keys the last one wins);
     /// returns the replaced entries.
     pub fn insert_all(&self, entries: Vec<Entry>) -> Vec<Entry> {
-        let mut g = self.inner.write();
+        let mut g = self.write();
         entries.into_iter().filter_map(|e| g.put(e)).collect()
     }
 
     /// Inserts all entries atomically if none of their keys is present;
     /// otherwise inserts nothing. Returns whether it inserted.
     pub fn insert_new_all(&self, entries: Vec<Entry>) -> bool {
-        let mut g = self.inner.write();
+        let mut g = self.write();
         if entries.iter().any(|e| g.get(e.key()).is_some()) {
             return false;
         }
@@ -275,7 +334,7 @@ impl OrderedTable {
 
     /// Removes and returns the entry under `key`.
     pub fn remove(&self, key: &[u8]) -> Option<Entry> {
-        self.inner.write().remove(key)
+        self.write().remove(key)
     }
 
     /// Atomic read-modify-write of the entry under `key` (see
@@ -286,7 +345,7 @@ impl OrderedTable {
         key: &[u8],
         f: impl FnOnce(Option<&mut Entry>) -> (Change, R),
     ) -> R {
-        let mut g = self.inner.write();
+        let mut g = self.write();
         // `f` may change the entry in place.
         g.version += 1;
         let (change, r) = f(g.map.get_mut(&probe(key) as &dyn AsKey));
@@ -305,7 +364,7 @@ impl OrderedTable {
 
     /// Takes every entry out of the table.
     pub fn take_all(&self) -> OrderedContents {
-        let mut g = self.inner.write();
+        let mut g = self.write();
         g.heap = 0;
         g.version += 1;
         OrderedContents(std::mem::take(&mut g.map))
@@ -342,22 +401,47 @@ impl OrderedTable {
     /// Runs `f` on the entry with the smallest key greater than `key`
     /// (which need not be in the table).
     pub fn read_next<R>(&self, key: &[u8], f: impl FnOnce(Option<&Entry>) -> R) -> R {
+        // A walk in progress over an unchanged tree: no lock needed. (A
+        // writer publishes its version before it unlocks, so a version
+        // still equal to the cache's means no change is visible yet: the
+        // cached copies are the tree's entries at this point in time.)
+        let f = match WALK.with(|cell| {
+            let Ok(mut w) = cell.try_borrow_mut() else {
+                return Err(f);
+            };
+            let hit = w.table == self.id
+                && w.version == self.version.load(AtomicOrdering::Acquire)
+                && w.entries.get(w.at).is_some_and(|e| e.key() == key)
+                && w.at + 1 < w.entries.len();
+            if !hit {
+                return Err(f);
+            }
+            w.at += 1;
+            Ok(f(w.entries.get(w.at)))
+        }) {
+            Ok(r) => return r,
+            Err(f) => f,
+        };
         let g = self.inner.read();
         // A walk in progress (the key is the one returned last, and the
         // tree has not changed since): the next entry is in the cache.
-        if let Some(mut w) = self.walk.try_lock() {
-            let hit = w.version == g.version
+        let cached = WALK.with(|cell| {
+            let Ok(mut w) = cell.try_borrow_mut() else {
+                return Err(f);
+            };
+            let hit = w.table == self.id
+                && w.version == g.version
                 && w.entries.get(w.at).is_some_and(|e| e.key() == key)
                 && w.at + 1 < w.entries.len();
             if hit {
                 w.at += 1;
-                return f(w.entries.get(w.at));
+                return Ok(f(w.entries.get(w.at)));
             }
             let p = probe(key);
             let lower: Bound<&dyn AsKey> = Bound::Excluded(&p);
             let mut range = g.map.range::<dyn AsKey, _>((lower, Bound::Unbounded));
             let Some((_, first)) = range.next() else {
-                return f(None);
+                return Ok(f(None));
             };
             // Copy what follows while it is small (copies of big objects
             // would cost more than the searches they save).
@@ -373,10 +457,15 @@ impl OrderedTable {
                 };
                 w.entries.push(e.clone());
             }
+            w.table = self.id;
             w.version = g.version;
             w.at = 0;
-            return f(Some(first));
-        }
+            Ok(f(Some(first)))
+        });
+        let f = match cached {
+            Ok(r) => return r,
+            Err(f) => f,
+        };
         let p = probe(key);
         let lower: Bound<&dyn AsKey> = Bound::Excluded(&p);
         f(g.map
@@ -417,7 +506,7 @@ impl OrderedTable {
 mod tests {
     use super::*;
     use crate::entry::EntryBuf;
-    use crate::format::{put_float, put_header, put_int, tag};
+    use crate::format::{get_integer, put_float, put_header, put_int, tag};
 
     fn obj(k: f64, is_float: bool, v: i64) -> Entry {
         let mut b = EntryBuf::new();
@@ -490,5 +579,44 @@ mod tests {
         });
         assert_eq!(t.take_all().len(), 7);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn walks_see_every_change() {
+        let t = OrderedTable::new();
+        let u = OrderedTable::new();
+        for k in (0..200).step_by(2) {
+            t.insert(obj(k as f64, false, k));
+            u.insert(obj(k as f64, false, -k));
+        }
+        let next = |t: &OrderedTable, k: i64| t.read_next(&ik(k), |e| e.map(|e| e.key().to_vec()));
+        assert_eq!(next(&t, 0), Some(ik(2)));
+        assert_eq!(next(&t, 2), Some(ik(4)));
+        // Another table with the same keys: its own entries.
+        u.read_next(&ik(4), |e| assert_eq!(e.unwrap(), &obj(6.0, false, -6)));
+        assert_eq!(next(&t, 4), Some(ik(6)));
+        // A key inserted, then removed, in the middle of a walk.
+        t.insert(obj(7.0, false, 7));
+        assert_eq!(next(&t, 6), Some(ik(7)));
+        t.remove(&ik(8));
+        assert_eq!(next(&t, 7), Some(ik(10)));
+        // An entry changed in place.
+        assert_eq!(next(&t, 10), Some(ik(12)));
+        t.update_mut(&ik(14), |e| {
+            *e.unwrap() = obj(14.0, false, 99);
+            (Change::Keep, ())
+        });
+        t.read_next(&ik(12), |e| assert_eq!(e.unwrap(), &obj(14.0, false, 99)));
+        // A whole walk, past the cache's window.
+        let mut k = -1;
+        let mut n = 0;
+        while let Some(key) = next(&t, k) {
+            k = get_integer(&key, 0).unwrap() as i64;
+            n += 1;
+        }
+        assert_eq!(n, t.len());
+        assert_eq!(k, 198);
+        t.take_all();
+        assert_eq!(next(&t, 0), None);
     }
 }
