@@ -130,8 +130,13 @@ impl Inner {
     }
 
     fn put(&mut self, entry: Entry) -> Option<Entry> {
-        use std::collections::btree_map::Entry as Slot;
         let prefix = SortPrefix::of(entry.key());
+        self.put_with(prefix, entry)
+    }
+
+    /// [`Inner::put`] with the key's prefix already computed.
+    fn put_with(&mut self, prefix: SortPrefix, entry: Entry) -> Option<Entry> {
+        use std::collections::btree_map::Entry as Slot;
         let key = OrdKey {
             prefix,
             bytes: entry.key().into(),
@@ -284,7 +289,9 @@ impl OrderedTable {
 
     /// Runs `f` on the entry under `key` (or `None`) while it is read-locked.
     pub fn read<R>(&self, key: &[u8], f: impl FnOnce(Option<&Entry>) -> R) -> R {
-        f(self.inner.read().get(key))
+        // The probe's prefix is computed before the lock is taken.
+        let p = probe(key);
+        f(self.inner.read().map.get(&p as &dyn AsKey))
     }
 
     /// A copy of the entry under `key`.
@@ -299,7 +306,8 @@ impl OrderedTable {
 
     /// Inserts or replaces (key included); returns the replaced entry.
     pub fn insert(&self, entry: Entry) -> Option<Entry> {
-        self.write().put(entry)
+        let prefix = SortPrefix::of(entry.key());
+        self.write().put_with(prefix, entry)
     }
 
     /// Inserts only if the key is absent; returns whether it inserted.
