@@ -10,10 +10,14 @@
 //!
 //! Atoms and pids are opaque words, and external-format values (references,
 //! funs, ports, remote pids, bitstrings, deep terms) and maps need the VM to
-//! be ordered: the host installs a [`Host`] with two callbacks, one for two
-//! words of the same kind and one for two whole encoded values. The second is
-//! called only when the native comparison cannot decide (an `EXT` or a map
-//! meeting a value of its own class).
+//! be ordered: the host installs a [`Host`] with three callbacks, one for two
+//! words of the same kind, one for two whole encoded values, and one giving
+//! an atom's text. The second is called only when the native comparison
+//! cannot decide (an `EXT` or a map meeting a value of its own class).
+//!
+//! [`SortPrefix`] digests a key into a short order-preserving byte string
+//! (atoms by their text), so that tables can decide most comparisons with
+//! integer compares and fall back to [`compare`] only on ties.
 
 use crate::format::{read_item, skip, tag, FormatError, Item};
 use std::cmp::Ordering;
