@@ -184,7 +184,7 @@ defmodule NativeStore.RegistryTest do
         {:ok, _} = NR.register(n, :k, :v)
         ref = Process.monitor(pid)
         if how == :normal, do: GenServer.stop(pid), else: Process.exit(pid, how)
-        assert_receive {:DOWN, ^ref, _, _, _}
+        assert_receive {:DOWN, ^ref, _, _, _}, 5_000
         msg = "unknown registry: #{inspect(n)}"
         eventually(fn -> error_of(fn -> NR.count(n) end) == {ArgumentError, msg} end)
         assert error_of(fn -> NR.lookup(n, :k) end) == {ArgumentError, msg}
@@ -548,13 +548,13 @@ defmodule NativeStore.RegistryTest do
           {pid, _} = holder(fn -> mod.register(r, :d, 1) end)
           ref = Process.monitor(pid)
           send(pid, {:exit, :kill})
-          assert_receive {:DOWN, ^ref, _, _, _}
+          assert_receive {:DOWN, ^ref, _, _, _}, 5_000
           pid
         end
 
         p1 = script.(NR, n)
         p2 = script.(Registry, o)
-        Process.sleep(20)
+        Process.sleep(200)
 
         {:messages, msgs} = Process.info(self(), :messages)
         ours = for {:fwd, ^nl, m} <- msgs, do: m |> put_elem(1, :r) |> swap(p1)
@@ -670,7 +670,7 @@ defmodule NativeStore.RegistryTest do
               other -> send(pid, {:exit, other})
             end
 
-            assert_receive {:DOWN, ^ref, _, _, _}
+            assert_receive {:DOWN, ^ref, _, _, _}, 5_000
           end)
 
         _ = capture

@@ -7,7 +7,7 @@
 
 use crate::entry::Entry;
 use crate::order::identical;
-use crate::set::{buckets_from, hash_key, read_from, Key, Padded, SHARDS};
+use crate::set::{buckets_from, copy_buckets, hash_key, read_from, Key, Padded, SHARDS};
 use hashbrown::HashTable;
 use parking_lot::{RwLock, RwLockWriteGuard};
 
@@ -320,19 +320,7 @@ impl BagTable {
         max: usize,
     ) -> (Vec<Entry>, Option<usize>) {
         let s = self.shards[shard].0.read();
-        let mut out = Vec::with_capacity(max.min(s.count));
-        let n = s.map.num_buckets();
-        let mut i = from;
-        while i < n {
-            if out.len() >= max {
-                return (out, Some(i));
-            }
-            if let Some(b) = s.map.get_bucket(i) {
-                out.extend(b.0.iter().cloned());
-            }
-            i += 1;
-        }
-        (out, None)
+        copy_buckets(&s.map, from, max, |b, out| out.extend(b.0.iter().cloned()))
     }
 
     /// Runs `f` on the first object of the first key in traversal order.

@@ -178,6 +178,27 @@ pub(crate) fn buckets_from<T>(map: &HashTable<T>, from: usize) -> impl Iterator<
     (from..map.num_buckets()).filter_map(|i| map.get_bucket(i))
 }
 
+/// Copies the entries of `map`'s occupied buckets from bucket `from` on
+/// (each bucket's through `push`) until at least `max` are copied. Returns
+/// them and the bucket to continue from, or `None` when `map` is exhausted.
+pub(crate) fn copy_buckets<T>(
+    map: &HashTable<T>,
+    from: usize,
+    max: usize,
+    push: impl Fn(&T, &mut Vec<Entry>),
+) -> (Vec<Entry>, Option<usize>) {
+    let mut out = Vec::with_capacity(max.min(map.len()));
+    for i in from..map.num_buckets() {
+        if out.len() >= max {
+            return (out, Some(i));
+        }
+        if let Some(item) = map.get_bucket(i) {
+            push(item, &mut out);
+        }
+    }
+    (out, None)
+}
+
 /// Runs `f` on the first item at or after bucket `at` of shard `shard`
 /// (whose read guard the caller may already hold), then in the following
 /// shards; `None` past the last shard.
@@ -479,19 +500,7 @@ impl SetTable {
         max: usize,
     ) -> (Vec<Entry>, Option<usize>) {
         let s = self.shards[shard].0.read();
-        let mut out = Vec::with_capacity(max.min(s.map.len()));
-        let n = s.map.num_buckets();
-        let mut i = from;
-        while i < n {
-            if out.len() >= max {
-                return (out, Some(i));
-            }
-            if let Some(e) = s.map.get_bucket(i) {
-                out.push(e.clone());
-            }
-            i += 1;
-        }
-        (out, None)
+        copy_buckets(&s.map, from, max, |e, out| out.push(e.clone()))
     }
 
     /// Number of entries in one shard.
