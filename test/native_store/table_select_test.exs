@@ -266,10 +266,13 @@ defmodule NativeStore.TableSelectTest do
         {elems, vars} =
           Enum.map_reduce(1..size, [], fn i, vars ->
             {p, vs} = if i == ctx.keypos, do: key_pattern(ctx), else: elem_pattern(ctx)
-            # Known gap: ETS's ordered_set treats a map in the key pattern
-            # as bound in select/3 but not in select/2; not mirrored yet.
-            p =
-              if ctx.type == :ordered_set and i == ctx.keypos and map_inside?(p), do: :_, else: p
+            # Known gaps, not mirrored: ETS's ordered_set treats a map in the
+            # key pattern as bound in select/3 but not in select/2; its hash
+            # tables treat a variable-free map in the key pattern as a bound
+            # key but then match the pattern against every object in that
+            # key's hash slot, so unrelated map keys that share the slot
+            # (which depends on its internal layout) match too.
+            p = if i == ctx.keypos and map_inside?(p), do: :_, else: p
 
             {p, vs ++ vars}
           end)
