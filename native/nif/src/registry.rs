@@ -154,7 +154,9 @@ fn registry_new<'a>(
         }
     }
     let _ = env.monitor(&res, &owner);
-    cat.insert(name_word, res.clone());
+    // A replaced stale registry may be the last handle on a big structure:
+    // free it off the scheduler and outside the catalog lock.
+    native_store_engine::reclaim::drop_later(cat.insert(name_word, res.clone()));
     Ok(atoms::ok().encode(env))
 }
 

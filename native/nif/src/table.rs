@@ -35,6 +35,9 @@ pub struct TableRes {
     /// `{read_concurrency, write_concurrency, decentralized_counters,
     /// compressed}` as given, as atom words (reported by `info/1`).
     flags: [u64; 4],
+    /// Pids this table's resource monitors (owner, heirs, former owners):
+    /// each is monitored once, however often it becomes owner or heir.
+    monitored: Mutex<Vec<u64>>,
 }
 
 /// The engine table behind a [`TableRes`], by table type.
@@ -210,19 +213,31 @@ fn open_table_type(env: Env) -> bool {
         members: 3,
         dyncall: std::ptr::null(),
     };
-    let mut tried = ErlNifResourceFlags::ERL_NIF_RT_CREATE;
-    // SAFETY: called from the load callback with its environment; the name
-    // is NUL-terminated and `init` and `tried` outlive the call (the VM
-    // copies `init`).
-    let ty = unsafe {
-        rustler::sys::enif_init_resource_type(
-            env.as_c_arg(),
-            c"NativeStore.Table".as_ptr(),
-            &init,
-            ErlNifResourceFlags::ERL_NIF_RT_CREATE,
-            &mut tried,
-        )
+    // Loaded again (the module was purged and reloaded while the library
+    // stayed mapped): try to take over the existing type, so that tables
+    // created before stay recognisable; else open a fresh one.
+    let open = |flags: ErlNifResourceFlags| {
+        let mut tried = ErlNifResourceFlags::ERL_NIF_RT_CREATE;
+        // SAFETY: called from the load callback with its environment; the
+        // name is NUL-terminated and `init` and `tried` outlive the call
+        // (the VM copies `init`).
+        unsafe {
+            rustler::sys::enif_init_resource_type(
+                env.as_c_arg(),
+                c"NativeStore.Table".as_ptr(),
+                &init,
+                flags,
+                &mut tried,
+            )
+        }
     };
+    let mut ty = std::ptr::null();
+    if !TABLE_TYPE.load(Ordering::Acquire).is_null() {
+        ty = open(ErlNifResourceFlags::ERL_NIF_RT_TAKEOVER);
+    }
+    if ty.is_null() {
+        ty = open(ErlNifResourceFlags::ERL_NIF_RT_CREATE);
+    }
     TABLE_TYPE.store(ty as *mut _, Ordering::Release);
     !ty.is_null()
 }
@@ -314,22 +329,6 @@ impl TableArc {
             Some(&*(obj as *const TableRes))
         }
     }
-
-    /// Monitors `pid` for this table (its `down` runs when `pid` exits);
-    /// false when `pid` is not alive.
-    fn monitor(&self, env: Env, pid: &LocalPid) -> bool {
-        let mut mon = std::mem::MaybeUninit::<rustler::sys::ErlNifMonitor>::uninit();
-        // SAFETY: process-bound `env`, a live resource and pid; `mon` is a
-        // live out-pointer (the handle is not needed afterwards).
-        unsafe {
-            rustler::sys::enif_monitor_process(
-                env.as_c_arg(),
-                self.0.as_ptr() as *const _,
-                pid.as_c_arg(),
-                mon.as_mut_ptr(),
-            ) == 0
-        }
-    }
 }
 
 impl Clone for TableArc {
@@ -366,8 +365,23 @@ impl rustler::Encoder for TableArc {
 }
 
 impl TableRes {
+    /// Monitors `pid` unless it already is; false if it is not alive.
+    fn monitor_once(&self, env: Env, pid: &LocalPid) -> bool {
+        let word = word_of(pid.encode(env).as_c_arg());
+        let mut m = self.monitored.lock();
+        if m.contains(&word) {
+            return true;
+        }
+        let alive = monitor_from(env, self, pid);
+        if alive {
+            m.push(word);
+        }
+        alive
+    }
+
     fn down(&self, env: Env, pid: LocalPid) {
         let word = word_of(pid.encode(env).as_c_arg());
+        self.monitored.lock().retain(|w| *w != word);
         match self.meta.owner_exited(word) {
             OwnerExit::NotOwner => self.meta.heir_exited(word),
             OwnerExit::Delete => delete_table(self),
@@ -739,9 +753,10 @@ fn table_new<'a>(
             word_of(flags.2.as_c_arg()),
             word_of(flags.3.as_c_arg()),
         ],
+        monitored: Mutex::new(Vec::new()),
     })?;
     // The owner is alive: it is calling us.
-    res.monitor(env, &owner);
+    res.monitor_once(env, &owner);
     if let Some(h) = heir_pid {
         monitor_heir(env, &res, h);
     }
@@ -766,7 +781,7 @@ fn monitor_heir(env: Env, res: &TableArc, pid: u64) {
     let Ok(lp) = word_term(env, pid).decode::<LocalPid>() else {
         return;
     };
-    if !res.monitor(env, &lp) {
+    if !res.monitor_once(env, &lp) {
         res.meta.set_heir(None);
     }
 }
@@ -1655,10 +1670,16 @@ fn table_give_away<'a>(
     let t = owned(env, tab)?;
     let to = pid.decode::<LocalPid>().map_err(|_| Error::BadArg)?;
     let to_word = word_of(pid.as_c_arg());
-    if to_word == t.meta.owner() || !monitor_from(env, &t, &to) {
+    if to_word == t.meta.owner() || !t.monitor_once(env, &to) {
         return Err(Error::BadArg);
     }
     t.meta.set_owner(to_word);
+    // If the new owner died after it was monitored but before it became the
+    // owner, its `down` found it was not the owner: handle its exit now.
+    if !to.is_alive(env) {
+        t.down(env, to);
+        return Ok(true);
+    }
     let msg = make_tuple(
         env,
         &[
@@ -1690,7 +1711,7 @@ fn table_set_heir<'a>(
     let pid = word_of(heir.as_c_arg());
     let data = encode_value(env, data).map_err(|_| Error::BadArg)?;
     t.meta.set_heir(Some(Heir { pid, data }));
-    if !monitor_from(env, &t, &lp) {
+    if !t.monitor_once(env, &lp) || !lp.is_alive(env) {
         // Already dead: it inherits nothing (and stays reported as heir).
         t.meta.heir_exited(pid);
     }
@@ -1711,6 +1732,14 @@ fn table_rename<'a>(env: Env<'a>, tab: Term<'a>, name: Atom) -> NifResult<Term<'
     let _guard = CREATE.lock();
     let mut cat = catalog_write();
     let old = t.name.load(Ordering::Acquire);
+    // Deleted meanwhile, or its old name already given to another table?
+    let still_ours = cat
+        .by_name
+        .get(&old)
+        .is_some_and(|r| std::ptr::eq(&**r, &*t as &TableRes));
+    if t.meta.is_deleted() || !still_ours {
+        return Err(Error::BadArg);
+    }
     if new != old {
         if cat.by_name.contains_key(&new) {
             return Err(Error::BadArg);
