@@ -15,34 +15,19 @@ defmodule NativeStore.TableDifferentialTest do
   use ExUnit.Case, async: true
 
   import Bitwise
+  import NativeStore.Test.Differential
   alias NativeStore.Table
 
-  @known_bugs System.get_env("KNOWN_BUGS") not in [nil, "", "0"]
+  @known_bugs env_flag?("KNOWN_BUGS")
 
   @moduletag timeout: 300_000
-
-  # ------------------------------------------------------------------
-  # Configuration
-
-  defp seeds do
-    case System.get_env("SEED") do
-      s when s in [nil, ""] ->
-        n = String.to_integer(System.get_env("SEEDS") || "300")
-        Enum.to_list(1..n)
-
-      s ->
-        [String.to_integer(s)]
-    end
-  end
-
-  defp ops_per_seed, do: String.to_integer(System.get_env("OPS") || "500")
 
   # ------------------------------------------------------------------
   # The test
 
   test "random operation sequences agree with :ets" do
-    seeds = seeds()
-    n = ops_per_seed()
+    seeds = seeds(300)
+    n = ops_per_seed(500)
     {micros, total} = :timer.tc(fn -> Enum.reduce(seeds, 0, &(run_seed(&1, n) + &2)) end)
 
     IO.puts(
@@ -50,7 +35,7 @@ defmodule NativeStore.TableDifferentialTest do
         "in #{div(micros, 1000)} ms"
     )
 
-    if System.get_env("SEED") in [nil, ""], do: assert(total >= 100_000)
+    unless single_seed?(), do: assert(total >= 100_000)
   end
 
   defp run_seed(seed, n) do
@@ -106,16 +91,8 @@ defmodule NativeStore.TableDifferentialTest do
 
   defp key_state(_op, _ets, _nst), do: :not_applicable
 
-  # Results are compared exactly (===), tab2list after a canonical sort.
-  defp same?({:ok, a}, {:ok, b}), do: a === b
-  defp same?({:raise, a}, {:raise, b}), do: a == b
-  defp same?(_, _), do: false
-
-  defp run(mod, tab, op) do
-    {:ok, apply_op(mod, tab, op)}
-  rescue
-    e -> {:raise, e.__struct__}
-  end
+  # Results are compared exactly (same?/2), tab2list after a canonical sort.
+  defp run(mod, tab, op), do: outcome(fn -> apply_op(mod, tab, op) end)
 
   defp apply_op(m, t, {:insert, objs}), do: m.insert(t, objs)
   defp apply_op(m, t, {:insert_new, objs}), do: m.insert_new(t, objs)
@@ -132,28 +109,10 @@ defmodule NativeStore.TableDifferentialTest do
   defp apply_op(m, t, {:tab2list}), do: canonical_sort(m.tab2list(t))
   defp apply_op(m, t, {:info_size}), do: m.info(t, :size)
 
-  @doc false
-  # A total order on distinct objects: term order, then the external format
-  # (which tells 1 from 1.0 and 0.0 from -0.0, equal in term order).
-  def canonical_sort(list), do: Enum.sort_by(list, &{&1, :erlang.term_to_binary(&1)})
-
   # ------------------------------------------------------------------
-  # Generators. Everything is drawn from :rand, seeded per seed.
-
-  defp pick(list), do: Enum.at(list, :rand.uniform(length(list)) - 1)
-  defp chance(p), do: :rand.uniform() < p
-  defp int(lo, hi), do: lo + :rand.uniform(hi - lo + 1) - 1
-
-  # Weighted choice: [{weight, value}].
-  defp weighted(pairs) do
-    total = pairs |> Enum.map(&elem(&1, 0)) |> Enum.sum()
-    r = :rand.uniform(total)
-
-    Enum.reduce_while(pairs, r, fn {w, v}, acc ->
-      if acc <= w, do: {:halt, {:picked, v}}, else: {:cont, acc - w}
-    end)
-    |> then(fn {:picked, v} -> v end)
-  end
+  # Generators. Everything is drawn from :rand, seeded per seed; pick/1,
+  # chance/1, int/2, weighted/1 and deep/2 come from
+  # NativeStore.Test.Differential.
 
   @big_base String.duplicate("0123456789abcdef", 64)
 
@@ -242,9 +201,6 @@ defmodule NativeStore.TableDifferentialTest do
     random = for _ <- 1..20, do: rand_term(3)
     List.to_tuple(fixed ++ bug_keys ++ random)
   end
-
-  defp deep(0, leaf), do: leaf
-  defp deep(n, leaf), do: {deep(n - 1, leaf)}
 
   defp big_map(salt), do: Map.new(1..40, fn i -> {i * (salt + 1), {:v, i}} end)
   defp big_map_with_zero(z), do: Map.put(Map.new(1..35, &{{:k, &1}, &1}), z, :zero)

@@ -14,6 +14,7 @@ defmodule NativeStore.TableSelectTest do
   """
   use ExUnit.Case, async: true
 
+  import NativeStore.Test.Differential
   alias NativeStore.Table
   alias NativeStore.Table.Match
 
@@ -31,26 +32,15 @@ defmodule NativeStore.TableSelectTest do
     end
   end
 
-  defp seeds do
-    case System.get_env("SEED") do
-      s when s in [nil, ""] ->
-        Enum.to_list(1..String.to_integer(System.get_env("SEEDS") || "150"))
-
-      s ->
-        [String.to_integer(s)]
-    end
-  end
-
-  defp ops_per_seed, do: String.to_integer(System.get_env("OPS") || "120")
-
   # ------------------------------------------------------------------
   # Differential test
 
   test "random match specs agree with :ets on every function" do
     types = types()
-    n = ops_per_seed()
+    n = ops_per_seed(120)
 
-    {micros, total} = :timer.tc(fn -> Enum.reduce(seeds(), 0, &(run_seed(&1, types, n) + &2)) end)
+    {micros, total} =
+      :timer.tc(fn -> Enum.reduce(seeds(150), 0, &(run_seed(&1, types, n) + &2)) end)
 
     IO.puts(
       "\n[select differential] #{total} operations, types #{inspect(types)}, " <>
@@ -92,7 +82,7 @@ defmodule NativeStore.TableSelectTest do
     expected = run(:ets, ets, op, ctx)
     actual = run(Table, nst, op, ctx)
 
-    unless expected === actual do
+    unless same?(expected, actual) do
       flunk("""
       NativeStore.Table differs from :ets
         seed:    #{ctx.seed}   (replay: SEED=#{ctx.seed} mix test #{__ENV__.file})
@@ -106,18 +96,12 @@ defmodule NativeStore.TableSelectTest do
     end
   end
 
-  defp run(mod, tab, op, ctx) do
-    {:ok, apply_op(mod, tab, op, ctx)}
-  rescue
-    e -> {:raise, e.__struct__}
-  end
+  defp run(mod, tab, op, ctx), do: outcome(fn -> apply_op(mod, tab, op, ctx) end)
 
   # Results of set and bag tables are compared sorted; ordered_set ones in
   # the order they came.
   defp norm(list, %{type: :ordered_set}), do: list
   defp norm(list, _ctx), do: canonical_sort(list)
-
-  defp canonical_sort(list), do: Enum.sort_by(list, &{&1, :erlang.term_to_binary(&1)})
 
   defp apply_op(m, t, {:select, ms}, c), do: norm(m.select(t, ms), c)
   defp apply_op(m, t, {:select_reverse, ms}, c), do: norm(m.select_reverse(t, ms), c)
@@ -164,11 +148,8 @@ defmodule NativeStore.TableSelectTest do
     do: drain(m, m.select(cont), c, [length(results) | lens], [results | acc])
 
   # ------------------------------------------------------------------
-  # Generators
-
-  defp pick(list), do: Enum.at(list, :rand.uniform(length(list)) - 1)
-  defp chance(p), do: :rand.uniform() < p
-  defp int(lo, hi), do: lo + :rand.uniform(hi - lo + 1) - 1
+  # Generators (pick/1, chance/1 and int/2 come from
+  # NativeStore.Test.Differential)
 
   defp pool do
     [
@@ -617,12 +598,6 @@ defmodule NativeStore.TableSelectTest do
     {scan_us, _} = :timer.tc(fn -> Table.tab2list(t) end)
     # 100 bound selects cost far less than one full copy of the table.
     assert bound_us < scan_us
-  end
-
-  defp outcome(f) do
-    {:ok, f.()}
-  rescue
-    e -> {:raise, e.__struct__}
   end
 
   # Continuations differ in representation: keep only their presence.

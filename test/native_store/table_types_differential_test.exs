@@ -20,19 +20,12 @@ defmodule NativeStore.TableTypesDifferentialTest do
   use ExUnit.Case, async: true
 
   import Bitwise
+  import NativeStore.Test.Differential
   alias NativeStore.Table
 
   @moduletag timeout: 300_000
 
-  defp seeds do
-    case System.get_env("SEED") do
-      s when s in [nil, ""] ->
-        Enum.to_list(1..String.to_integer(System.get_env("SEEDS") || "120"))
-
-      s ->
-        [String.to_integer(s)]
-    end
-  end
+  defp seeds, do: seeds(120)
 
   defp types do
     case System.get_env("TYPE") do
@@ -41,10 +34,8 @@ defmodule NativeStore.TableTypesDifferentialTest do
     end
   end
 
-  defp ops_per_seed, do: String.to_integer(System.get_env("OPS") || "300")
-
   test "random operation sequences agree with :ets for ordered_set, bag and duplicate_bag" do
-    n = ops_per_seed()
+    n = ops_per_seed(300)
 
     {micros, total} =
       :timer.tc(fn ->
@@ -58,7 +49,7 @@ defmodule NativeStore.TableTypesDifferentialTest do
         "x #{inspect(types())} in #{div(micros, 1000)} ms"
     )
 
-    if System.get_env("SEED") in [nil, ""] and System.get_env("TYPE") in [nil, ""],
+    if not single_seed?() and System.get_env("TYPE") in [nil, ""],
       do: assert(total >= 100_000)
   end
 
@@ -99,15 +90,7 @@ defmodule NativeStore.TableTypesDifferentialTest do
     end
   end
 
-  defp same?({:ok, a}, {:ok, b}), do: a === b
-  defp same?({:raise, a}, {:raise, b}), do: a == b
-  defp same?(_, _), do: false
-
-  defp run(ctx, mod, tab, op) do
-    {:ok, apply_op(ctx, mod, tab, op)}
-  rescue
-    e -> {:raise, e.__struct__}
-  end
+  defp run(ctx, mod, tab, op), do: outcome(fn -> apply_op(ctx, mod, tab, op) end)
 
   defp ordered?(ctx), do: ctx.type == :ordered_set
 
@@ -155,25 +138,9 @@ defmodule NativeStore.TableTypesDifferentialTest do
   defp walk(:"$end_of_table", _step), do: []
   defp walk(k, step), do: [k | walk(step.(k), step)]
 
-  @doc false
-  def canonical_sort(list), do: Enum.sort_by(list, &{&1, :erlang.term_to_binary(&1)})
-
   # ------------------------------------------------------------------
-  # Generators
-
-  defp pick(list), do: Enum.at(list, :rand.uniform(length(list)) - 1)
-  defp chance(p), do: :rand.uniform() < p
-  defp int(lo, hi), do: lo + :rand.uniform(hi - lo + 1) - 1
-
-  defp weighted(pairs) do
-    total = pairs |> Enum.map(&elem(&1, 0)) |> Enum.sum()
-    r = :rand.uniform(total)
-
-    Enum.reduce_while(pairs, r, fn {w, v}, acc ->
-      if acc <= w, do: {:halt, {:picked, v}}, else: {:cont, acc - w}
-    end)
-    |> then(fn {:picked, v} -> v end)
-  end
+  # Generators (pick/1, chance/1, int/2, weighted/1 and deep/2 come from
+  # NativeStore.Test.Differential)
 
   defp key_pool do
     x = int(0, 5)
@@ -231,9 +198,6 @@ defmodule NativeStore.TableTypesDifferentialTest do
 
     List.to_tuple(fixed ++ for(_ <- 1..10, do: rand_term(2)))
   end
-
-  defp deep(0, leaf), do: leaf
-  defp deep(n, leaf), do: {deep(n - 1, leaf)}
 
   defp rand_term(depth) do
     kinds =
