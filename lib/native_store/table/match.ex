@@ -29,6 +29,7 @@ defmodule NativeStore.Table.Match do
   @cache_max 32
   @chunks_key {__MODULE__, :chunks}
   @meta_key {__MODULE__, :meta}
+  @last_key {__MODULE__, :last}
 
   # ------------------------------------------------------------------
   # select
@@ -392,19 +393,125 @@ defmodule NativeStore.Table.Match do
     :empty
   end
 
-  defp plan(tab, spec, {kp, type} = meta) do
-    case compile(spec, kp, type) do
-      {ms, :scan} ->
-        {:scan, ms, meta}
+  # The common case, one clause whose head binds the key of a hash table to
+  # a plain term: the objects looked up for that key all have it (their key
+  # is `=:=` to it and contains no float, so the head's key always matches
+  # them), so the spec is compiled with `:_` in the key position and cached
+  # once for every key. The last such spec is kept apart and checked first.
+  defp plan(_tab, [{head, guards, body}] = spec, {kp, type} = meta)
+       when type != :ordered_set and is_tuple(head) and tuple_size(head) >= kp do
+    key = :erlang.element(kp, head)
 
-      {ms, {:keys, []}} ->
+    if plain?(key) do
+      case compile_any_key(:erlang.setelement(kp, head, :_), guards, body, kp, type) do
+        :error -> plan_compiled(spec, meta)
+        ms -> {:keys, ms, meta, [key]}
+      end
+    else
+      plan_compiled(spec, meta)
+    end
+  end
+
+  defp plan(tab, spec, meta) do
+    case plan_compiled(spec, meta) do
+      {:keys, ms, meta, []} ->
         check_readable_now(tab)
         {:keys, ms, meta, []}
 
-      {ms, {:keys, keys}} ->
-        {:keys, ms, meta, keys}
+      planned ->
+        planned
     end
   end
+
+  defp plan_compiled(spec, {kp, type} = meta) do
+    case compile(spec, kp, type) do
+      {ms, :scan} -> {:scan, ms, meta}
+      {ms, {:keys, keys}} -> {:keys, ms, meta, keys}
+    end
+  end
+
+  # Compiles `[{head, guards, body}]` (`head` with `:_` as its key); returns
+  # `:error` when the compiler rejects it (the caller then compiles the
+  # original spec, which fails the same way).
+  defp compile_any_key(head, guards, body, kp, type) do
+    case Process.get(@last_key) do
+      {^head, ^guards, ^body, ^kp, ^type, ms, nil} ->
+        ms
+
+      _ ->
+        cache = Process.get(@cache_key, %{})
+        spec = [{head, guards, body}]
+        key = {:any_key, spec, kp, type}
+
+        case cached(cache, key, spec) do
+          {:ok, ms, exact} ->
+            Process.put(@last_key, {head, guards, body, kp, type, ms, exact})
+            ms
+
+          :miss ->
+            try do
+              :ets.match_spec_compile(spec)
+            catch
+              :error, _ -> :error
+            else
+              ms ->
+                exact = exact_key(spec)
+                cache = if map_size(cache) >= @cache_max, do: %{}, else: cache
+                Process.put(@cache_key, Map.put(cache, key, {ms, exact}))
+                Process.put(@last_key, {head, guards, body, kp, type, ms, exact})
+                ms
+            end
+        end
+    end
+  end
+
+  # Cached specs are found with `=:=`, under which `0.0` and `-0.0` are
+  # equal on OTP 25 although a match spec tells them apart: a spec holding
+  # a zero float is cached with its encoding, compared on every hit.
+  defp exact_key(spec), do: if(has_zero?(spec), do: :erlang.term_to_binary(spec))
+
+  defp cached(cache, key, spec) do
+    case cache do
+      %{^key => {value, nil}} ->
+        {:ok, value, nil}
+
+      %{^key => {value, exact}} ->
+        if exact == :erlang.term_to_binary(spec), do: {:ok, value, exact}, else: :miss
+
+      _ ->
+        :miss
+    end
+  end
+
+  defp has_zero?(f) when is_float(f), do: f == 0
+  defp has_zero?(t) when is_tuple(t), do: has_zero?(Tuple.to_list(t))
+  defp has_zero?([h | t]), do: has_zero?(h) or has_zero?(t)
+  defp has_zero?(m) when is_map(m), do: has_zero?(:maps.to_list(m))
+  defp has_zero?(_), do: false
+
+  # Ground, with no float, map or fun inside: matching it in a head is
+  # `=:=`, the key equality of hash tables (floats are not: on OTP 25
+  # `0.0 =:= -0.0`, yet a head's `-0.0` does not match `0.0`).
+  defp plain?(k)
+       when is_integer(k) or is_bitstring(k) or is_pid(k) or is_reference(k) or is_port(k),
+       do: true
+
+  defp plain?(:_), do: false
+
+  defp plain?(a) when is_atom(a) do
+    case Atom.to_string(a) do
+      "$" <> _ -> false
+      _ -> true
+    end
+  end
+
+  defp plain?(t) when is_tuple(t), do: plain_tuple?(t, tuple_size(t))
+  defp plain?([h | t]), do: plain?(h) and plain?(t)
+  defp plain?([]), do: true
+  defp plain?(_), do: false
+
+  defp plain_tuple?(_t, 0), do: true
+  defp plain_tuple?(t, i), do: plain?(:erlang.element(i, t)) and plain_tuple?(t, i - 1)
 
   defp check_readable_now(tab), do: Nif.table_member(tab, make_ref())
 
@@ -451,15 +558,15 @@ defmodule NativeStore.Table.Match do
     cache = Process.get(@cache_key, %{})
     key = {spec, kp, type}
 
-    case cache do
-      %{^key => compiled} ->
+    case cached(cache, key, spec) do
+      {:ok, compiled, _exact} ->
         compiled
 
-      _ ->
+      :miss ->
         ms = :ets.match_spec_compile(spec)
         compiled = {ms, analyse(spec, kp, type == :ordered_set)}
         cache = if map_size(cache) >= @cache_max, do: %{}, else: cache
-        Process.put(@cache_key, Map.put(cache, key, compiled))
+        Process.put(@cache_key, Map.put(cache, key, {compiled, exact_key(spec)}))
         compiled
     end
   end
@@ -518,6 +625,8 @@ defmodule NativeStore.Table.Match do
   defp ground_list?([h | t]), do: ground?(h) and ground_list?(t)
   defp ground_list?([]), do: true
   defp ground_list?(tail), do: ground?(tail)
+
+  defp lookup_keys(tab, _meta, [key]), do: Table.lookup(tab, key)
 
   defp lookup_keys(tab, {_kp, type}, keys) do
     keys =
