@@ -320,6 +320,29 @@ impl SortPrefix {
         sort_prefix_with(key, &host())
     }
 
+    /// The integer every key with this prefix equals (`==`), when the
+    /// prefix is complete and its sort string is an integral number in the
+    /// range of i64 (a small integer, or an integral float such as `1.0`):
+    /// such keys compare exactly as that small integer does.
+    #[inline]
+    pub fn integer(&self) -> Option<i64> {
+        match self.number() {
+            Some((v, 1)) if self.complete => Some(v),
+            _ => None,
+        }
+    }
+
+    /// For the prefix of a number: its floor (clamped to i64) and its flag,
+    /// 0 (below i64), 1 (exactly that integer) or 2 (above it).
+    #[inline]
+    pub fn number(&self) -> Option<(i64, u8)> {
+        if (self.words[0] >> 56) as u8 != class_byte(Class::Number) {
+            return None;
+        }
+        let v = self.words[0] << 8 | self.words[1] >> 56;
+        Some(((v ^ (1 << 63)) as i64, (self.words[1] >> 48) as u8))
+    }
+
     /// Orders two keys by their prefixes, then (when undecided) by
     /// [`compare`] on their bytes.
     #[inline]
@@ -738,6 +761,24 @@ mod tests {
                 sort_prefix_with(&int(v), &h),
                 "{v}"
             );
+            assert_eq!(SortPrefix::of(&int(v)).integer(), Some(v), "{v}");
+        }
+        assert_eq!(sort_prefix_with(&flt(-3.0), &h).integer(), Some(-3));
+        assert_eq!(sort_prefix_with(&flt(-2.5), &h).number(), Some((-3, 2)));
+        assert_eq!(
+            sort_prefix_with(&big(-(1 << 70)), &h).number(),
+            Some((i64::MIN, 0))
+        );
+        assert_eq!(sort_prefix_with(&flt(-0.0), &h).integer(), Some(0));
+        for v in [
+            flt(0.5),
+            flt(1e30),
+            flt(-1e30),
+            big(1 << 70),
+            atom(1),
+            tuple(&[int(1)]),
+        ] {
+            assert_eq!(sort_prefix_with(&v, &h).integer(), None, "{v:?}");
         }
         assert!(!pre[24].complete && pre[24].words[0] != 0);
         for (i, a) in vals.iter().enumerate() {

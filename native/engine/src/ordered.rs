@@ -2,10 +2,13 @@
 //! (see [`crate::order`]), at most one per key, keys equal when `==` (so
 //! `1` and `1.0` are the same key).
 //!
-//! One reader-writer lock guards a B-tree; every operation holds it for one
+//! One reader-writer lock guards two B-trees; every operation holds it for one
 //! bounded step (a point operation, or one chunk of a walk).
 //!
-//! Each tree key carries a [`SortPrefix`] next to its bytes: most
+//! Keys equal (`==`) to a small integer (an `INT`, or an integral float
+//! within i64) live in a second tree keyed by that integer: no key copy, and
+//! searches by integer compares; ordered walks merge the two trees. Every
+//! other tree key carries a [`SortPrefix`] next to its bytes: most
 //! comparisons are decided by three integer compares without reading the
 //! key bytes (or calling the host for atoms). A `next/2` walk is served from
 //! a per-thread cache of the entries that follow the key returned last,
@@ -14,13 +17,15 @@
 //! once per 32 steps (at most 4 KB of copies) instead of once per step.
 
 use crate::entry::Entry;
+use crate::format::tag;
 use crate::order::{compare, SortPrefix};
 use crate::set::Change;
 use parking_lot::{RwLock, RwLockWriteGuard};
 use std::borrow::Borrow;
 use std::cell::RefCell;
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{btree_map, BTreeMap};
+use std::iter::Peekable;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
@@ -112,19 +117,195 @@ impl Ord for OrdKey {
     }
 }
 
-fn probe(key: &[u8]) -> Probe<'_> {
+/// The encoding of a small integer key.
+fn int_bytes(v: i64) -> [u8; 9] {
+    let mut b = [tag::INT; 9];
+    b[1..].copy_from_slice(&v.to_le_bytes());
+    b
+}
+
+/// Orders the small integer `v` against a key of the general tree.
+fn cmp_int(v: i64, k: &OrdKey) -> Ordering {
+    let b = int_bytes(v);
+    let p = Probe {
+        prefix: SortPrefix::of(&b),
+        bytes: &b,
+    };
+    cmp_keys(&p, k)
+}
+
+/// A key to look up: a key equal (`==`) to a small integer (see
+/// [`SortPrefix::integer`]), found in the integer tree by its value, or
+/// any other key, found in the general tree.
+enum Search<'a> {
+    Int(i64),
+    Key(Probe<'a>),
+}
+
+fn probe(key: &[u8]) -> Search<'_> {
+    let prefix = SortPrefix::of(key);
+    match prefix.integer() {
+        Some(v) => Search::Int(v),
+        None => Search::Key(Probe { prefix, bytes: key }),
+    }
+}
+
+type Map = BTreeMap<OrdKey, Entry>;
+type IntMap = BTreeMap<i64, Entry>;
+
+/// Where the integer keys fall around a key that is not equal to any.
+enum Split {
+    /// Every integer is greater.
+    AllAbove,
+    /// Every integer is smaller.
+    AllBelow,
+    /// The integers up to this one are smaller, those after it greater.
+    After(i64),
+}
+
+impl Search<'_> {
+    /// Where the integer keys fall around a probe of the general tree.
+    fn split(p: &Probe, ints: &IntMap) -> Split {
+        if p.prefix.words[0] != 0 {
+            // Numbers are the first class; a number that is no integer in
+            // i64 lies below i64 (flag 0) or above its floor (flag 2).
+            return match p.prefix.number() {
+                None => Split::AllBelow,
+                Some((_, 0)) => Split::AllAbove,
+                Some((floor, _)) => Split::After(floor),
+            };
+        }
+        // No prefix (no number at the top of a key has none): by compares.
+        if cmp_keys(&int_probe(&int_bytes(i64::MAX)), p) == Ordering::Less {
+            return Split::AllBelow;
+        }
+        if cmp_keys(&int_probe(&int_bytes(i64::MIN)), p) == Ordering::Greater {
+            return Split::AllAbove;
+        }
+        match ints
+            .keys()
+            .find(|&&v| cmp_keys(&int_probe(&int_bytes(v)), p) == Ordering::Greater)
+        {
+            Some(&v) => match v.checked_sub(1) {
+                Some(f) => Split::After(f),
+                None => Split::AllAbove,
+            },
+            None => Split::AllBelow,
+        }
+    }
+
+    /// The entries of both trees with greater keys, in order.
+    fn after<'m>(&self, g: &'m Inner) -> Merged<'m> {
+        let (ints, others) = match self {
+            Search::Int(v) => {
+                let b = int_bytes(*v);
+                let p = int_probe(&b);
+                let lower: Bound<&dyn AsKey> = Bound::Excluded(&p);
+                (
+                    g.ints.range((Bound::Excluded(*v), Bound::Unbounded)),
+                    g.map.range::<dyn AsKey, _>((lower, Bound::Unbounded)),
+                )
+            }
+            Search::Key(p) => {
+                let lower: Bound<&dyn AsKey> = Bound::Excluded(p);
+                let others = g.map.range::<dyn AsKey, _>((lower, Bound::Unbounded));
+                let ints = match Self::split(p, &g.ints) {
+                    Split::AllAbove => g.ints.range(..),
+                    Split::AllBelow => g.ints.range((Bound::Excluded(i64::MAX), Bound::Unbounded)),
+                    Split::After(f) => g.ints.range((Bound::Excluded(f), Bound::Unbounded)),
+                };
+                (ints, others)
+            }
+        };
+        Merged {
+            ints: ints.peekable(),
+            others: others.peekable(),
+        }
+    }
+
+    /// The entry with the greatest key smaller than this one.
+    fn before<'m>(&self, g: &'m Inner) -> Option<&'m Entry> {
+        let (int, other) = match self {
+            Search::Int(v) => {
+                let b = int_bytes(*v);
+                let p = int_probe(&b);
+                let upper: Bound<&dyn AsKey> = Bound::Excluded(&p);
+                (
+                    g.ints.range(..*v).next_back(),
+                    g.map
+                        .range::<dyn AsKey, _>((Bound::Unbounded, upper))
+                        .next_back(),
+                )
+            }
+            Search::Key(p) => {
+                let upper: Bound<&dyn AsKey> = Bound::Excluded(p);
+                let other = g
+                    .map
+                    .range::<dyn AsKey, _>((Bound::Unbounded, upper))
+                    .next_back();
+                let int = match Self::split(p, &g.ints) {
+                    Split::AllAbove => None,
+                    Split::AllBelow => g.ints.iter().next_back(),
+                    Split::After(f) => g.ints.range(..=f).next_back(),
+                };
+                (int, other)
+            }
+        };
+        match (int, other) {
+            (Some((v, ie)), Some((k, oe))) => Some(if cmp_int(*v, k) == Ordering::Greater {
+                ie
+            } else {
+                oe
+            }),
+            (i, o) => i.map(|(_, e)| e).or(o.map(|(_, e)| e)),
+        }
+    }
+}
+
+/// The probe of a small integer's encoding.
+fn int_probe(b: &[u8; 9]) -> Probe<'_> {
     Probe {
-        prefix: SortPrefix::of(key),
-        bytes: key,
+        prefix: SortPrefix::of(b),
+        bytes: b,
+    }
+}
+
+/// The entries of both trees, merged in key order.
+struct Merged<'m> {
+    ints: Peekable<btree_map::Range<'m, i64, Entry>>,
+    others: Peekable<btree_map::Range<'m, OrdKey, Entry>>,
+}
+
+impl<'m> Iterator for Merged<'m> {
+    type Item = &'m Entry;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'m Entry> {
+        let int_first = match (self.ints.peek(), self.others.peek()) {
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => return None,
+            (Some((v, _)), Some((k, _))) => cmp_int(**v, k) == Ordering::Less,
+        };
+        if int_first {
+            self.ints.next().map(|(_, e)| e)
+        } else {
+            self.others.next().map(|(_, e)| e)
+        }
     }
 }
 
 #[derive(Default)]
 struct Inner {
-    map: BTreeMap<OrdKey, Entry>,
+    /// Keys not equal to any small integer.
+    map: Map,
+    /// Keys equal (`==`) to a small integer, by its value (the entry holds
+    /// the key's own bytes: `1` or `1.0`). They need no key copy, and they
+    /// are searched by integer compares.
+    ints: IntMap,
     /// Heap bytes of the entries and their key copies.
     heap: usize,
-    /// Bumped by every change of the tree or of an entry in it.
+    /// Bumped by every change of the trees or of an entry in them.
     version: u64,
 }
 
@@ -134,7 +315,17 @@ impl Inner {
     }
 
     fn get(&self, key: &[u8]) -> Option<&Entry> {
-        self.map.get(&probe(key) as &dyn AsKey)
+        match probe(key) {
+            Search::Int(v) => self.ints.get(&v),
+            Search::Key(p) => self.map.get(&p as &dyn AsKey),
+        }
+    }
+
+    fn get_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
+        match probe(key) {
+            Search::Int(v) => self.ints.get_mut(&v),
+            Search::Key(p) => self.map.get_mut(&p as &dyn AsKey),
+        }
     }
 
     fn put(&mut self, entry: Entry) -> Option<Entry> {
@@ -145,11 +336,18 @@ impl Inner {
     /// [`Inner::put`] with the key's prefix already computed.
     fn put_with(&mut self, prefix: SortPrefix, entry: Entry) -> Option<Entry> {
         use std::collections::btree_map::Entry as Slot;
+        self.version += 1;
+        if let Some(v) = prefix.integer() {
+            // The entry holds its key: `1.0` replacing `1` needs no more.
+            self.heap += entry.heap_bytes();
+            let old = self.ints.insert(v, entry)?;
+            self.heap -= old.heap_bytes();
+            return Some(old);
+        }
         let key = OrdKey {
             prefix,
             bytes: entry.key().into(),
         };
-        self.version += 1;
         match self.map.entry(key) {
             Slot::Vacant(v) => {
                 self.heap += entry.heap_bytes() + Self::key_bytes(entry.key());
@@ -163,48 +361,89 @@ impl Inner {
                 Some(old)
             }
             Slot::Occupied(o) => {
-                // An equal key (`==`) with other bytes (1.0 replacing 1):
-                // the stored key becomes the new object's own.
+                // An equal key (`==`) with other bytes ({1.0} replacing
+                // {1}): the stored key becomes the new object's own.
                 let (k, old) = o.remove_entry();
                 self.heap -= old.heap_bytes() + Self::key_bytes(&k.bytes);
-                self.insert_fresh(prefix, entry);
+                self.heap += entry.heap_bytes() + Self::key_bytes(entry.key());
+                let key = OrdKey {
+                    prefix,
+                    bytes: entry.key().into(),
+                };
+                self.map.insert(key, entry);
                 Some(old)
             }
         }
     }
 
-    /// Inserts an entry whose key is absent (`prefix` is its key's).
-    fn insert_fresh(&mut self, prefix: SortPrefix, entry: Entry) {
-        self.version += 1;
-        self.heap += entry.heap_bytes() + Self::key_bytes(entry.key());
-        let key = OrdKey {
-            prefix,
-            bytes: entry.key().into(),
+    fn remove(&mut self, key: &[u8]) -> Option<Entry> {
+        let e = match probe(key) {
+            Search::Int(v) => {
+                let e = self.ints.remove(&v)?;
+                self.heap -= e.heap_bytes();
+                e
+            }
+            Search::Key(p) => {
+                let (k, e) = self.map.remove_entry(&p as &dyn AsKey)?;
+                self.heap -= e.heap_bytes() + Self::key_bytes(&k.bytes);
+                e
+            }
         };
-        self.map.insert(key, entry);
+        self.version += 1;
+        Some(e)
     }
 
-    fn remove(&mut self, key: &[u8]) -> Option<Entry> {
-        let (k, e) = self.map.remove_entry(&probe(key) as &dyn AsKey)?;
-        self.version += 1;
-        self.heap -= e.heap_bytes() + Self::key_bytes(&k.bytes);
-        Some(e)
+    fn len(&self) -> usize {
+        self.ints.len() + self.map.len()
+    }
+
+    /// The entry with the smallest key.
+    fn first(&self) -> Option<&Entry> {
+        match (self.ints.first_key_value(), self.map.first_key_value()) {
+            (Some((v, ie)), Some((k, oe))) => Some(if cmp_int(*v, k) == Ordering::Less {
+                ie
+            } else {
+                oe
+            }),
+            (i, o) => i.map(|(_, e)| e).or(o.map(|(_, e)| e)),
+        }
+    }
+
+    /// The entry with the greatest key.
+    fn last(&self) -> Option<&Entry> {
+        match (self.ints.last_key_value(), self.map.last_key_value()) {
+            (Some((v, ie)), Some((k, oe))) => Some(if cmp_int(*v, k) == Ordering::Greater {
+                ie
+            } else {
+                oe
+            }),
+            (i, o) => i.map(|(_, e)| e).or(o.map(|(_, e)| e)),
+        }
+    }
+
+    /// Every entry, in key order.
+    fn iter(&self) -> Merged<'_> {
+        Merged {
+            ints: self.ints.range(..).peekable(),
+            others: self.map.range::<OrdKey, _>(..).peekable(),
+        }
     }
 }
 
 /// The contents of a table taken out by [`OrderedTable::take_all`];
 /// dropping it frees every entry.
-pub struct OrderedContents(#[allow(dead_code)] BTreeMap<OrdKey, Entry>);
+#[allow(dead_code)]
+pub struct OrderedContents(Map, IntMap);
 
 impl OrderedContents {
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.0.len() + self.1.len()
     }
 
     /// True when there are no entries.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.is_empty() && self.1.is_empty()
     }
 }
 
@@ -299,7 +538,11 @@ impl OrderedTable {
     pub fn read<R>(&self, key: &[u8], f: impl FnOnce(Option<&Entry>) -> R) -> R {
         // The probe's prefix is computed before the lock is taken.
         let p = probe(key);
-        f(self.inner.read().map.get(&p as &dyn AsKey))
+        let g = self.inner.read();
+        f(match p {
+            Search::Int(v) => g.ints.get(&v),
+            Search::Key(p) => g.map.get(&p as &dyn AsKey),
+        })
     }
 
     /// A copy of the entry under `key`.
@@ -364,7 +607,7 @@ impl OrderedTable {
         let mut g = self.write();
         // `f` may change the entry in place.
         g.version += 1;
-        let (change, r) = f(g.map.get_mut(&probe(key) as &dyn AsKey));
+        let (change, r) = f(g.get_mut(key));
         match change {
             Change::Keep => {}
             Change::Put(e) => {
@@ -383,12 +626,12 @@ impl OrderedTable {
         let mut g = self.write();
         g.heap = 0;
         g.version += 1;
-        OrderedContents(std::mem::take(&mut g.map))
+        OrderedContents(std::mem::take(&mut g.map), std::mem::take(&mut g.ints))
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.inner.read().map.len()
+        self.inner.read().len()
     }
 
     /// True when the table has no entries.
@@ -401,17 +644,20 @@ impl OrderedTable {
     pub fn memory_bytes(&self) -> usize {
         let g = self.inner.read();
         let slot = std::mem::size_of::<OrdKey>() + std::mem::size_of::<Entry>();
-        std::mem::size_of::<Self>() + g.map.len() * slot * 3 / 2 + g.heap
+        let int_slot = std::mem::size_of::<i64>() + std::mem::size_of::<Entry>();
+        std::mem::size_of::<Self>()
+            + (g.map.len() * slot + g.ints.len() * int_slot) * 3 / 2
+            + g.heap
     }
 
     /// Runs `f` on the entry with the smallest key.
     pub fn read_first<R>(&self, f: impl FnOnce(Option<&Entry>) -> R) -> R {
-        f(self.inner.read().map.values().next())
+        f(self.inner.read().first())
     }
 
     /// Runs `f` on the entry with the greatest key.
     pub fn read_last<R>(&self, f: impl FnOnce(Option<&Entry>) -> R) -> R {
-        f(self.inner.read().map.values().next_back())
+        f(self.inner.read().last())
     }
 
     /// Runs `f` on the entry with the smallest key greater than `key`
@@ -453,20 +699,15 @@ impl OrderedTable {
                 w.at += 1;
                 return Ok(f(w.entries.get(w.at)));
             }
-            let p = probe(key);
-            let lower: Bound<&dyn AsKey> = Bound::Excluded(&p);
-            let mut range = g.map.range::<dyn AsKey, _>((lower, Bound::Unbounded));
-            let Some((_, first)) = range.next() else {
+            let mut range = probe(key).after(&g);
+            let Some(first) = range.next() else {
                 return Ok(f(None));
             };
             // Copy what follows while it is small (copies of big objects
             // would cost more than the searches they save).
             w.entries.clear();
             let mut budget = WALK_BYTES;
-            for e in std::iter::once(first)
-                .chain(range.map(|(_, e)| e))
-                .take(WALK_AHEAD)
-            {
+            for e in std::iter::once(first).chain(range).take(WALK_AHEAD) {
                 budget = match budget.checked_sub(e.heap_bytes()) {
                     Some(b) => b,
                     None => break,
@@ -482,39 +723,26 @@ impl OrderedTable {
             Ok(r) => return r,
             Err(f) => f,
         };
-        let p = probe(key);
-        let lower: Bound<&dyn AsKey> = Bound::Excluded(&p);
-        f(g.map
-            .range::<dyn AsKey, _>((lower, Bound::Unbounded))
-            .next()
-            .map(|(_, e)| e))
+        f(probe(key).after(&g).next())
     }
 
     /// Runs `f` on the entry with the greatest key smaller than `key`.
     pub fn read_prev<R>(&self, key: &[u8], f: impl FnOnce(Option<&Entry>) -> R) -> R {
-        let g = self.inner.read();
         let p = probe(key);
-        let upper: Bound<&dyn AsKey> = Bound::Excluded(&p);
-        f(g.map
-            .range::<dyn AsKey, _>((Bound::Unbounded, upper))
-            .next_back()
-            .map(|(_, e)| e))
+        let g = self.inner.read();
+        f(p.before(&g))
     }
 
     /// Up to `max` entries, in key order, whose keys are greater than
     /// `after` (all keys when `None`); copies, taken under one read lock.
     pub fn chunk_after(&self, after: Option<&[u8]>, max: usize) -> Vec<Entry> {
-        let g = self.inner.read();
         let p = after.map(probe);
-        let lower: Bound<&dyn AsKey> = match &p {
-            Some(p) => Bound::Excluded(p),
-            None => Bound::Unbounded,
+        let g = self.inner.read();
+        let entries = match &p {
+            Some(p) => p.after(&g),
+            None => g.iter(),
         };
-        g.map
-            .range::<dyn AsKey, _>((lower, Bound::Unbounded))
-            .take(max)
-            .map(|(_, e)| e.clone())
-            .collect()
+        entries.take(max).cloned().collect()
     }
 }
 
@@ -595,6 +823,127 @@ mod tests {
         });
         assert_eq!(t.take_all().len(), 7);
         assert!(t.is_empty());
+    }
+
+    /// An object `{key}` with an encoded key.
+    fn keyed(key: &[u8]) -> Entry {
+        let mut b = EntryBuf::new();
+        put_header(&mut b.out, tag::TUPLE, 1);
+        let ks = b.out.len();
+        b.out.extend_from_slice(key);
+        let ke = b.out.len();
+        b.finish(ks..ke, None)
+    }
+
+    #[test]
+    fn integer_keys_interleave_with_others() {
+        use crate::format::{put_bytes, put_integer, put_word};
+        let mut common: Vec<Vec<u8>> = Vec::new();
+        for v in [-3i64, 0, 1, 2, 7, 8, i64::MAX, i64::MIN, 1 << 40] {
+            common.push(ik(v));
+        }
+        for w in [3u64, 9] {
+            let mut o = Vec::new();
+            put_word(&mut o, tag::WORD, w);
+            common.push(o);
+        }
+        let mut o = Vec::new();
+        put_bytes(&mut o, tag::BINARY, b"x");
+        common.push(o);
+        let mut o = Vec::new();
+        put_header(&mut o, tag::TUPLE, 1);
+        put_int(&mut o, 1);
+        common.push(o);
+        // A reference (external format): a key without a sort prefix.
+        let mut o = Vec::new();
+        put_bytes(&mut o, tag::EXT, &[131, 90, 0, 3]);
+        common.push(o);
+        // Floats and big integers apart (the test host cannot order them).
+        let mut floats = common.clone();
+        floats.retain(|k| *k != ik(8));
+        for f in [-3.5, 0.5, 1.5, 2.25, 1e30, -1e30, 9.3e18, -9.3e18, 8.0] {
+            floats.push(fk(f));
+        }
+        let mut bigs = common;
+        for v in [1i128 << 70, -(1 << 70), (1 << 63) + 5, -(1 << 63) - 5] {
+            let mut o = Vec::new();
+            put_integer(&mut o, v);
+            bigs.push(o);
+        }
+        check_mixed(&bigs, &[ik(3), ik(-100), ik(9)]);
+        let probes = [fk(1.25), ik(3), fk(7.5), fk(-1e20), fk(1e20), ik(-100)];
+        check_mixed(&floats, &probes);
+        let t = OrderedTable::new();
+        for k in &floats {
+            t.insert(keyed(k));
+        }
+        // 8.0 == 8: the float key is found by the integer and replaced.
+        assert!(t.get(&ik(8)).is_some());
+        let mem = t.memory_bytes();
+        let old = t.insert(keyed(&ik(8))).unwrap();
+        assert_eq!(old.key(), &fk(8.0)[..]);
+        assert_eq!(t.memory_bytes(), mem);
+        assert!(t.remove(&fk(8.0)).is_some());
+        assert!(!t.contains(&ik(8)));
+        assert_eq!(t.take_all().len(), floats.len() - 1);
+        assert_eq!(t.memory_bytes(), std::mem::size_of::<OrderedTable>());
+    }
+
+    fn check_mixed(keys: &[Vec<u8>], probes: &[Vec<u8>]) {
+        let mut sorted = keys.to_vec();
+        sorted.sort_by(|a, b| compare(a, b));
+        let t = OrderedTable::new();
+        for k in keys {
+            assert!(t.insert(keyed(k)).is_none());
+        }
+        assert_eq!(t.len(), keys.len());
+        let all: Vec<Vec<u8>> = t
+            .chunk_after(None, 1000)
+            .iter()
+            .map(|e| e.key().to_vec())
+            .collect();
+        assert_eq!(all, sorted);
+        t.read_first(|e| assert_eq!(e.unwrap().key(), &sorted[0][..]));
+        t.read_last(|e| assert_eq!(e.unwrap().key(), &sorted[sorted.len() - 1][..]));
+        for (i, k) in sorted.iter().enumerate() {
+            t.read_next(k, |e| {
+                assert_eq!(e.map(|e| e.key()), sorted.get(i + 1).map(|k| &k[..]))
+            });
+            t.read_prev(k, |e| {
+                assert_eq!(e.map(|e| e.key()), i.checked_sub(1).map(|j| &sorted[j][..]))
+            });
+            let rest: Vec<Vec<u8>> = t
+                .chunk_after(Some(k), 3)
+                .iter()
+                .map(|e| e.key().to_vec())
+                .collect();
+            assert_eq!(rest[..], sorted[i + 1..(i + 4).min(sorted.len())]);
+            assert!(t.contains(k));
+        }
+        // Probes absent from the table.
+        for probe in probes {
+            let want = sorted
+                .iter()
+                .find(|k| compare(k, probe) == Ordering::Greater);
+            t.read_next(probe, |e| {
+                assert_eq!(e.map(|e| e.key()), want.map(|k| &k[..]))
+            });
+            let want = sorted
+                .iter()
+                .rev()
+                .find(|k| compare(k, probe) == Ordering::Less);
+            t.read_prev(probe, |e| {
+                assert_eq!(e.map(|e| e.key()), want.map(|k| &k[..]))
+            });
+        }
+        // A whole walk.
+        let mut walked = Vec::new();
+        let mut k = t.read_first(|e| e.map(|e| e.key().to_vec()));
+        while let Some(key) = k {
+            k = t.read_next(&key, |e| e.map(|e| e.key().to_vec()));
+            walked.push(key);
+        }
+        assert_eq!(walked, sorted);
     }
 
     #[test]
