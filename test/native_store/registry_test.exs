@@ -554,11 +554,26 @@ defmodule NativeStore.RegistryTest do
 
         p1 = script.(NR, n)
         p2 = script.(Registry, o)
-        Process.sleep(200)
 
-        {:messages, msgs} = Process.info(self(), :messages)
-        ours = for {:fwd, ^nl, m} <- msgs, do: m |> put_elem(1, :r) |> swap(p1)
-        theirs = for {:fwd, ^ol, m} <- msgs, do: m |> put_elem(1, :r) |> swap(p2)
+        # Both listeners forward asynchronously: wait (up to 5 s on a loaded
+        # machine) until both streams have arrived and stopped growing.
+        forwarded = fn ->
+          {:messages, msgs} = Process.info(self(), :messages)
+          ours = for {:fwd, ^nl, m} <- msgs, do: m |> put_elem(1, :r) |> swap(p1)
+          theirs = for {:fwd, ^ol, m} <- msgs, do: m |> put_elem(1, :r) |> swap(p2)
+          {ours, theirs}
+        end
+
+        eventually(
+          fn ->
+            {ours, theirs} = forwarded.()
+            Process.sleep(20)
+            ours != [] and length(ours) == length(theirs) and forwarded.() == {ours, theirs}
+          end,
+          5_000
+        )
+
+        {ours, theirs} = forwarded.()
         assert ours == theirs
         assert [{:register, :r, :a, _, 1} | _] = ours
         flush()
