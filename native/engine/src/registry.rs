@@ -7,7 +7,7 @@
 //! physically removed by [`Registry::cleanup`], which the host may run on a
 //! background thread for processes with many entries.
 
-use crate::set::hash_key;
+use crate::set::{hash_key, Padded};
 use hashbrown::HashTable;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
@@ -61,9 +61,6 @@ impl Slot {
         self.dead = 0;
     }
 }
-
-#[repr(align(64))]
-struct Padded<T>(T);
 
 /// Process records of one shard, found by pid.
 type ProcShard = Mutex<HashTable<Arc<Proc>>>;

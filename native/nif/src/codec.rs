@@ -88,6 +88,11 @@ pub fn word_term(env: Env, w: u64) -> Term {
     unsafe { Term::new(env, term_of(w)) }
 }
 
+/// The calling process's pid word (`enif_self`).
+pub fn caller(env: Env) -> u64 {
+    word_of(rustler::Encoder::encode(&env.pid(), env).as_c_arg())
+}
+
 /// Why a term could not be encoded.
 #[derive(Debug)]
 pub struct EncodeError;

@@ -7,7 +7,7 @@
 //! there are many). When the owner exits, the registry is deleted.
 
 use crate::atoms;
-use crate::codec::{decode, encode_key, encode_value, word_of, word_term};
+use crate::codec::{caller, decode, encode_key, encode_value, word_of, word_term};
 use native_store_engine::background;
 use native_store_engine::registry::{RegisterError, Registry};
 use parking_lot::RwLock;
@@ -91,10 +91,6 @@ macro_rules! with_registry {
             Err(()) => return Ok(unknown($env)),
         }
     };
-}
-
-fn caller(env: Env) -> u64 {
-    word_of(env.pid().encode(env).as_c_arg())
 }
 
 fn bytes(env: Env, t: Term, key: bool) -> NifResult<Vec<u8>> {

@@ -3,7 +3,8 @@
 
 use crate::atoms;
 use crate::codec::{
-    self, decode, encode_key_bytes, encode_value, word_of, word_term, Encoder, KeyBytes, Scratch,
+    self, caller, decode, encode_key_bytes, encode_value, word_of, word_term, Encoder, KeyBytes,
+    Scratch,
 };
 use native_store_engine::bag::BagTable;
 use native_store_engine::entry::{Entry, EntryBuf, EntryImage};
@@ -571,10 +572,6 @@ fn lookup_table<'a>(term: Term<'a>) -> Option<Tab<'a>> {
         return lookup_named(word_of(term.as_c_arg()));
     }
     None
-}
-
-fn caller(env: Env) -> u64 {
-    word_of(env.pid().encode(env).as_c_arg())
 }
 
 /// The table `term` names, if the caller may read it. The caller's pid is
