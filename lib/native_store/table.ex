@@ -130,6 +130,7 @@ defmodule NativeStore.Table do
           | :owner
           | :protection
           | :read_concurrency
+          | :safe_fixed
           | :size
           | :type
           | :write_concurrency
@@ -420,9 +421,20 @@ defmodule NativeStore.Table do
 
   @doc """
   One item of `info/1`, as `:ets.info/2`; `:undefined` when the table does
-  not exist. Raises `ArgumentError` for an unknown item.
+  not exist. Raises `ArgumentError` for an unknown item. `:size` and
+  `:memory` read per-shard counters without locking the table. `:fixed`
+  and `:safe_fixed` are always `false`: tables are never fixed (there is no
+  `safe_fixtable/2`).
   """
   @spec info(table(), info_item()) :: term()
+  def info(table, :size), do: Nif.table_count(table, true)
+  def info(table, :memory), do: Nif.table_count(table, false)
+
+  # Tables are never fixed (there is no safe_fixtable/2).
+  def info(table, item) when item in [:fixed, :safe_fixed] do
+    if Nif.table_count(table, true) == :undefined, do: :undefined, else: false
+  end
+
   def info(table, item) when item in @info_items do
     case info(table) do
       :undefined -> :undefined

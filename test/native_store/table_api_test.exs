@@ -42,8 +42,33 @@ defmodule NativeStore.TableApiTest do
       t = Table.new(:defaults, [])
       e = :ets.new(:defaults, [])
 
-      for item <- [:protection, :keypos, :type, :heir, :named_table, :size, :owner, :node] do
+      for item <-
+            [:protection, :keypos, :type, :heir, :named_table, :size, :owner, :node] ++
+              [:fixed, :safe_fixed] do
         assert Table.info(t, item) == :ets.info(e, item), "info item #{item}"
+      end
+    end
+
+    test "info :size and :memory follow writes; items of a deleted table are :undefined" do
+      for type <- [:set, :ordered_set, :bag, :duplicate_bag] do
+        t = Table.new(:sizes, [type, :public])
+        empty = Table.info(t, :memory)
+        Table.insert(t, for(k <- 1..500, do: {k, :binary.copy("x", 100)}))
+        assert Table.info(t, :size) == 500
+        assert Table.info(t, :memory) > empty + 500 * 100 / 8
+        Table.delete(t, 1)
+        Table.insert(t, {1_000, :y})
+        Table.take(t, 2)
+        assert Table.info(t, :size) == 499
+        assert Table.info(t, :size) == length(Table.tab2list(t))
+        Table.delete_all_objects(t)
+        assert Table.info(t, :size) == 0
+        assert Table.info(t, :memory) < empty + 100
+        Table.delete(t)
+
+        for item <- [:size, :memory, :fixed, :safe_fixed, :type] do
+          assert Table.info(t, item) == :undefined
+        end
       end
     end
 

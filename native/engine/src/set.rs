@@ -12,6 +12,7 @@ use crate::entry::{Entry, EntryImage};
 use hashbrown::HashTable;
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Number of shards of a table (a power of two).
 pub const SHARDS: usize = 64;
@@ -239,9 +240,55 @@ impl Contents {
     }
 }
 
+/// A shard's size and memory as of its last write, readable without its
+/// lock (so that `info(tab, :size)` does not lock every shard).
+#[derive(Default)]
+struct ShardStats {
+    len: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+/// A shard's write guard; publishes the shard's [`ShardStats`] on release.
+struct ShardWrite<'t> {
+    guard: RwLockWriteGuard<'t, Shard>,
+    stats: &'t ShardStats,
+}
+
+impl std::ops::Deref for ShardWrite<'_> {
+    type Target = Shard;
+    #[inline]
+    fn deref(&self) -> &Shard {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for ShardWrite<'_> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut Shard {
+        &mut self.guard
+    }
+}
+
+impl Drop for ShardWrite<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // Plain stores under the lock: the next writer of this shard
+        // overwrites them, readers of the stats see some recent state.
+        self.stats
+            .len
+            .store(self.guard.map.len(), Ordering::Relaxed);
+        self.stats
+            .bytes
+            .store(self.guard.bytes(), Ordering::Relaxed);
+    }
+}
+
 /// A sharded concurrent table with set semantics.
 pub struct SetTable {
     shards: Box<[Padded<RwLock<Shard>>]>,
+    /// Per-shard [`ShardStats`], each on its own cache line (apart from the
+    /// lock, which readers take, so these lines are only written by writers).
+    stats: Box<[Padded<ShardStats>]>,
 }
 
 impl Default for SetTable {
@@ -257,6 +304,7 @@ impl SetTable {
             shards: (0..SHARDS)
                 .map(|_| Padded(RwLock::new(Shard::default())))
                 .collect(),
+            stats: (0..SHARDS).map(|_| Padded(ShardStats::default())).collect(),
         }
     }
 
@@ -270,6 +318,21 @@ impl SetTable {
     #[inline]
     fn shard(&self, hash: u64) -> &RwLock<Shard> {
         &self.shards[Self::shard_of(hash)].0
+    }
+
+    /// Write-locks shard `i`.
+    #[inline]
+    fn write_shard(&self, i: usize) -> ShardWrite<'_> {
+        ShardWrite {
+            guard: self.shards[i].0.write(),
+            stats: &self.stats[i].0,
+        }
+    }
+
+    /// Write-locks the shard of `hash`.
+    #[inline]
+    fn write(&self, hash: u64) -> ShardWrite<'_> {
+        self.write_shard(Self::shard_of(hash))
     }
 
     /// Runs `f` on the entry under `key` (or `None`) while it is read-locked.
@@ -295,7 +358,7 @@ impl SetTable {
     #[inline]
     pub fn insert(&self, entry: Entry) -> Option<Entry> {
         let hash = hash_key(entry.key());
-        self.shard(hash).write().put_hashed(hash, entry)
+        self.write(hash).put_hashed(hash, entry)
     }
 
     /// Inserts or replaces with the entry `image`; when an entry of the
@@ -306,7 +369,7 @@ impl SetTable {
     pub fn insert_image(&self, image: &EntryImage) -> Option<Entry> {
         let key = image.key();
         let hash = hash_key(key);
-        let mut shard = self.shard(hash).write();
+        let mut shard = self.write(hash);
         if let Some(e) = shard.map.find_mut(hash, |e| e.key() == key) {
             if e.assign(image) {
                 return None;
@@ -318,7 +381,7 @@ impl SetTable {
     /// Inserts only if the key is absent; returns whether it inserted.
     pub fn insert_new(&self, entry: Entry) -> bool {
         let key = Key::new(entry.key());
-        let mut shard = self.shard(key.hash).write();
+        let mut shard = self.write(key.hash);
         if shard.find(&key).is_some() {
             return false;
         }
@@ -327,20 +390,18 @@ impl SetTable {
     }
 
     /// Locks, in ascending order, every shard that one of `entries` maps to.
-    fn lock_for<'t>(&'t self, entries: &[Entry]) -> Vec<(usize, RwLockWriteGuard<'t, Shard>)> {
+    fn lock_for<'t>(&'t self, entries: &[Entry]) -> Vec<(usize, ShardWrite<'t>)> {
         let mut ids: Vec<usize> = entries
             .iter()
             .map(|e| Self::shard_of(hash_key(e.key())))
             .collect();
         ids.sort_unstable();
         ids.dedup();
-        ids.into_iter()
-            .map(|i| (i, self.shards[i].0.write()))
-            .collect()
+        ids.into_iter().map(|i| (i, self.write_shard(i))).collect()
     }
 
     fn guard_for<'g, 't>(
-        guards: &'g mut [(usize, RwLockWriteGuard<'t, Shard>)],
+        guards: &'g mut [(usize, ShardWrite<'t>)],
         entry: &Entry,
     ) -> &'g mut Shard {
         let id = Self::shard_of(hash_key(entry.key()));
@@ -384,7 +445,7 @@ impl SetTable {
     /// Removes and returns the entry under `key`.
     #[inline]
     pub fn remove(&self, key: &Key) -> Option<Entry> {
-        self.shard(key.hash).write().remove(key)
+        self.write(key.hash).remove(key)
     }
 
     /// Atomic read-modify-write of the entry under `key`: `f` sees the
@@ -397,7 +458,7 @@ impl SetTable {
     /// Like [`SetTable::update`], but `f` may also modify the entry's object
     /// in place (see [`Entry::object_mut`]) without changing its key or size.
     pub fn update_mut<R>(&self, key: &Key, f: impl FnOnce(Option<&mut Entry>) -> (Change, R)) -> R {
-        let mut shard = self.shard(key.hash).write();
+        let mut shard = self.write(key.hash);
         let found = shard.map.find_mut(key.hash, |e| key.matches(e.key()));
         let (change, result) = f(found);
         match change {
@@ -416,10 +477,9 @@ impl SetTable {
     /// Takes every entry out of the table, shard by shard.
     pub fn take_all(&self) -> Contents {
         Contents(
-            self.shards
-                .iter()
-                .map(|s| {
-                    let mut s = s.0.write();
+            (0..self.shards.len())
+                .map(|i| {
+                    let mut s = self.write_shard(i);
                     s.heap = 0;
                     std::mem::take(&mut s.map)
                 })
@@ -427,9 +487,13 @@ impl SetTable {
         )
     }
 
-    /// Number of entries.
+    /// Number of entries (each shard's count as of its last write: no
+    /// lock is taken).
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.0.read().map.len()).sum()
+        self.stats
+            .iter()
+            .map(|s| s.0.len.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// True when the table has no entries.
@@ -438,14 +502,16 @@ impl SetTable {
     }
 
     /// Bytes of memory held by the table: its shards, their slots and the
-    /// entries.
+    /// entries (each shard's as of its last write: no lock is taken).
     pub fn memory_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
-            + self.shards.len() * std::mem::size_of::<Padded<RwLock<Shard>>>()
+            + self.shards.len()
+                * (std::mem::size_of::<Padded<RwLock<Shard>>>()
+                    + std::mem::size_of::<Padded<ShardStats>>())
             + self
-                .shards
+                .stats
                 .iter()
-                .map(|s| s.0.read().bytes())
+                .map(|s| s.0.bytes.load(Ordering::Relaxed))
                 .sum::<usize>()
     }
 

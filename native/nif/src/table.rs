@@ -1381,6 +1381,21 @@ fn table_info<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
     ))
 }
 
+/// `info(tab, :size)` and `info(tab, :memory)` (in words) without the rest
+/// of [`table_info`]: `size` is true for `:size`. `:undefined` when the table
+/// does not exist.
+#[rustler::nif]
+fn table_count<'a>(env: Env<'a>, tab: Term<'a>, size: bool) -> NifResult<Term<'a>> {
+    if !(tab.is_atom() || tab.is_ref()) {
+        return Err(Error::BadArg);
+    }
+    Ok(match lookup_table(tab) {
+        None => atoms::undefined().encode(env),
+        Some(t) if size => t.data.len().encode(env),
+        Some(t) => t.data.memory_bytes().div_ceil(8).encode(env),
+    })
+}
+
 #[rustler::nif]
 fn table_whereis<'a>(env: Env<'a>, name: Atom) -> Term<'a> {
     match catalog().read().by_name.get(&word_of(name.as_c_arg())) {
