@@ -40,6 +40,7 @@ defmodule NativeStore.TableDifferentialTest do
 
   defp run_seed(seed, n) do
     :rand.seed(:exsss, {seed, seed * 7 + 1, seed * 13 + 2})
+    Process.delete(:diff_history)
     keypos = Enum.at([1, 1, 2, 2, 3], rem(seed, 5))
     access = if rem(seed, 3) == 0, do: :protected, else: :public
     opts = [:set, access, {:keypos, keypos}]
@@ -66,6 +67,7 @@ defmodule NativeStore.TableDifferentialTest do
     before = key_state(op, ets, nst)
     expected = run(:ets, ets, op)
     actual = run(Table, nst, op)
+    Process.put(:diff_history, [{i, op, expected} | Process.get(:diff_history, [])])
 
     unless same?(expected, actual) do
       flunk("""
@@ -77,8 +79,24 @@ defmodule NativeStore.TableDifferentialTest do
         native:   #{inspect(actual, limit: :infinity, printable_limit: 200)}
         before the op, {:ets, native} lookups of its key:
                   #{inspect(before, limit: :infinity, printable_limit: 200)}
+        earlier ops of this seed on the same key (and table-wide ops), oldest first:
+      #{history(op)}
       """)
     end
+  end
+
+  # The ops of the current seed that mention the failing op's key.
+  defp history(op) do
+    key = if tuple_size(op) >= 2, do: inspect(elem(op, 1), limit: :infinity), else: ""
+
+    Process.get(:diff_history, [])
+    |> Enum.reverse()
+    |> Enum.filter(fn {_, o, _} ->
+      tuple_size(o) == 1 or String.contains?(inspect(o, limit: :infinity), key)
+    end)
+    |> Enum.map_join("\n", fn {i, o, r} ->
+      "    ##{i} #{inspect(o, limit: :infinity, printable_limit: 80)} -> #{inspect(r, limit: 20)}"
+    end)
   end
 
   defp key_state(op, ets, nst)
@@ -284,12 +302,34 @@ defmodule NativeStore.TableDifferentialTest do
   end
 
   defp gen_objects(ctx) do
-    objs = for _ <- 1..int(0, 5), do: gen_object_maybe_bad(ctx, gen_key(ctx))
+    objs =
+      for(_ <- 1..int(0, 5), do: gen_object_maybe_bad(ctx, gen_key(ctx)))
+      |> distinct_keys(ctx.keypos)
 
     # Known bug 4: an improper list of objects panics in the NIF.
     if @known_bugs and objs != [] and chance(0.05),
       do: objs ++ :tail,
       else: objs
+  end
+
+  # ETS leaves undefined which object a set keeps when one list holds several
+  # objects with the same key (it keeps the last or the first depending on
+  # how the insert is scheduled), so lists get one object per key.
+  defp distinct_keys(objs, keypos) do
+    {kept, _seen} =
+      Enum.reduce(objs, {[], %{}}, fn
+        obj, {acc, seen} when is_tuple(obj) and tuple_size(obj) >= keypos ->
+          key = elem(obj, keypos - 1)
+
+          if Map.has_key?(seen, key),
+            do: {acc, seen},
+            else: {[obj | acc], Map.put(seen, key, true)}
+
+        obj, {acc, seen} ->
+          {[obj | acc], seen}
+      end)
+
+    Enum.reverse(kept)
   end
 
   defp stored(ctx, key) do
