@@ -640,6 +640,64 @@ mod tests {
         assert_eq!(t.memory_bytes(), empty);
     }
 
+    /// `{k, v}` whose entry carries `canon` as an appended canonical key.
+    fn pair_canon(k: f64, v: i64, canon: &[u8]) -> Entry {
+        let mut b = EntryBuf::new();
+        put_header(&mut b.out, tag::TUPLE, 2);
+        put_float(&mut b.out, k);
+        put_int(&mut b.out, v);
+        let s = EntryBuf::object_start();
+        b.finish(s..s, Some(canon))
+    }
+
+    #[test]
+    fn objects_round_trip_through_the_bucket_buffer() {
+        let t = BagTable::new(true, true);
+        let empty = t.memory_bytes();
+        let canon = key(0);
+        // Two objects whose key is a slice of the object, then two with an
+        // appended canonical key, all under one key, one removed between.
+        let mut in_object = EntryBuf::new();
+        put_header(&mut in_object.out, tag::TUPLE, 2);
+        let ks = in_object.out.len();
+        put_int(&mut in_object.out, 0);
+        let ke = in_object.out.len();
+        put_int(&mut in_object.out, 7);
+        let a = in_object.finish(ks..ke, None);
+        let all = vec![
+            a.clone(),
+            pair_canon(-0.0, 1, &canon),
+            a.clone(),
+            pair_canon(0.0, 2, &canon),
+        ];
+        for e in &all {
+            t.insert(e.clone());
+        }
+        assert_eq!(values(&t, 0), objects(&all));
+        let snap: Vec<Entry> = (0..t.shard_count())
+            .flat_map(|s| t.snapshot_shard(s))
+            .collect();
+        assert_eq!(snap, all);
+        assert!(t.memory_bytes() > empty);
+        // delete_object removes every identical copy, keeping the order.
+        assert_eq!(t.remove_object(&a), 2);
+        assert_eq!(
+            values(&t, 0),
+            objects(&all[1..2])
+                .into_iter()
+                .chain(objects(&all[3..]))
+                .collect::<Vec<_>>()
+        );
+        // 0.0 =:= -0.0 (zero_eq): both float objects are identical to either.
+        assert_eq!(t.remove_object(&pair_canon(0.0, 1, &canon)), 1);
+        assert_eq!(values(&t, 0), objects(&all[3..]));
+        assert_eq!(t.remove(&Key::new(&canon)).map(|b| b.len()), Some(1));
+        assert!(t.is_empty());
+        assert!(t.shards.iter().all(|s| s.0.read().heap == 0));
+        t.take_all();
+        assert_eq!(t.memory_bytes(), empty);
+    }
+
     #[test]
     fn duplicate_bag_keeps_every_copy() {
         let t = BagTable::new(true, true);
