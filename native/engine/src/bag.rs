@@ -222,20 +222,6 @@ impl<'a> Objects<'a> {
     pub fn empty() -> Self {
         Objects { buf: &[], left: 0 }
     }
-
-    /// The objects' storage, to copy (see [`Objects::from_bytes`]).
-    pub fn bytes(&self) -> &'a [u8] {
-        self.buf
-    }
-
-    /// The objects stored in `bytes`, a copy of [`Objects::bytes`] of
-    /// `count` objects (iteration stops early on anything else).
-    pub fn from_bytes(bytes: &'a [u8], count: usize) -> Self {
-        Objects {
-            buf: bytes,
-            left: count,
-        }
-    }
 }
 
 impl<'a> Iterator for Objects<'a> {

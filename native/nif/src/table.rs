@@ -900,27 +900,32 @@ fn table_lookup<'a>(env: Env<'a>, [tab, key]: [Term<'a>; 2]) -> NifResult<Term<'
     match &t.data {
         Data::Set(s) => s.read(&kb.key(), one),
         Data::Ordered(o) => with_key(&kb, |k| o.read(k, one)),
-        Data::Bag(b) => b.read(&kb.key(), |os| objects_list(env, os)),
+        Data::Bag(b) => b.read(&kb.key(), |os| objects_list(env, os, decode_object(env))),
     }
 }
 
-/// The list of the (decoded) objects `objs` of a bag key, in order.
-fn objects_list<'a>(env: Env<'a>, objs: Objects) -> NifResult<Term<'a>> {
+/// Decodes a whole object.
+fn decode_object<'a>(env: Env<'a>) -> impl Fn(&[u8]) -> NifResult<Term<'a>> {
+    move |o| decode(env, o).map_err(|_| Error::BadArg)
+}
+
+/// The list of `f` of each of the objects `objs` of a bag key, in order.
+fn objects_list<'a>(
+    env: Env<'a>,
+    objs: Objects,
+    f: impl Fn(&[u8]) -> NifResult<Term<'a>>,
+) -> NifResult<Term<'a>> {
     const STACK: usize = 32;
-    let decode_obj = |o: &[u8]| decode(env, o).map_err(|_| Error::BadArg);
     let n = objs.len();
     if n > STACK {
-        return Ok(objs
-            .map(decode_obj)
-            .collect::<NifResult<Vec<Term>>>()?
-            .encode(env));
+        return Ok(objs.map(f).collect::<NifResult<Vec<Term>>>()?.encode(env));
     }
     let mut terms = [Term::list_new_empty(env).as_c_arg(); STACK];
     for (slot, o) in terms.iter_mut().zip(objs) {
-        *slot = decode_obj(o)?.as_c_arg();
+        *slot = f(o)?.as_c_arg();
     }
-    // SAFETY: the first `n <= STACK` slots hold terms made in `env` (the
-    // iterator yields exactly `n` objects); the array outlives the call.
+    // SAFETY: every slot holds a term of `env` (the empty list, or made by
+    // `f`), `n <= STACK`, and the array outlives the call.
     Ok(unsafe {
         Term::new(
             env,
@@ -946,10 +951,7 @@ fn table_lookup_element<'a>(env: Env<'a>, [tab, key, pos]: [Term<'a>; 3]) -> Nif
             if os.len() == 0 {
                 return Err(Error::BadArg);
             }
-            Ok(os
-                .map(element)
-                .collect::<NifResult<Vec<Term>>>()?
-                .encode(env))
+            objects_list(env, os, element)
         }),
     }
 }
@@ -975,9 +977,9 @@ fn table_take<'a>(env: Env<'a>, [tab, key]: [Term<'a>; 2]) -> NifResult<Term<'a>
         Data::Set(s) => s.remove(&kb.key()),
         Data::Ordered(o) => with_key(&kb, |k| o.remove(k)),
         Data::Bag(b) => {
-            return b
-                .remove(&kb.key())
-                .map_or(Ok(nil), |objs| objects_list(env, objs.objects()))
+            return b.remove(&kb.key()).map_or(Ok(nil), |objs| {
+                objects_list(env, objs.objects(), decode_object(env))
+            })
         }
     };
     match removed {
