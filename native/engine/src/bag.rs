@@ -15,7 +15,7 @@
 use crate::entry::{Entry, EntryBuf};
 use crate::format::{read_item, Item};
 use crate::order::identical;
-use crate::set::{buckets_from, copy_buckets, hash_key, read_from, Key, Padded, SHARDS};
+use crate::set::{hash_key, read_from, Key, Padded, SHARDS};
 use hashbrown::HashTable;
 use parking_lot::{RwLock, RwLockWriteGuard};
 
@@ -26,6 +26,8 @@ const APPENDED: u32 = u32::MAX;
 const HEAD: usize = 8;
 /// Bytes of an object's header: its length and `key_at`.
 const OBJ_HEAD: usize = 8;
+/// Buckets whose buffers traversal reads ahead (see `snapshot_part`).
+const LOOKAHEAD: usize = 16;
 
 #[inline]
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -175,12 +177,12 @@ impl Bucket {
         gone
     }
 
-    /// Copies each object out as an [`Entry`] (in insertion order).
-    fn copy_entries(&self, out: &mut Vec<Entry>) {
+    /// Copies each object out as an [`Entry`] (in insertion order),
+    /// building them in the buffer `spare`.
+    fn copy_entries(&self, out: &mut Vec<Entry>, spare: &mut Vec<u8>) {
         let key = self.key();
-        let mut spare = Vec::new();
         for (obj, at) in self.raw() {
-            let mut b = EntryBuf::with_buffer(spare);
+            let mut b = EntryBuf::with_buffer(std::mem::take(spare));
             let s = EntryBuf::object_start();
             b.out.extend_from_slice(obj);
             let (e, back) = if at == APPENDED {
@@ -190,7 +192,7 @@ impl Bucket {
                 b.finish_keep(k..k + key.len(), None)
             };
             out.push(e);
-            spare = back;
+            *spare = back;
         }
     }
 
@@ -523,12 +525,7 @@ impl BagTable {
     /// A copy of one shard's objects, key by key in traversal order, each
     /// key's objects in insertion order.
     pub fn snapshot_shard(&self, shard: usize) -> Vec<Entry> {
-        let s = self.shards[shard].0.read();
-        let mut out = Vec::with_capacity(s.count);
-        for b in buckets_from(&s.map, 0) {
-            b.copy_entries(&mut out);
-        }
-        out
+        self.snapshot_part(shard, 0, usize::MAX).0
     }
 
     /// Copies the objects of shard `shard` from bucket `from` on, key by key,
@@ -541,7 +538,29 @@ impl BagTable {
         max: usize,
     ) -> (Vec<Entry>, Option<usize>) {
         let s = self.shards[shard].0.read();
-        copy_buckets(&s.map, from, max, Bucket::copy_entries)
+        let map = &s.map;
+        let mut out = Vec::with_capacity(max.min(s.count));
+        let mut spare = Vec::new();
+        let mut i = from;
+        while i < map.num_buckets() {
+            // Read the next buckets' buffers first, all together, so that
+            // their cache misses overlap instead of coming one per key.
+            let end = (i + LOOKAHEAD).min(map.num_buckets());
+            let touched = (i..end)
+                .filter_map(|j| map.get_bucket(j))
+                .fold(0u8, |acc, b| acc ^ b.buf[0] ^ b.buf[b.buf.len() - 1]);
+            std::hint::black_box(touched);
+            for j in i..end {
+                if out.len() >= max {
+                    return (out, Some(j));
+                }
+                if let Some(b) = map.get_bucket(j) {
+                    b.copy_entries(&mut out, &mut spare);
+                }
+            }
+            i = end;
+        }
+        (out, None)
     }
 
     /// Runs `f` on the first object of the first key in traversal order.
