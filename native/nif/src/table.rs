@@ -915,8 +915,15 @@ fn objects_list<'a>(
     objs: Objects,
     f: impl Fn(&[u8]) -> NifResult<Term<'a>>,
 ) -> NifResult<Term<'a>> {
-    const STACK: usize = 32;
+    const STACK: usize = 16;
     let n = objs.len();
+    if n <= 1 {
+        let nil = Term::list_new_empty(env);
+        return match objs.into_iter().next() {
+            Some(o) => Ok(nil.list_prepend(f(o)?)),
+            None => Ok(nil),
+        };
+    }
     if n > STACK {
         return Ok(objs.map(f).collect::<NifResult<Vec<Term>>>()?.encode(env));
     }
