@@ -4,86 +4,305 @@
 //!
 //! Sharded like [`crate::set::SetTable`]: keys hash to one of
 //! [`SHARDS`] locked hash tables whose items are per-key buckets.
+//!
+//! A bucket holds its key and all its objects in one contiguous buffer (see
+//! [`Bucket`]), not one allocation per object: adding an object appends to
+//! it, comparing a new object with the key's objects (bag identity) and
+//! reading them all back scan adjacent memory, and removing a key frees one
+//! allocation. Objects leave the table as [`Entry`]s only when copied out
+//! for traversal.
 
-use crate::entry::Entry;
+use crate::entry::{Entry, EntryBuf};
+use crate::format::{read_item, Item};
 use crate::order::identical;
-use crate::set::{buckets_from, copy_buckets, hash_key, read_from, Key, Padded, SHARDS};
+use crate::set::{hash_key, read_from, Key, Padded, SHARDS};
 use hashbrown::HashTable;
 use parking_lot::{RwLock, RwLockWriteGuard};
 
-/// The objects of one key, in insertion order (never empty in a table).
-pub struct Bucket(Vec<Entry>);
+/// `key_at` of an object whose key is not a slice of it (its entry had an
+/// appended canonical key): the object's key is the bucket's key.
+const APPENDED: u32 = u32::MAX;
+/// Bytes of a bucket's header: object count and key length.
+const HEAD: usize = 8;
+/// Bytes of an object's header: its length and `key_at`.
+const OBJ_HEAD: usize = 8;
+/// Buckets whose buffers traversal reads ahead (see `snapshot_part`).
+const LOOKAHEAD: usize = 16;
 
-impl Bucket {
-    fn key(&self) -> &[u8] {
-        self.0[0].key()
-    }
+#[inline]
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
 
-    /// The objects, in insertion order.
-    pub fn objects(&self) -> &[Entry] {
-        &self.0
+#[inline]
+fn set_u32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Where `e`'s key starts inside its object, or [`APPENDED`].
+fn key_at(e: &Entry) -> u32 {
+    let (obj, key) = (e.object(), e.key());
+    let (o, k) = (obj.as_ptr() as usize, key.as_ptr() as usize);
+    if k >= o && k + key.len() <= o + obj.len() {
+        (k - o) as u32
+    } else {
+        APPENDED
     }
 }
+
+/// True when the encoded value holds a float anywhere (or cannot be read:
+/// then the caller falls back to the full comparison). Only a float can
+/// make two objects of different bytes identical (`0.0 =:= -0.0`).
+fn has_float(obj: &[u8]) -> bool {
+    let mut pos = 0;
+    while pos < obj.len() {
+        match read_item(obj, &mut pos) {
+            Ok(Item::Float(_)) | Err(_) => return true,
+            Ok(_) => {}
+        }
+    }
+    false
+}
+
+/// The objects of one key, in insertion order (never empty in a table),
+/// in one buffer:
+/// `[u32 count][u32 key_len][key]` then, per object,
+/// `[u32 len][u32 key_at][object bytes]` (`key_at`: where the key starts
+/// inside the object, or [`APPENDED`]). The key is the objects' common
+/// canonical key. The key's hash is kept so that growing the hash table
+/// does not rehash keys.
+pub struct Bucket {
+    hash: u64,
+    buf: Vec<u8>,
+}
+
+impl Bucket {
+    fn new(hash: u64, key: &[u8], obj: &[u8], key_at: u32) -> Self {
+        let mut buf = Vec::with_capacity(HEAD + key.len() + OBJ_HEAD + obj.len());
+        buf.extend_from_slice(&1u32.to_le_bytes());
+        buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        buf.extend_from_slice(key);
+        Self::put(&mut buf, obj, key_at);
+        Bucket { hash, buf }
+    }
+
+    #[inline]
+    fn put(buf: &mut Vec<u8>, obj: &[u8], key_at: u32) {
+        buf.extend_from_slice(&(obj.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&key_at.to_le_bytes());
+        buf.extend_from_slice(obj);
+    }
+
+    /// Appends an object.
+    fn push(&mut self, obj: &[u8], key_at: u32) {
+        Self::put(&mut self.buf, obj, key_at);
+        let n = u32_at(&self.buf, 0) + 1;
+        set_u32(&mut self.buf, 0, n);
+    }
+
+    #[inline]
+    fn key(&self) -> &[u8] {
+        let len = u32_at(&self.buf, 4) as usize;
+        &self.buf[HEAD..HEAD + len]
+    }
+
+    /// Number of objects.
+    #[inline]
+    pub fn len(&self) -> usize {
+        u32_at(&self.buf, 0) as usize
+    }
+
+    /// Always false for a bucket in a table.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    #[inline]
+    fn first_object(&self) -> usize {
+        HEAD + u32_at(&self.buf, 4) as usize
+    }
+
+    /// The objects' bytes, in insertion order.
+    #[inline]
+    pub fn objects(&self) -> Objects<'_> {
+        Objects {
+            buf: &self.buf[self.first_object()..],
+            left: self.len(),
+        }
+    }
+
+    /// Heap bytes of the buffer (rounded up to the allocator's granule).
+    fn heap_bytes(&self) -> usize {
+        self.buf.capacity().next_multiple_of(16)
+    }
+
+    /// True when an object identical to `obj` is in the bucket.
+    fn contains(&self, obj: &[u8], zero_eq: bool) -> bool {
+        // Identical objects have equal lengths, and differ in bytes only
+        // when they hold floats (decided once, when first needed).
+        let mut floats = None;
+        self.objects().any(|o| {
+            o.len() == obj.len()
+                && (o == obj
+                    || (zero_eq
+                        && *floats.get_or_insert_with(|| has_float(obj))
+                        && identical(o, obj, zero_eq)))
+        })
+    }
+
+    /// Removes the objects identical to `obj`; returns how many.
+    fn remove_identical(&mut self, obj: &[u8], zero_eq: bool) -> usize {
+        let n = self.len();
+        let mut read = self.first_object();
+        let mut write = read;
+        let mut gone = 0;
+        for _ in 0..n {
+            let len = OBJ_HEAD + u32_at(&self.buf, read) as usize;
+            let o = &self.buf[read + OBJ_HEAD..read + len];
+            if o.len() == obj.len() && identical(o, obj, zero_eq) {
+                gone += 1;
+            } else {
+                self.buf.copy_within(read..read + len, write);
+                write += len;
+            }
+            read += len;
+        }
+        if gone > 0 {
+            self.buf.truncate(write);
+            set_u32(&mut self.buf, 0, (n - gone) as u32);
+            if self.buf.capacity() > 2 * self.buf.len() + 64 {
+                self.buf.shrink_to_fit();
+            }
+        }
+        gone
+    }
+
+    /// Copies each object out as an [`Entry`] (in insertion order),
+    /// building them in the buffer `spare`.
+    fn copy_entries(&self, out: &mut Vec<Entry>, spare: &mut Vec<u8>) {
+        let key = self.key();
+        for (obj, at) in self.raw() {
+            let mut b = EntryBuf::with_buffer(std::mem::take(spare));
+            let s = EntryBuf::object_start();
+            b.out.extend_from_slice(obj);
+            let (e, back) = if at == APPENDED {
+                b.finish_keep(s..s, Some(key))
+            } else {
+                let k = s + at as usize;
+                b.finish_keep(k..k + key.len(), None)
+            };
+            out.push(e);
+            *spare = back;
+        }
+    }
+
+    /// The objects with their `key_at`.
+    fn raw(&self) -> impl Iterator<Item = (&[u8], u32)> {
+        let buf = &self.buf[..];
+        let mut pos = self.first_object();
+        (0..self.len()).map(move |_| {
+            let len = u32_at(buf, pos) as usize;
+            let at = u32_at(buf, pos + 4);
+            let o = &buf[pos + OBJ_HEAD..pos + OBJ_HEAD + len];
+            pos += OBJ_HEAD + len;
+            (o, at)
+        })
+    }
+}
+
+/// The objects of one key (bytes of each encoded object), in insertion
+/// order.
+#[derive(Clone)]
+pub struct Objects<'a> {
+    /// The remaining objects, each `[u32 len][u32 key_at][object bytes]`.
+    buf: &'a [u8],
+    left: usize,
+}
+
+impl<'a> Objects<'a> {
+    /// No objects.
+    pub fn empty() -> Self {
+        Objects { buf: &[], left: 0 }
+    }
+}
+
+impl<'a> Iterator for Objects<'a> {
+    type Item = &'a [u8];
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.left == 0 {
+            return None;
+        }
+        let head = self.buf.get(..OBJ_HEAD)?;
+        let len = u32_at(head, 0) as usize;
+        let Some(obj) = self.buf.get(OBJ_HEAD..OBJ_HEAD + len) else {
+            self.left = 0;
+            return None;
+        };
+        self.left -= 1;
+        self.buf = &self.buf[OBJ_HEAD + len..];
+        Some(obj)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for Objects<'_> {}
 
 #[derive(Default)]
 struct Shard {
     map: HashTable<Bucket>,
-    /// Heap bytes of the entries and bucket vectors.
+    /// Heap bytes of the bucket buffers.
     heap: usize,
     /// Number of objects.
     count: usize,
 }
 
-const ENTRY: usize = std::mem::size_of::<Entry>();
-
 impl Shard {
+    #[inline]
     fn find(&self, key: &Key) -> Option<&Bucket> {
         self.map.find(key.hash(), |b| key.matches(b.key()))
     }
 
-    /// Adds `entry` (bag: unless an identical object is there).
-    fn add(&mut self, entry: Entry, duplicate: bool, zero_eq: bool) {
-        let hash = hash_key(entry.key());
-        match self
-            .map
-            .entry(hash, |b| b.key() == entry.key(), |b| hash_key(b.key()))
-        {
+    /// Adds `entry`, whose key hashes to `hash` (bag: unless an identical
+    /// object is there).
+    fn add(&mut self, hash: u64, entry: &Entry, duplicate: bool, zero_eq: bool) {
+        let (key, obj) = (entry.key(), entry.object());
+        match self.map.entry(hash, |b| b.key() == key, |b| b.hash) {
             hashbrown::hash_table::Entry::Occupied(mut o) => {
-                let b = &mut o.get_mut().0;
-                if !duplicate
-                    && b.iter()
-                        .any(|e| identical(e.object(), entry.object(), zero_eq))
-                {
+                let b = o.get_mut();
+                if !duplicate && b.contains(obj, zero_eq) {
                     return;
                 }
-                let cap = b.capacity();
-                self.heap += entry.heap_bytes();
-                b.push(entry);
-                self.heap += (b.capacity() - cap) * ENTRY;
-                self.count += 1;
+                let before = b.heap_bytes();
+                b.push(obj, key_at(entry));
+                self.heap = self.heap + b.heap_bytes() - before;
             }
             hashbrown::hash_table::Entry::Vacant(v) => {
-                self.heap += entry.heap_bytes() + ENTRY;
-                self.count += 1;
-                v.insert(Bucket(vec![entry]));
+                let b = Bucket::new(hash, key, obj, key_at(entry));
+                self.heap += b.heap_bytes();
+                v.insert(b);
             }
         }
+        self.count += 1;
     }
 
     fn forget(&mut self, b: &Bucket) {
-        self.count -= b.0.len();
-        self.heap -= b.0.iter().map(Entry::heap_bytes).sum::<usize>() + b.0.capacity() * ENTRY;
+        self.count -= b.len();
+        self.heap -= b.heap_bytes();
     }
 
-    fn remove(&mut self, key: &Key) -> Vec<Entry> {
-        match self.map.find_entry(key.hash(), |b| key.matches(b.key())) {
-            Ok(o) => {
-                let (b, _) = o.remove();
-                self.forget(&b);
-                b.0
-            }
-            Err(_) => Vec::new(),
-        }
+    fn remove(&mut self, key: &Key) -> Option<Bucket> {
+        let (b, _) = self
+            .map
+            .find_entry(key.hash(), |b| key.matches(b.key()))
+            .ok()?
+            .remove();
+        self.forget(&b);
+        Some(b)
     }
 
     fn bytes(&self) -> usize {
@@ -103,11 +322,7 @@ pub struct BagContents(Vec<HashTable<Bucket>>);
 impl BagContents {
     /// Number of objects.
     pub fn len(&self) -> usize {
-        self.0
-            .iter()
-            .flat_map(|m| m.iter())
-            .map(|b| b.0.len())
-            .sum()
+        self.0.iter().flat_map(|m| m.iter()).map(Bucket::len).sum()
     }
 
     /// True when there are no objects.
@@ -149,10 +364,11 @@ impl BagTable {
         &self.shards[Self::shard_of(hash)].0
     }
 
-    /// Runs `f` on the objects under `key` (empty when none), read-locked.
-    pub fn read<R>(&self, key: &Key, f: impl FnOnce(&[Entry]) -> R) -> R {
+    /// Runs `f` on the objects under `key` (none when the key is absent),
+    /// read-locked.
+    pub fn read<R>(&self, key: &Key, f: impl FnOnce(Objects<'_>) -> R) -> R {
         let g = self.shard(key.hash()).read();
-        f(g.find(key).map_or(&[][..], |b| b.objects()))
+        f(g.find(key).map_or_else(Objects::empty, Bucket::objects))
     }
 
     /// True when some object has `key`.
@@ -165,14 +381,12 @@ impl BagTable {
         let hash = hash_key(entry.key());
         self.shard(hash)
             .write()
-            .add(entry, self.duplicate, self.zero_eq);
+            .add(hash, &entry, self.duplicate, self.zero_eq);
     }
 
-    fn lock_for(&self, entries: &[Entry]) -> Vec<(usize, RwLockWriteGuard<'_, Shard>)> {
-        let mut ids: Vec<usize> = entries
-            .iter()
-            .map(|e| Self::shard_of(hash_key(e.key())))
-            .collect();
+    /// Locks the shards of all `hashes` (in shard order).
+    fn lock_for(&self, hashes: &[u64]) -> Vec<(usize, RwLockWriteGuard<'_, Shard>)> {
+        let mut ids: Vec<usize> = hashes.iter().map(|&h| Self::shard_of(h)).collect();
         ids.sort_unstable();
         ids.dedup();
         ids.into_iter()
@@ -182,79 +396,88 @@ impl BagTable {
 
     fn guard<'g, 't>(
         guards: &'g mut [(usize, RwLockWriteGuard<'t, Shard>)],
-        entry: &Entry,
+        hash: u64,
     ) -> &'g mut Shard {
-        let id = Self::shard_of(hash_key(entry.key()));
+        let id = Self::shard_of(hash);
         let at = guards
             .binary_search_by_key(&id, |(i, _)| *i)
             .expect("every entry's shard is locked");
         &mut guards[at].1
     }
 
-    /// Objects of one multi-object insert in the order ETS adds them: a
-    /// duplicate bag in list order, a bag from the end of the list (so
-    /// `[{a, 1}, {a, 2}]` reads back as `[{a, 2}, {a, 1}]`, as on OTP 25).
-    fn in_insert_order(&self, mut entries: Vec<Entry>) -> Vec<Entry> {
-        if !self.duplicate {
-            entries.reverse();
+    /// Adds `entries` (with their key hashes) under the locks `guards` in
+    /// ETS's order: a duplicate bag in list order, a bag from the end of
+    /// the list (so `[{a, 1}, {a, 2}]` reads back as `[{a, 2}, {a, 1}]`, as
+    /// on OTP 25).
+    fn add_all(
+        &self,
+        guards: &mut [(usize, RwLockWriteGuard<'_, Shard>)],
+        entries: &[Entry],
+        hashes: &[u64],
+    ) {
+        let mut add = |i: usize| {
+            Self::guard(guards, hashes[i]).add(hashes[i], &entries[i], self.duplicate, self.zero_eq)
+        };
+        if self.duplicate {
+            (0..entries.len()).for_each(&mut add);
+        } else {
+            (0..entries.len()).rev().for_each(&mut add);
         }
-        entries
+    }
+
+    fn hashes(entries: &[Entry]) -> Vec<u64> {
+        entries.iter().map(|e| hash_key(e.key())).collect()
     }
 
     /// Adds all objects atomically, in ETS's order (see above).
     pub fn insert_all(&self, entries: Vec<Entry>) {
-        let mut guards = self.lock_for(&entries);
-        for e in self.in_insert_order(entries) {
-            Self::guard(&mut guards, &e).add(e, self.duplicate, self.zero_eq);
-        }
+        let hashes = Self::hashes(&entries);
+        let mut guards = self.lock_for(&hashes);
+        self.add_all(&mut guards, &entries, &hashes);
     }
 
     /// Adds all objects atomically if none of their keys is present;
     /// otherwise adds nothing. Returns whether it added.
     pub fn insert_new_all(&self, entries: Vec<Entry>) -> bool {
-        let mut guards = self.lock_for(&entries);
-        for e in &entries {
-            if Self::guard(&mut guards, e)
+        let hashes = Self::hashes(&entries);
+        let mut guards = self.lock_for(&hashes);
+        for (e, &h) in entries.iter().zip(&hashes) {
+            if Self::guard(&mut guards, h)
                 .find(&Key::new(e.key()))
                 .is_some()
             {
                 return false;
             }
         }
-        for e in self.in_insert_order(entries) {
-            Self::guard(&mut guards, &e).add(e, self.duplicate, self.zero_eq);
-        }
+        self.add_all(&mut guards, &entries, &hashes);
         true
     }
 
-    /// Removes and returns every object under `key`, in insertion order.
-    pub fn remove(&self, key: &Key) -> Vec<Entry> {
+    /// Removes every object under `key`; returns them (in insertion order,
+    /// see [`Bucket::objects`]), if any.
+    pub fn remove(&self, key: &Key) -> Option<Bucket> {
         self.shard(key.hash()).write().remove(key)
     }
 
-    /// Removes every object identical to `obj` (same key); returns them.
-    pub fn remove_object(&self, obj: &Entry) -> Vec<Entry> {
+    /// Removes every object identical to `obj` (same key); returns how many.
+    pub fn remove_object(&self, obj: &Entry) -> usize {
         let key = Key::new(obj.key());
         let mut g = self.shard(key.hash()).write();
         let zero_eq = self.zero_eq;
         let Ok(mut o) = g.map.find_entry(key.hash(), |b| key.matches(b.key())) else {
-            return Vec::new();
+            return 0;
         };
-        let b = &mut o.get_mut().0;
-        let old_cap = b.capacity();
-        let (gone, kept): (Vec<Entry>, Vec<Entry>) = std::mem::take(b)
-            .into_iter()
-            .partition(|e| identical(e.object(), obj.object(), zero_eq));
-        let freed: usize = gone.iter().map(Entry::heap_bytes).sum();
-        let new_cap = kept.capacity();
-        if kept.is_empty() {
+        let b = o.get_mut();
+        let before = b.heap_bytes();
+        let gone = b.remove_identical(obj.object(), zero_eq);
+        let after = if b.is_empty() {
             o.remove();
-            g.heap -= freed + old_cap * ENTRY;
+            0
         } else {
-            *b = kept;
-            g.heap = g.heap + new_cap * ENTRY - freed - old_cap * ENTRY;
-        }
-        g.count -= gone.len();
+            b.heap_bytes()
+        };
+        g.heap = g.heap + after - before;
+        g.count -= gone;
         gone
     }
 
@@ -302,12 +525,7 @@ impl BagTable {
     /// A copy of one shard's objects, key by key in traversal order, each
     /// key's objects in insertion order.
     pub fn snapshot_shard(&self, shard: usize) -> Vec<Entry> {
-        let s = self.shards[shard].0.read();
-        let mut out = Vec::with_capacity(s.count);
-        for b in buckets_from(&s.map, 0) {
-            out.extend(b.0.iter().cloned());
-        }
-        out
+        self.snapshot_part(shard, 0, usize::MAX).0
     }
 
     /// Copies the objects of shard `shard` from bucket `from` on, key by key,
@@ -320,17 +538,45 @@ impl BagTable {
         max: usize,
     ) -> (Vec<Entry>, Option<usize>) {
         let s = self.shards[shard].0.read();
-        copy_buckets(&s.map, from, max, |b, out| out.extend(b.0.iter().cloned()))
+        let map = &s.map;
+        let mut out = Vec::with_capacity(max.min(s.count));
+        let mut spare = Vec::new();
+        let mut i = from;
+        while i < map.num_buckets() {
+            // Read the next buckets' buffers first, all together, so that
+            // their cache misses overlap instead of coming one per key.
+            let end = (i + LOOKAHEAD).min(map.num_buckets());
+            let touched = (i..end)
+                .filter_map(|j| map.get_bucket(j))
+                .fold(0u8, |acc, b| acc ^ b.buf[0] ^ b.buf[b.buf.len() - 1]);
+            std::hint::black_box(touched);
+            for j in i..end {
+                if out.len() >= max {
+                    return (out, Some(j));
+                }
+                if let Some(b) = map.get_bucket(j) {
+                    b.copy_entries(&mut out, &mut spare);
+                }
+            }
+            i = end;
+        }
+        (out, None)
     }
 
     /// Runs `f` on the first object of the first key in traversal order.
-    pub fn read_first<R>(&self, f: impl FnOnce(Option<&Entry>) -> R) -> R {
-        read_from(&self.shards, 0, None, |s| &s.map, |b| f(b.map(|b| &b.0[0])))
+    pub fn read_first<R>(&self, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        read_from(
+            &self.shards,
+            0,
+            None,
+            |s| &s.map,
+            |b| f(b.and_then(|b| b.objects().next())),
+        )
     }
 
     /// Runs `f` on the first object of the key after `key` in traversal
     /// order; `None` without calling `f` when `key` is not in the table.
-    pub fn read_next<R>(&self, key: &Key, f: impl FnOnce(Option<&Entry>) -> R) -> Option<R> {
+    pub fn read_next<R>(&self, key: &Key, f: impl FnOnce(Option<&[u8]>) -> R) -> Option<R> {
         let shard = Self::shard_of(key.hash());
         let g = self.shards[shard].0.read();
         let at = g
@@ -341,7 +587,7 @@ impl BagTable {
             shard,
             Some((g, at + 1)),
             |s| &s.map,
-            |b| f(b.map(|b| &b.0[0])),
+            |b| f(b.and_then(|b| b.objects().next())),
         ))
     }
 }
@@ -366,8 +612,11 @@ mod tests {
         put_int(&mut o, k);
         o
     }
-    fn values(t: &BagTable, k: i64) -> Vec<Entry> {
-        t.read(&Key::new(&key(k)), |es| es.to_vec())
+    fn values(t: &BagTable, k: i64) -> Vec<Vec<u8>> {
+        t.read(&Key::new(&key(k)), |os| os.map(<[u8]>::to_vec).collect())
+    }
+    fn objects(es: &[Entry]) -> Vec<Vec<u8>> {
+        es.iter().map(|e| e.object().to_vec()).collect()
     }
 
     #[test]
@@ -379,18 +628,76 @@ mod tests {
         t.insert(pair(1, 0.0));
         assert_eq!(
             values(&t, 1),
-            vec![pair(1, 2.0), pair(1, 1.0), pair(1, -0.0)]
+            objects(&[pair(1, 2.0), pair(1, 1.0), pair(1, -0.0)])
         );
         assert_eq!(t.len(), 3);
         assert!(!t.insert_new_all(vec![pair(2, 0.0), pair(1, 5.0)]));
         assert!(t.insert_new_all(vec![pair(2, 0.0), pair(2, 1.0)]));
         assert_eq!(t.len(), 5);
-        assert_eq!(t.remove_object(&pair(1, 2.0)).len(), 1);
-        assert_eq!(t.remove(&Key::new(&key(1))).len(), 2);
-        assert_eq!(t.remove_object(&pair(2, 0.0)).len(), 1);
-        assert_eq!(t.remove_object(&pair(2, 1.0)).len(), 1);
+        assert_eq!(t.remove_object(&pair(1, 2.0)), 1);
+        assert_eq!(t.remove(&Key::new(&key(1))).map(|b| b.len()), Some(2));
+        assert_eq!(t.remove_object(&pair(2, 0.0)), 1);
+        assert_eq!(t.remove_object(&pair(2, 1.0)), 1);
         assert!(t.is_empty());
         assert!(!t.contains(&Key::new(&key(2))));
+        assert!(t.shards.iter().all(|s| s.0.read().heap == 0));
+        t.take_all();
+        assert_eq!(t.memory_bytes(), empty);
+    }
+
+    /// `{k, v}` whose entry carries `canon` as an appended canonical key.
+    fn pair_canon(k: f64, v: i64, canon: &[u8]) -> Entry {
+        let mut b = EntryBuf::new();
+        put_header(&mut b.out, tag::TUPLE, 2);
+        put_float(&mut b.out, k);
+        put_int(&mut b.out, v);
+        let s = EntryBuf::object_start();
+        b.finish(s..s, Some(canon))
+    }
+
+    #[test]
+    fn objects_round_trip_through_the_bucket_buffer() {
+        let t = BagTable::new(true, true);
+        let empty = t.memory_bytes();
+        let canon = key(0);
+        // Two objects whose key is a slice of the object, then two with an
+        // appended canonical key, all under one key, one removed between.
+        let mut in_object = EntryBuf::new();
+        put_header(&mut in_object.out, tag::TUPLE, 2);
+        let ks = in_object.out.len();
+        put_int(&mut in_object.out, 0);
+        let ke = in_object.out.len();
+        put_int(&mut in_object.out, 7);
+        let a = in_object.finish(ks..ke, None);
+        let all = vec![
+            a.clone(),
+            pair_canon(-0.0, 1, &canon),
+            a.clone(),
+            pair_canon(0.0, 2, &canon),
+        ];
+        for e in &all {
+            t.insert(e.clone());
+        }
+        assert_eq!(values(&t, 0), objects(&all));
+        let snap: Vec<Entry> = (0..t.shard_count())
+            .flat_map(|s| t.snapshot_shard(s))
+            .collect();
+        assert_eq!(snap, all);
+        assert!(t.memory_bytes() > empty);
+        // delete_object removes every identical copy, keeping the order.
+        assert_eq!(t.remove_object(&a), 2);
+        assert_eq!(
+            values(&t, 0),
+            objects(&all[1..2])
+                .into_iter()
+                .chain(objects(&all[3..]))
+                .collect::<Vec<_>>()
+        );
+        // 0.0 =:= -0.0 (zero_eq): both float objects are identical to either.
+        assert_eq!(t.remove_object(&pair_canon(0.0, 1, &canon)), 1);
+        assert_eq!(values(&t, 0), objects(&all[3..]));
+        assert_eq!(t.remove(&Key::new(&canon)).map(|b| b.len()), Some(1));
+        assert!(t.is_empty());
         assert!(t.shards.iter().all(|s| s.0.read().heap == 0));
         t.take_all();
         assert_eq!(t.memory_bytes(), empty);
@@ -402,8 +709,8 @@ mod tests {
         t.insert_all(vec![pair(1, 1.0), pair(1, 2.0), pair(1, 1.0)]);
         t.insert(pair(1, 1.0));
         assert_eq!(t.len(), 4);
-        assert_eq!(t.remove_object(&pair(1, 1.0)).len(), 3);
-        assert_eq!(values(&t, 1), vec![pair(1, 2.0)]);
+        assert_eq!(t.remove_object(&pair(1, 1.0)), 3);
+        assert_eq!(values(&t, 1), objects(&[pair(1, 2.0)]));
         assert_eq!(t.take_all().len(), 1);
         assert!(t.is_empty());
     }
@@ -416,10 +723,10 @@ mod tests {
             t.insert(pair(i, 1.0));
         }
         let mut seen = Vec::new();
-        let mut cur = t.read_first(|e| e.map(|e| e.key().to_vec()));
+        let mut cur = t.read_first(|o| o.map(|o| o[2..11].to_vec()));
         while let Some(k) = cur {
             cur = t
-                .read_next(&Key::new(&k), |e| e.map(|e| e.key().to_vec()))
+                .read_next(&Key::new(&k), |o| o.map(|o| o[2..11].to_vec()))
                 .unwrap();
             seen.push(k);
         }

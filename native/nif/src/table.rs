@@ -6,7 +6,7 @@ use crate::codec::{
     self, caller, decode, encode_key_bytes, encode_value, word_of, word_term, Encoder, KeyBytes,
     Scratch,
 };
-use native_store_engine::bag::BagTable;
+use native_store_engine::bag::{BagTable, Objects};
 use native_store_engine::entry::{Entry, EntryBuf, EntryImage};
 use native_store_engine::format::{self, tag};
 use native_store_engine::map_merge;
@@ -900,17 +900,45 @@ fn table_lookup<'a>(env: Env<'a>, [tab, key]: [Term<'a>; 2]) -> NifResult<Term<'
     match &t.data {
         Data::Set(s) => s.read(&kb.key(), one),
         Data::Ordered(o) => with_key(&kb, |k| o.read(k, one)),
-        Data::Bag(b) => b.read(&kb.key(), |es| objects_list(env, es)),
+        Data::Bag(b) => b.read(&kb.key(), |os| objects_list(env, os, decode_object(env))),
     }
 }
 
-/// The list of `entries`' objects, in order.
-fn objects_list<'a>(env: Env<'a>, entries: &[Entry]) -> NifResult<Term<'a>> {
-    let mut acc = Term::list_new_empty(env);
-    for e in entries.iter().rev() {
-        acc = acc.list_prepend(decode_entry(env, e)?);
+/// Decodes a whole object.
+fn decode_object<'a>(env: Env<'a>) -> impl Fn(&[u8]) -> NifResult<Term<'a>> {
+    move |o| decode(env, o).map_err(|_| Error::BadArg)
+}
+
+/// The list of `f` of each of the objects `objs` of a bag key, in order.
+fn objects_list<'a>(
+    env: Env<'a>,
+    objs: Objects,
+    f: impl Fn(&[u8]) -> NifResult<Term<'a>>,
+) -> NifResult<Term<'a>> {
+    const STACK: usize = 16;
+    let n = objs.len();
+    if n <= 1 {
+        let nil = Term::list_new_empty(env);
+        return match objs.into_iter().next() {
+            Some(o) => Ok(nil.list_prepend(f(o)?)),
+            None => Ok(nil),
+        };
     }
-    Ok(acc)
+    if n > STACK {
+        return Ok(objs.map(f).collect::<NifResult<Vec<Term>>>()?.encode(env));
+    }
+    let mut terms = [Term::list_new_empty(env).as_c_arg(); STACK];
+    for (slot, o) in terms.iter_mut().zip(objs) {
+        *slot = f(o)?.as_c_arg();
+    }
+    // SAFETY: every slot holds a term of `env` (the empty list, or made by
+    // `f`), `n <= STACK`, and the array outlives the call.
+    Ok(unsafe {
+        Term::new(
+            env,
+            rustler::sys::enif_make_list_from_array(env.as_c_arg(), terms.as_ptr(), n as u32),
+        )
+    })
 }
 
 hot_nif!(table_lookup_element, 3);
@@ -918,24 +946,19 @@ fn table_lookup_element<'a>(env: Env<'a>, [tab, key, pos]: [Term<'a>; 3]) -> Nif
     let pos: i64 = pos.decode()?;
     let t = readable(env, tab)?;
     let kb = key_bytes(env, key)?;
-    let element = |e: &Entry| {
-        let obj = e.object();
+    let element = |obj: &[u8]| {
         let r = tuple_ops::element(obj, pos).map_err(|_| Error::BadArg)?;
         decode(env, &obj[r]).map_err(|_| Error::BadArg)
     };
-    let one = |e: Option<&Entry>| element(e.ok_or(Error::BadArg)?);
+    let one = |e: Option<&Entry>| element(e.ok_or(Error::BadArg)?.object());
     match &t.data {
         Data::Set(s) => s.read(&kb.key(), one),
         Data::Ordered(o) => with_key(&kb, |k| o.read(k, one)),
-        Data::Bag(b) => b.read(&kb.key(), |es| {
-            if es.is_empty() {
+        Data::Bag(b) => b.read(&kb.key(), |os| {
+            if os.len() == 0 {
                 return Err(Error::BadArg);
             }
-            let mut acc = Term::list_new_empty(env);
-            for e in es.iter().rev() {
-                acc = acc.list_prepend(element(e)?);
-            }
-            Ok(acc)
+            objects_list(env, os, element)
         }),
     }
 }
@@ -960,7 +983,11 @@ fn table_take<'a>(env: Env<'a>, [tab, key]: [Term<'a>; 2]) -> NifResult<Term<'a>
     let removed = match &t.data {
         Data::Set(s) => s.remove(&kb.key()),
         Data::Ordered(o) => with_key(&kb, |k| o.remove(k)),
-        Data::Bag(b) => return objects_list(env, &b.remove(&kb.key())),
+        Data::Bag(b) => {
+            return b.remove(&kb.key()).map_or(Ok(nil), |objs| {
+                objects_list(env, objs.objects(), decode_object(env))
+            })
+        }
     };
     match removed {
         None => Ok(nil),
@@ -1005,7 +1032,9 @@ fn table_delete_object<'a>(env: Env<'a>, tab: Term<'a>, obj: Term<'a>) -> NifRes
     match &t.data {
         Data::Set(s) => s.update_mut(&Key::new(encoded.key()), decide),
         Data::Ordered(o) => o.update_mut(encoded.key(), decide),
-        Data::Bag(b) => drop(b.remove_object(&encoded)),
+        Data::Bag(b) => {
+            b.remove_object(&encoded);
+        }
     }
     Ok(true)
 }
@@ -1764,13 +1793,12 @@ fn table_rename<'a>(env: Env<'a>, tab: Term<'a>, name: Atom) -> NifResult<Term<'
     Ok(name.encode(env))
 }
 
-/// The key of the object `e` (the element at the table's key position, as
+/// The key of the object `obj` (the element at the table's key position, as
 /// stored), or `'$end_of_table'`.
-fn key_or_end<'a>(env: Env<'a>, t: &TableRes, e: Option<&Entry>) -> NifResult<Term<'a>> {
-    let Some(e) = e else {
+fn key_or_end<'a>(env: Env<'a>, t: &TableRes, obj: Option<&[u8]>) -> NifResult<Term<'a>> {
+    let Some(obj) = obj else {
         return Ok(atoms::end_of_table().encode(env));
     };
-    let obj = e.object();
     let r = tuple_ops::element(obj, t.meta.keypos() as i64).map_err(|_| Error::BadArg)?;
     decode(env, &obj[r]).map_err(|_| Error::BadArg)
 }
@@ -1779,12 +1807,12 @@ fn key_or_end<'a>(env: Env<'a>, t: &TableRes, e: Option<&Entry>) -> NifResult<Te
 /// types have no order, and `last/1` is `first/1` there, as in ETS).
 fn first_or_last<'a>(env: Env<'a>, tab: Term<'a>, last: bool) -> NifResult<Term<'a>> {
     let t = readable(env, tab)?;
-    let f = |e: Option<&Entry>| key_or_end(env, &t, e);
+    let f = |e: Option<&Entry>| key_or_end(env, &t, e.map(Entry::object));
     match &t.data {
         Data::Set(s) => s.read_first(f),
         Data::Ordered(o) if last => o.read_last(f),
         Data::Ordered(o) => o.read_first(f),
-        Data::Bag(b) => b.read_first(f),
+        Data::Bag(b) => b.read_first(|o| key_or_end(env, &t, o)),
     }
 }
 
@@ -1794,12 +1822,14 @@ fn first_or_last<'a>(env: Env<'a>, tab: Term<'a>, last: bool) -> NifResult<Term<
 fn next_or_prev<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>, prev: bool) -> NifResult<Term<'a>> {
     let t = readable(env, tab)?;
     let kb = key_bytes(env, key)?;
-    let f = |e: Option<&Entry>| key_or_end(env, &t, e);
+    let f = |e: Option<&Entry>| key_or_end(env, &t, e.map(Entry::object));
     match &t.data {
         Data::Set(s) => s.read_next(&kb.key(), f).ok_or(Error::BadArg)?,
         Data::Ordered(o) if prev => with_key(&kb, |k| o.read_prev(k, f)),
         Data::Ordered(o) => with_key(&kb, |k| o.read_next(k, f)),
-        Data::Bag(b) => b.read_next(&kb.key(), f).ok_or(Error::BadArg)?,
+        Data::Bag(b) => b
+            .read_next(&kb.key(), |o| key_or_end(env, &t, o))
+            .ok_or(Error::BadArg)?,
     }
 }
 
