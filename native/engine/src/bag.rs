@@ -15,9 +15,9 @@
 use crate::entry::{Entry, EntryBuf};
 use crate::format::{read_item, Item};
 use crate::order::identical;
-use crate::set::{hash_key, read_from, Key, Padded, SHARDS};
+use crate::set::{hash_key, read_from, Counted, Key, Padded, ShardStats, ShardWrite, SHARDS};
 use hashbrown::HashTable;
-use parking_lot::{RwLock, RwLockWriteGuard};
+use parking_lot::RwLock;
 
 /// `key_at` of an object whose key is not a slice of it (its entry had an
 /// appended canonical key): the object's key is the bucket's key.
@@ -261,6 +261,15 @@ struct Shard {
     count: usize,
 }
 
+impl Counted for Shard {
+    fn count(&self) -> usize {
+        self.count
+    }
+    fn bytes(&self) -> usize {
+        Shard::bytes(self)
+    }
+}
+
 impl Shard {
     #[inline]
     fn find(&self, key: &Key) -> Option<&Bucket> {
@@ -334,6 +343,8 @@ impl BagContents {
 /// A sharded concurrent bag or duplicate bag.
 pub struct BagTable {
     shards: Box<[Padded<RwLock<Shard>>]>,
+    /// Per-shard object counts and bytes, readable without locks.
+    stats: Box<[Padded<ShardStats>]>,
     duplicate: bool,
     zero_eq: bool,
 }
@@ -346,6 +357,7 @@ impl BagTable {
             shards: (0..SHARDS)
                 .map(|_| Padded(RwLock::new(Shard::default())))
                 .collect(),
+            stats: ShardStats::per_shard(),
             duplicate,
             zero_eq,
         }
@@ -364,6 +376,16 @@ impl BagTable {
         &self.shards[Self::shard_of(hash)].0
     }
 
+    /// Write-locks shard `i` (its stats are published on release).
+    fn write_shard(&self, i: usize) -> ShardWrite<'_, Shard> {
+        ShardWrite::lock(&self.shards, &self.stats, i)
+    }
+
+    /// Write-locks the shard of `hash`.
+    fn write(&self, hash: u64) -> ShardWrite<'_, Shard> {
+        self.write_shard(Self::shard_of(hash))
+    }
+
     /// Runs `f` on the objects under `key` (none when the key is absent),
     /// read-locked.
     pub fn read<R>(&self, key: &Key, f: impl FnOnce(Objects<'_>) -> R) -> R {
@@ -379,25 +401,19 @@ impl BagTable {
     /// Adds one object.
     pub fn insert(&self, entry: Entry) {
         let hash = hash_key(entry.key());
-        self.shard(hash)
-            .write()
+        self.write(hash)
             .add(hash, &entry, self.duplicate, self.zero_eq);
     }
 
     /// Locks the shards of all `hashes` (in shard order).
-    fn lock_for(&self, hashes: &[u64]) -> Vec<(usize, RwLockWriteGuard<'_, Shard>)> {
+    fn lock_for(&self, hashes: &[u64]) -> Vec<(usize, ShardWrite<'_, Shard>)> {
         let mut ids: Vec<usize> = hashes.iter().map(|&h| Self::shard_of(h)).collect();
         ids.sort_unstable();
         ids.dedup();
-        ids.into_iter()
-            .map(|i| (i, self.shards[i].0.write()))
-            .collect()
+        ids.into_iter().map(|i| (i, self.write_shard(i))).collect()
     }
 
-    fn guard<'g, 't>(
-        guards: &'g mut [(usize, RwLockWriteGuard<'t, Shard>)],
-        hash: u64,
-    ) -> &'g mut Shard {
+    fn guard<'g, 't>(guards: &'g mut [(usize, ShardWrite<'t, Shard>)], hash: u64) -> &'g mut Shard {
         let id = Self::shard_of(hash);
         let at = guards
             .binary_search_by_key(&id, |(i, _)| *i)
@@ -411,7 +427,7 @@ impl BagTable {
     /// on OTP 25).
     fn add_all(
         &self,
-        guards: &mut [(usize, RwLockWriteGuard<'_, Shard>)],
+        guards: &mut [(usize, ShardWrite<'_, Shard>)],
         entries: &[Entry],
         hashes: &[u64],
     ) {
@@ -456,13 +472,13 @@ impl BagTable {
     /// Removes every object under `key`; returns them (in insertion order,
     /// see [`Bucket::objects`]), if any.
     pub fn remove(&self, key: &Key) -> Option<Bucket> {
-        self.shard(key.hash()).write().remove(key)
+        self.write(key.hash()).remove(key)
     }
 
     /// Removes every object identical to `obj` (same key); returns how many.
     pub fn remove_object(&self, obj: &Entry) -> usize {
         let key = Key::new(obj.key());
-        let mut g = self.shard(key.hash()).write();
+        let mut g = self.write(key.hash());
         let zero_eq = self.zero_eq;
         let Ok(mut o) = g.map.find_entry(key.hash(), |b| key.matches(b.key())) else {
             return 0;
@@ -484,10 +500,9 @@ impl BagTable {
     /// Takes every object out of the table, shard by shard.
     pub fn take_all(&self) -> BagContents {
         BagContents(
-            self.shards
-                .iter()
-                .map(|s| {
-                    let mut s = s.0.write();
+            (0..self.shards.len())
+                .map(|i| {
+                    let mut s = self.write_shard(i);
                     s.heap = 0;
                     s.count = 0;
                     std::mem::take(&mut s.map)
@@ -498,7 +513,7 @@ impl BagTable {
 
     /// Number of objects.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.0.read().count).sum()
+        ShardStats::total_count(&self.stats)
     }
 
     /// True when the table has no objects.
@@ -509,12 +524,10 @@ impl BagTable {
     /// Bytes of memory held by the table.
     pub fn memory_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
-            + self.shards.len() * std::mem::size_of::<Padded<RwLock<Shard>>>()
-            + self
-                .shards
-                .iter()
-                .map(|s| s.0.read().bytes())
-                .sum::<usize>()
+            + self.shards.len()
+                * (std::mem::size_of::<Padded<RwLock<Shard>>>()
+                    + std::mem::size_of::<Padded<ShardStats>>())
+            + ShardStats::total_bytes(&self.stats)
     }
 
     /// Number of shards (for shard-by-shard traversal).

@@ -240,54 +240,108 @@ impl Contents {
     }
 }
 
-/// A shard's size and memory as of its last write, readable without its
-/// lock (so that `info(tab, :size)` does not lock every shard).
+/// What a shard reports to its [`ShardStats`].
+pub(crate) trait Counted {
+    /// Number of objects.
+    fn count(&self) -> usize;
+    /// Bytes of memory held.
+    fn bytes(&self) -> usize;
+}
+
+/// A shard's object count and memory as of its last write, readable
+/// without its lock (so that `info(tab, :size)` does not lock every shard).
 #[derive(Default)]
-struct ShardStats {
-    len: AtomicUsize,
+pub(crate) struct ShardStats {
+    count: AtomicUsize,
     bytes: AtomicUsize,
 }
 
+impl ShardStats {
+    /// One per shard, each on its own cache line (apart from the shard's
+    /// lock, which readers take: these lines are only written by writers).
+    pub(crate) fn per_shard() -> Box<[Padded<ShardStats>]> {
+        (0..SHARDS).map(|_| Padded(ShardStats::default())).collect()
+    }
+
+    /// Total objects of all shards.
+    pub(crate) fn total_count(stats: &[Padded<ShardStats>]) -> usize {
+        stats
+            .iter()
+            .map(|s| s.0.count.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Total bytes of all shards.
+    pub(crate) fn total_bytes(stats: &[Padded<ShardStats>]) -> usize {
+        stats
+            .iter()
+            .map(|s| s.0.bytes.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
 /// A shard's write guard; publishes the shard's [`ShardStats`] on release.
-struct ShardWrite<'t> {
-    guard: RwLockWriteGuard<'t, Shard>,
+pub(crate) struct ShardWrite<'t, S: Counted> {
+    guard: RwLockWriteGuard<'t, S>,
     stats: &'t ShardStats,
 }
 
-impl std::ops::Deref for ShardWrite<'_> {
-    type Target = Shard;
+impl<'t, S: Counted> ShardWrite<'t, S> {
+    /// Write-locks shard `i` of `shards`, whose stats are `stats[i]`.
     #[inline]
-    fn deref(&self) -> &Shard {
+    pub(crate) fn lock(
+        shards: &'t [Padded<RwLock<S>>],
+        stats: &'t [Padded<ShardStats>],
+        i: usize,
+    ) -> Self {
+        ShardWrite {
+            guard: shards[i].0.write(),
+            stats: &stats[i].0,
+        }
+    }
+}
+
+impl<S: Counted> std::ops::Deref for ShardWrite<'_, S> {
+    type Target = S;
+    #[inline]
+    fn deref(&self) -> &S {
         &self.guard
     }
 }
 
-impl std::ops::DerefMut for ShardWrite<'_> {
+impl<S: Counted> std::ops::DerefMut for ShardWrite<'_, S> {
     #[inline]
-    fn deref_mut(&mut self) -> &mut Shard {
+    fn deref_mut(&mut self) -> &mut S {
         &mut self.guard
     }
 }
 
-impl Drop for ShardWrite<'_> {
+impl<S: Counted> Drop for ShardWrite<'_, S> {
     #[inline]
     fn drop(&mut self) {
         // Plain stores under the lock: the next writer of this shard
         // overwrites them, readers of the stats see some recent state.
         self.stats
-            .len
-            .store(self.guard.map.len(), Ordering::Relaxed);
+            .count
+            .store(self.guard.count(), Ordering::Relaxed);
         self.stats
             .bytes
             .store(self.guard.bytes(), Ordering::Relaxed);
     }
 }
 
+impl Counted for Shard {
+    fn count(&self) -> usize {
+        self.map.len()
+    }
+    fn bytes(&self) -> usize {
+        Shard::bytes(self)
+    }
+}
+
 /// A sharded concurrent table with set semantics.
 pub struct SetTable {
     shards: Box<[Padded<RwLock<Shard>>]>,
-    /// Per-shard [`ShardStats`], each on its own cache line (apart from the
-    /// lock, which readers take, so these lines are only written by writers).
     stats: Box<[Padded<ShardStats>]>,
 }
 
@@ -304,7 +358,7 @@ impl SetTable {
             shards: (0..SHARDS)
                 .map(|_| Padded(RwLock::new(Shard::default())))
                 .collect(),
-            stats: (0..SHARDS).map(|_| Padded(ShardStats::default())).collect(),
+            stats: ShardStats::per_shard(),
         }
     }
 
@@ -322,16 +376,13 @@ impl SetTable {
 
     /// Write-locks shard `i`.
     #[inline]
-    fn write_shard(&self, i: usize) -> ShardWrite<'_> {
-        ShardWrite {
-            guard: self.shards[i].0.write(),
-            stats: &self.stats[i].0,
-        }
+    fn write_shard(&self, i: usize) -> ShardWrite<'_, Shard> {
+        ShardWrite::lock(&self.shards, &self.stats, i)
     }
 
     /// Write-locks the shard of `hash`.
     #[inline]
-    fn write(&self, hash: u64) -> ShardWrite<'_> {
+    fn write(&self, hash: u64) -> ShardWrite<'_, Shard> {
         self.write_shard(Self::shard_of(hash))
     }
 
@@ -390,7 +441,7 @@ impl SetTable {
     }
 
     /// Locks, in ascending order, every shard that one of `entries` maps to.
-    fn lock_for<'t>(&'t self, entries: &[Entry]) -> Vec<(usize, ShardWrite<'t>)> {
+    fn lock_for<'t>(&'t self, entries: &[Entry]) -> Vec<(usize, ShardWrite<'t, Shard>)> {
         let mut ids: Vec<usize> = entries
             .iter()
             .map(|e| Self::shard_of(hash_key(e.key())))
@@ -401,7 +452,7 @@ impl SetTable {
     }
 
     fn guard_for<'g, 't>(
-        guards: &'g mut [(usize, ShardWrite<'t>)],
+        guards: &'g mut [(usize, ShardWrite<'t, Shard>)],
         entry: &Entry,
     ) -> &'g mut Shard {
         let id = Self::shard_of(hash_key(entry.key()));
@@ -490,10 +541,7 @@ impl SetTable {
     /// Number of entries (each shard's count as of its last write: no
     /// lock is taken).
     pub fn len(&self) -> usize {
-        self.stats
-            .iter()
-            .map(|s| s.0.len.load(Ordering::Relaxed))
-            .sum()
+        ShardStats::total_count(&self.stats)
     }
 
     /// True when the table has no entries.
@@ -508,11 +556,7 @@ impl SetTable {
             + self.shards.len()
                 * (std::mem::size_of::<Padded<RwLock<Shard>>>()
                     + std::mem::size_of::<Padded<ShardStats>>())
-            + self
-                .stats
-                .iter()
-                .map(|s| s.0.bytes.load(Ordering::Relaxed))
-                .sum::<usize>()
+            + ShardStats::total_bytes(&self.stats)
     }
 
     /// Number of shards (for shard-by-shard traversal).
