@@ -494,8 +494,57 @@ struct IntWalk {
     pos: Pos,
 }
 
+/// The keys that follow a place in a table of integer keys only, copied
+/// from one version of its tree (a walk with `next/2` over such a table
+/// needs only keys: these are served without the lock while the table's
+/// version is unchanged).
+struct IntKeys {
+    /// The table the keys were copied from.
+    table: u64,
+    /// The tree's version when the keys were copied.
+    version: u64,
+    /// Key elements (as in the objects) of consecutive entries.
+    keys: [[u8; 9]; KEYS_AHEAD],
+    /// Keys copied.
+    len: usize,
+    /// The position of the key returned last.
+    at: usize,
+}
+
+/// Keys an [`IntKeys`] copies at a time.
+const KEYS_AHEAD: usize = 32;
+
+/// What follows a key (see [`OrderedTable::read_next_key`]).
+pub enum Next<'a> {
+    /// No greater key.
+    End,
+    /// The entry with the next key.
+    Entry(&'a Entry),
+    /// The next key, as the key element of its object is encoded.
+    Key(&'a [u8]),
+}
+
+/// The key element of an integer-tree entry as its object holds it (the
+/// key is 9 bytes, and not a canonical form appended to the object).
+fn int_key_element(e: &Entry) -> Option<[u8; 9]> {
+    let k = e.key();
+    if !e.object().as_ptr_range().contains(&k.as_ptr()) {
+        return None;
+    }
+    k.try_into().ok()
+}
+
 thread_local! {
     static WALK: RefCell<WalkCache> = RefCell::default();
+    static INT_KEYS: RefCell<IntKeys> = const {
+        RefCell::new(IntKeys {
+            table: 0,
+            version: 0,
+            keys: [[0; 9]; KEYS_AHEAD],
+            len: 0,
+            at: 0,
+        })
+    };
     static INT_WALK: Cell<IntWalk> = const {
         Cell::new(IntWalk {
             table: 0,
@@ -704,11 +753,51 @@ impl OrderedTable {
         hit.then_some(w.pos)
     }
 
+    /// Copies the keys from `pos` on of this table of integer keys only
+    /// for a walk (see [`IntKeys`]), and leaves this thread's place in the
+    /// tree at the last one copied.
+    fn copy_keys_ahead(&self, g: &Inner, pos: Pos) {
+        let mut last = pos;
+        INT_KEYS.with(|c| {
+            let Ok(mut c) = c.try_borrow_mut() else {
+                return;
+            };
+            c.len = 0;
+            c.at = 0;
+            let mut p = Some(pos);
+            while let Some(q) = p {
+                if c.len == KEYS_AHEAD {
+                    break;
+                }
+                let Some(k) = g.ints.at(q).and_then(|(_, e)| int_key_element(e)) else {
+                    break;
+                };
+                let n = c.len;
+                c.keys[n] = k;
+                c.len += 1;
+                last = q;
+                p = g.ints.after(q);
+            }
+            c.table = self.id;
+            c.version = g.version;
+        });
+        INT_WALK.with(|c| {
+            c.set(IntWalk {
+                table: self.id,
+                pos: last,
+            })
+        });
+    }
+
     /// Runs `f` on the entry with the smallest key.
     pub fn read_first<R>(&self, f: impl FnOnce(Option<&Entry>) -> R) -> R {
         let g = self.inner.read();
         if g.map.is_empty() {
-            return f(self.int_settle(&g, g.ints.first_pos()));
+            let pos = g.ints.first_pos();
+            if let Some(p) = pos {
+                self.copy_keys_ahead(&g, p);
+            }
+            return f(pos.and_then(|p| g.ints.at(p)).map(|(_, e)| e));
         }
         f(g.first())
     }
@@ -743,7 +832,39 @@ impl OrderedTable {
                 }
             }
         };
+        if forward {
+            if let Some(p) = pos {
+                self.copy_keys_ahead(g, p);
+                return Some(g.ints.at(p).map(|(_, e)| e));
+            }
+        }
         Some(self.int_settle(g, pos))
+    }
+
+    /// Runs `f` on what follows `key` (which need not be in the table):
+    /// like [`OrderedTable::read_next`], but in a walk over integer keys
+    /// the next key may come alone, without the lock.
+    pub fn read_next_key<R>(&self, key: &[u8], f: impl FnOnce(Next<'_>) -> R) -> R {
+        // (As for the walk cache of `read_next`: a version still equal to
+        // the copy's means no change is visible yet.)
+        let f = match INT_KEYS.with(|c| {
+            let Ok(mut c) = c.try_borrow_mut() else {
+                return Err(f);
+            };
+            let hit = c.table == self.id
+                && c.version == self.version.load(AtomicOrdering::Acquire)
+                && c.at + 1 < c.len
+                && c.keys[c.at] == *key;
+            if !hit {
+                return Err(f);
+            }
+            c.at += 1;
+            Ok(f(Next::Key(&c.keys[c.at])))
+        }) {
+            Ok(r) => return r,
+            Err(f) => f,
+        };
+        self.read_next(key, |e| f(e.map_or(Next::End, Next::Entry)))
     }
 
     /// Runs `f` on the entry with the smallest key greater than `key`
@@ -1035,6 +1156,57 @@ mod tests {
             walked.push(key);
         }
         assert_eq!(walked, sorted);
+    }
+
+    #[test]
+    fn key_walks_see_every_change() {
+        let t = OrderedTable::new();
+        for k in 0..100 {
+            t.insert(obj(k as f64 * 2.0, k % 3 == 0, k));
+        }
+        let next = |k: &[u8]| {
+            t.read_next_key(k, |n| match n {
+                Next::End => None,
+                Next::Entry(e) => Some(e.key().to_vec()),
+                Next::Key(b) => Some(b.to_vec()),
+            })
+        };
+        let first = t.read_first(|e| e.unwrap().key().to_vec());
+        assert_eq!(first, fk(0.0));
+        // A whole walk (past the copied keys), floats and integers.
+        let mut k = first.clone();
+        let mut n = 1;
+        while let Some(key) = next(&k) {
+            let v = match probe(&key) {
+                Search::Int(v) => v,
+                Search::Key(_) => panic!("not an integer key"),
+            };
+            assert_eq!(
+                key,
+                if (v / 2) % 3 == 0 {
+                    fk(v as f64)
+                } else {
+                    ik(v)
+                }
+            );
+            k = key;
+            n += 1;
+        }
+        assert_eq!(n, 100);
+        // Changes in the middle of a walk.
+        assert_eq!(next(&first), Some(ik(2)));
+        t.insert(obj(3.0, false, 0));
+        assert_eq!(next(&ik(2)), Some(ik(3)));
+        t.remove(&ik(4));
+        assert_eq!(next(&ik(3)), Some(fk(6.0)));
+        // Another key kind in the table: merged walks.
+        t.insert(keyed(&{
+            let mut o = Vec::new();
+            put_float(&mut o, 6.5);
+            o
+        }));
+        assert_eq!(next(&fk(6.0)), Some(fk(6.5)));
+        assert_eq!(next(&fk(6.5)), Some(ik(8)));
     }
 
     #[test]
