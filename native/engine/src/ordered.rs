@@ -7,20 +7,23 @@
 //!
 //! Keys equal (`==`) to a small integer (an `INT`, or an integral float
 //! within i64) live in a second tree keyed by that integer, a B+ tree of
-//! our own (see [`tree`]): no key copy, searches by integer compares over
+//! our own (`ordered/tree.rs`): no key copy, searches by integer compares over
 //! wide nodes, and leaves linked in order; ordered walks merge the two
 //! trees. Every other tree key carries a [`SortPrefix`] next to its bytes:
 //! most comparisons are decided by three integer compares without reading
 //! the key bytes (or calling the host for atoms).
 //!
-//! A `next/2` (or `prev/2`) walk over integer keys (no other key in the
-//! table) keeps its place in the integer tree per thread: when the key given
-//! is the one found at that place, the answer is the entry beside it,
-//! without a search. Other `next/2` walks are served from a per-thread cache
-//! of the entries that follow the key returned last, valid while the
-//! table's version (bumped by every change, published by each writer before
-//! it unlocks) is unchanged; so such a walk searches the tree once per 32
-//! steps (at most 4 KB of copies) instead of once per step.
+//! Walks rely on the table's version, bumped by every change and published
+//! by each writer before it unlocks. A `next/2` (or `prev/2`) walk over
+//! integer keys (no other key in the table) keeps its place in the integer
+//! tree per thread: when the key given is the one found at that place, the
+//! answer is the entry beside it, without a search; and `next/2` copies the
+//! (9-byte) keys of the next 32 entries, then serves them without the lock
+//! while the version is unchanged ([`OrderedTable::read_next_key`]). Other
+//! `next/2` walks are served from a per-thread cache of the entries that
+//! follow the key returned last, valid while the version is unchanged; so
+//! such a walk searches the tree once per 32 steps (at most 4 KB of copies)
+//! instead of once per step.
 
 mod tree;
 

@@ -29,8 +29,8 @@ pub trait TreeKey: Clone {
 }
 
 impl TreeKey for i64 {
-    const LEAF_CAP: usize = 32;
-    const INNER_CAP: usize = 33;
+    const LEAF_CAP: usize = 16;
+    const INNER_CAP: usize = 65;
 }
 
 /// The number of leading keys for which `pred` holds (`pred` holds for a
