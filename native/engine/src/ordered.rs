@@ -629,6 +629,11 @@ impl OrderedTable {
         })
     }
 
+    /// [`OrderedTable::read`] of the key that is the small integer `v`.
+    pub fn read_int<R>(&self, v: i64, f: impl FnOnce(Option<&Entry>) -> R) -> R {
+        f(self.inner.read().ints.get(|k| k.cmp(&v)))
+    }
+
     /// A copy of the entry under `key`.
     pub fn get(&self, key: &[u8]) -> Option<Entry> {
         self.read(key, |e| e.cloned())

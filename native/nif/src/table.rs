@@ -899,7 +899,10 @@ fn table_lookup<'a>(env: Env<'a>, [tab, key]: [Term<'a>; 2]) -> NifResult<Term<'
     };
     match &t.data {
         Data::Set(s) => s.read(&kb.key(), one),
-        Data::Ordered(o) => with_key(&kb, |k| o.read(k, one)),
+        Data::Ordered(o) => match kb {
+            KeyBytes::Inline(t, w) if t == u64::from(tag::INT) => o.read_int(w as i64, one),
+            _ => with_key(&kb, |k| o.read(k, one)),
+        },
         Data::Bag(b) => b.read(&kb.key(), |es| objects_list(env, es)),
     }
 }
