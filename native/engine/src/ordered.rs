@@ -6,15 +6,26 @@
 //! bounded step (a point operation, or one chunk of a walk).
 //!
 //! Keys equal (`==`) to a small integer (an `INT`, or an integral float
-//! within i64) live in a second tree keyed by that integer: no key copy, and
-//! searches by integer compares; ordered walks merge the two trees. Every
-//! other tree key carries a [`SortPrefix`] next to its bytes: most
-//! comparisons are decided by three integer compares without reading the
-//! key bytes (or calling the host for atoms). A `next/2` walk is served from
-//! a per-thread cache of the entries that follow the key returned last,
-//! valid while the table's version (bumped by every change, published by
-//! each writer before it unlocks) is unchanged; so a walk searches the tree
-//! once per 32 steps (at most 4 KB of copies) instead of once per step.
+//! within i64) live in a second tree keyed by that integer, a B+ tree of
+//! our own (`ordered/tree.rs`): no key copy, searches by integer compares over
+//! wide nodes, and leaves linked in order; ordered walks merge the two
+//! trees. Every other tree key carries a [`SortPrefix`] next to its bytes:
+//! most comparisons are decided by three integer compares without reading
+//! the key bytes (or calling the host for atoms).
+//!
+//! Walks rely on the table's version, bumped by every change and published
+//! by each writer before it unlocks. A `next/2` (or `prev/2`) walk over
+//! integer keys (no other key in the table) keeps its place in the integer
+//! tree per thread: when the key given is the one found at that place, the
+//! answer is the entry beside it, without a search; and `next/2` copies the
+//! (9-byte) keys of the next 32 entries, then serves them without the lock
+//! while the version is unchanged ([`OrderedTable::read_next_key`]). Other
+//! `next/2` walks are served from a per-thread cache of the entries that
+//! follow the key returned last, valid while the version is unchanged; so
+//! such a walk searches the tree once per 32 steps (at most 4 KB of copies)
+//! instead of once per step.
+
+mod tree;
 
 use crate::entry::Entry;
 use crate::format::tag;
@@ -22,12 +33,13 @@ use crate::order::{compare, SortPrefix};
 use crate::set::Change;
 use parking_lot::{RwLock, RwLockWriteGuard};
 use std::borrow::Borrow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::cmp::Ordering;
 use std::collections::{btree_map, BTreeMap};
 use std::iter::Peekable;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use tree::{Pos, Tree};
 
 /// Something that can be ordered as a key: stored keys and probes.
 trait AsKey {
@@ -151,7 +163,7 @@ fn probe(key: &[u8]) -> Search<'_> {
 }
 
 type Map = BTreeMap<OrdKey, Entry>;
-type IntMap = BTreeMap<i64, Entry>;
+type IntMap = Tree<i64>;
 
 /// Where the integer keys fall around a key that is not equal to any.
 enum Split {
@@ -183,10 +195,11 @@ impl Search<'_> {
             return Split::AllAbove;
         }
         match ints
-            .keys()
-            .find(|&&v| cmp_keys(&int_probe(&int_bytes(v)), p) == Ordering::Greater)
+            .iter()
+            .map(|(v, _)| *v)
+            .find(|&v| cmp_keys(&int_probe(&int_bytes(v)), p) == Ordering::Greater)
         {
-            Some(&v) => match v.checked_sub(1) {
+            Some(v) => match v.checked_sub(1) {
                 Some(f) => Split::After(f),
                 None => Split::AllAbove,
             },
@@ -202,7 +215,7 @@ impl Search<'_> {
                 let p = int_probe(&b);
                 let lower: Bound<&dyn AsKey> = Bound::Excluded(&p);
                 (
-                    g.ints.range((Bound::Excluded(*v), Bound::Unbounded)),
+                    g.ints.iter_from(g.ints.lower_bound(|k| k.cmp(v), true)),
                     g.map.range::<dyn AsKey, _>((lower, Bound::Unbounded)),
                 )
             }
@@ -210,9 +223,9 @@ impl Search<'_> {
                 let lower: Bound<&dyn AsKey> = Bound::Excluded(p);
                 let others = g.map.range::<dyn AsKey, _>((lower, Bound::Unbounded));
                 let ints = match Self::split(p, &g.ints) {
-                    Split::AllAbove => g.ints.range(..),
-                    Split::AllBelow => g.ints.range((Bound::Excluded(i64::MAX), Bound::Unbounded)),
-                    Split::After(f) => g.ints.range((Bound::Excluded(f), Bound::Unbounded)),
+                    Split::AllAbove => g.ints.iter(),
+                    Split::AllBelow => g.ints.iter_from(None),
+                    Split::After(f) => g.ints.iter_from(g.ints.lower_bound(|k| k.cmp(&f), true)),
                 };
                 (ints, others)
             }
@@ -231,7 +244,9 @@ impl Search<'_> {
                 let p = int_probe(&b);
                 let upper: Bound<&dyn AsKey> = Bound::Excluded(&p);
                 (
-                    g.ints.range(..*v).next_back(),
+                    g.ints
+                        .upper_bound(|k| k.cmp(v), true)
+                        .and_then(|p| g.ints.at(p)),
                     g.map
                         .range::<dyn AsKey, _>((Bound::Unbounded, upper))
                         .next_back(),
@@ -245,8 +260,11 @@ impl Search<'_> {
                     .next_back();
                 let int = match Self::split(p, &g.ints) {
                     Split::AllAbove => None,
-                    Split::AllBelow => g.ints.iter().next_back(),
-                    Split::After(f) => g.ints.range(..=f).next_back(),
+                    Split::AllBelow => g.ints.last_pos().and_then(|p| g.ints.at(p)),
+                    Split::After(f) => g
+                        .ints
+                        .upper_bound(|k| k.cmp(&f), false)
+                        .and_then(|p| g.ints.at(p)),
                 };
                 (int, other)
             }
@@ -272,7 +290,7 @@ fn int_probe(b: &[u8; 9]) -> Probe<'_> {
 
 /// The entries of both trees, merged in key order.
 struct Merged<'m> {
-    ints: Peekable<btree_map::Range<'m, i64, Entry>>,
+    ints: Peekable<tree::Iter<'m, i64>>,
     others: Peekable<btree_map::Range<'m, OrdKey, Entry>>,
 }
 
@@ -316,14 +334,14 @@ impl Inner {
 
     fn get(&self, key: &[u8]) -> Option<&Entry> {
         match probe(key) {
-            Search::Int(v) => self.ints.get(&v),
+            Search::Int(v) => self.ints.get(|k| k.cmp(&v)),
             Search::Key(p) => self.map.get(&p as &dyn AsKey),
         }
     }
 
     fn get_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
         match probe(key) {
-            Search::Int(v) => self.ints.get_mut(&v),
+            Search::Int(v) => self.ints.get_mut(|k| k.cmp(&v)),
             Search::Key(p) => self.map.get_mut(&p as &dyn AsKey),
         }
     }
@@ -340,7 +358,7 @@ impl Inner {
         if let Some(v) = prefix.integer() {
             // The entry holds its key: `1.0` replacing `1` needs no more.
             self.heap += entry.heap_bytes();
-            let old = self.ints.insert(v, entry)?;
+            let (_, old) = self.ints.insert(v, entry, |a, b| a.cmp(b))?;
             self.heap -= old.heap_bytes();
             return Some(old);
         }
@@ -379,7 +397,7 @@ impl Inner {
     fn remove(&mut self, key: &[u8]) -> Option<Entry> {
         let e = match probe(key) {
             Search::Int(v) => {
-                let e = self.ints.remove(&v)?;
+                let (_, e) = self.ints.remove(|k| k.cmp(&v))?;
                 self.heap -= e.heap_bytes();
                 e
             }
@@ -399,7 +417,8 @@ impl Inner {
 
     /// The entry with the smallest key.
     fn first(&self) -> Option<&Entry> {
-        match (self.ints.first_key_value(), self.map.first_key_value()) {
+        let int = self.ints.first_pos().and_then(|p| self.ints.at(p));
+        match (int, self.map.first_key_value()) {
             (Some((v, ie)), Some((k, oe))) => Some(if cmp_int(*v, k) == Ordering::Less {
                 ie
             } else {
@@ -411,7 +430,8 @@ impl Inner {
 
     /// The entry with the greatest key.
     fn last(&self) -> Option<&Entry> {
-        match (self.ints.last_key_value(), self.map.last_key_value()) {
+        let int = self.ints.last_pos().and_then(|p| self.ints.at(p));
+        match (int, self.map.last_key_value()) {
             (Some((v, ie)), Some((k, oe))) => Some(if cmp_int(*v, k) == Ordering::Greater {
                 ie
             } else {
@@ -424,7 +444,7 @@ impl Inner {
     /// Every entry, in key order.
     fn iter(&self) -> Merged<'_> {
         Merged {
-            ints: self.ints.range(..).peekable(),
+            ints: self.ints.iter().peekable(),
             others: self.map.range::<OrdKey, _>(..).peekable(),
         }
     }
@@ -468,8 +488,72 @@ const WALK_AHEAD: usize = 32;
 /// Bytes of entries a walk cache copies at most at a time.
 const WALK_BYTES: usize = 4096;
 
+/// Where this thread's last `first`/`last`/`next`/`prev` on a table of
+/// integer keys only ended: a place in its integer tree.
+#[derive(Clone, Copy)]
+struct IntWalk {
+    /// The table (ids are never reused; 0 is none).
+    table: u64,
+    pos: Pos,
+}
+
+/// The keys that follow a place in a table of integer keys only, copied
+/// from one version of its tree (a walk with `next/2` over such a table
+/// needs only keys: these are served without the lock while the table's
+/// version is unchanged).
+struct IntKeys {
+    /// The table the keys were copied from.
+    table: u64,
+    /// The tree's version when the keys were copied.
+    version: u64,
+    /// Key elements (as in the objects) of consecutive entries.
+    keys: [[u8; 9]; KEYS_AHEAD],
+    /// Keys copied.
+    len: usize,
+    /// The position of the key returned last.
+    at: usize,
+}
+
+/// Keys an [`IntKeys`] copies at a time.
+const KEYS_AHEAD: usize = 32;
+
+/// What follows a key (see [`OrderedTable::read_next_key`]).
+pub enum Next<'a> {
+    /// No greater key.
+    End,
+    /// The entry with the next key.
+    Entry(&'a Entry),
+    /// The next key, as the key element of its object is encoded.
+    Key(&'a [u8]),
+}
+
+/// The key element of an integer-tree entry as its object holds it (the
+/// key is 9 bytes, and not a canonical form appended to the object).
+fn int_key_element(e: &Entry) -> Option<[u8; 9]> {
+    let k = e.key();
+    if !e.object().as_ptr_range().contains(&k.as_ptr()) {
+        return None;
+    }
+    k.try_into().ok()
+}
+
 thread_local! {
     static WALK: RefCell<WalkCache> = RefCell::default();
+    static INT_KEYS: RefCell<IntKeys> = const {
+        RefCell::new(IntKeys {
+            table: 0,
+            version: 0,
+            keys: [[0; 9]; KEYS_AHEAD],
+            len: 0,
+            at: 0,
+        })
+    };
+    static INT_WALK: Cell<IntWalk> = const {
+        Cell::new(IntWalk {
+            table: 0,
+            pos: Pos { leaf: u32::MAX, slot: 0 },
+        })
+    };
 }
 
 /// Ids of tables (for walk caches), never reused.
@@ -540,9 +624,14 @@ impl OrderedTable {
         let p = probe(key);
         let g = self.inner.read();
         f(match p {
-            Search::Int(v) => g.ints.get(&v),
+            Search::Int(v) => g.ints.get(|k| k.cmp(&v)),
             Search::Key(p) => g.map.get(&p as &dyn AsKey),
         })
+    }
+
+    /// [`OrderedTable::read`] of the key that is the small integer `v`.
+    pub fn read_int<R>(&self, v: i64, f: impl FnOnce(Option<&Entry>) -> R) -> R {
+        f(self.inner.read().ints.get(|k| k.cmp(&v)))
     }
 
     /// A copy of the entry under `key`.
@@ -639,25 +728,151 @@ impl OrderedTable {
         self.len() == 0
     }
 
-    /// Bytes of memory held by the table: the tree's nodes (estimated from
-    /// their slots, with B-tree nodes about 2/3 full), key copies and entries.
+    /// Bytes of memory held by the table: the trees' nodes (the general
+    /// one's estimated from its slots, with B-tree nodes about 2/3 full),
+    /// key copies and entries.
     pub fn memory_bytes(&self) -> usize {
         let g = self.inner.read();
         let slot = std::mem::size_of::<OrdKey>() + std::mem::size_of::<Entry>();
-        let int_slot = std::mem::size_of::<i64>() + std::mem::size_of::<Entry>();
-        std::mem::size_of::<Self>()
-            + (g.map.len() * slot + g.ints.len() * int_slot) * 3 / 2
-            + g.heap
+        std::mem::size_of::<Self>() + g.map.len() * slot * 3 / 2 + g.ints.node_bytes() + g.heap
+    }
+
+    /// Remembers `pos` (if any) as this thread's place in this table's
+    /// integer tree and returns its entry.
+    fn int_settle<'g>(&self, g: &'g Inner, pos: Option<Pos>) -> Option<&'g Entry> {
+        let pos = pos?;
+        INT_WALK.with(|c| {
+            c.set(IntWalk {
+                table: self.id,
+                pos,
+            })
+        });
+        g.ints.at(pos).map(|(_, e)| e)
+    }
+
+    /// This thread's place in this table's integer tree, if the entry there
+    /// has the key bytes `key` and the table has no other keys (then what
+    /// follows or precedes the place follows or precedes `key`).
+    fn int_walk_at(&self, g: &Inner, key: &[u8]) -> Option<Pos> {
+        let w = INT_WALK.with(|c| c.get());
+        let hit = w.table == self.id
+            && g.map.is_empty()
+            && g.ints.at(w.pos).is_some_and(|(_, e)| e.key() == key);
+        hit.then_some(w.pos)
+    }
+
+    /// Copies the keys from `pos` on of this table of integer keys only
+    /// for a walk (see [`IntKeys`]), and leaves this thread's place in the
+    /// tree at the last one copied.
+    fn copy_keys_ahead(&self, g: &Inner, pos: Pos) {
+        let mut last = pos;
+        INT_KEYS.with(|c| {
+            let Ok(mut c) = c.try_borrow_mut() else {
+                return;
+            };
+            c.len = 0;
+            c.at = 0;
+            let mut p = Some(pos);
+            while let Some(q) = p {
+                if c.len == KEYS_AHEAD {
+                    break;
+                }
+                let Some(k) = g.ints.at(q).and_then(|(_, e)| int_key_element(e)) else {
+                    break;
+                };
+                let n = c.len;
+                c.keys[n] = k;
+                c.len += 1;
+                last = q;
+                p = g.ints.after(q);
+            }
+            c.table = self.id;
+            c.version = g.version;
+        });
+        INT_WALK.with(|c| {
+            c.set(IntWalk {
+                table: self.id,
+                pos: last,
+            })
+        });
     }
 
     /// Runs `f` on the entry with the smallest key.
     pub fn read_first<R>(&self, f: impl FnOnce(Option<&Entry>) -> R) -> R {
-        f(self.inner.read().first())
+        let g = self.inner.read();
+        if g.map.is_empty() {
+            let pos = g.ints.first_pos();
+            if let Some(p) = pos {
+                self.copy_keys_ahead(&g, p);
+            }
+            return f(pos.and_then(|p| g.ints.at(p)).map(|(_, e)| e));
+        }
+        f(g.first())
     }
 
     /// Runs `f` on the entry with the greatest key.
     pub fn read_last<R>(&self, f: impl FnOnce(Option<&Entry>) -> R) -> R {
-        f(self.inner.read().last())
+        let g = self.inner.read();
+        if g.map.is_empty() {
+            return f(self.int_settle(&g, g.ints.last_pos()));
+        }
+        f(g.last())
+    }
+
+    /// A step of a walk over integer keys only (see [`IntWalk`]): from the
+    /// walk's place when `key` is found there, else by a search. `None`
+    /// when the table has other keys.
+    fn int_step<'g>(&self, g: &'g Inner, key: &[u8], forward: bool) -> Option<Option<&'g Entry>> {
+        if !g.map.is_empty() {
+            return None;
+        }
+        let pos = match self.int_walk_at(g, key) {
+            Some(p) if forward => g.ints.after(p),
+            Some(p) => g.ints.before(p),
+            None => {
+                let Search::Int(v) = probe(key) else {
+                    return None;
+                };
+                if forward {
+                    g.ints.lower_bound(|k| k.cmp(&v), true)
+                } else {
+                    g.ints.upper_bound(|k| k.cmp(&v), true)
+                }
+            }
+        };
+        if forward {
+            if let Some(p) = pos {
+                self.copy_keys_ahead(g, p);
+                return Some(g.ints.at(p).map(|(_, e)| e));
+            }
+        }
+        Some(self.int_settle(g, pos))
+    }
+
+    /// Runs `f` on what follows `key` (which need not be in the table):
+    /// like [`OrderedTable::read_next`], but in a walk over integer keys
+    /// the next key may come alone, without the lock.
+    pub fn read_next_key<R>(&self, key: &[u8], f: impl FnOnce(Next<'_>) -> R) -> R {
+        // (As for the walk cache of `read_next`: a version still equal to
+        // the copy's means no change is visible yet.)
+        let f = match INT_KEYS.with(|c| {
+            let Ok(mut c) = c.try_borrow_mut() else {
+                return Err(f);
+            };
+            let hit = c.table == self.id
+                && c.version == self.version.load(AtomicOrdering::Acquire)
+                && c.at + 1 < c.len
+                && c.keys[c.at] == *key;
+            if !hit {
+                return Err(f);
+            }
+            c.at += 1;
+            Ok(f(Next::Key(&c.keys[c.at])))
+        }) {
+            Ok(r) => return r,
+            Err(f) => f,
+        };
+        self.read_next(key, |e| f(e.map_or(Next::End, Next::Entry)))
     }
 
     /// Runs `f` on the entry with the smallest key greater than `key`
@@ -685,6 +900,9 @@ impl OrderedTable {
             Err(f) => f,
         };
         let g = self.inner.read();
+        if let Some(e) = self.int_step(&g, key, true) {
+            return f(e);
+        }
         // A walk in progress (the key is the one returned last, and the
         // tree has not changed since): the next entry is in the cache.
         let cached = WALK.with(|cell| {
@@ -728,9 +946,11 @@ impl OrderedTable {
 
     /// Runs `f` on the entry with the greatest key smaller than `key`.
     pub fn read_prev<R>(&self, key: &[u8], f: impl FnOnce(Option<&Entry>) -> R) -> R {
-        let p = probe(key);
         let g = self.inner.read();
-        f(p.before(&g))
+        if let Some(e) = self.int_step(&g, key, false) {
+            return f(e);
+        }
+        f(probe(key).before(&g))
     }
 
     /// Up to `max` entries, in key order, whose keys are greater than
@@ -944,6 +1164,57 @@ mod tests {
             walked.push(key);
         }
         assert_eq!(walked, sorted);
+    }
+
+    #[test]
+    fn key_walks_see_every_change() {
+        let t = OrderedTable::new();
+        for k in 0..100 {
+            t.insert(obj(k as f64 * 2.0, k % 3 == 0, k));
+        }
+        let next = |k: &[u8]| {
+            t.read_next_key(k, |n| match n {
+                Next::End => None,
+                Next::Entry(e) => Some(e.key().to_vec()),
+                Next::Key(b) => Some(b.to_vec()),
+            })
+        };
+        let first = t.read_first(|e| e.unwrap().key().to_vec());
+        assert_eq!(first, fk(0.0));
+        // A whole walk (past the copied keys), floats and integers.
+        let mut k = first.clone();
+        let mut n = 1;
+        while let Some(key) = next(&k) {
+            let v = match probe(&key) {
+                Search::Int(v) => v,
+                Search::Key(_) => panic!("not an integer key"),
+            };
+            assert_eq!(
+                key,
+                if (v / 2) % 3 == 0 {
+                    fk(v as f64)
+                } else {
+                    ik(v)
+                }
+            );
+            k = key;
+            n += 1;
+        }
+        assert_eq!(n, 100);
+        // Changes in the middle of a walk.
+        assert_eq!(next(&first), Some(ik(2)));
+        t.insert(obj(3.0, false, 0));
+        assert_eq!(next(&ik(2)), Some(ik(3)));
+        t.remove(&ik(4));
+        assert_eq!(next(&ik(3)), Some(fk(6.0)));
+        // Another key kind in the table: merged walks.
+        t.insert(keyed(&{
+            let mut o = Vec::new();
+            put_float(&mut o, 6.5);
+            o
+        }));
+        assert_eq!(next(&fk(6.0)), Some(fk(6.5)));
+        assert_eq!(next(&fk(6.5)), Some(ik(8)));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use native_store_engine::format::{self, tag};
 use native_store_engine::map_merge;
 use native_store_engine::meta::{Access, Heir, Meta, OwnerExit};
 use native_store_engine::order::{self, Host};
-use native_store_engine::ordered::OrderedTable;
+use native_store_engine::ordered::{Next, OrderedTable};
 use native_store_engine::reclaim::drop_later;
 use native_store_engine::set::{Change, Key, SetTable};
 use native_store_engine::tuple_ops::{self, CounterOp};
@@ -899,7 +899,10 @@ fn table_lookup<'a>(env: Env<'a>, [tab, key]: [Term<'a>; 2]) -> NifResult<Term<'
     };
     match &t.data {
         Data::Set(s) => s.read(&kb.key(), one),
-        Data::Ordered(o) => with_key(&kb, |k| o.read(k, one)),
+        Data::Ordered(o) => match kb {
+            KeyBytes::Inline(t, w) if t == u64::from(tag::INT) => o.read_int(w as i64, one),
+            _ => with_key(&kb, |k| o.read(k, one)),
+        },
         Data::Bag(b) => b.read(&kb.key(), |os| objects_list(env, os, decode_object(env))),
     }
 }
@@ -1826,30 +1829,36 @@ fn next_or_prev<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>, prev: bool) -> N
     match &t.data {
         Data::Set(s) => s.read_next(&kb.key(), f).ok_or(Error::BadArg)?,
         Data::Ordered(o) if prev => with_key(&kb, |k| o.read_prev(k, f)),
-        Data::Ordered(o) => with_key(&kb, |k| o.read_next(k, f)),
+        Data::Ordered(o) => with_key(&kb, |k| {
+            o.read_next_key(k, |n| match n {
+                Next::End => f(None),
+                Next::Entry(e) => f(Some(e)),
+                Next::Key(b) => decode(env, b).map_err(|_| Error::BadArg),
+            })
+        }),
         Data::Bag(b) => b
             .read_next(&kb.key(), |o| key_or_end(env, &t, o))
             .ok_or(Error::BadArg)?,
     }
 }
 
-#[rustler::nif]
-fn table_first<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
+hot_nif!(table_first, 1);
+fn table_first<'a>(env: Env<'a>, [tab]: [Term<'a>; 1]) -> NifResult<Term<'a>> {
     first_or_last(env, tab, false)
 }
 
-#[rustler::nif]
-fn table_last<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
+hot_nif!(table_last, 1);
+fn table_last<'a>(env: Env<'a>, [tab]: [Term<'a>; 1]) -> NifResult<Term<'a>> {
     first_or_last(env, tab, true)
 }
 
-#[rustler::nif]
-fn table_next<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>) -> NifResult<Term<'a>> {
+hot_nif!(table_next, 2);
+fn table_next<'a>(env: Env<'a>, [tab, key]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
     next_or_prev(env, tab, key, false)
 }
 
-#[rustler::nif]
-fn table_prev<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>) -> NifResult<Term<'a>> {
+hot_nif!(table_prev, 2);
+fn table_prev<'a>(env: Env<'a>, [tab, key]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
     next_or_prev(env, tab, key, true)
 }
 

@@ -1,0 +1,887 @@
+//! A B+ tree of entries for [`super::OrderedTable`]: keys and entries only
+//! in the leaves (up to [`TreeKey::LEAF_CAP`] each, keys and entries in separate
+//! arrays, so a search in a leaf reads a few cache lines of keys), inner
+//! nodes holding separators only (so they are few and stay in cache), and
+//! the leaves linked in key order.
+//!
+//! Nodes live in arenas and refer to each other by index. A position (a
+//! leaf and a slot in it) can be kept between calls: whatever changed in
+//! between, if the slot still holds the key the caller expects, the entries
+//! that follow (or precede) it in the tree are those that follow the slot.
+//! That is what lets a `next/2` walk step without searching.
+//!
+//! The order is the caller's: every search takes `cmp(stored) -> Ordering`,
+//! the order of a stored key relative to the key searched for.
+//!
+//! Removal frees a leaf when it empties and merges a small leaf into a
+//! neighbour under the same parent; an inner node is freed when it has no
+//! child left, and a root with one child gives way to it.
+
+use crate::entry::Entry;
+use std::cmp::Ordering;
+
+/// A key type of a tree, with the tree's shape for it.
+pub trait TreeKey: Clone {
+    /// Entries a leaf holds at most.
+    const LEAF_CAP: usize;
+    /// Children an inner node holds at most.
+    const INNER_CAP: usize;
+}
+
+impl TreeKey for i64 {
+    const LEAF_CAP: usize = 16;
+    const INNER_CAP: usize = 65;
+}
+
+/// The number of leading keys for which `pred` holds (`pred` holds for a
+/// prefix of `keys`).
+#[inline]
+fn count_while<K>(keys: &[K], pred: impl Fn(&K) -> bool) -> usize {
+    keys.partition_point(pred)
+}
+
+/// Where the key is in `keys` (`Ok`), or where it would go (`Err`).
+#[inline]
+fn search<K>(keys: &[K], cmp: impl Fn(&K) -> Ordering) -> Result<usize, usize> {
+    let i = count_while(keys, |k| cmp(k) == Ordering::Less);
+    match keys.get(i) {
+        Some(k) if cmp(k) == Ordering::Equal => Ok(i),
+        _ => Err(i),
+    }
+}
+/// No node.
+const NONE: u32 = u32::MAX;
+/// Tree heights handled. Nodes split in halves, so a tree grows this high
+/// only after removals thinned its inner nodes; it is then rebuilt.
+const MAX_HEIGHT: usize = 16;
+
+struct Leaf<K> {
+    keys: Vec<K>,
+    vals: Vec<Entry>,
+    prev: u32,
+    next: u32,
+}
+
+struct Inner<K> {
+    /// `keys[i]` separates `children[i]` (smaller keys) from
+    /// `children[i + 1]` (keys greater or equal).
+    keys: Vec<K>,
+    children: Vec<u32>,
+}
+
+/// A place in the tree: a leaf and a slot in it (maybe one past its end).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pos {
+    /// The leaf's index.
+    pub leaf: u32,
+    /// The slot in the leaf.
+    pub slot: u32,
+}
+
+/// A B+ tree mapping keys `K` to entries.
+pub struct Tree<K> {
+    leaves: Vec<Leaf<K>>,
+    inners: Vec<Inner<K>>,
+    free_leaves: Vec<u32>,
+    free_inners: Vec<u32>,
+    /// The root (a leaf when `height == 0`), or `NONE` when empty.
+    root: u32,
+    /// Inner levels above the leaves.
+    height: usize,
+    len: usize,
+    first: u32,
+    last: u32,
+}
+
+impl<K> Default for Tree<K> {
+    fn default() -> Self {
+        Tree {
+            leaves: Vec::new(),
+            inners: Vec::new(),
+            free_leaves: Vec::new(),
+            free_inners: Vec::new(),
+            root: NONE,
+            height: 0,
+            len: 0,
+            first: NONE,
+            last: NONE,
+        }
+    }
+}
+
+/// The path from the root to a leaf: inner nodes and the child taken.
+struct Path {
+    steps: [(u32, usize); MAX_HEIGHT],
+    depth: usize,
+}
+
+impl<K: TreeKey> Tree<K> {
+    /// Number of entries.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when there are no entries.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes held by the nodes (the entries themselves not included).
+    pub fn node_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let live_leaves = self.leaves.len() - self.free_leaves.len();
+        let live_inners = self.inners.len() - self.free_inners.len();
+        self.leaves.capacity() * size_of::<Leaf<K>>()
+            + self.inners.capacity() * size_of::<Inner<K>>()
+            + (self.free_leaves.capacity() + self.free_inners.capacity()) * 4
+            + live_leaves * K::LEAF_CAP * (size_of::<K>() + size_of::<Entry>())
+            + live_inners * K::INNER_CAP * (size_of::<K>() + size_of::<u32>())
+    }
+
+    /// The leaf whose key range holds the key `cmp` looks for.
+    #[inline]
+    fn find_leaf(&self, cmp: &impl Fn(&K) -> Ordering) -> u32 {
+        let mut node = self.root;
+        for _ in 0..self.height {
+            let n = &self.inners[node as usize];
+            let i = count_while(&n.keys, |s| cmp(s) != Ordering::Greater);
+            node = n.children[i];
+        }
+        node
+    }
+
+    /// [`Tree::find_leaf`], recording the path.
+    fn find_path(&self, cmp: &impl Fn(&K) -> Ordering, path: &mut Path) -> u32 {
+        let mut node = self.root;
+        path.depth = 0;
+        for _ in 0..self.height {
+            let n = &self.inners[node as usize];
+            let i = count_while(&n.keys, |s| cmp(s) != Ordering::Greater);
+            path.steps[path.depth] = (node, i);
+            path.depth += 1;
+            node = n.children[i];
+        }
+        node
+    }
+
+    /// The position of the key, if present.
+    #[inline]
+    pub fn find(&self, cmp: impl Fn(&K) -> Ordering) -> Option<Pos> {
+        if self.root == NONE {
+            return None;
+        }
+        let leaf = self.find_leaf(&cmp);
+        let slot = search(&self.leaves[leaf as usize].keys, cmp).ok()?;
+        Some(Pos {
+            leaf,
+            slot: slot as u32,
+        })
+    }
+
+    /// The entry under the key.
+    #[inline]
+    pub fn get(&self, cmp: impl Fn(&K) -> Ordering) -> Option<&Entry> {
+        let p = self.find(cmp)?;
+        Some(&self.leaves[p.leaf as usize].vals[p.slot as usize])
+    }
+
+    /// The entry under the key, for a change in place.
+    #[inline]
+    pub fn get_mut(&mut self, cmp: impl Fn(&K) -> Ordering) -> Option<&mut Entry> {
+        let p = self.find(cmp)?;
+        Some(&mut self.leaves[p.leaf as usize].vals[p.slot as usize])
+    }
+
+    /// The key and entry at `p`, if `p` is a slot holding one.
+    #[inline]
+    pub fn at(&self, p: Pos) -> Option<(&K, &Entry)> {
+        let l = self.leaves.get(p.leaf as usize)?;
+        let s = p.slot as usize;
+        Some((l.keys.get(s)?, l.vals.get(s)?))
+    }
+
+    /// The first position at or after `p` that holds an entry (`p` itself
+    /// when it does), if any.
+    #[inline]
+    pub fn settle(&self, mut p: Pos) -> Option<Pos> {
+        loop {
+            let l = self.leaves.get(p.leaf as usize)?;
+            if (p.slot as usize) < l.keys.len() {
+                return Some(p);
+            }
+            p = Pos {
+                leaf: l.next,
+                slot: 0,
+            };
+        }
+    }
+
+    /// The position after `p` (which must hold an entry), if it holds one.
+    #[inline]
+    pub fn after(&self, p: Pos) -> Option<Pos> {
+        self.settle(Pos {
+            leaf: p.leaf,
+            slot: p.slot + 1,
+        })
+    }
+
+    /// The position before `p` (which must hold an entry), if any.
+    #[inline]
+    pub fn before(&self, p: Pos) -> Option<Pos> {
+        if p.slot > 0 {
+            return Some(Pos {
+                leaf: p.leaf,
+                slot: p.slot - 1,
+            });
+        }
+        let prev = self.leaves.get(p.leaf as usize)?.prev;
+        let l = self.leaves.get(prev as usize)?;
+        let n = l.keys.len().checked_sub(1)?;
+        Some(Pos {
+            leaf: prev,
+            slot: n as u32,
+        })
+    }
+
+    /// The position of the first key greater than the key (`strict`), or
+    /// greater or equal; `None` past the end.
+    #[inline]
+    pub fn lower_bound(&self, cmp: impl Fn(&K) -> Ordering, strict: bool) -> Option<Pos> {
+        if self.root == NONE {
+            return None;
+        }
+        let leaf = self.find_leaf(&cmp);
+        let keys = &self.leaves[leaf as usize].keys;
+        let slot = if strict {
+            count_while(keys, |k| cmp(k) != Ordering::Greater)
+        } else {
+            count_while(keys, |k| cmp(k) == Ordering::Less)
+        };
+        self.settle(Pos {
+            leaf,
+            slot: slot as u32,
+        })
+    }
+
+    /// The position of the last key smaller than the key (`strict`), or
+    /// smaller or equal; `None` before the start.
+    #[inline]
+    pub fn upper_bound(&self, cmp: impl Fn(&K) -> Ordering, strict: bool) -> Option<Pos> {
+        if self.root == NONE {
+            return None;
+        }
+        let leaf = self.find_leaf(&cmp);
+        let keys = &self.leaves[leaf as usize].keys;
+        let slot = if strict {
+            count_while(keys, |k| cmp(k) == Ordering::Less)
+        } else {
+            count_while(keys, |k| cmp(k) != Ordering::Greater)
+        };
+        match slot.checked_sub(1) {
+            Some(s) => Some(Pos {
+                leaf,
+                slot: s as u32,
+            }),
+            None => self.before(Pos { leaf, slot: 0 }),
+        }
+    }
+
+    /// The position of the smallest key.
+    #[inline]
+    pub fn first_pos(&self) -> Option<Pos> {
+        self.settle(Pos {
+            leaf: self.first,
+            slot: 0,
+        })
+    }
+
+    /// The position of the greatest key.
+    #[inline]
+    pub fn last_pos(&self) -> Option<Pos> {
+        let l = self.leaves.get(self.last as usize)?;
+        let n = l.keys.len().checked_sub(1)?;
+        Some(Pos {
+            leaf: self.last,
+            slot: n as u32,
+        })
+    }
+
+    /// The entries from `p` on, in order.
+    #[inline]
+    pub fn iter_from(&self, p: Option<Pos>) -> Iter<'_, K> {
+        let p = p.unwrap_or(Pos {
+            leaf: NONE,
+            slot: 0,
+        });
+        Iter {
+            tree: self,
+            leaf: p.leaf,
+            slot: p.slot as usize,
+        }
+    }
+
+    /// Every entry, in order.
+    #[inline]
+    pub fn iter(&self) -> Iter<'_, K> {
+        self.iter_from(self.first_pos())
+    }
+
+    fn new_leaf(&mut self, keys: Vec<K>, vals: Vec<Entry>, prev: u32, next: u32) -> u32 {
+        let leaf = Leaf {
+            keys,
+            vals,
+            prev,
+            next,
+        };
+        match self.free_leaves.pop() {
+            Some(i) => {
+                self.leaves[i as usize] = leaf;
+                i
+            }
+            None => {
+                self.leaves.push(leaf);
+                (self.leaves.len() - 1) as u32
+            }
+        }
+    }
+
+    fn new_inner(&mut self, keys: Vec<K>, children: Vec<u32>) -> u32 {
+        let inner = Inner { keys, children };
+        match self.free_inners.pop() {
+            Some(i) => {
+                self.inners[i as usize] = inner;
+                i
+            }
+            None => {
+                self.inners.push(inner);
+                (self.inners.len() - 1) as u32
+            }
+        }
+    }
+
+    fn free_leaf(&mut self, i: u32) {
+        let l = &mut self.leaves[i as usize];
+        l.keys = Vec::new();
+        l.vals = Vec::new();
+        l.prev = NONE;
+        l.next = NONE;
+        self.free_leaves.push(i);
+    }
+
+    fn free_inner(&mut self, i: u32) {
+        let n = &mut self.inners[i as usize];
+        n.keys = Vec::new();
+        n.children = Vec::new();
+        self.free_inners.push(i);
+    }
+
+    /// Inserts `key`, or replaces the key and the entry of an equal key
+    /// (returning them); `cmp2` orders two keys.
+    pub fn insert(
+        &mut self,
+        key: K,
+        val: Entry,
+        cmp2: impl Fn(&K, &K) -> Ordering,
+    ) -> Option<(K, Entry)> {
+        if self.root == NONE {
+            let mut keys = Vec::with_capacity(K::LEAF_CAP);
+            let mut vals = Vec::with_capacity(K::LEAF_CAP);
+            keys.push(key);
+            vals.push(val);
+            let leaf = self.new_leaf(keys, vals, NONE, NONE);
+            self.root = leaf;
+            self.height = 0;
+            self.first = leaf;
+            self.last = leaf;
+            self.len = 1;
+            return None;
+        }
+        if self.height + 1 >= MAX_HEIGHT {
+            self.rebuild();
+        }
+        let mut path = Path {
+            steps: [(NONE, 0); MAX_HEIGHT],
+            depth: 0,
+        };
+        let cmp = |s: &K| cmp2(s, &key);
+        let leaf = self.find_path(&cmp, &mut path);
+        let found = search(&self.leaves[leaf as usize].keys, cmp);
+        let l = &mut self.leaves[leaf as usize];
+        let slot = match found {
+            Ok(s) => {
+                let k = std::mem::replace(&mut l.keys[s], key);
+                let v = std::mem::replace(&mut l.vals[s], val);
+                return Some((k, v));
+            }
+            Err(s) => s,
+        };
+        if l.keys.len() < K::LEAF_CAP {
+            l.keys.insert(slot, key);
+            l.vals.insert(slot, val);
+            self.len += 1;
+            return None;
+        }
+        // Split the leaf. Appending at the end of the last leaf (ascending
+        // inserts) leaves it full and starts a new one.
+        let at_end = slot == K::LEAF_CAP && l.next == NONE;
+        let mid = if at_end { K::LEAF_CAP } else { K::LEAF_CAP / 2 };
+        let mut rkeys = Vec::with_capacity(K::LEAF_CAP);
+        let mut rvals = Vec::with_capacity(K::LEAF_CAP);
+        rkeys.extend(l.keys.drain(mid..));
+        rvals.extend(l.vals.drain(mid..));
+        if slot < mid {
+            l.keys.insert(slot, key);
+            l.vals.insert(slot, val);
+        } else {
+            rkeys.insert(slot - mid, key);
+            rvals.insert(slot - mid, val);
+        }
+        let next = l.next;
+        let sep = rkeys[0].clone();
+        let right = self.new_leaf(rkeys, rvals, leaf, next);
+        self.leaves[leaf as usize].next = right;
+        match self.leaves.get_mut(next as usize) {
+            Some(n) => n.prev = right,
+            None => self.last = right,
+        }
+        self.len += 1;
+        self.insert_up(&path, sep, right, at_end);
+        None
+    }
+
+    /// Rebuilds the tree with full nodes.
+    fn rebuild(&mut self) {
+        let mut old = std::mem::take(self);
+        let mut leaf = old.first;
+        while let Some(l) = old.leaves.get_mut(leaf as usize) {
+            let keys = std::mem::take(&mut l.keys);
+            let vals = std::mem::take(&mut l.vals);
+            leaf = l.next;
+            for (k, v) in keys.into_iter().zip(vals) {
+                self.push_last(k, v);
+            }
+        }
+    }
+
+    /// Appends an entry whose key is greater than every key.
+    fn push_last(&mut self, key: K, val: Entry) {
+        if self.root == NONE {
+            let mut keys = Vec::with_capacity(K::LEAF_CAP);
+            let mut vals = Vec::with_capacity(K::LEAF_CAP);
+            keys.push(key);
+            vals.push(val);
+            let leaf = self.new_leaf(keys, vals, NONE, NONE);
+            self.root = leaf;
+            self.first = leaf;
+            self.last = leaf;
+            self.len = 1;
+            return;
+        }
+        let mut path = Path {
+            steps: [(NONE, 0); MAX_HEIGHT],
+            depth: 0,
+        };
+        let mut node = self.root;
+        for _ in 0..self.height {
+            let n = &self.inners[node as usize];
+            let i = n.children.len() - 1;
+            path.steps[path.depth] = (node, i);
+            path.depth += 1;
+            node = n.children[i];
+        }
+        self.len += 1;
+        let l = &mut self.leaves[node as usize];
+        if l.keys.len() < K::LEAF_CAP {
+            l.keys.push(key);
+            l.vals.push(val);
+            return;
+        }
+        let sep = key.clone();
+        let mut keys = Vec::with_capacity(K::LEAF_CAP);
+        let mut vals = Vec::with_capacity(K::LEAF_CAP);
+        keys.push(key);
+        vals.push(val);
+        let right = self.new_leaf(keys, vals, node, NONE);
+        self.leaves[node as usize].next = right;
+        self.last = right;
+        self.insert_up(&path, sep, right, true);
+    }
+
+    /// Adds `child` (with keys from `sep` on) after the child taken at the
+    /// end of `path`, splitting inner nodes up the path as needed.
+    fn insert_up(&mut self, path: &Path, mut sep: K, mut child: u32, at_end: bool) {
+        for d in (0..path.depth).rev() {
+            let (node, i) = path.steps[d];
+            let n = &mut self.inners[node as usize];
+            n.keys.insert(i, sep);
+            n.children.insert(i + 1, child);
+            if n.children.len() <= K::INNER_CAP {
+                return;
+            }
+            let m = if at_end {
+                n.children.len() - 1
+            } else {
+                n.children.len() / 2
+            };
+            let mut rchildren = Vec::with_capacity(K::INNER_CAP + 1);
+            let mut rkeys = Vec::with_capacity(K::INNER_CAP);
+            rchildren.extend(n.children.drain(m..));
+            rkeys.extend(n.keys.drain(m..));
+            // The separator between the halves goes up.
+            sep = n.keys.pop().expect("a split inner node keeps separators");
+            child = self.new_inner(rkeys, rchildren);
+        }
+        // The root split: a new root above.
+        let mut keys = Vec::with_capacity(K::INNER_CAP);
+        let mut children = Vec::with_capacity(K::INNER_CAP + 1);
+        keys.push(sep);
+        children.push(self.root);
+        children.push(child);
+        self.root = self.new_inner(keys, children);
+        self.height += 1;
+    }
+
+    /// Removes the key; returns the stored key and entry.
+    pub fn remove(&mut self, cmp: impl Fn(&K) -> Ordering) -> Option<(K, Entry)> {
+        if self.root == NONE {
+            return None;
+        }
+        let mut path = Path {
+            steps: [(NONE, 0); MAX_HEIGHT],
+            depth: 0,
+        };
+        if self.height + 1 >= MAX_HEIGHT {
+            self.rebuild();
+        }
+        let leaf = self.find_path(&cmp, &mut path);
+        let l = &mut self.leaves[leaf as usize];
+        let slot = search(&l.keys, &cmp).ok()?;
+        let k = l.keys.remove(slot);
+        let v = l.vals.remove(slot);
+        let n = l.keys.len();
+        self.len -= 1;
+        if self.len == 0 {
+            *self = Self::default();
+            return Some((k, v));
+        }
+        if n == 0 {
+            self.unlink_leaf(leaf);
+            self.remove_child(&path);
+        } else if n < K::LEAF_CAP / 4 && path.depth > 0 {
+            self.merge_small(leaf, &path);
+        }
+        Some((k, v))
+    }
+
+    fn unlink_leaf(&mut self, leaf: u32) {
+        let (prev, next) = {
+            let l = &self.leaves[leaf as usize];
+            (l.prev, l.next)
+        };
+        match self.leaves.get_mut(prev as usize) {
+            Some(p) => p.next = next,
+            None => self.first = next,
+        }
+        match self.leaves.get_mut(next as usize) {
+            Some(n) => n.prev = prev,
+            None => self.last = prev,
+        }
+        self.free_leaf(leaf);
+    }
+
+    /// Removes the child taken at the end of `path` (already freed) from
+    /// its parent, freeing inner nodes left without children.
+    fn remove_child(&mut self, path: &Path) {
+        for d in (0..path.depth).rev() {
+            let (node, i) = path.steps[d];
+            let n = &mut self.inners[node as usize];
+            n.children.remove(i);
+            if !n.keys.is_empty() {
+                n.keys.remove(i.saturating_sub(1));
+            }
+            if !n.children.is_empty() {
+                break;
+            }
+            self.free_inner(node);
+        }
+        self.shrink_root();
+    }
+
+    /// Merges the small leaf at the end of `path` with a neighbour under
+    /// the same parent when both fit in one leaf comfortably.
+    fn merge_small(&mut self, leaf: u32, path: &Path) {
+        let (parent, i) = path.steps[path.depth - 1];
+        let siblings = &self.inners[parent as usize].children;
+        let (left, right, ri) = if i + 1 < siblings.len() {
+            (leaf, siblings[i + 1], i + 1)
+        } else if i > 0 {
+            (siblings[i - 1], leaf, i)
+        } else {
+            return;
+        };
+        let total = self.leaves[left as usize].keys.len() + self.leaves[right as usize].keys.len();
+        if total > K::LEAF_CAP * 3 / 4 {
+            return;
+        }
+        let (rkeys, rvals) = {
+            let r = &mut self.leaves[right as usize];
+            (std::mem::take(&mut r.keys), std::mem::take(&mut r.vals))
+        };
+        let l = &mut self.leaves[left as usize];
+        l.keys.extend(rkeys);
+        l.vals.extend(rvals);
+        self.unlink_leaf(right);
+        let n = &mut self.inners[parent as usize];
+        n.children.remove(ri);
+        n.keys.remove(ri - 1);
+        self.shrink_root();
+    }
+
+    /// A root inner node with one child gives way to it.
+    fn shrink_root(&mut self) {
+        while self.height > 0 {
+            let n = &self.inners[self.root as usize];
+            if n.children.len() != 1 {
+                break;
+            }
+            let child = n.children[0];
+            let old = self.root;
+            self.free_inner(old);
+            self.root = child;
+            self.height -= 1;
+        }
+    }
+
+    /// Checks the tree's invariants (tests only): ordered keys, separators
+    /// bounding their subtrees, the leaf chain, the count.
+    #[cfg(test)]
+    pub fn check(&self, cmp2: impl Fn(&K, &K) -> Ordering) {
+        if self.root == NONE {
+            assert_eq!(self.len, 0);
+            return;
+        }
+        let mut leaves = Vec::new();
+        self.check_node(self.root, self.height, None, None, &cmp2, &mut leaves);
+        let mut chain = Vec::new();
+        let mut l = self.first;
+        let mut prev = NONE;
+        while l != NONE {
+            assert_eq!(self.leaves[l as usize].prev, prev);
+            assert!(!self.leaves[l as usize].keys.is_empty());
+            chain.push(l);
+            prev = l;
+            l = self.leaves[l as usize].next;
+        }
+        assert_eq!(prev, self.last);
+        assert_eq!(chain, leaves);
+        assert_eq!(self.iter().count(), self.len);
+    }
+
+    #[cfg(test)]
+    fn check_node(
+        &self,
+        node: u32,
+        h: usize,
+        lo: Option<&K>,
+        hi: Option<&K>,
+        cmp2: &impl Fn(&K, &K) -> Ordering,
+        leaves: &mut Vec<u32>,
+    ) {
+        let in_range = |k: &K| {
+            lo.is_none_or(|lo| cmp2(k, lo) != Ordering::Less)
+                && hi.is_none_or(|hi| cmp2(k, hi) == Ordering::Less)
+        };
+        if h == 0 {
+            let l = &self.leaves[node as usize];
+            assert_eq!(l.keys.len(), l.vals.len());
+            assert!(l.keys.len() <= K::LEAF_CAP);
+            assert!(l
+                .keys
+                .windows(2)
+                .all(|w| cmp2(&w[0], &w[1]) == Ordering::Less));
+            assert!(l.keys.iter().all(in_range));
+            leaves.push(node);
+            return;
+        }
+        let n = &self.inners[node as usize];
+        assert!(!n.children.is_empty() && n.children.len() <= K::INNER_CAP);
+        assert_eq!(n.keys.len() + 1, n.children.len());
+        assert!(n.keys.iter().all(in_range));
+        for (i, &c) in n.children.iter().enumerate() {
+            let clo = if i == 0 { lo } else { Some(&n.keys[i - 1]) };
+            let chi = n.keys.get(i).or(hi);
+            self.check_node(c, h - 1, clo, chi, cmp2, leaves);
+        }
+    }
+}
+
+/// The entries of a tree from a position on, in key order.
+pub struct Iter<'a, K> {
+    tree: &'a Tree<K>,
+    leaf: u32,
+    slot: usize,
+}
+
+impl<'a, K> Iterator for Iter<'a, K> {
+    type Item = (&'a K, &'a Entry);
+
+    #[inline]
+    fn next(&mut self) -> Option<(&'a K, &'a Entry)> {
+        loop {
+            let l = self.tree.leaves.get(self.leaf as usize)?;
+            if let (Some(k), Some(v)) = (l.keys.get(self.slot), l.vals.get(self.slot)) {
+                self.slot += 1;
+                return Some((k, v));
+            }
+            self.leaf = l.next;
+            self.slot = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::EntryBuf;
+    use std::collections::BTreeMap;
+
+    fn entry(v: i64) -> Entry {
+        let mut b = EntryBuf::new();
+        b.out.extend_from_slice(&v.to_le_bytes());
+        let s = EntryBuf::object_start();
+        b.finish(s..s + 8, None)
+    }
+
+    fn val(e: &Entry) -> i64 {
+        i64::from_le_bytes(e.object().try_into().unwrap())
+    }
+
+    /// A small deterministic generator (xorshift).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    /// A key for trees with tiny nodes (deep trees from few keys).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+    struct Tiny(i64);
+
+    impl TreeKey for Tiny {
+        const LEAF_CAP: usize = 4;
+        const INNER_CAP: usize = 4;
+    }
+
+    /// Random operations on a tree and on a `BTreeMap`, compared.
+    fn against_btreemap<K: TreeKey + Ord + std::fmt::Debug>(mk: fn(i64) -> K, un: fn(&K) -> i64) {
+        for (seed, range, ops) in [(1u64, 50i64, 3000), (7, 2000, 40_000), (99, 300, 20_000)] {
+            let mut rng = Rng(seed);
+            let mut t: Tree<K> = Tree::default();
+            let mut m: BTreeMap<i64, i64> = BTreeMap::new();
+            for op in 0..ops {
+                let k = (rng.next() % range as u64) as i64;
+                // Phases: mostly inserts, then mostly removes, then mixed;
+                // sometimes ascending runs.
+                let phase = op * 3 / ops;
+                let r = rng.next() % 10;
+                let insert = match phase {
+                    0 => r < 8,
+                    1 => r < 2,
+                    _ => r < 5,
+                };
+                if insert {
+                    let k = if r == 0 {
+                        m.last_key_value().map_or(0, |(k, _)| k + 1)
+                    } else {
+                        k
+                    };
+                    let v = rng.next() as i64;
+                    let old = t.insert(mk(k), entry(v), |a, b| a.cmp(b));
+                    let want = m.insert(k, v).map(|o| (k, o));
+                    assert_eq!(old.map(|(ok, e)| (un(&ok), val(&e))), want);
+                } else {
+                    let key = mk(k);
+                    let old = t.remove(|x| x.cmp(&key));
+                    let want = m.remove(&k).map(|o| (k, o));
+                    assert_eq!(old.map(|(ok, e)| (un(&ok), val(&e))), want);
+                }
+                assert_eq!(t.len(), m.len());
+                if op % 97 == 0 {
+                    t.check(|a, b| a.cmp(b));
+                    let all: Vec<(i64, i64)> = t.iter().map(|(k, e)| (un(k), val(e))).collect();
+                    let want: Vec<(i64, i64)> = m.iter().map(|(k, v)| (*k, *v)).collect();
+                    assert_eq!(all, want);
+                }
+                let p = (rng.next() % (range as u64 + 2)) as i64 - 1;
+                let pk = mk(p);
+                let cmp = |x: &K| x.cmp(&pk);
+                let key = |q: Option<Pos>| q.and_then(|q| t.at(q)).map(|(k, _)| un(k));
+                let after = m.range(p + 1..).next().map(|(k, _)| *k);
+                let from = m.range(p..).next().map(|(k, _)| *k);
+                let before = m.range(..p).next_back().map(|(k, _)| *k);
+                let upto = m.range(..=p).next_back().map(|(k, _)| *k);
+                assert_eq!(t.get(cmp).map(val), m.get(&p).copied());
+                assert_eq!(key(t.lower_bound(cmp, true)), after);
+                assert_eq!(key(t.lower_bound(cmp, false)), from);
+                assert_eq!(key(t.upper_bound(cmp, true)), before);
+                assert_eq!(key(t.upper_bound(cmp, false)), upto);
+                if let Some(q) = t.find(cmp) {
+                    assert_eq!(key(t.after(q)), after);
+                    assert_eq!(key(t.before(q)), before);
+                }
+                assert_eq!(key(t.first_pos()), m.first_key_value().map(|(k, _)| *k));
+                assert_eq!(key(t.last_pos()), m.last_key_value().map(|(k, _)| *k));
+            }
+            t.check(|a, b| a.cmp(b));
+        }
+    }
+
+    #[test]
+    fn matches_a_btreemap() {
+        against_btreemap::<i64>(|k| k, |k| *k);
+        against_btreemap::<Tiny>(Tiny, |k| k.0);
+    }
+
+    #[test]
+    fn rebuild_keeps_everything() {
+        let mut t: Tree<i64> = Tree::default();
+        for k in (0..5000).rev() {
+            t.insert(k, entry(k), |a, b| a.cmp(b));
+        }
+        for k in (0..5000).step_by(3) {
+            t.remove(|x| x.cmp(&k));
+        }
+        t.rebuild();
+        t.check(|a, b| a.cmp(b));
+        let want: Vec<i64> = (0..5000).filter(|k| k % 3 != 0).collect();
+        let got: Vec<i64> = t
+            .iter()
+            .map(|(k, e)| {
+                assert_eq!(val(e), *k);
+                *k
+            })
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn ascending_inserts_fill_leaves() {
+        let mut t: Tree<i64> = Tree::default();
+        for k in 0..10_000 {
+            t.insert(k, entry(k), |a, b| a.cmp(b));
+        }
+        t.check(|a, b| a.cmp(b));
+        assert_eq!(t.leaves.len(), 10_000usize.div_ceil(i64::LEAF_CAP));
+        for k in 0..10_000 {
+            assert!(t.remove(|x| x.cmp(&k)).is_some());
+        }
+        assert!(t.is_empty());
+        assert_eq!(t.node_bytes(), 0);
+    }
+}
