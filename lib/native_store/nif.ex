@@ -42,7 +42,10 @@ defmodule NativeStore.Nif do
   # objects of one key in insertion order). The list returned is
   # `chunk ++ acc`, so with `acc = []` each call gives exactly one chunk in
   # order; the first chunk is the one `table_to_list/1` returns.
+  # `table_to_list_reverse/1` starts the same walk in descending key order
+  # on an `:ordered_set` (on other types it is `table_to_list/1`).
   def table_to_list(_tab), do: nif_error()
+  def table_to_list_reverse(_tab), do: nif_error()
   def cursor_next(_cursor, _acc), do: nif_error()
 
   # Traversal: a key or :"$end_of_table". `table_last/1` and `table_prev/2`

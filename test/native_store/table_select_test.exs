@@ -555,6 +555,35 @@ defmodule NativeStore.TableSelectTest do
     assert Enum.all?(Table.tab2list(t), &match?({_, :writer}, &1))
   end
 
+  test "select_reverse and foldr walk an ordered_set down from its last key, chunk by chunk" do
+    t = Table.new(:rev, [:ordered_set, :public])
+    e = :ets.new(:rev, [:ordered_set, :public])
+    # Several traversal chunks, integer and other keys mixed (1.5, tuples).
+    objs =
+      for(i <- 1..9_000, do: {i, rem(i, 7)}) ++
+        for(i <- 1..500, do: {{:t, i}, rem(i, 7)}) ++ [{1.5, 3}, {:atom, 3}]
+
+    Table.insert(t, objs)
+    :ets.insert(e, objs)
+    ms = [{{:"$1", :"$2"}, [{:<, :"$2", 3}], [:"$1"]}]
+
+    assert Table.select_reverse(t, ms) == :ets.select_reverse(e, ms)
+    assert Table.foldr(&[&1 | &2], [], t) == :ets.foldr(&[&1 | &2], [], e)
+
+    for limit <- [1, 10, 2_500] do
+      assert drain(Table, Table.select_reverse(t, ms, limit), %{type: :ordered_set}) ==
+               drain(:ets, :ets.select_reverse(e, ms, limit), %{type: :ordered_set})
+    end
+
+    # Ten results from the top: one chunk fetched, not a walk of the table.
+    before = Match.chunks_fetched()
+
+    assert {[9_000, 8_999 | _], _} =
+             Table.select_reverse(t, [{{:"$1", :_}, [{:is_integer, :"$1"}], [:"$1"]}], 10)
+
+    assert Match.chunks_fetched() == before + 1
+  end
+
   test "a select with bound keys on a 200k-entry table looks keys up, never scans" do
     t = Table.new(:bound, [:public])
     e = :ets.new(:bound, [:public])

@@ -65,7 +65,7 @@ defmodule NativeStore.Table.Match do
         if type == :ordered_set, do: :lists.reverse(results), else: results
 
       {:scan, ms, {_kp, :ordered_set}} ->
-        scan_results(tab, ms, :reverse)
+        scan_results(tab, ms, :backward)
 
       {:scan, ms, _meta} ->
         scan_results(tab, ms, :forward)
@@ -95,12 +95,13 @@ defmodule NativeStore.Table.Match do
         step(tab, ms, limit, results, :keys)
 
       {:scan, ms, {_kp, :ordered_set}} when direction == :reverse ->
-        # No backward cursor yet: collect the results chunk by chunk, then
-        # hand them out from the end.
-        step(tab, ms, limit, scan_results(tab, ms, :reverse), :done)
+        # A cursor walking down from the greatest key: `limit` results
+        # cost about `limit` objects, not a scan of the table.
+        {chunk, source} = first_chunk(tab, :backward)
+        step(tab, ms, limit, run(chunk, ms), source)
 
       {:scan, ms, _meta} ->
-        {chunk, source} = first_chunk(tab)
+        {chunk, source} = first_chunk(tab, :forward)
         step(tab, ms, limit, run(chunk, ms), source)
     end
   end
@@ -368,9 +369,8 @@ defmodule NativeStore.Table.Match do
   def foldr(fun, acc, tab) do
     case meta!(tab) do
       {_kp, :ordered_set} ->
-        # Collects the objects in reverse order, chunk by chunk, then folds.
-        rev = fold_chunks(tab, [], &:lists.reverse/2)
-        fold_list(fun, acc, rev)
+        # Chunks walked down from the greatest key, each in descending order.
+        fold_chunks(tab, acc, fn chunk, acc -> fold_list(fun, acc, chunk) end, :backward)
 
       _ ->
         fold_chunks(tab, acc, fn chunk, acc -> fold_list(fun, acc, chunk) end)
@@ -650,15 +650,15 @@ defmodule NativeStore.Table.Match do
   defp run([], _ms), do: []
   defp run(objects, ms), do: :lists.reverse(:ets.match_spec_run_r(objects, ms, []))
 
-  # All results of a scan, in traversal order (`:forward`) or reversed.
-  defp scan_results(tab, ms, direction) do
-    rev = fold_chunks(tab, [], fn chunk, acc -> :ets.match_spec_run_r(chunk, ms, acc) end)
-    if direction == :forward, do: :lists.reverse(rev), else: rev
+  # All results of a scan, in the order of the walk (see `first_chunk/2`).
+  defp scan_results(tab, ms, walk) do
+    rev = fold_chunks(tab, [], fn chunk, acc -> :ets.match_spec_run_r(chunk, ms, acc) end, walk)
+    :lists.reverse(rev)
   end
 
-  # Folds `fun.(chunk, acc)` over the table's chunks, in traversal order.
-  defp fold_chunks(tab, acc, fun) do
-    {chunk, source} = first_chunk(tab)
+  # Folds `fun.(chunk, acc)` over the table's chunks, in walk order.
+  defp fold_chunks(tab, acc, fun, walk \\ :forward) do
+    {chunk, source} = first_chunk(tab, walk)
     fold_chunks_from(fun.(chunk, acc), source, fun)
   end
 
@@ -669,10 +669,15 @@ defmodule NativeStore.Table.Match do
     fold_chunks_from(fun.(chunk, acc), source, fun)
   end
 
-  defp first_chunk(tab) do
+  # The first chunk of a walk over the table: `:forward` is traversal order
+  # (term order for an ordered_set), `:backward` descending key order on an
+  # ordered_set (traversal order on other types).
+  defp first_chunk(tab, walk) do
     count_chunk()
 
-    case Nif.table_to_list(tab) do
+    result = if walk == :forward, do: Nif.table_to_list(tab), else: Nif.table_to_list_reverse(tab)
+
+    case result do
       {:done, list} -> {list, :done}
       {:more, list, cursor} -> yielded({list, {:cursor, cursor}})
     end

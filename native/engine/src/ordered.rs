@@ -964,6 +964,26 @@ impl OrderedTable {
         };
         entries.take(max).cloned().collect()
     }
+
+    /// Up to `max` entries, in descending key order, whose keys are smaller
+    /// than `before` (all keys when `None`); copies, taken under one read
+    /// lock (each step is a search: O(max log n)).
+    pub fn chunk_before(&self, before: Option<&[u8]>, max: usize) -> Vec<Entry> {
+        let g = self.inner.read();
+        let mut out = Vec::with_capacity(max.min(g.len()));
+        let mut cur = match before {
+            Some(k) => probe(k).before(&g),
+            None => g.last(),
+        };
+        while let Some(e) = cur {
+            if out.len() >= max {
+                break;
+            }
+            out.push(e.clone());
+            cur = probe(e.key()).before(&g);
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -1034,6 +1054,14 @@ mod tests {
         let rest = t.chunk_after(Some(&ik(3)), 2);
         assert_eq!(rest.len(), 2);
         assert_eq!(rest[1].key(), &ik(5)[..]);
+        let back: Vec<Vec<u8>> = t
+            .chunk_before(Some(&ik(7)), 3)
+            .iter()
+            .map(|e| e.key().to_vec())
+            .collect();
+        assert_eq!(back, vec![ik(5), fk(4.5), ik(3)]);
+        assert_eq!(t.chunk_before(Some(&fk(0.5)), 3).len(), 0);
+        assert_eq!(t.chunk_before(None, 2)[1].key(), &ik(7)[..]);
         assert!(t.insert_new_all(vec![obj(2.0, false, 0), obj(6.0, false, 0)]));
         assert!(!t.insert_new_all(vec![obj(8.0, false, 0), obj(6.0, true, 0)]));
         assert_eq!(t.len(), 8);
@@ -1138,8 +1166,25 @@ mod tests {
                 .map(|e| e.key().to_vec())
                 .collect();
             assert_eq!(rest[..], sorted[i + 1..(i + 4).min(sorted.len())]);
+            let back: Vec<Vec<u8>> = t
+                .chunk_before(Some(k), 3)
+                .iter()
+                .map(|e| e.key().to_vec())
+                .collect();
+            let want: Vec<Vec<u8>> = sorted[i.saturating_sub(3)..i]
+                .iter()
+                .rev()
+                .cloned()
+                .collect();
+            assert_eq!(back, want);
             assert!(t.contains(k));
         }
+        let all_back: Vec<Vec<u8>> = t
+            .chunk_before(None, 1000)
+            .iter()
+            .map(|e| e.key().to_vec())
+            .collect();
+        assert_eq!(all_back, sorted.iter().rev().cloned().collect::<Vec<_>>());
         // Probes absent from the table.
         for probe in probes {
             let want = sorted

@@ -1270,6 +1270,8 @@ struct CursorState {
     bucket: usize,
     /// `ordered_set`: the key of the last object returned.
     after: Option<Box<[u8]>>,
+    /// `ordered_set`: walk in descending key order.
+    reverse: bool,
     done: bool,
 }
 
@@ -1289,7 +1291,11 @@ fn next_chunk(t: &TableRes, st: &mut CursorState) -> Vec<Entry> {
         &dyn Fn(usize, usize, usize) -> (Vec<Entry>, Option<usize>),
     ) = match &t.data {
         Data::Ordered(o) => {
-            chunk = o.chunk_after(st.after.as_deref(), CHUNK);
+            chunk = if st.reverse {
+                o.chunk_before(st.after.as_deref(), CHUNK)
+            } else {
+                o.chunk_after(st.after.as_deref(), CHUNK)
+            };
             match chunk.last() {
                 Some(e) if chunk.len() == CHUNK => st.after = Some(e.key().into()),
                 _ => st.done = true,
@@ -1337,9 +1343,26 @@ fn walk<'a>(
 
 #[rustler::nif]
 fn table_to_list<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
+    start_walk(env, tab, false)
+}
+
+/// Like `table_to_list/1`, but an `ordered_set` is walked in descending key
+/// order (other tables in their only order), for `select_reverse` and
+/// `foldr`.
+#[rustler::nif]
+fn table_to_list_reverse<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
+    start_walk(env, tab, true)
+}
+
+/// The first chunk of a walk: `{:done, objects}`, or `{:more, objects,
+/// cursor}` whose `cursor_next/2` continues it.
+fn start_walk<'a>(env: Env<'a>, tab: Term<'a>, reverse: bool) -> NifResult<Term<'a>> {
     let t = readable(env, tab)?;
     let res = TableArc::from_ref(&t);
-    let mut st = CursorState::default();
+    let mut st = CursorState {
+        reverse,
+        ..CursorState::default()
+    };
     let mut acc = Term::list_new_empty(env);
     if walk(env, &t, &mut st, &mut acc)? {
         return Ok(make_tuple(env, &[atoms::done().encode(env), acc]));
