@@ -653,9 +653,25 @@ fn with_encoded_object<'a, R>(
         };
         (range, canonical)
     };
+    let canonical_len = canonical.as_ref().map_or(0, |c| c.len());
+    if !fits_entry(buf.out.len() + canonical_len) {
+        Scratch::restore(buf.into_buffer());
+        return Err(Error::BadArg);
+    }
     let r = f(&buf.seal(range, canonical.as_deref().map(|c| c.as_slice())));
     Scratch::restore(buf.into_buffer());
     Ok(r)
+}
+
+/// The largest stored entry, in bytes: entries and bag buckets record
+/// offsets and lengths in 32 bits (a key length's top bit is a flag), so
+/// an object whose encoding is 2 GiB or more is refused with `badarg`.
+const MAX_ENTRY: usize = i32::MAX as usize;
+
+/// True when an entry of `len` bytes can be stored (see [`MAX_ENTRY`]).
+#[inline]
+fn fits_entry(len: usize) -> bool {
+    len <= MAX_ENTRY
 }
 
 /// Access to an encoder's buffer for container headers.
@@ -1225,6 +1241,9 @@ fn table_update_element<'a>(
             let borrowed: Vec<(i64, &[u8])> =
                 specs.iter().map(|(p, v)| (*p, v.as_slice())).collect();
             match tuple_ops::update_element(e.object(), keypos, &borrowed) {
+                Ok(obj) if !fits_entry(obj.len() + e.key().len() + 8) => {
+                    (Change::Keep, Err(Error::BadArg))
+                }
                 Ok(obj) => (Change::Put(rekey(&obj, e, keypos)), Ok(true)),
                 Err(_) => (Change::Keep, Err(Error::BadArg)),
             }
@@ -1664,6 +1683,11 @@ fn merge_bytes(c: &Entry, keypos: usize, upd: &[u8]) -> Option<(Change, Scratch)
     // The stored key is a slice of the object unless a canonical form was
     // appended to it: keep that form.
     let canonical = (c.key() != &obj[key_el]).then(|| c.key());
+    if !fits_entry(buf.out.len() + canonical.map_or(0, <[u8]>::len)) {
+        // The term-level merge then refuses it (`with_encoded_object`).
+        Scratch::restore(buf.into_buffer());
+        return None;
+    }
     let mut merged = Scratch::take();
     merged.extend_from_slice(&buf.out[map_range]);
     let entry = buf.seal(key_range, canonical).to_entry();
