@@ -241,23 +241,26 @@ impl<'o> Encoder<'o> {
                     }
                 }
                 ErlNifTermType::ERL_NIF_TERM_TYPE_LIST => {
-                    let mut heads: Vec<ErlNifTerm> = Vec::new();
-                    let mut cur = t;
                     let mut head: ErlNifTerm = ErlNifTerm::default();
                     let mut tail: ErlNifTerm = ErlNifTerm::default();
-                    while enif_get_list_cell(env, cur, &mut head, &mut tail) != 0 {
-                        heads.push(head);
-                        cur = tail;
-                    }
-                    if heads.is_empty() {
+                    if enif_get_list_cell(env, t, &mut head, &mut tail) == 0 {
                         self.out.push(tag::NIL);
                     } else {
-                        format::put_header(self.out, tag::LIST, heads.len());
-                        for h in heads {
-                            self.raw(h, depth + 1)?;
+                        // Elements are written as the list is walked; the
+                        // count and byte length are filled in at the end.
+                        let mark = format::begin_list_uncounted(self.out);
+                        let mut count = 0usize;
+                        loop {
+                            self.raw(head, depth + 1)?;
+                            count += 1;
+                            let cur = tail;
+                            if enif_get_list_cell(env, cur, &mut head, &mut tail) == 0 {
+                                // The tail: `[]` for a proper list, any term otherwise.
+                                self.raw(cur, depth + 1)?;
+                                break;
+                            }
                         }
-                        // The tail: `[]` for a proper list, any term otherwise.
-                        self.raw(cur, depth + 1)?;
+                        format::end_list_counted(self.out, mark, count);
                     }
                 }
                 ErlNifTermType::ERL_NIF_TERM_TYPE_MAP => {
