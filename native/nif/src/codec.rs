@@ -28,6 +28,20 @@ static ZERO_EQ: AtomicBool = AtomicBool::new(true);
 /// directly instead of calling `enif_make_int64`.
 static SMALL_IMMEDIATE: AtomicBool = AtomicBool::new(false);
 
+/// True when atoms are the VM's immediates with tag `0x0B` in the low six
+/// bits, local pids immediates with tag `0x3` in the low four, and no other
+/// kind of term uses these tags or the small-integer tag `0xF` (checked at
+/// load), so [`Encoder`] classifies those scalars from the term word alone,
+/// without `enif_term_type`.
+static TAGGED_WORDS: AtomicBool = AtomicBool::new(false);
+
+const ATOM_MASK: u64 = 0x3F;
+const ATOM_TAG: u64 = 0x0B;
+const PID_MASK: u64 = 0xF;
+const PID_TAG: u64 = 0x3;
+const SMALL_MASK: u64 = 0xF;
+const SMALL_TAG: u64 = 0xF;
+
 /// The range of integers the VM keeps as immediates on 64-bit builds.
 const MIN_SMALL: i64 = -(1 << 59);
 const MAX_SMALL: i64 = (1 << 59) - 1;
@@ -57,6 +71,73 @@ pub fn init(env: Env) {
                 word_of(t) == small_word(i)
             });
     SMALL_IMMEDIATE.store(immediate, Ordering::Relaxed);
+    // SAFETY: as above; every term is made in the load environment.
+    let tagged = immediate && unsafe { tagged_words(env.as_c_arg()) };
+    TAGGED_WORDS.store(tagged, Ordering::Relaxed);
+}
+
+/// Checks the word tags behind [`TAGGED_WORDS`] on sample terms.
+///
+/// # Safety
+/// `env` must be a live process-independent or process environment.
+unsafe fn tagged_words(env: *mut ErlNifEnv) -> bool {
+    let is_atom = |w: u64| w & ATOM_MASK == ATOM_TAG;
+    let is_pid = |w: u64| w & PID_MASK == PID_TAG;
+    let is_small = |w: u64| w & SMALL_MASK == SMALL_TAG;
+    let atoms = [
+        "true",
+        "false",
+        "ok",
+        "undefined",
+        "native_store_codec_probe",
+    ];
+    let atoms_ok = atoms.iter().all(|a| {
+        let t = enif_make_atom_len(env, a.as_ptr() as *const c_char, a.len());
+        matches!(
+            enif_term_type(env, t),
+            ErlNifTermType::ERL_NIF_TERM_TYPE_ATOM
+        ) && is_atom(word_of(t))
+            && !is_pid(word_of(t))
+            && !is_small(word_of(t))
+    });
+    let ints_ok = [0i64, -1, MAX_SMALL].iter().all(|&i| {
+        let w = word_of(enif_make_int64(env, i));
+        is_small(w) && !is_atom(w) && !is_pid(w)
+    });
+    // Terms of every other kind that can be made here: none may carry an
+    // atom, pid or small-integer tag.
+    let mut bin_term = ErlNifTerm::default();
+    let p = enif_make_new_binary(env, 3, &mut bin_term);
+    if p.is_null() {
+        return false;
+    }
+    p.write_bytes(7, 3);
+    let one = enif_make_int64(env, 1);
+    let others = [
+        enif_make_list_from_array(env, std::ptr::null(), 0),
+        enif_make_list_from_array(env, &one, 1),
+        enif_make_tuple_from_array(env, &one, 1),
+        enif_make_tuple_from_array(env, std::ptr::null(), 0),
+        enif_make_double(env, 1.5),
+        enif_make_int64(env, i64::MAX),
+        enif_make_new_map(env),
+        enif_make_ref(env),
+        bin_term,
+    ];
+    let others_ok = others.iter().all(|&t| {
+        let w = word_of(t);
+        !is_atom(w) && !is_pid(w) && !is_small(w)
+    });
+    // A local pid, when the environment belongs to a process.
+    let mut pid = std::mem::MaybeUninit::<ErlNifPid>::uninit();
+    let pid_ok = if enif_self(env, pid.as_mut_ptr()).is_null() {
+        true
+    } else {
+        let t = enif_make_pid(env, pid.assume_init());
+        let w = word_of(t);
+        is_pid(w) && !is_atom(w) && !is_small(w)
+    };
+    atoms_ok && ints_ok && others_ok && pid_ok
 }
 
 /// True when the VM considers `0.0 =:= -0.0`.
@@ -188,6 +269,22 @@ impl<'o> Encoder<'o> {
     fn raw(&mut self, t: ErlNifTerm, depth: u32) -> Result<(), EncodeError> {
         if depth > MAX_DEPTH {
             return self.ext(t);
+        }
+        // Scalars classified from the term word (tags checked in `init`).
+        let w = word_of(t);
+        if TAGGED_WORDS.load(Ordering::Relaxed) {
+            if w & SMALL_MASK == SMALL_TAG {
+                format::put_int(self.out, (w as i64) >> 4);
+                return Ok(());
+            }
+            if w & ATOM_MASK == ATOM_TAG {
+                format::put_word(self.out, tag::WORD, w);
+                return Ok(());
+            }
+            if w & PID_MASK == PID_TAG {
+                format::put_word(self.out, tag::PID, w);
+                return Ok(());
+            }
         }
         let env = self.env;
         // SAFETY: `t` is a valid term of `env` for the duration of the call;
@@ -410,6 +507,15 @@ impl KeyBytes {
 #[inline(always)]
 pub fn encode_key_bytes(env: Env, term: Term) -> Result<KeyBytes, EncodeError> {
     let t = term.as_c_arg();
+    let w = word_of(t);
+    if TAGGED_WORDS.load(Ordering::Relaxed) {
+        if w & SMALL_MASK == SMALL_TAG {
+            return Ok(inline_key(tag::INT, ((w as i64) >> 4) as u64));
+        }
+        if w & ATOM_MASK == ATOM_TAG {
+            return Ok(inline_key(tag::WORD, w));
+        }
+    }
     // SAFETY: `t` is a valid term of `env`; `i` is a live out-pointer.
     unsafe {
         match enif_term_type(env.as_c_arg(), t) {
