@@ -683,24 +683,177 @@ impl From<format::FormatError> for DecodeError {
 /// Rebuilds the term encoded at the start of `buf` in `env`.
 pub fn decode<'a>(env: Env<'a>, buf: &[u8]) -> Result<Term<'a>, DecodeError> {
     let mut pos = 0;
-    let t = decode_raw(env.as_c_arg(), buf, &mut pos)?;
+    let mut d = Decoder {
+        env: env.as_c_arg(),
+        buf,
+        stack: Vec::new(),
+    };
+    let t = d.raw(&mut pos);
+    d.release();
     // SAFETY: `t` was made in `env`.
-    Ok(unsafe { Term::new(env, t) })
+    Ok(unsafe { Term::new(env, t?) })
 }
 
-fn decode_many(
+thread_local! {
+    /// This scheduler thread's spare term stack (see [`Decoder::stack`]).
+    static TERMS: std::cell::Cell<Vec<ErlNifTerm>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Rebuilds terms from `buf`.
+struct Decoder<'b> {
     env: *mut ErlNifEnv,
-    buf: &[u8],
-    pos: &mut usize,
-    n: usize,
-    out: &mut Vec<ErlNifTerm>,
-) -> Result<(), DecodeError> {
-    // Never trust a count to size an allocation beyond what the bytes hold.
-    out.reserve(n.min(buf.len()));
-    for _ in 0..n {
-        out.push(decode_raw(env, buf, pos)?);
+    buf: &'b [u8],
+    /// Elements of the containers being rebuilt, innermost last: a
+    /// container pushes its elements, makes its term from them and
+    /// truncates back. Borrowed from [`TERMS`] on first use (values without
+    /// large containers never touch it).
+    stack: Vec<ErlNifTerm>,
+}
+
+impl Decoder<'_> {
+    /// Returns the stack to the thread's pool.
+    fn release(self) {
+        if self.stack.capacity() > 0 && self.stack.capacity() <= 1 << 16 {
+            let mut v = self.stack;
+            v.clear();
+            TERMS.with(|c| c.set(v));
+        }
     }
-    Ok(())
+
+    /// Decodes `n` values onto the stack; returns where they start. Never
+    /// trusts a count beyond what the bytes can hold.
+    fn push_many(&mut self, pos: &mut usize, n: usize) -> Result<usize, DecodeError> {
+        if n > self.buf.len() {
+            return Err(DecodeError);
+        }
+        if self.stack.capacity() == 0 {
+            self.stack = TERMS.with(|c| c.take());
+        }
+        let start = self.stack.len();
+        self.stack.reserve(n);
+        for _ in 0..n {
+            let t = self.raw(pos)?;
+            self.stack.push(t);
+        }
+        Ok(start)
+    }
+
+    /// Decodes one value: immediates inline (no call), anything else
+    /// through [`Decoder::item`].
+    #[inline(always)]
+    fn raw(&mut self, pos: &mut usize) -> Result<ErlNifTerm, DecodeError> {
+        match format::read_item(self.buf, pos)? {
+            Item::Word(w) | Item::Pid(w) => Ok(term_of(w)),
+            Item::Int(i)
+                if (MIN_SMALL..=MAX_SMALL).contains(&i)
+                    && SMALL_IMMEDIATE.load(Ordering::Relaxed) =>
+            {
+                // The word the VM itself makes for `i` (checked in `init`).
+                Ok(term_of(small_word(i)))
+            }
+            item => self.item(item, pos),
+        }
+    }
+
+    /// Decodes the value whose head `item` was just read (its elements, if
+    /// any, follow at `*pos`).
+    #[inline(never)]
+    fn item(&mut self, item: Item, pos: &mut usize) -> Result<ErlNifTerm, DecodeError> {
+        let env = self.env;
+        // SAFETY: every enif call below receives the caller's live `env` and
+        // terms made in it; arrays passed by pointer live for the call.
+        unsafe {
+            Ok(match item {
+                Item::Word(w) | Item::Pid(w) => term_of(w),
+                Item::Int(i) => enif_make_int64(env, i),
+                Item::Float(f) => enif_make_double(env, f),
+                Item::Binary(bytes) => {
+                    let mut t: ErlNifTerm = ErlNifTerm::default();
+                    let p = enif_make_new_binary(env, bytes.len(), &mut t);
+                    if bytes.is_empty() {
+                        t
+                    } else if p.is_null() {
+                        return Err(DecodeError);
+                    } else {
+                        std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
+                        t
+                    }
+                }
+                Item::Ext(bytes) => ext_to_term(env, bytes)?,
+                Item::BigInt(neg, mag) => {
+                    let mut b = Vec::with_capacity(mag.len() + 8);
+                    b.push(131);
+                    if mag.len() < 256 {
+                        b.extend_from_slice(&[110, mag.len() as u8]);
+                    } else {
+                        b.push(111);
+                        b.extend_from_slice(&(mag.len() as u32).to_be_bytes());
+                    }
+                    b.push(u8::from(neg));
+                    b.extend_from_slice(mag);
+                    ext_to_term(env, &b)?
+                }
+                Item::Nil => enif_make_list_from_array(env, std::ptr::null(), 0),
+                Item::Tuple(n) if n <= 8 => {
+                    let mut arr = [ErlNifTerm::default(); 8];
+                    for slot in arr.iter_mut().take(n) {
+                        *slot = self.raw(pos)?;
+                    }
+                    enif_make_tuple_from_array(env, arr.as_ptr(), n as c_uint)
+                }
+                Item::Tuple(n) => {
+                    let start = self.push_many(pos, n)?;
+                    let els = &self.stack[start..];
+                    let t = enif_make_tuple_from_array(env, els.as_ptr(), els.len() as c_uint);
+                    self.stack.truncate(start);
+                    t
+                }
+                Item::List(n) => {
+                    let start = self.push_many(pos, n)?;
+                    let mut p2 = *pos;
+                    let t = if let Ok(Item::Nil) = format::read_item(self.buf, &mut p2) {
+                        *pos = p2;
+                        let els = &self.stack[start..];
+                        enif_make_list_from_array(env, els.as_ptr(), els.len() as c_uint)
+                    } else {
+                        let mut acc = self.raw(pos)?;
+                        for h in self.stack[start..].iter().rev() {
+                            acc = enif_make_list_cell(env, *h, acc);
+                        }
+                        acc
+                    };
+                    self.stack.truncate(start);
+                    t
+                }
+                Item::Map(n) if n <= 16 => {
+                    let mut ks = [ErlNifTerm::default(); 16];
+                    let mut vs = [ErlNifTerm::default(); 16];
+                    for i in 0..n {
+                        ks[i] = self.raw(pos)?;
+                        vs[i] = self.raw(pos)?;
+                    }
+                    let mut m = ErlNifTerm::default();
+                    if enif_make_map_from_arrays(env, ks.as_ptr(), vs.as_ptr(), n, &mut m) == 0 {
+                        return Err(DecodeError);
+                    }
+                    m
+                }
+                Item::Map(n) => {
+                    // Keys and values alternate on the stack; split them.
+                    let start = self.push_many(pos, n.checked_mul(2).ok_or(DecodeError)?)?;
+                    let pairs = &self.stack[start..];
+                    let ks: Vec<ErlNifTerm> = pairs.iter().step_by(2).copied().collect();
+                    let vs: Vec<ErlNifTerm> = pairs.iter().skip(1).step_by(2).copied().collect();
+                    self.stack.truncate(start);
+                    let mut m: ErlNifTerm = ErlNifTerm::default();
+                    if enif_make_map_from_arrays(env, ks.as_ptr(), vs.as_ptr(), n, &mut m) == 0 {
+                        return Err(DecodeError);
+                    }
+                    m
+                }
+            })
+        }
+    }
 }
 
 fn ext_to_term(env: *mut ErlNifEnv, bytes: &[u8]) -> Result<ErlNifTerm, DecodeError> {
@@ -711,122 +864,5 @@ fn ext_to_term(env: *mut ErlNifEnv, bytes: &[u8]) -> Result<ErlNifTerm, DecodeEr
         Err(DecodeError)
     } else {
         Ok(t)
-    }
-}
-
-/// Decodes one value: immediates inline (no call), anything else through
-/// [`decode_item`].
-#[inline(always)]
-fn decode_raw(env: *mut ErlNifEnv, buf: &[u8], pos: &mut usize) -> Result<ErlNifTerm, DecodeError> {
-    match format::read_item(buf, pos)? {
-        Item::Word(w) | Item::Pid(w) => Ok(term_of(w)),
-        Item::Int(i)
-            if (MIN_SMALL..=MAX_SMALL).contains(&i) && SMALL_IMMEDIATE.load(Ordering::Relaxed) =>
-        {
-            // The word the VM itself makes for `i` (checked in `init`).
-            Ok(term_of(small_word(i)))
-        }
-        item => decode_item(env, item, buf, pos),
-    }
-}
-
-/// Decodes the value whose head `item` was just read (its elements, if
-/// any, follow at `*pos`).
-#[inline(never)]
-fn decode_item(
-    env: *mut ErlNifEnv,
-    item: Item,
-    buf: &[u8],
-    pos: &mut usize,
-) -> Result<ErlNifTerm, DecodeError> {
-    // SAFETY: every enif call below receives the caller's live `env` and
-    // terms made in it; arrays passed by pointer live for the call.
-    unsafe {
-        Ok(match item {
-            Item::Word(w) | Item::Pid(w) => term_of(w),
-            Item::Int(i) => enif_make_int64(env, i),
-            Item::Float(f) => enif_make_double(env, f),
-            Item::Binary(bytes) => {
-                let mut t: ErlNifTerm = ErlNifTerm::default();
-                let p = enif_make_new_binary(env, bytes.len(), &mut t);
-                if bytes.is_empty() {
-                    t
-                } else if p.is_null() {
-                    return Err(DecodeError);
-                } else {
-                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
-                    t
-                }
-            }
-            Item::Ext(bytes) => ext_to_term(env, bytes)?,
-            Item::BigInt(neg, mag) => {
-                let mut b = Vec::with_capacity(mag.len() + 8);
-                b.push(131);
-                if mag.len() < 256 {
-                    b.extend_from_slice(&[110, mag.len() as u8]);
-                } else {
-                    b.push(111);
-                    b.extend_from_slice(&(mag.len() as u32).to_be_bytes());
-                }
-                b.push(u8::from(neg));
-                b.extend_from_slice(mag);
-                ext_to_term(env, &b)?
-            }
-            Item::Nil => enif_make_list_from_array(env, std::ptr::null(), 0),
-            Item::Tuple(n) => {
-                if n <= 8 {
-                    let mut arr = [ErlNifTerm::default(); 8];
-                    for slot in arr.iter_mut().take(n) {
-                        *slot = decode_raw(env, buf, pos)?;
-                    }
-                    enif_make_tuple_from_array(env, arr.as_ptr(), n as c_uint)
-                } else {
-                    let mut v = Vec::new();
-                    decode_many(env, buf, pos, n, &mut v)?;
-                    enif_make_tuple_from_array(env, v.as_ptr(), v.len() as c_uint)
-                }
-            }
-            Item::List(n) => {
-                let mut v = Vec::new();
-                decode_many(env, buf, pos, n, &mut v)?;
-                let mut p2 = *pos;
-                if let Ok(Item::Nil) = format::read_item(buf, &mut p2) {
-                    *pos = p2;
-                    enif_make_list_from_array(env, v.as_ptr(), v.len() as c_uint)
-                } else {
-                    let mut acc = decode_raw(env, buf, pos)?;
-                    for h in v.iter().rev() {
-                        acc = enif_make_list_cell(env, *h, acc);
-                    }
-                    acc
-                }
-            }
-            Item::Map(n) if n <= 16 => {
-                let mut ks = [ErlNifTerm::default(); 16];
-                let mut vs = [ErlNifTerm::default(); 16];
-                for i in 0..n {
-                    ks[i] = decode_raw(env, buf, pos)?;
-                    vs[i] = decode_raw(env, buf, pos)?;
-                }
-                let mut m = ErlNifTerm::default();
-                if enif_make_map_from_arrays(env, ks.as_ptr(), vs.as_ptr(), n, &mut m) == 0 {
-                    return Err(DecodeError);
-                }
-                m
-            }
-            Item::Map(n) => {
-                let mut ks = Vec::with_capacity(n.min(buf.len()));
-                let mut vs = Vec::with_capacity(n.min(buf.len()));
-                for _ in 0..n {
-                    ks.push(decode_raw(env, buf, pos)?);
-                    vs.push(decode_raw(env, buf, pos)?);
-                }
-                let mut m: ErlNifTerm = ErlNifTerm::default();
-                if enif_make_map_from_arrays(env, ks.as_ptr(), vs.as_ptr(), n, &mut m) == 0 {
-                    return Err(DecodeError);
-                }
-                m
-            }
-        })
     }
 }
