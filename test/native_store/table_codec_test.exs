@@ -110,4 +110,23 @@ defmodule NativeStore.TableCodecTest do
       assert Table.lookup(t, i) == :ets.lookup(e, i)
     end
   end
+
+  test "replace compares the stored bytes with the expected term exactly" do
+    t = Table.new(:codec, [:set, :public])
+    vs = values()
+
+    for {v, i} <- Enum.with_index(vs) do
+      o = {i, v, [v | v], %{v => [v]}}
+      assert Table.insert(t, o)
+      # Every other value (and near misses) is a mismatch.
+      for w <- [[v], {v}, [v | :x]] ++ Enum.reject(vs, &(&1 === v)) do
+        refute Table.replace(t, i, [{i, w, [v | v], %{v => [v]}}], [{i, :never}])
+        refute Table.replace(t, i, [{i, v, [w | v], %{v => [v]}}], [{i, :never}])
+      end
+
+      assert Table.lookup(t, i) == [o]
+      assert Table.replace(t, i, [o], [{i, :swapped}])
+      assert Table.lookup(t, i) == [{i, :swapped}]
+    end
+  end
 end

@@ -651,6 +651,18 @@ mod tests {
     }
 
     #[test]
+    fn truncated_scalars_inside_containers_are_corrupt() {
+        let mut out = Vec::new();
+        put_header(&mut out, tag::MAP, 1);
+        put_word(&mut out, tag::WORD, 1);
+        put_int(&mut out, 2);
+        assert_eq!(skip(&out, 0), Ok(out.len()));
+        for cut in 0..out.len() {
+            assert_eq!(skip(&out[..cut], 0), Err(FormatError::Corrupt), "{cut}");
+        }
+    }
+
+    #[test]
     fn corrupt_input_is_an_error_not_a_panic() {
         // A list header without its length, or a length past the end.
         assert_eq!(skip(&[tag::LIST, 1, 9, 0], 0), Err(FormatError::Corrupt));

@@ -13,7 +13,7 @@ use native_store_engine::format::{self, tag, Item};
 use native_store_engine::set::Key;
 use rustler::sys::*;
 use rustler::{Env, Term};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Nesting depth past which a value is stored in external term format
 /// (bounds the recursion of both encoder and decoder).
@@ -29,11 +29,15 @@ static ZERO_EQ: AtomicBool = AtomicBool::new(true);
 static SMALL_IMMEDIATE: AtomicBool = AtomicBool::new(false);
 
 /// True when atoms are the VM's immediates with tag `0x0B` in the low six
-/// bits, local pids immediates with tag `0x3` in the low four, and no other
-/// kind of term uses these tags or the small-integer tag `0xF` (checked at
-/// load), so [`Encoder`] classifies those scalars from the term word alone,
-/// without `enif_term_type`.
+/// bits, local pids immediates with tag `0x3` in the low four, `[]` one
+/// immediate word, and no other kind of term uses these tags or the
+/// small-integer tag `0xF` (checked at load), so [`Encoder`] classifies
+/// those scalars from the term word alone, without `enif_term_type`.
 static TAGGED_WORDS: AtomicBool = AtomicBool::new(false);
+
+/// The word of `[]` (an immediate; recorded at load, used when
+/// [`TAGGED_WORDS`] holds).
+static NIL_WORD: AtomicU64 = AtomicU64::new(0);
 
 const ATOM_MASK: u64 = 0x3F;
 const ATOM_TAG: u64 = 0x0B;
@@ -73,6 +77,9 @@ pub fn init(env: Env) {
     SMALL_IMMEDIATE.store(immediate, Ordering::Relaxed);
     // SAFETY: as above; every term is made in the load environment.
     let tagged = immediate && unsafe { tagged_words(env.as_c_arg()) };
+    // SAFETY: as above.
+    let nil = unsafe { enif_make_list_from_array(env.as_c_arg(), std::ptr::null(), 0) };
+    NIL_WORD.store(word_of(nil), Ordering::Relaxed);
     TAGGED_WORDS.store(tagged, Ordering::Relaxed);
 }
 
@@ -137,7 +144,9 @@ unsafe fn tagged_words(env: *mut ErlNifEnv) -> bool {
         let w = word_of(t);
         is_pid(w) && !is_atom(w) && !is_small(w)
     };
-    atoms_ok && ints_ok && others_ok && pid_ok
+    // `[]` is an immediate (primary tag 0b11): one fixed word.
+    let nil_ok = word_of(others[0]) & 0x3 == 0x3;
+    atoms_ok && ints_ok && others_ok && pid_ok && nil_ok
 }
 
 /// True when the VM considers `0.0 =:= -0.0`.
@@ -283,6 +292,10 @@ impl<'o> Encoder<'o> {
             }
             if w & PID_MASK == PID_TAG {
                 format::put_word(self.out, tag::PID, w);
+                return Ok(());
+            }
+            if w == NIL_WORD.load(Ordering::Relaxed) {
+                self.out.push(tag::NIL);
                 return Ok(());
             }
         }
@@ -561,6 +574,22 @@ fn matches_raw(
     let Ok(item) = format::read_item(buf, pos) else {
         return Some(false);
     };
+    // The scalars the encoder writes from the term word alone.
+    let w = word_of(t);
+    if TAGGED_WORDS.load(Ordering::Relaxed) {
+        if w & SMALL_MASK == SMALL_TAG {
+            return Some(item == Item::Int((w as i64) >> 4));
+        }
+        if w & ATOM_MASK == ATOM_TAG {
+            return Some(item == Item::Word(w));
+        }
+        if w & PID_MASK == PID_TAG {
+            return Some(item == Item::Pid(w));
+        }
+        if w == NIL_WORD.load(Ordering::Relaxed) {
+            return Some(item == Item::Nil);
+        }
+    }
     // SAFETY: `t` is a valid term of `env` for the duration of the call;
     // every out-pointer passed below points at a live local.
     unsafe {
@@ -792,6 +821,9 @@ impl Decoder<'_> {
                     b.push(u8::from(neg));
                     b.extend_from_slice(mag);
                     ext_to_term(env, &b)?
+                }
+                Item::Nil if TAGGED_WORDS.load(Ordering::Relaxed) => {
+                    term_of(NIL_WORD.load(Ordering::Relaxed))
                 }
                 Item::Nil => enif_make_list_from_array(env, std::ptr::null(), 0),
                 Item::Tuple(n) if n <= 8 => {
