@@ -8,6 +8,12 @@
 //! tuples, lists and maps are encoded structurally; everything else
 //! (references, funs, ports, remote pids, bitstrings, values nested deeper
 //! than [`MAX_DEPTH`]) falls back to the external term format.
+//!
+//! The hot paths read the VM's term representation directly where the
+//! NIF API would cost a call per value: small integers, atoms, local pids
+//! and `[]` are classified from the term word, and lists are walked by
+//! reading their cells. Each of these layouts is checked on sample terms at
+//! load ([`init`]); when a check fails the codec uses the `enif_*` calls.
 
 use native_store_engine::format::{self, tag, Item};
 use native_store_engine::set::Key;
@@ -34,6 +40,12 @@ static SMALL_IMMEDIATE: AtomicBool = AtomicBool::new(false);
 /// small-integer tag `0xF` (checked at load), so [`Encoder`] classifies
 /// those scalars from the term word alone, without `enif_term_type`.
 static TAGGED_WORDS: AtomicBool = AtomicBool::new(false);
+
+/// True when a list cell term is a pointer to its two words `[head, tail]`
+/// plus 1 (primary tag `0b01`) and no other kind of term has that tag
+/// (checked at load), so the encoder walks lists by reading the cells
+/// instead of calling `enif_get_list_cell` per element.
+static CONS_CELLS: AtomicBool = AtomicBool::new(false);
 
 /// The word of `[]` (an immediate; recorded at load, used when
 /// [`TAGGED_WORDS`] holds).
@@ -80,7 +92,94 @@ pub fn init(env: Env) {
     // SAFETY: as above.
     let nil = unsafe { enif_make_list_from_array(env.as_c_arg(), std::ptr::null(), 0) };
     NIL_WORD.store(word_of(nil), Ordering::Relaxed);
+    // SAFETY: as above.
+    let cons = tagged && unsafe { cons_cells(env.as_c_arg()) };
+    CONS_CELLS.store(cons, Ordering::Relaxed);
     TAGGED_WORDS.store(tagged, Ordering::Relaxed);
+}
+
+/// Checks the list cell layout behind [`CONS_CELLS`] on sample lists
+/// (proper and improper, made cell by cell and from an array) against
+/// `enif_get_list_cell`, and that sample terms of other kinds do not carry
+/// the list tag.
+///
+/// # Safety
+/// `env` must be a live environment; the cells read are those of lists
+/// just made in it.
+unsafe fn cons_cells(env: *mut ErlNifEnv) -> bool {
+    let ints: Vec<ErlNifTerm> = (0..5).map(|i| enif_make_int64(env, i)).collect();
+    let atom = enif_make_atom_len(env, b"tail".as_ptr() as *const c_char, 4);
+    let mut improper = atom;
+    for &h in ints.iter().rev() {
+        improper = enif_make_list_cell(env, h, improper);
+    }
+    let nested = enif_make_list_cell(env, improper, enif_make_list_from_array(env, &atom, 1));
+    let proper = enif_make_list_from_array(env, ints.as_ptr(), ints.len() as c_uint);
+    let cells_ok = [improper, proper, nested].iter().all(|&l| {
+        let mut cur = l;
+        let mut n = 0;
+        loop {
+            let mut head = ErlNifTerm::default();
+            let mut tail = ErlNifTerm::default();
+            let is_cell = enif_get_list_cell(env, cur, &mut head, &mut tail) != 0;
+            let w = word_of(cur);
+            if is_cell != (w & 0x3 == 0x1) {
+                return false;
+            }
+            if !is_cell {
+                return n > 0;
+            }
+            let p = (w as usize - 1) as *const ErlNifTerm;
+            if word_of(*p) != word_of(head) || word_of(*p.add(1)) != word_of(tail) {
+                return false;
+            }
+            cur = tail;
+            n += 1;
+        }
+    });
+    let one = enif_make_int64(env, 1);
+    let mut bin_term = ErlNifTerm::default();
+    if enif_make_new_binary(env, 100, &mut bin_term).is_null() {
+        return false;
+    }
+    let others = [
+        enif_make_tuple_from_array(env, &one, 1),
+        enif_make_double(env, 2.5),
+        enif_make_int64(env, i64::MIN),
+        enif_make_new_map(env),
+        enif_make_ref(env),
+        enif_make_list_from_array(env, std::ptr::null(), 0),
+        atom,
+        one,
+        bin_term,
+    ];
+    cells_ok && others.iter().all(|&t| word_of(t) & 0x3 != 0x1)
+}
+
+/// The head and tail of `t` when it is a list cell.
+///
+/// # Safety
+/// `t` must be a valid term of `env` for the duration of the call.
+#[inline(always)]
+unsafe fn list_cell(
+    env: *mut ErlNifEnv,
+    t: ErlNifTerm,
+    head: &mut ErlNifTerm,
+    tail: &mut ErlNifTerm,
+) -> bool {
+    if CONS_CELLS.load(Ordering::Relaxed) {
+        let w = word_of(t);
+        if w & 0x3 != 0x1 {
+            return false;
+        }
+        // The cell's two words (layout checked in `init`); `t` is live, so
+        // its cell is.
+        let p = (w as usize - 1) as *const ErlNifTerm;
+        *head = *p;
+        *tail = *p.add(1);
+        return true;
+    }
+    enif_get_list_cell(env, t, head, tail) != 0
 }
 
 /// Checks the word tags behind [`TAGGED_WORDS`] on sample terms.
@@ -353,7 +452,7 @@ impl<'o> Encoder<'o> {
                 ErlNifTermType::ERL_NIF_TERM_TYPE_LIST => {
                     let mut head: ErlNifTerm = ErlNifTerm::default();
                     let mut tail: ErlNifTerm = ErlNifTerm::default();
-                    if enif_get_list_cell(env, t, &mut head, &mut tail) == 0 {
+                    if !list_cell(env, t, &mut head, &mut tail) {
                         self.out.push(tag::NIL);
                     } else {
                         // Elements are written as the list is walked; the
@@ -364,7 +463,7 @@ impl<'o> Encoder<'o> {
                             self.raw(head, depth + 1)?;
                             count += 1;
                             let cur = tail;
-                            if enif_get_list_cell(env, cur, &mut head, &mut tail) == 0 {
+                            if !list_cell(env, cur, &mut head, &mut tail) {
                                 // The tail: `[]` for a proper list, any term otherwise.
                                 self.raw(cur, depth + 1)?;
                                 break;
@@ -643,7 +742,7 @@ fn matches_raw(
                 let mut cur = t;
                 let mut head: ErlNifTerm = ErlNifTerm::default();
                 let mut tail: ErlNifTerm = ErlNifTerm::default();
-                while enif_get_list_cell(env, cur, &mut head, &mut tail) != 0 {
+                while list_cell(env, cur, &mut head, &mut tail) {
                     if !matches_raw(env, head, buf, pos, depth + 1)? {
                         return Some(false);
                     }
