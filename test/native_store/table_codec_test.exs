@@ -129,4 +129,31 @@ defmodule NativeStore.TableCodecTest do
       assert Table.lookup(t, i) == [{i, :swapped}]
     end
   end
+
+  test "maps of every size, built in different ways, are the same keys" do
+    e = :ets.new(:codec, [:set, :public])
+    t = Table.new(:codec, [:set, :public])
+
+    for n <- [0, 1, 2, 31, 32, 33, 40, 100] do
+      fresh = Map.new(1..n//1, &{&1, [&1]})
+      grown = Enum.reduce(1..n//1, %{}, &Map.put(&2, &1, [&1]))
+      shrunk = Map.drop(Map.new(1..(n + 40), &{&1, [&1]}), Enum.to_list((n + 1)..(n + 40)))
+      nested = %{fresh => %{n => fresh}, [n] => {fresh}}
+
+      for m <- [fresh, grown, shrunk] do
+        assert m == fresh
+        o = {m, nested, n}
+        assert Table.insert(t, o) == :ets.insert(e, o)
+        assert Table.lookup(t, fresh) == :ets.lookup(e, fresh)
+        assert Table.lookup(t, m) == :ets.lookup(e, m)
+        assert Table.update_counter(t, m, {3, 1}) == :ets.update_counter(e, m, {3, 1})
+        assert Table.replace(t, fresh, :ets.lookup(e, fresh), [{m, n}])
+        :ets.insert(e, {m, n})
+      end
+
+      assert Table.info(t, :size) == :ets.info(e, :size)
+    end
+
+    assert Enum.sort(Table.tab2list(t)) == Enum.sort(:ets.tab2list(e))
+  end
 end

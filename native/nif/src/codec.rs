@@ -11,8 +11,8 @@
 //!
 //! The hot paths read the VM's term representation directly where the
 //! NIF API would cost a call per value: small integers, atoms, local pids
-//! and `[]` are classified from the term word, and lists are walked by
-//! reading their cells. Each of these layouts is checked on sample terms at
+//! and `[]` are classified from the term word, lists are walked by reading
+//! their cells, and small (flat) maps by reading their keys and values. Each of these layouts is checked on sample terms at
 //! load ([`init`]); when a check fails the codec uses the `enif_*` calls.
 
 use native_store_engine::format::{self, tag, Item};
@@ -46,6 +46,11 @@ static TAGGED_WORDS: AtomicBool = AtomicBool::new(false);
 /// (checked at load), so the encoder walks lists by reading the cells
 /// instead of calling `enif_get_list_cell` per element.
 static CONS_CELLS: AtomicBool = AtomicBool::new(false);
+
+/// The header word of a flat map (small maps: a header, the size, a
+/// tuple of keys, then the values), or 0 when that layout did not check out
+/// at load; maps with other headers go through the map iterator.
+static FLATMAP_HEADER: AtomicU64 = AtomicU64::new(0);
 
 /// The word of `[]` (an immediate; recorded at load, used when
 /// [`TAGGED_WORDS`] holds).
@@ -95,6 +100,13 @@ pub fn init(env: Env) {
     // SAFETY: as above.
     let cons = tagged && unsafe { cons_cells(env.as_c_arg()) };
     CONS_CELLS.store(cons, Ordering::Relaxed);
+    // SAFETY: as above.
+    let flat = if cons {
+        unsafe { flatmap_header(env.as_c_arg()) }
+    } else {
+        0
+    };
+    FLATMAP_HEADER.store(flat, Ordering::Relaxed);
     TAGGED_WORDS.store(tagged, Ordering::Relaxed);
 }
 
@@ -154,6 +166,115 @@ unsafe fn cons_cells(env: *mut ErlNifEnv) -> bool {
         bin_term,
     ];
     cells_ok && others.iter().all(|&t| word_of(t) & 0x3 != 0x1)
+}
+
+/// The header word of sample flat maps, when every one of them reads (size,
+/// keys and values, in order) exactly as the map iterator walks it and a
+/// large map has another header; 0 otherwise.
+///
+/// # Safety
+/// `env` must be a live environment; the words read are those of maps
+/// just made in it.
+unsafe fn flatmap_header(env: *mut ErlNifEnv) -> u64 {
+    let mut header = None;
+    for n in [1usize, 2, 5, 32, 40] {
+        let ks: Vec<ErlNifTerm> = (0..n as i64)
+            .map(|i| enif_make_int64(env, 1000 - 7 * i))
+            .collect();
+        let vs: Vec<ErlNifTerm> = (0..n as i64)
+            .map(|i| enif_make_double(env, i as f64))
+            .collect();
+        let mut m = ErlNifTerm::default();
+        if enif_make_map_from_arrays(env, ks.as_ptr(), vs.as_ptr(), n, &mut m) == 0 {
+            return 0;
+        }
+        let w = word_of(m);
+        if w & 0x3 != 0x2 {
+            return 0;
+        }
+        let p = (w as usize - 2) as *const u64;
+        let h = *p;
+        if n > 32 {
+            // A large (hash) map: must not pass for a flat one.
+            return match header {
+                Some(flat) if flat != h => flat,
+                _ => 0,
+            };
+        }
+        if *header.get_or_insert(h) != h {
+            return 0;
+        }
+        let Some((size, fk, fv)) = flat_parts(w) else {
+            return 0;
+        };
+        if size != n {
+            return 0;
+        }
+        let mut it = std::mem::MaybeUninit::<ErlNifMapIterator>::uninit();
+        if enif_map_iterator_create(
+            env,
+            m,
+            it.as_mut_ptr(),
+            ErlNifMapIteratorEntry::ERL_NIF_MAP_ITERATOR_HEAD,
+        ) == 0
+        {
+            return 0;
+        }
+        let mut it = it.assume_init();
+        let mut i = 0;
+        let mut same = true;
+        let (mut k, mut v) = (ErlNifTerm::default(), ErlNifTerm::default());
+        while enif_map_iterator_get_pair(env, &mut it, &mut k, &mut v) != 0 {
+            same &= i < n && word_of(*fk.add(i)) == word_of(k) && word_of(*fv.add(i)) == word_of(v);
+            i += 1;
+            enif_map_iterator_next(env, &mut it);
+        }
+        enif_map_iterator_destroy(env, &mut it);
+        if !same || i != n {
+            return 0;
+        }
+    }
+    0
+}
+
+/// Size, keys and values of the flat map whose term word is `w` (a boxed
+/// map), read from its layout: `[header, size, keys tuple]` then the values;
+/// the keys tuple is `[arity header, keys...]`.
+///
+/// # Safety
+/// `w` must be the word of a live map term.
+#[inline(always)]
+unsafe fn flat_parts(w: u64) -> Option<(usize, *const ErlNifTerm, *const ErlNifTerm)> {
+    let p = (w as usize - 2) as *const u64;
+    let size = *p.add(1) as usize;
+    let keys = *p.add(2);
+    if keys & 0x3 != 0x2 {
+        return None;
+    }
+    let kp = (keys as usize - 2) as *const u64;
+    if (*kp >> 6) as usize != size || *kp & 0x3F != 0 {
+        return None;
+    }
+    Some((
+        size,
+        kp.add(1) as *const ErlNifTerm,
+        p.add(3) as *const ErlNifTerm,
+    ))
+}
+
+/// Size, keys and values of `t` when it is a flat map (see
+/// [`FLATMAP_HEADER`]); `None` for other maps.
+///
+/// # Safety
+/// `t` must be a valid map term for the duration of the call.
+#[inline(always)]
+unsafe fn flatmap(t: ErlNifTerm) -> Option<(usize, *const ErlNifTerm, *const ErlNifTerm)> {
+    let flat = FLATMAP_HEADER.load(Ordering::Relaxed);
+    let w = word_of(t);
+    if flat == 0 || w & 0x3 != 0x2 || *((w as usize - 2) as *const u64) != flat {
+        return None;
+    }
+    flat_parts(w)
 }
 
 /// The head and tail of `t` when it is a list cell.
@@ -473,6 +594,15 @@ impl<'o> Encoder<'o> {
                     }
                 }
                 ErlNifTermType::ERL_NIF_TERM_TYPE_MAP => {
+                    if let Some((size, ks, vs)) = flatmap(t) {
+                        // The iterator's order: keys and values by index.
+                        format::put_header(self.out, tag::MAP, size);
+                        for i in 0..size {
+                            self.raw(*ks.add(i), depth + 1)?;
+                            self.raw(*vs.add(i), depth + 1)?;
+                        }
+                        return Ok(());
+                    }
                     let mut size: size_t = 0;
                     enif_get_map_size(env, t, &mut size);
                     format::put_header(self.out, tag::MAP, size);
