@@ -274,6 +274,22 @@ defmodule NativeStore.TableDifferentialTest do
     |> List.to_tuple()
   end
 
+  # One object per key (=:=, the set's key equality on OTP 25), first kept.
+  defp uniq_keys(objs, kp) do
+    objs
+    |> Enum.reduce([], fn o, acc ->
+      dup? =
+        is_tuple(o) and tuple_size(o) >= kp and
+          Enum.any?(
+            acc,
+            &(is_tuple(&1) and tuple_size(&1) >= kp and elem(&1, kp - 1) === elem(o, kp - 1))
+          )
+
+      if dup?, do: acc, else: [o | acc]
+    end)
+    |> Enum.reverse()
+  end
+
   # Sometimes malformed: too short for keypos, or not a tuple.
   defp gen_object_maybe_bad(ctx, key) do
     weighted([
@@ -284,7 +300,12 @@ defmodule NativeStore.TableDifferentialTest do
   end
 
   defp gen_objects(ctx) do
-    objs = for _ <- 1..int(0, 5), do: gen_object_maybe_bad(ctx, gen_key(ctx))
+    # ETS leaves undefined which of several objects with equal keys one list
+    # insert keeps in a set (usually the last, sometimes the first: it
+    # varied between runs of the same seed): keep one per key.
+    objs =
+      for(_ <- 1..int(0, 5), do: gen_object_maybe_bad(ctx, gen_key(ctx)))
+      |> uniq_keys(ctx.keypos)
 
     # Known bug 4: an improper list of objects panics in the NIF.
     if @known_bugs and objs != [] and chance(0.05),

@@ -12,8 +12,9 @@
 //! The hot paths read the VM's term representation directly where the
 //! NIF API would cost a call per value: small integers, atoms, local pids
 //! and `[]` are classified from the term word, lists are walked by reading
-//! their cells, and small (flat) maps by reading their keys and values. Each of these layouts is checked on sample terms at
-//! load ([`init`]); when a check fails the codec uses the `enif_*` calls.
+//! their cells, and small (flat) maps by reading their keys and values.
+//! Each of these layouts is checked on sample terms at load ([`init`]);
+//! when a check fails the codec uses the `enif_*` calls.
 
 use native_store_engine::format::{self, tag, Item};
 use native_store_engine::set::Key;
