@@ -10,7 +10,7 @@
 //! ```text
 //! WORD  8 bytes (opaque immediate: atom)    INT    8 bytes i64 little endian
 //! FLOAT 8 bytes f64 little endian           BINARY varint len, bytes
-//! TUPLE varint arity, elements              LIST   varint len, elements, tail
+//! TUPLE varint arity, elements              LIST   varint len, u32 bytes, elements, tail
 //! NIL                                       MAP    varint size, key/value pairs
 //! PID   8 bytes (opaque immediate: pid)     EXT    varint len, external term format
 //! BIGINT varint n, sign, n magnitude bytes (integers outside i64)
@@ -19,6 +19,12 @@
 //! The encoding of a term is canonical: two terms that the host considers
 //! identical encode to the same bytes, so keys are hashed and compared as
 //! plain byte strings.
+//!
+//! A list header also carries the byte length of its elements and tail
+//! (`u32` little endian, [`LIST_LEN_UNKNOWN`] when that does not fit), so
+//! [`skip`] steps over a list in one jump: updating a counter that follows a
+//! long list in a tuple does not walk the list. Write list headers with
+//! [`begin_list`] and [`end_list`] (or [`put_list`]).
 
 /// Value tags. Each encoded value starts with one of these bytes.
 pub mod tag {
@@ -32,7 +38,8 @@ pub mod tag {
     pub const BINARY: u8 = 4;
     /// A tuple: arity, then the elements.
     pub const TUPLE: u8 = 5;
-    /// A non-empty list: length, elements, then the tail value.
+    /// A non-empty list: length, byte length of what follows the header
+    /// (`u32`), elements, then the tail value.
     pub const LIST: u8 = 6;
     /// The empty list.
     pub const NIL: u8 = 7;
@@ -158,11 +165,108 @@ pub fn get_integer(buf: &[u8], pos: usize) -> Option<i128> {
     }
 }
 
-/// Appends a container header (`TUPLE`, `LIST`, `MAP`) with its count.
+/// Appends a container header (`TUPLE`, `MAP`) with its count. Lists
+/// carry their byte length too: see [`begin_list`].
 #[inline]
 pub fn put_header(out: &mut Vec<u8>, t: u8, count: usize) {
+    debug_assert!(t != tag::LIST, "list headers are written by begin_list");
     out.push(t);
     put_uvarint(out, count as u64);
+}
+
+/// The byte length recorded for a list whose contents do not fit in `u32`
+/// (such a list is skipped element by element).
+pub const LIST_LEN_UNKNOWN: u32 = u32::MAX;
+
+/// Where a list started in the output (see [`begin_list`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a list header is completed by end_list"]
+pub struct ListMark {
+    start: usize,
+    varint: usize,
+}
+
+/// Starts a non-empty list of `count` elements: appends its header with a
+/// placeholder byte length; append the elements and the tail, then call
+/// [`end_list`].
+#[inline]
+pub fn begin_list(out: &mut Vec<u8>, count: usize) -> ListMark {
+    let start = out.len();
+    out.push(tag::LIST);
+    put_uvarint(out, count as u64);
+    let varint = out.len() - start - 1;
+    out.extend_from_slice(&[0; 4]);
+    ListMark { start, varint }
+}
+
+/// Starts a non-empty list whose length is not known yet (it is given to
+/// [`end_list_counted`] once the elements and the tail are written).
+#[inline]
+pub fn begin_list_uncounted(out: &mut Vec<u8>) -> ListMark {
+    begin_list(out, 0)
+}
+
+/// Completes the header of the list begun at `mark` (everything appended
+/// since is its elements and tail).
+#[inline]
+pub fn end_list(out: &mut [u8], mark: ListMark) {
+    let body = mark.start + 1 + mark.varint + 4;
+    let len = u32::try_from(out.len() - body)
+        .ok()
+        .filter(|&l| l != LIST_LEN_UNKNOWN)
+        .unwrap_or(LIST_LEN_UNKNOWN);
+    out[body - 4..body].copy_from_slice(&len.to_le_bytes());
+}
+
+/// Completes a list begun with [`begin_list_uncounted`], writing its
+/// element count `count` (moving the contents when the count needs more
+/// than one varint byte).
+#[inline]
+pub fn end_list_counted(out: &mut Vec<u8>, mark: ListMark, count: usize) {
+    let mut v = [0u8; 10];
+    let mut n = 0;
+    let mut c = count as u64;
+    while c >= 0x80 {
+        v[n] = (c as u8) | 0x80;
+        c >>= 7;
+        n += 1;
+    }
+    v[n] = c as u8;
+    n += 1;
+    let at = mark.start + 1;
+    if n > mark.varint {
+        let extra = n - mark.varint;
+        let old = out.len();
+        out.resize(old + extra, 0);
+        out.copy_within(at + mark.varint..old, at + n);
+    }
+    out[at..at + n].copy_from_slice(&v[..n]);
+    end_list(
+        out,
+        ListMark {
+            start: mark.start,
+            varint: n,
+        },
+    );
+}
+
+/// Appends a list of already-encoded elements and tail (`[]` alone when
+/// there are no elements).
+pub fn put_list<'a>(
+    out: &mut Vec<u8>,
+    elements: impl ExactSizeIterator<Item = &'a [u8]>,
+    tail: &[u8],
+) {
+    if elements.len() == 0 {
+        out.extend_from_slice(tail);
+        return;
+    }
+    let mark = begin_list(out, elements.len());
+    for e in elements {
+        out.extend_from_slice(e);
+    }
+    out.extend_from_slice(tail);
+    end_list(out, mark);
 }
 
 #[inline(always)]
@@ -247,7 +351,14 @@ pub fn read_item<'a>(buf: &'a [u8], pos: &mut usize) -> Result<Item<'a>, FormatE
         }
         tag::NIL => Item::Nil,
         tag::TUPLE => Item::Tuple(get_uvarint(buf, pos)? as usize),
-        tag::LIST => Item::List(get_uvarint(buf, pos)? as usize),
+        tag::LIST => {
+            let n = get_uvarint(buf, pos)? as usize;
+            if *pos + 4 > buf.len() {
+                return Err(FormatError::Corrupt);
+            }
+            *pos += 4;
+            Item::List(n)
+        }
         tag::MAP => Item::Map(get_uvarint(buf, pos)? as usize),
         _ => return Err(FormatError::Corrupt),
     })
@@ -270,9 +381,42 @@ pub fn skip(buf: &[u8], pos: usize) -> Result<usize, FormatError> {
                 Err(FormatError::Corrupt)
             };
         }
+        Some(&tag::LIST) => {
+            if let Some(end) = list_end(buf, pos)? {
+                return Ok(end);
+            }
+        }
         _ => {}
     }
     skip_any(buf, pos)
+}
+
+/// The end of the list at `pos` (which holds a `LIST` tag) from its
+/// recorded byte length, in one jump; `None` when the length is unknown.
+#[inline(always)]
+fn list_end(buf: &[u8], pos: usize) -> Result<Option<usize>, FormatError> {
+    let mut p = pos + 1;
+    get_uvarint(buf, &mut p)?;
+    let len = word4_at(buf, p)?;
+    if len == LIST_LEN_UNKNOWN {
+        return Ok(None);
+    }
+    let end = (p + 4)
+        .checked_add(len as usize)
+        .ok_or(FormatError::Corrupt)?;
+    if end <= buf.len() {
+        Ok(Some(end))
+    } else {
+        Err(FormatError::Corrupt)
+    }
+}
+
+#[inline(always)]
+fn word4_at(buf: &[u8], pos: usize) -> Result<u32, FormatError> {
+    let b = buf.get(pos..pos + 4).ok_or(FormatError::Corrupt)?;
+    Ok(u32::from_le_bytes(
+        b.try_into().map_err(|_| FormatError::Corrupt)?,
+    ))
 }
 
 fn skip_any(buf: &[u8], pos: usize) -> Result<usize, FormatError> {
@@ -281,6 +425,12 @@ fn skip_any(buf: &[u8], pos: usize) -> Result<usize, FormatError> {
     let mut pending: usize = 1;
     while pending > 0 {
         pending -= 1;
+        if buf.get(pos) == Some(&tag::LIST) {
+            if let Some(end) = list_end(buf, pos)? {
+                pos = end;
+                continue;
+            }
+        }
         match read_item(buf, &mut pos)? {
             Item::Tuple(n) => pending = pending.checked_add(n).ok_or(FormatError::Corrupt)?,
             Item::List(n) => pending = pending.checked_add(n + 1).ok_or(FormatError::Corrupt)?,
@@ -379,9 +529,10 @@ mod tests {
         let mut out = Vec::new();
         put_header(&mut out, tag::TUPLE, 4);
         put_int(&mut out, 1);
-        put_header(&mut out, tag::LIST, 1);
+        let mark = begin_list(&mut out, 1);
         put_word(&mut out, tag::WORD, 11);
         put_word(&mut out, tag::WORD, 12);
+        end_list(&mut out, mark);
         put_header(&mut out, tag::MAP, 1);
         put_word(&mut out, tag::WORD, 13);
         put_bytes(&mut out, tag::BINARY, b"hi");
@@ -396,8 +547,133 @@ mod tests {
         assert_eq!(rebuilt, out);
     }
 
+    /// `[0, 1, ..., n-1 | tail]` written element by element.
+    fn int_list(n: usize, tail: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mark = begin_list(&mut out, n);
+        for i in 0..n {
+            put_int(&mut out, i as i64);
+        }
+        out.extend_from_slice(tail);
+        end_list(&mut out, mark);
+        out
+    }
+
+    /// Skips by walking every value (what `skip` did before lists recorded
+    /// their byte length).
+    fn walk(buf: &[u8], pos: usize) -> usize {
+        let mut pos = pos;
+        let mut pending = 1usize;
+        while pending > 0 {
+            pending -= 1;
+            match read_item(buf, &mut pos).unwrap() {
+                Item::Tuple(n) => pending += n,
+                Item::List(n) => pending += n + 1,
+                Item::Map(n) => pending += 2 * n,
+                _ => {}
+            }
+        }
+        pos
+    }
+
+    #[test]
+    fn lists_record_their_byte_length() {
+        for n in [1usize, 2, 127, 128, 300, 20_000] {
+            let out = int_list(n, &[tag::NIL]);
+            assert_eq!(skip(&out, 0).unwrap(), out.len(), "{n}");
+            assert_eq!(walk(&out, 0), out.len(), "{n}");
+            let mut p = 0;
+            assert_eq!(read_item(&out, &mut p).unwrap(), Item::List(n));
+            assert_eq!(read_item(&out, &mut p).unwrap(), Item::Int(0));
+            // Counted at the end: the same bytes.
+            let mut late = Vec::new();
+            late.push(tag::NIL);
+            let mark = begin_list_uncounted(&mut late);
+            for i in 0..n {
+                put_int(&mut late, i as i64);
+            }
+            late.push(tag::NIL);
+            end_list_counted(&mut late, mark, n);
+            assert_eq!(late[1..], out[..], "{n}");
+            // From element slices: the same bytes.
+            let els: Vec<Vec<u8>> = (0..n)
+                .map(|i| {
+                    let mut e = Vec::new();
+                    put_int(&mut e, i as i64);
+                    e
+                })
+                .collect();
+            let mut built = Vec::new();
+            put_list(&mut built, els.iter().map(|e| &e[..]), &[tag::NIL]);
+            assert_eq!(built, out, "{n}");
+        }
+        let mut empty = Vec::new();
+        put_list(&mut empty, std::iter::empty(), &[tag::NIL]);
+        assert_eq!(empty, vec![tag::NIL]);
+    }
+
+    #[test]
+    fn nested_lists_are_skipped_in_one_jump() {
+        // {[0..50 | 7], %{[0..3] => [[0]]}, 1.5}
+        let mut inner = Vec::new();
+        let m = begin_list(&mut inner, 1);
+        inner.extend_from_slice(&int_list(1, &[tag::NIL]));
+        inner.push(tag::NIL);
+        end_list(&mut inner, m);
+        let mut out = Vec::new();
+        put_header(&mut out, tag::TUPLE, 3);
+        let mut tail = Vec::new();
+        put_int(&mut tail, 7);
+        out.extend_from_slice(&int_list(50, &tail));
+        put_header(&mut out, tag::MAP, 1);
+        out.extend_from_slice(&int_list(3, &[tag::NIL]));
+        out.extend_from_slice(&inner);
+        put_float(&mut out, 1.5);
+        assert_eq!(skip(&out, 0).unwrap(), out.len());
+        assert_eq!(walk(&out, 0), out.len());
+        let els = tuple_elements(&out).unwrap();
+        assert_eq!(els.len(), 3);
+        let mut p = els[2].start;
+        assert_eq!(read_item(&out, &mut p).unwrap(), Item::Float(1.5));
+    }
+
+    #[test]
+    fn unknown_list_length_is_walked() {
+        let mut out = int_list(5, &[tag::NIL]);
+        // The header is [LIST, 5, len u32]: mark the length unknown.
+        out[2..6].copy_from_slice(&LIST_LEN_UNKNOWN.to_le_bytes());
+        assert_eq!(skip(&out, 0).unwrap(), out.len());
+        let mut t = Vec::new();
+        put_header(&mut t, tag::TUPLE, 2);
+        t.extend_from_slice(&out);
+        put_int(&mut t, 1);
+        assert_eq!(skip(&t, 0).unwrap(), t.len());
+    }
+
+    #[test]
+    fn truncated_scalars_inside_containers_are_corrupt() {
+        let mut out = Vec::new();
+        put_header(&mut out, tag::MAP, 1);
+        put_word(&mut out, tag::WORD, 1);
+        put_int(&mut out, 2);
+        assert_eq!(skip(&out, 0), Ok(out.len()));
+        for cut in 0..out.len() {
+            assert_eq!(skip(&out[..cut], 0), Err(FormatError::Corrupt), "{cut}");
+        }
+    }
+
     #[test]
     fn corrupt_input_is_an_error_not_a_panic() {
+        // A list header without its length, or a length past the end.
+        assert_eq!(skip(&[tag::LIST, 1, 9, 0], 0), Err(FormatError::Corrupt));
+        assert_eq!(
+            skip(&[tag::LIST, 1, 200, 0, 0, 0, tag::NIL], 0),
+            Err(FormatError::Corrupt)
+        );
+        assert_eq!(
+            read_item(&[tag::LIST, 1, 9, 0], &mut 0),
+            Err(FormatError::Corrupt)
+        );
         assert_eq!(skip(&[], 0), Err(FormatError::Corrupt));
         assert_eq!(
             skip(&[tag::TUPLE, 3, tag::NIL], 0),

@@ -545,7 +545,9 @@ pub fn identical(a: &[u8], b: &[u8], zero_eq: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::{put_bytes, put_float, put_header, put_int, put_integer, put_word, tag};
+    use crate::format::{
+        put_bytes, put_float, put_header, put_int, put_integer, put_list, put_word, tag,
+    };
 
     fn int(v: i64) -> Vec<u8> {
         let mut o = Vec::new();
@@ -579,13 +581,8 @@ mod tests {
         o
     }
     fn list(els: &[Vec<u8>], tail: Vec<u8>) -> Vec<u8> {
-        if els.is_empty() {
-            return tail;
-        }
         let mut o = Vec::new();
-        put_header(&mut o, tag::LIST, els.len());
-        els.iter().for_each(|e| o.extend_from_slice(e));
-        o.extend_from_slice(&tail);
+        put_list(&mut o, els.iter().map(|e| &e[..]), &tail);
         o
     }
     fn nil() -> Vec<u8> {

@@ -49,11 +49,19 @@ fn check_pos(pos: i64, arity: usize, keypos: usize) -> Result<usize, OpError> {
 
 /// The byte range of element `pos` (1-based) of the encoded tuple.
 pub fn element(obj: &[u8], pos: i64) -> Result<std::ops::Range<usize>, OpError> {
-    let els = format::tuple_elements(obj)?;
-    if pos < 1 || pos as u64 > els.len() as u64 {
+    let mut at = 0;
+    let arity = match format::read_item(obj, &mut at)? {
+        format::Item::Tuple(n) => n,
+        _ => return Err(OpError::Corrupt),
+    };
+    if pos < 1 || pos as u64 > arity as u64 {
         return Err(OpError::BadPosition);
     }
-    Ok(els[pos as usize - 1].clone())
+    // Only the elements before it are skipped (lists in one jump each).
+    for _ in 1..pos {
+        at = format::skip(obj, at)?;
+    }
+    Ok(at..format::skip(obj, at)?)
 }
 
 /// Applies counter operations in order; returns the new object and the new
@@ -291,6 +299,12 @@ mod tests {
         assert_eq!(update_element(&o, 1, &[(1, &v)]), Err(OpError::KeyPosition));
         assert_eq!(update_element(&o, 1, &[(4, &v)]), Err(OpError::BadPosition));
         assert_eq!(element(&o, 2).unwrap(), 11..20);
+        assert_eq!(element(&o, 3).unwrap(), 20..29);
+        assert_eq!(element(&o, 1).unwrap(), 2..11);
         assert_eq!(element(&o, 4), Err(OpError::BadPosition));
+        assert_eq!(element(&o, 0), Err(OpError::BadPosition));
+        assert_eq!(element(&o, -1), Err(OpError::BadPosition));
+        assert_eq!(element(&o[..15], 2), Err(OpError::Corrupt));
+        assert_eq!(element(&[tag::NIL], 1), Err(OpError::Corrupt));
     }
 }

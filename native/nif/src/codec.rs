@@ -8,12 +8,19 @@
 //! tuples, lists and maps are encoded structurally; everything else
 //! (references, funs, ports, remote pids, bitstrings, values nested deeper
 //! than [`MAX_DEPTH`]) falls back to the external term format.
+//!
+//! The hot paths read the VM's term representation directly where the
+//! NIF API would cost a call per value: small integers, atoms, local pids
+//! and `[]` are classified from the term word, lists are walked by reading
+//! their cells, and small (flat) maps by reading their keys and values.
+//! Each of these layouts is checked on sample terms at load ([`init`]);
+//! when a check fails the codec uses the `enif_*` calls.
 
 use native_store_engine::format::{self, tag, Item};
 use native_store_engine::set::Key;
 use rustler::sys::*;
 use rustler::{Env, Term};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Nesting depth past which a value is stored in external term format
 /// (bounds the recursion of both encoder and decoder).
@@ -27,6 +34,35 @@ static ZERO_EQ: AtomicBool = AtomicBool::new(true);
 /// `(i << 4) | 0xF` (checked at load), so [`decode`] can write their words
 /// directly instead of calling `enif_make_int64`.
 static SMALL_IMMEDIATE: AtomicBool = AtomicBool::new(false);
+
+/// True when atoms are the VM's immediates with tag `0x0B` in the low six
+/// bits, local pids immediates with tag `0x3` in the low four, `[]` one
+/// immediate word, and no other kind of term uses these tags or the
+/// small-integer tag `0xF` (checked at load), so [`Encoder`] classifies
+/// those scalars from the term word alone, without `enif_term_type`.
+static TAGGED_WORDS: AtomicBool = AtomicBool::new(false);
+
+/// True when a list cell term is a pointer to its two words `[head, tail]`
+/// plus 1 (primary tag `0b01`) and no other kind of term has that tag
+/// (checked at load), so the encoder walks lists by reading the cells
+/// instead of calling `enif_get_list_cell` per element.
+static CONS_CELLS: AtomicBool = AtomicBool::new(false);
+
+/// The header word of a flat map (small maps: a header, the size, a
+/// tuple of keys, then the values), or 0 when that layout did not check out
+/// at load; maps with other headers go through the map iterator.
+static FLATMAP_HEADER: AtomicU64 = AtomicU64::new(0);
+
+/// The word of `[]` (an immediate; recorded at load, used when
+/// [`TAGGED_WORDS`] holds).
+static NIL_WORD: AtomicU64 = AtomicU64::new(0);
+
+const ATOM_MASK: u64 = 0x3F;
+const ATOM_TAG: u64 = 0x0B;
+const PID_MASK: u64 = 0xF;
+const PID_TAG: u64 = 0x3;
+const SMALL_MASK: u64 = 0xF;
+const SMALL_TAG: u64 = 0xF;
 
 /// The range of integers the VM keeps as immediates on 64-bit builds.
 const MIN_SMALL: i64 = -(1 << 59);
@@ -57,6 +93,281 @@ pub fn init(env: Env) {
                 word_of(t) == small_word(i)
             });
     SMALL_IMMEDIATE.store(immediate, Ordering::Relaxed);
+    // SAFETY: as above; every term is made in the load environment.
+    let tagged = immediate && unsafe { tagged_words(env.as_c_arg()) };
+    // SAFETY: as above.
+    let nil = unsafe { enif_make_list_from_array(env.as_c_arg(), std::ptr::null(), 0) };
+    NIL_WORD.store(word_of(nil), Ordering::Relaxed);
+    // SAFETY: as above.
+    let cons = tagged && unsafe { cons_cells(env.as_c_arg()) };
+    CONS_CELLS.store(cons, Ordering::Relaxed);
+    // SAFETY: as above.
+    let flat = if cons {
+        unsafe { flatmap_header(env.as_c_arg()) }
+    } else {
+        0
+    };
+    FLATMAP_HEADER.store(flat, Ordering::Relaxed);
+    TAGGED_WORDS.store(tagged, Ordering::Relaxed);
+}
+
+/// Checks the list cell layout behind [`CONS_CELLS`] on sample lists
+/// (proper and improper, made cell by cell and from an array) against
+/// `enif_get_list_cell`, and that sample terms of other kinds do not carry
+/// the list tag.
+///
+/// # Safety
+/// `env` must be a live environment; the cells read are those of lists
+/// just made in it.
+unsafe fn cons_cells(env: *mut ErlNifEnv) -> bool {
+    let ints: Vec<ErlNifTerm> = (0..5).map(|i| enif_make_int64(env, i)).collect();
+    let atom = enif_make_atom_len(env, b"tail".as_ptr() as *const c_char, 4);
+    let mut improper = atom;
+    for &h in ints.iter().rev() {
+        improper = enif_make_list_cell(env, h, improper);
+    }
+    let nested = enif_make_list_cell(env, improper, enif_make_list_from_array(env, &atom, 1));
+    let proper = enif_make_list_from_array(env, ints.as_ptr(), ints.len() as c_uint);
+    let cells_ok = [improper, proper, nested].iter().all(|&l| {
+        let mut cur = l;
+        let mut n = 0;
+        loop {
+            let mut head = ErlNifTerm::default();
+            let mut tail = ErlNifTerm::default();
+            let is_cell = enif_get_list_cell(env, cur, &mut head, &mut tail) != 0;
+            let w = word_of(cur);
+            if is_cell != (w & 0x3 == 0x1) {
+                return false;
+            }
+            if !is_cell {
+                return n > 0;
+            }
+            let p = (w as usize - 1) as *const ErlNifTerm;
+            if word_of(*p) != word_of(head) || word_of(*p.add(1)) != word_of(tail) {
+                return false;
+            }
+            cur = tail;
+            n += 1;
+        }
+    });
+    let one = enif_make_int64(env, 1);
+    let mut bin_term = ErlNifTerm::default();
+    if enif_make_new_binary(env, 100, &mut bin_term).is_null() {
+        return false;
+    }
+    let others = [
+        enif_make_tuple_from_array(env, &one, 1),
+        enif_make_double(env, 2.5),
+        enif_make_int64(env, i64::MIN),
+        enif_make_new_map(env),
+        enif_make_ref(env),
+        enif_make_list_from_array(env, std::ptr::null(), 0),
+        atom,
+        one,
+        bin_term,
+    ];
+    cells_ok && others.iter().all(|&t| word_of(t) & 0x3 != 0x1)
+}
+
+/// The header word of sample flat maps, when every one of them reads (size,
+/// keys and values, in order) exactly as the map iterator walks it and a
+/// large map has another header; 0 otherwise.
+///
+/// # Safety
+/// `env` must be a live environment; the words read are those of maps
+/// just made in it.
+unsafe fn flatmap_header(env: *mut ErlNifEnv) -> u64 {
+    let mut header = None;
+    for n in [1usize, 2, 5, 32, 40] {
+        let ks: Vec<ErlNifTerm> = (0..n as i64)
+            .map(|i| enif_make_int64(env, 1000 - 7 * i))
+            .collect();
+        let vs: Vec<ErlNifTerm> = (0..n as i64)
+            .map(|i| enif_make_double(env, i as f64))
+            .collect();
+        let mut m = ErlNifTerm::default();
+        if enif_make_map_from_arrays(env, ks.as_ptr(), vs.as_ptr(), n, &mut m) == 0 {
+            return 0;
+        }
+        let w = word_of(m);
+        if w & 0x3 != 0x2 {
+            return 0;
+        }
+        let p = (w as usize - 2) as *const u64;
+        let h = *p;
+        if n > 32 {
+            // A large (hash) map: must not pass for a flat one.
+            return match header {
+                Some(flat) if flat != h => flat,
+                _ => 0,
+            };
+        }
+        if *header.get_or_insert(h) != h {
+            return 0;
+        }
+        let Some((size, fk, fv)) = flat_parts(w) else {
+            return 0;
+        };
+        if size != n {
+            return 0;
+        }
+        let mut it = std::mem::MaybeUninit::<ErlNifMapIterator>::uninit();
+        if enif_map_iterator_create(
+            env,
+            m,
+            it.as_mut_ptr(),
+            ErlNifMapIteratorEntry::ERL_NIF_MAP_ITERATOR_HEAD,
+        ) == 0
+        {
+            return 0;
+        }
+        let mut it = it.assume_init();
+        let mut i = 0;
+        let mut same = true;
+        let (mut k, mut v) = (ErlNifTerm::default(), ErlNifTerm::default());
+        while enif_map_iterator_get_pair(env, &mut it, &mut k, &mut v) != 0 {
+            same &= i < n && word_of(*fk.add(i)) == word_of(k) && word_of(*fv.add(i)) == word_of(v);
+            i += 1;
+            enif_map_iterator_next(env, &mut it);
+        }
+        enif_map_iterator_destroy(env, &mut it);
+        if !same || i != n {
+            return 0;
+        }
+    }
+    0
+}
+
+/// Size, keys and values of the flat map whose term word is `w` (a boxed
+/// map), read from its layout: `[header, size, keys tuple]` then the values;
+/// the keys tuple is `[arity header, keys...]`.
+///
+/// # Safety
+/// `w` must be the word of a live map term.
+#[inline(always)]
+unsafe fn flat_parts(w: u64) -> Option<(usize, *const ErlNifTerm, *const ErlNifTerm)> {
+    let p = (w as usize - 2) as *const u64;
+    let size = *p.add(1) as usize;
+    let keys = *p.add(2);
+    if keys & 0x3 != 0x2 {
+        return None;
+    }
+    let kp = (keys as usize - 2) as *const u64;
+    if (*kp >> 6) as usize != size || *kp & 0x3F != 0 {
+        return None;
+    }
+    Some((
+        size,
+        kp.add(1) as *const ErlNifTerm,
+        p.add(3) as *const ErlNifTerm,
+    ))
+}
+
+/// Size, keys and values of `t` when it is a flat map (see
+/// [`FLATMAP_HEADER`]); `None` for other maps.
+///
+/// # Safety
+/// `t` must be a valid map term for the duration of the call.
+#[inline(always)]
+unsafe fn flatmap(t: ErlNifTerm) -> Option<(usize, *const ErlNifTerm, *const ErlNifTerm)> {
+    let flat = FLATMAP_HEADER.load(Ordering::Relaxed);
+    let w = word_of(t);
+    if flat == 0 || w & 0x3 != 0x2 || *((w as usize - 2) as *const u64) != flat {
+        return None;
+    }
+    flat_parts(w)
+}
+
+/// The head and tail of `t` when it is a list cell.
+///
+/// # Safety
+/// `t` must be a valid term of `env` for the duration of the call.
+#[inline(always)]
+unsafe fn list_cell(
+    env: *mut ErlNifEnv,
+    t: ErlNifTerm,
+    head: &mut ErlNifTerm,
+    tail: &mut ErlNifTerm,
+) -> bool {
+    if CONS_CELLS.load(Ordering::Relaxed) {
+        let w = word_of(t);
+        if w & 0x3 != 0x1 {
+            return false;
+        }
+        // The cell's two words (layout checked in `init`); `t` is live, so
+        // its cell is.
+        let p = (w as usize - 1) as *const ErlNifTerm;
+        *head = *p;
+        *tail = *p.add(1);
+        return true;
+    }
+    enif_get_list_cell(env, t, head, tail) != 0
+}
+
+/// Checks the word tags behind [`TAGGED_WORDS`] on sample terms.
+///
+/// # Safety
+/// `env` must be a live process-independent or process environment.
+unsafe fn tagged_words(env: *mut ErlNifEnv) -> bool {
+    let is_atom = |w: u64| w & ATOM_MASK == ATOM_TAG;
+    let is_pid = |w: u64| w & PID_MASK == PID_TAG;
+    let is_small = |w: u64| w & SMALL_MASK == SMALL_TAG;
+    let atoms = [
+        "true",
+        "false",
+        "ok",
+        "undefined",
+        "native_store_codec_probe",
+    ];
+    let atoms_ok = atoms.iter().all(|a| {
+        let t = enif_make_atom_len(env, a.as_ptr() as *const c_char, a.len());
+        matches!(
+            enif_term_type(env, t),
+            ErlNifTermType::ERL_NIF_TERM_TYPE_ATOM
+        ) && is_atom(word_of(t))
+            && !is_pid(word_of(t))
+            && !is_small(word_of(t))
+    });
+    let ints_ok = [0i64, -1, MAX_SMALL].iter().all(|&i| {
+        let w = word_of(enif_make_int64(env, i));
+        is_small(w) && !is_atom(w) && !is_pid(w)
+    });
+    // Terms of every other kind that can be made here: none may carry an
+    // atom, pid or small-integer tag.
+    let mut bin_term = ErlNifTerm::default();
+    let p = enif_make_new_binary(env, 3, &mut bin_term);
+    if p.is_null() {
+        return false;
+    }
+    p.write_bytes(7, 3);
+    let one = enif_make_int64(env, 1);
+    let others = [
+        enif_make_list_from_array(env, std::ptr::null(), 0),
+        enif_make_list_from_array(env, &one, 1),
+        enif_make_tuple_from_array(env, &one, 1),
+        enif_make_tuple_from_array(env, std::ptr::null(), 0),
+        enif_make_double(env, 1.5),
+        enif_make_int64(env, i64::MAX),
+        enif_make_new_map(env),
+        enif_make_ref(env),
+        bin_term,
+    ];
+    let others_ok = others.iter().all(|&t| {
+        let w = word_of(t);
+        !is_atom(w) && !is_pid(w) && !is_small(w)
+    });
+    // A local pid, when the environment belongs to a process.
+    let mut pid = std::mem::MaybeUninit::<ErlNifPid>::uninit();
+    let pid_ok = if enif_self(env, pid.as_mut_ptr()).is_null() {
+        true
+    } else {
+        let t = enif_make_pid(env, pid.assume_init());
+        let w = word_of(t);
+        is_pid(w) && !is_atom(w) && !is_small(w)
+    };
+    // `[]` is an immediate (primary tag 0b11): one fixed word.
+    let nil_ok = word_of(others[0]) & 0x3 == 0x3;
+    atoms_ok && ints_ok && others_ok && pid_ok && nil_ok
 }
 
 /// True when the VM considers `0.0 =:= -0.0`.
@@ -189,6 +500,26 @@ impl<'o> Encoder<'o> {
         if depth > MAX_DEPTH {
             return self.ext(t);
         }
+        // Scalars classified from the term word (tags checked in `init`).
+        let w = word_of(t);
+        if TAGGED_WORDS.load(Ordering::Relaxed) {
+            if w & SMALL_MASK == SMALL_TAG {
+                format::put_int(self.out, (w as i64) >> 4);
+                return Ok(());
+            }
+            if w & ATOM_MASK == ATOM_TAG {
+                format::put_word(self.out, tag::WORD, w);
+                return Ok(());
+            }
+            if w & PID_MASK == PID_TAG {
+                format::put_word(self.out, tag::PID, w);
+                return Ok(());
+            }
+            if w == NIL_WORD.load(Ordering::Relaxed) {
+                self.out.push(tag::NIL);
+                return Ok(());
+            }
+        }
         let env = self.env;
         // SAFETY: `t` is a valid term of `env` for the duration of the call;
         // every out-pointer passed below points at a live local.
@@ -241,26 +572,38 @@ impl<'o> Encoder<'o> {
                     }
                 }
                 ErlNifTermType::ERL_NIF_TERM_TYPE_LIST => {
-                    let mut heads: Vec<ErlNifTerm> = Vec::new();
-                    let mut cur = t;
                     let mut head: ErlNifTerm = ErlNifTerm::default();
                     let mut tail: ErlNifTerm = ErlNifTerm::default();
-                    while enif_get_list_cell(env, cur, &mut head, &mut tail) != 0 {
-                        heads.push(head);
-                        cur = tail;
-                    }
-                    if heads.is_empty() {
+                    if !list_cell(env, t, &mut head, &mut tail) {
                         self.out.push(tag::NIL);
                     } else {
-                        format::put_header(self.out, tag::LIST, heads.len());
-                        for h in heads {
-                            self.raw(h, depth + 1)?;
+                        // Elements are written as the list is walked; the
+                        // count and byte length are filled in at the end.
+                        let mark = format::begin_list_uncounted(self.out);
+                        let mut count = 0usize;
+                        loop {
+                            self.raw(head, depth + 1)?;
+                            count += 1;
+                            let cur = tail;
+                            if !list_cell(env, cur, &mut head, &mut tail) {
+                                // The tail: `[]` for a proper list, any term otherwise.
+                                self.raw(cur, depth + 1)?;
+                                break;
+                            }
                         }
-                        // The tail: `[]` for a proper list, any term otherwise.
-                        self.raw(cur, depth + 1)?;
+                        format::end_list_counted(self.out, mark, count);
                     }
                 }
                 ErlNifTermType::ERL_NIF_TERM_TYPE_MAP => {
+                    if let Some((size, ks, vs)) = flatmap(t) {
+                        // The iterator's order: keys and values by index.
+                        format::put_header(self.out, tag::MAP, size);
+                        for i in 0..size {
+                            self.raw(*ks.add(i), depth + 1)?;
+                            self.raw(*vs.add(i), depth + 1)?;
+                        }
+                        return Ok(());
+                    }
                     let mut size: size_t = 0;
                     enif_get_map_size(env, t, &mut size);
                     format::put_header(self.out, tag::MAP, size);
@@ -407,6 +750,15 @@ impl KeyBytes {
 #[inline(always)]
 pub fn encode_key_bytes(env: Env, term: Term) -> Result<KeyBytes, EncodeError> {
     let t = term.as_c_arg();
+    let w = word_of(t);
+    if TAGGED_WORDS.load(Ordering::Relaxed) {
+        if w & SMALL_MASK == SMALL_TAG {
+            return Ok(inline_key(tag::INT, ((w as i64) >> 4) as u64));
+        }
+        if w & ATOM_MASK == ATOM_TAG {
+            return Ok(inline_key(tag::WORD, w));
+        }
+    }
     // SAFETY: `t` is a valid term of `env`; `i` is a live out-pointer.
     unsafe {
         match enif_term_type(env.as_c_arg(), t) {
@@ -452,6 +804,22 @@ fn matches_raw(
     let Ok(item) = format::read_item(buf, pos) else {
         return Some(false);
     };
+    // The scalars the encoder writes from the term word alone.
+    let w = word_of(t);
+    if TAGGED_WORDS.load(Ordering::Relaxed) {
+        if w & SMALL_MASK == SMALL_TAG {
+            return Some(item == Item::Int((w as i64) >> 4));
+        }
+        if w & ATOM_MASK == ATOM_TAG {
+            return Some(item == Item::Word(w));
+        }
+        if w & PID_MASK == PID_TAG {
+            return Some(item == Item::Pid(w));
+        }
+        if w == NIL_WORD.load(Ordering::Relaxed) {
+            return Some(item == Item::Nil);
+        }
+    }
     // SAFETY: `t` is a valid term of `env` for the duration of the call;
     // every out-pointer passed below points at a live local.
     unsafe {
@@ -505,7 +873,7 @@ fn matches_raw(
                 let mut cur = t;
                 let mut head: ErlNifTerm = ErlNifTerm::default();
                 let mut tail: ErlNifTerm = ErlNifTerm::default();
-                while enif_get_list_cell(env, cur, &mut head, &mut tail) != 0 {
+                while list_cell(env, cur, &mut head, &mut tail) {
                     if !matches_raw(env, head, buf, pos, depth + 1)? {
                         return Some(false);
                     }
@@ -574,24 +942,180 @@ impl From<format::FormatError> for DecodeError {
 /// Rebuilds the term encoded at the start of `buf` in `env`.
 pub fn decode<'a>(env: Env<'a>, buf: &[u8]) -> Result<Term<'a>, DecodeError> {
     let mut pos = 0;
-    let t = decode_raw(env.as_c_arg(), buf, &mut pos)?;
+    let mut d = Decoder {
+        env: env.as_c_arg(),
+        buf,
+        stack: Vec::new(),
+    };
+    let t = d.raw(&mut pos);
+    d.release();
     // SAFETY: `t` was made in `env`.
-    Ok(unsafe { Term::new(env, t) })
+    Ok(unsafe { Term::new(env, t?) })
 }
 
-fn decode_many(
+thread_local! {
+    /// This scheduler thread's spare term stack (see [`Decoder::stack`]).
+    static TERMS: std::cell::Cell<Vec<ErlNifTerm>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Rebuilds terms from `buf`.
+struct Decoder<'b> {
     env: *mut ErlNifEnv,
-    buf: &[u8],
-    pos: &mut usize,
-    n: usize,
-    out: &mut Vec<ErlNifTerm>,
-) -> Result<(), DecodeError> {
-    // Never trust a count to size an allocation beyond what the bytes hold.
-    out.reserve(n.min(buf.len()));
-    for _ in 0..n {
-        out.push(decode_raw(env, buf, pos)?);
+    buf: &'b [u8],
+    /// Elements of the containers being rebuilt, innermost last: a
+    /// container pushes its elements, makes its term from them and
+    /// truncates back. Borrowed from [`TERMS`] on first use (values without
+    /// large containers never touch it).
+    stack: Vec<ErlNifTerm>,
+}
+
+impl Decoder<'_> {
+    /// Returns the stack to the thread's pool.
+    fn release(self) {
+        if self.stack.capacity() > 0 && self.stack.capacity() <= 1 << 16 {
+            let mut v = self.stack;
+            v.clear();
+            TERMS.with(|c| c.set(v));
+        }
     }
-    Ok(())
+
+    /// Decodes `n` values onto the stack; returns where they start. Never
+    /// trusts a count beyond what the bytes can hold.
+    fn push_many(&mut self, pos: &mut usize, n: usize) -> Result<usize, DecodeError> {
+        if n > self.buf.len() {
+            return Err(DecodeError);
+        }
+        if self.stack.capacity() == 0 {
+            self.stack = TERMS.with(|c| c.take());
+        }
+        let start = self.stack.len();
+        self.stack.reserve(n);
+        for _ in 0..n {
+            let t = self.raw(pos)?;
+            self.stack.push(t);
+        }
+        Ok(start)
+    }
+
+    /// Decodes one value: immediates inline (no call), anything else
+    /// through [`Decoder::item`].
+    #[inline(always)]
+    fn raw(&mut self, pos: &mut usize) -> Result<ErlNifTerm, DecodeError> {
+        match format::read_item(self.buf, pos)? {
+            Item::Word(w) | Item::Pid(w) => Ok(term_of(w)),
+            Item::Int(i)
+                if (MIN_SMALL..=MAX_SMALL).contains(&i)
+                    && SMALL_IMMEDIATE.load(Ordering::Relaxed) =>
+            {
+                // The word the VM itself makes for `i` (checked in `init`).
+                Ok(term_of(small_word(i)))
+            }
+            item => self.item(item, pos),
+        }
+    }
+
+    /// Decodes the value whose head `item` was just read (its elements, if
+    /// any, follow at `*pos`).
+    #[inline(never)]
+    fn item(&mut self, item: Item, pos: &mut usize) -> Result<ErlNifTerm, DecodeError> {
+        let env = self.env;
+        // SAFETY: every enif call below receives the caller's live `env` and
+        // terms made in it; arrays passed by pointer live for the call.
+        unsafe {
+            Ok(match item {
+                Item::Word(w) | Item::Pid(w) => term_of(w),
+                Item::Int(i) => enif_make_int64(env, i),
+                Item::Float(f) => enif_make_double(env, f),
+                Item::Binary(bytes) => {
+                    let mut t: ErlNifTerm = ErlNifTerm::default();
+                    let p = enif_make_new_binary(env, bytes.len(), &mut t);
+                    if bytes.is_empty() {
+                        t
+                    } else if p.is_null() {
+                        return Err(DecodeError);
+                    } else {
+                        std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
+                        t
+                    }
+                }
+                Item::Ext(bytes) => ext_to_term(env, bytes)?,
+                Item::BigInt(neg, mag) => {
+                    let mut b = Vec::with_capacity(mag.len() + 8);
+                    b.push(131);
+                    if mag.len() < 256 {
+                        b.extend_from_slice(&[110, mag.len() as u8]);
+                    } else {
+                        b.push(111);
+                        b.extend_from_slice(&(mag.len() as u32).to_be_bytes());
+                    }
+                    b.push(u8::from(neg));
+                    b.extend_from_slice(mag);
+                    ext_to_term(env, &b)?
+                }
+                Item::Nil if TAGGED_WORDS.load(Ordering::Relaxed) => {
+                    term_of(NIL_WORD.load(Ordering::Relaxed))
+                }
+                Item::Nil => enif_make_list_from_array(env, std::ptr::null(), 0),
+                Item::Tuple(n) if n <= 8 => {
+                    let mut arr = [ErlNifTerm::default(); 8];
+                    for slot in arr.iter_mut().take(n) {
+                        *slot = self.raw(pos)?;
+                    }
+                    enif_make_tuple_from_array(env, arr.as_ptr(), n as c_uint)
+                }
+                Item::Tuple(n) => {
+                    let start = self.push_many(pos, n)?;
+                    let els = &self.stack[start..];
+                    let t = enif_make_tuple_from_array(env, els.as_ptr(), els.len() as c_uint);
+                    self.stack.truncate(start);
+                    t
+                }
+                Item::List(n) => {
+                    let start = self.push_many(pos, n)?;
+                    let mut p2 = *pos;
+                    let t = if let Ok(Item::Nil) = format::read_item(self.buf, &mut p2) {
+                        *pos = p2;
+                        let els = &self.stack[start..];
+                        enif_make_list_from_array(env, els.as_ptr(), els.len() as c_uint)
+                    } else {
+                        let mut acc = self.raw(pos)?;
+                        for h in self.stack[start..].iter().rev() {
+                            acc = enif_make_list_cell(env, *h, acc);
+                        }
+                        acc
+                    };
+                    self.stack.truncate(start);
+                    t
+                }
+                Item::Map(n) if n <= 16 => {
+                    let mut ks = [ErlNifTerm::default(); 16];
+                    let mut vs = [ErlNifTerm::default(); 16];
+                    for i in 0..n {
+                        ks[i] = self.raw(pos)?;
+                        vs[i] = self.raw(pos)?;
+                    }
+                    let mut m = ErlNifTerm::default();
+                    if enif_make_map_from_arrays(env, ks.as_ptr(), vs.as_ptr(), n, &mut m) == 0 {
+                        return Err(DecodeError);
+                    }
+                    m
+                }
+                Item::Map(n) => {
+                    // Keys and values alternate on the stack; split them.
+                    let start = self.push_many(pos, n.checked_mul(2).ok_or(DecodeError)?)?;
+                    let pairs = &self.stack[start..];
+                    let ks: Vec<ErlNifTerm> = pairs.iter().step_by(2).copied().collect();
+                    let vs: Vec<ErlNifTerm> = pairs.iter().skip(1).step_by(2).copied().collect();
+                    self.stack.truncate(start);
+                    let mut m: ErlNifTerm = ErlNifTerm::default();
+                    if enif_make_map_from_arrays(env, ks.as_ptr(), vs.as_ptr(), n, &mut m) == 0 {
+                        return Err(DecodeError);
+                    }
+                    m
+                }
+            })
+        }
+    }
 }
 
 fn ext_to_term(env: *mut ErlNifEnv, bytes: &[u8]) -> Result<ErlNifTerm, DecodeError> {
@@ -602,122 +1126,5 @@ fn ext_to_term(env: *mut ErlNifEnv, bytes: &[u8]) -> Result<ErlNifTerm, DecodeEr
         Err(DecodeError)
     } else {
         Ok(t)
-    }
-}
-
-/// Decodes one value: immediates inline (no call), anything else through
-/// [`decode_item`].
-#[inline(always)]
-fn decode_raw(env: *mut ErlNifEnv, buf: &[u8], pos: &mut usize) -> Result<ErlNifTerm, DecodeError> {
-    match format::read_item(buf, pos)? {
-        Item::Word(w) | Item::Pid(w) => Ok(term_of(w)),
-        Item::Int(i)
-            if (MIN_SMALL..=MAX_SMALL).contains(&i) && SMALL_IMMEDIATE.load(Ordering::Relaxed) =>
-        {
-            // The word the VM itself makes for `i` (checked in `init`).
-            Ok(term_of(small_word(i)))
-        }
-        item => decode_item(env, item, buf, pos),
-    }
-}
-
-/// Decodes the value whose head `item` was just read (its elements, if
-/// any, follow at `*pos`).
-#[inline(never)]
-fn decode_item(
-    env: *mut ErlNifEnv,
-    item: Item,
-    buf: &[u8],
-    pos: &mut usize,
-) -> Result<ErlNifTerm, DecodeError> {
-    // SAFETY: every enif call below receives the caller's live `env` and
-    // terms made in it; arrays passed by pointer live for the call.
-    unsafe {
-        Ok(match item {
-            Item::Word(w) | Item::Pid(w) => term_of(w),
-            Item::Int(i) => enif_make_int64(env, i),
-            Item::Float(f) => enif_make_double(env, f),
-            Item::Binary(bytes) => {
-                let mut t: ErlNifTerm = ErlNifTerm::default();
-                let p = enif_make_new_binary(env, bytes.len(), &mut t);
-                if bytes.is_empty() {
-                    t
-                } else if p.is_null() {
-                    return Err(DecodeError);
-                } else {
-                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
-                    t
-                }
-            }
-            Item::Ext(bytes) => ext_to_term(env, bytes)?,
-            Item::BigInt(neg, mag) => {
-                let mut b = Vec::with_capacity(mag.len() + 8);
-                b.push(131);
-                if mag.len() < 256 {
-                    b.extend_from_slice(&[110, mag.len() as u8]);
-                } else {
-                    b.push(111);
-                    b.extend_from_slice(&(mag.len() as u32).to_be_bytes());
-                }
-                b.push(u8::from(neg));
-                b.extend_from_slice(mag);
-                ext_to_term(env, &b)?
-            }
-            Item::Nil => enif_make_list_from_array(env, std::ptr::null(), 0),
-            Item::Tuple(n) => {
-                if n <= 8 {
-                    let mut arr = [ErlNifTerm::default(); 8];
-                    for slot in arr.iter_mut().take(n) {
-                        *slot = decode_raw(env, buf, pos)?;
-                    }
-                    enif_make_tuple_from_array(env, arr.as_ptr(), n as c_uint)
-                } else {
-                    let mut v = Vec::new();
-                    decode_many(env, buf, pos, n, &mut v)?;
-                    enif_make_tuple_from_array(env, v.as_ptr(), v.len() as c_uint)
-                }
-            }
-            Item::List(n) => {
-                let mut v = Vec::new();
-                decode_many(env, buf, pos, n, &mut v)?;
-                let mut p2 = *pos;
-                if let Ok(Item::Nil) = format::read_item(buf, &mut p2) {
-                    *pos = p2;
-                    enif_make_list_from_array(env, v.as_ptr(), v.len() as c_uint)
-                } else {
-                    let mut acc = decode_raw(env, buf, pos)?;
-                    for h in v.iter().rev() {
-                        acc = enif_make_list_cell(env, *h, acc);
-                    }
-                    acc
-                }
-            }
-            Item::Map(n) if n <= 16 => {
-                let mut ks = [ErlNifTerm::default(); 16];
-                let mut vs = [ErlNifTerm::default(); 16];
-                for i in 0..n {
-                    ks[i] = decode_raw(env, buf, pos)?;
-                    vs[i] = decode_raw(env, buf, pos)?;
-                }
-                let mut m = ErlNifTerm::default();
-                if enif_make_map_from_arrays(env, ks.as_ptr(), vs.as_ptr(), n, &mut m) == 0 {
-                    return Err(DecodeError);
-                }
-                m
-            }
-            Item::Map(n) => {
-                let mut ks = Vec::with_capacity(n.min(buf.len()));
-                let mut vs = Vec::with_capacity(n.min(buf.len()));
-                for _ in 0..n {
-                    ks.push(decode_raw(env, buf, pos)?);
-                    vs.push(decode_raw(env, buf, pos)?);
-                }
-                let mut m: ErlNifTerm = ErlNifTerm::default();
-                if enif_make_map_from_arrays(env, ks.as_ptr(), vs.as_ptr(), n, &mut m) == 0 {
-                    return Err(DecodeError);
-                }
-                m
-            }
-        })
     }
 }
