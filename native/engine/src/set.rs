@@ -321,12 +321,16 @@ impl<S: Counted> Drop for ShardWrite<'_, S> {
     fn drop(&mut self) {
         // Plain stores under the lock: the next writer of this shard
         // overwrites them, readers of the stats see some recent state.
-        self.stats
-            .count
-            .store(self.guard.count(), Ordering::Relaxed);
-        self.stats
-            .bytes
-            .store(self.guard.bytes(), Ordering::Relaxed);
+        // Unchanged values (a counter updated in place) are not stored, so
+        // a hot key's writers on several cores do not pass this line back
+        // and forth.
+        let (count, bytes) = (self.guard.count(), self.guard.bytes());
+        if self.stats.count.load(Ordering::Relaxed) != count {
+            self.stats.count.store(count, Ordering::Relaxed);
+        }
+        if self.stats.bytes.load(Ordering::Relaxed) != bytes {
+            self.stats.bytes.store(bytes, Ordering::Relaxed);
+        }
     }
 }
 
