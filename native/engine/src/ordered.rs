@@ -801,11 +801,7 @@ impl OrderedTable {
     pub fn read_first<R>(&self, f: impl FnOnce(Option<&Entry>) -> R) -> R {
         let g = self.inner.read();
         if g.map.is_empty() {
-            let pos = g.ints.first_pos();
-            if let Some(p) = pos {
-                self.copy_keys_ahead(&g, p);
-            }
-            return f(pos.and_then(|p| g.ints.at(p)).map(|(_, e)| e));
+            return f(self.int_settle(&g, g.ints.first_pos()));
         }
         f(g.first())
     }
@@ -826,21 +822,25 @@ impl OrderedTable {
         if !g.map.is_empty() {
             return None;
         }
-        let pos = match self.int_walk_at(g, key) {
-            Some(p) if forward => g.ints.after(p),
-            Some(p) => g.ints.before(p),
+        // Keys are copied ahead only for a walk that continues from its
+        // place (first/1 or a searched next/2 just record the place, so a
+        // `first` + `delete` queue or random `next` calls copy nothing).
+        let (pos, walking) = match self.int_walk_at(g, key) {
+            Some(p) if forward => (g.ints.after(p), true),
+            Some(p) => (g.ints.before(p), false),
             None => {
                 let Search::Int(v) = probe(key) else {
                     return None;
                 };
-                if forward {
+                let pos = if forward {
                     g.ints.lower_bound(|k| k.cmp(&v), true)
                 } else {
                     g.ints.upper_bound(|k| k.cmp(&v), true)
-                }
+                };
+                (pos, false)
             }
         };
-        if forward {
+        if walking {
             if let Some(p) = pos {
                 self.copy_keys_ahead(g, p);
                 return Some(g.ints.at(p).map(|(_, e)| e));

@@ -51,8 +51,10 @@ fn search<K>(keys: &[K], cmp: impl Fn(&K) -> Ordering) -> Result<usize, usize> {
 }
 /// No node.
 const NONE: u32 = u32::MAX;
-/// Tree heights handled. Nodes split in halves, so a tree grows this high
-/// only after removals thinned its inner nodes; it is then rebuilt.
+/// Tree heights handled (the size of a search path). A tree grows one level
+/// only when its root splits, so this height is out of reach in practice;
+/// should it ever be reached, the tree is rebuilt rather than indexed past
+/// its path.
 const MAX_HEIGHT: usize = 16;
 
 struct Leaf<K> {
@@ -623,6 +625,9 @@ impl<K: TreeKey> Tree<K> {
         };
         let total = self.leaves[left as usize].keys.len() + self.leaves[right as usize].keys.len();
         if total > K::LEAF_CAP * 3 / 4 {
+            // Too many for one leaf: even them out instead, so removals in
+            // key order do not leave a trail of nearly empty leaves.
+            self.rebalance(left, right, parent, ri);
             return;
         }
         let (rkeys, rvals) = {
@@ -637,6 +642,38 @@ impl<K: TreeKey> Tree<K> {
         n.children.remove(ri);
         n.keys.remove(ri - 1);
         self.shrink_root();
+    }
+
+    /// Moves entries between the neighbouring leaves `left` and `right`
+    /// (children `ri - 1` and `ri` of `parent`) so they hold half each, and
+    /// sets their separator to `right`'s new first key.
+    fn rebalance(&mut self, left: u32, right: u32, parent: u32, ri: usize) {
+        let ln = self.leaves[left as usize].keys.len();
+        let rn = self.leaves[right as usize].keys.len();
+        let half = (ln + rn) / 2;
+        if ln < half {
+            // The first entries of `right` go to the end of `left`.
+            let m = half - ln;
+            let r = &mut self.leaves[right as usize];
+            let keys: Vec<K> = r.keys.drain(..m).collect();
+            let vals: Vec<Entry> = r.vals.drain(..m).collect();
+            let l = &mut self.leaves[left as usize];
+            l.keys.extend(keys);
+            l.vals.extend(vals);
+        } else if rn < half {
+            // The last entries of `left` go to the front of `right`.
+            let m = half - rn;
+            let l = &mut self.leaves[left as usize];
+            let keys: Vec<K> = l.keys.drain(ln - m..).collect();
+            let vals: Vec<Entry> = l.vals.drain(ln - m..).collect();
+            let r = &mut self.leaves[right as usize];
+            r.keys.splice(0..0, keys);
+            r.vals.splice(0..0, vals);
+        } else {
+            return;
+        }
+        let first = self.leaves[right as usize].keys[0].clone();
+        self.inners[parent as usize].keys[ri - 1] = first;
     }
 
     /// A root inner node with one child gives way to it.
@@ -767,6 +804,28 @@ mod tests {
             self.0 ^= self.0 << 17;
             self.0
         }
+    }
+
+    /// Removing keys in ascending order keeps leaves at least a quarter
+    /// full (small leaves take entries from a full neighbour).
+    #[test]
+    fn sparse_removals_keep_leaves_filled() {
+        let mut t: Tree<i64> = Tree::default();
+        for k in 1..=200_000i64 {
+            t.insert(k, entry(k), |a, b| a.cmp(b));
+        }
+        for k in 1..=200_000i64 {
+            if k % 100 != 0 {
+                assert!(t.remove(|s| s.cmp(&k)).is_some());
+            }
+        }
+        assert_eq!(t.len(), 2_000);
+        t.check(|a, b| a.cmp(b));
+        let live = t.leaves.len() - t.free_leaves.len();
+        assert!(
+            live <= 2_000 / (i64::LEAF_CAP / 4),
+            "{live} leaves for 2000 keys"
+        );
     }
 
     /// A key for trees with tiny nodes (deep trees from few keys).
