@@ -68,6 +68,14 @@ const SMALL_TAG: u64 = 0xF;
 const MIN_SMALL: i64 = -(1 << 59);
 const MAX_SMALL: i64 = (1 << 59) - 1;
 
+/// The address a list or boxed term word points at: the word without its
+/// tag bits. Cells and boxed objects are 8-byte aligned, so masking the low
+/// three bits also drops the literal-pointer tag some emulator builds add.
+#[inline(always)]
+fn address_of(w: u64) -> usize {
+    w as usize & !7
+}
+
 #[inline(always)]
 fn small_word(i: i64) -> u64 {
     ((i as u64) << 4) | 0xF
@@ -98,10 +106,13 @@ pub fn init(env: Env) {
     // SAFETY: as above.
     let nil = unsafe { enif_make_list_from_array(env.as_c_arg(), std::ptr::null(), 0) };
     NIL_WORD.store(word_of(nil), Ordering::Relaxed);
-    // SAFETY: as above.
+    // SAFETY: reads cells of lists made here, only on a 64-bit VM whose
+    // immediate tags were just checked (`tagged`).
     let cons = tagged && unsafe { cons_cells(env.as_c_arg()) };
     CONS_CELLS.store(cons, Ordering::Relaxed);
-    // SAFETY: as above.
+    // SAFETY: reads maps made here, only once the list layout (and so the
+    // boxed-pointer tagging) was checked (`cons`); `flat_parts` checks the
+    // keys tuple's arity before trusting a sample's header.
     let flat = if cons {
         unsafe { flatmap_header(env.as_c_arg()) }
     } else {
@@ -142,7 +153,7 @@ unsafe fn cons_cells(env: *mut ErlNifEnv) -> bool {
             if !is_cell {
                 return n > 0;
             }
-            let p = (w as usize - 1) as *const ErlNifTerm;
+            let p = address_of(w) as *const ErlNifTerm;
             if word_of(*p) != word_of(head) || word_of(*p.add(1)) != word_of(tail) {
                 return false;
             }
@@ -193,7 +204,7 @@ unsafe fn flatmap_header(env: *mut ErlNifEnv) -> u64 {
         if w & 0x3 != 0x2 {
             return 0;
         }
-        let p = (w as usize - 2) as *const u64;
+        let p = address_of(w) as *const u64;
         let h = *p;
         if n > 32 {
             // A large (hash) map: must not pass for a flat one.
@@ -243,16 +254,18 @@ unsafe fn flatmap_header(env: *mut ErlNifEnv) -> u64 {
 /// the keys tuple is `[arity header, keys...]`.
 ///
 /// # Safety
-/// `w` must be the word of a live map term.
+/// `w` must be the word of a live boxed term of at least three words whose
+/// layout is a flat map's, or a sample being checked against that layout
+/// (its keys tuple's arity is checked before its keys are used).
 #[inline(always)]
 unsafe fn flat_parts(w: u64) -> Option<(usize, *const ErlNifTerm, *const ErlNifTerm)> {
-    let p = (w as usize - 2) as *const u64;
+    let p = address_of(w) as *const u64;
     let size = *p.add(1) as usize;
     let keys = *p.add(2);
     if keys & 0x3 != 0x2 {
         return None;
     }
-    let kp = (keys as usize - 2) as *const u64;
+    let kp = address_of(keys) as *const u64;
     if (*kp >> 6) as usize != size || *kp & 0x3F != 0 {
         return None;
     }
@@ -272,7 +285,7 @@ unsafe fn flat_parts(w: u64) -> Option<(usize, *const ErlNifTerm, *const ErlNifT
 unsafe fn flatmap(t: ErlNifTerm) -> Option<(usize, *const ErlNifTerm, *const ErlNifTerm)> {
     let flat = FLATMAP_HEADER.load(Ordering::Relaxed);
     let w = word_of(t);
-    if flat == 0 || w & 0x3 != 0x2 || *((w as usize - 2) as *const u64) != flat {
+    if flat == 0 || w & 0x3 != 0x2 || *(address_of(w) as *const u64) != flat {
         return None;
     }
     flat_parts(w)
@@ -296,7 +309,7 @@ unsafe fn list_cell(
         }
         // The cell's two words (layout checked in `init`); `t` is live, so
         // its cell is.
-        let p = (w as usize - 1) as *const ErlNifTerm;
+        let p = address_of(w) as *const ErlNifTerm;
         *head = *p;
         *tail = *p.add(1);
         return true;
@@ -359,7 +372,8 @@ unsafe fn tagged_words(env: *mut ErlNifEnv) -> bool {
     // A local pid, when the environment belongs to a process.
     let mut pid = std::mem::MaybeUninit::<ErlNifPid>::uninit();
     let pid_ok = if enif_self(env, pid.as_mut_ptr()).is_null() {
-        true
+        // Nothing to check against: leave the raw-word path off.
+        false
     } else {
         let t = enif_make_pid(env, pid.assume_init());
         let w = word_of(t);
