@@ -389,13 +389,15 @@ impl BagTable {
     /// Runs `f` on the objects under `key` (none when the key is absent),
     /// read-locked.
     pub fn read<R>(&self, key: &Key, f: impl FnOnce(Objects<'_>) -> R) -> R {
-        let g = self.shard(key.hash()).read();
+        let g = crate::lock::read(self.shard(key.hash()));
         f(g.find(key).map_or_else(Objects::empty, Bucket::objects))
     }
 
     /// True when some object has `key`.
     pub fn contains(&self, key: &Key) -> bool {
-        self.shard(key.hash()).read().find(key).is_some()
+        crate::lock::read(self.shard(key.hash()))
+            .find(key)
+            .is_some()
     }
 
     /// Adds one object.

@@ -12,6 +12,7 @@
 //! - [`ordered`]: the `ordered_set` table (a B-tree in term order).
 //! - [`tuple_ops`]: counter and element updates of stored tuples.
 //! - [`meta`]: ownership and access rules of a table.
+//! - [`lock`]: hash shard locks, taken with a short spin before parking.
 //! - [`reclaim`]: freeing big structures on a background thread.
 //! - [`registry`]: the process registry (unique or duplicate keys).
 //! - [`background`]: a worker thread for work too long for a scheduler.
@@ -23,6 +24,7 @@ pub mod background;
 pub mod bag;
 pub mod entry;
 pub mod format;
+pub mod lock;
 pub mod map_merge;
 pub mod meta;
 pub mod order;

@@ -295,7 +295,7 @@ impl<'t, S: Counted> ShardWrite<'t, S> {
         i: usize,
     ) -> Self {
         ShardWrite {
-            guard: shards[i].0.write(),
+            guard: crate::lock::write(&shards[i].0),
             stats: &stats[i].0,
         }
     }
@@ -393,7 +393,7 @@ impl SetTable {
     /// Runs `f` on the entry under `key` (or `None`) while it is read-locked.
     #[inline]
     pub fn read<R>(&self, key: &Key, f: impl FnOnce(Option<&Entry>) -> R) -> R {
-        let shard = self.shard(key.hash).read();
+        let shard = crate::lock::read(self.shard(key.hash));
         f(shard.find(key))
     }
 
