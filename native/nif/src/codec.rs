@@ -418,6 +418,59 @@ pub fn caller(env: Env) -> u64 {
     word_of(rustler::Encoder::encode(&env.pid(), env).as_c_arg())
 }
 
+/// The elements of a tuple term, read in place (the VM's own array: no
+/// copy, unlike `rustler::types::tuple::get_tuple`, which allocates).
+#[derive(Clone, Copy)]
+pub struct TupleTerms<'a> {
+    env: Env<'a>,
+    raw: &'a [ErlNifTerm],
+}
+
+impl<'a> TupleTerms<'a> {
+    /// The elements of `t`, or `None` when it is not a tuple.
+    #[inline]
+    pub fn of(t: Term<'a>) -> Option<Self> {
+        let env = t.get_env();
+        let mut arity: c_int = 0;
+        let mut elems: *const ErlNifTerm = std::ptr::null();
+        // SAFETY: `t` is a valid term of `env`; the out-pointers are live
+        // locals.
+        if unsafe { enif_get_tuple(env.as_c_arg(), t.as_c_arg(), &mut arity, &mut elems) } == 0 {
+            return None;
+        }
+        let raw = if arity == 0 {
+            &[][..]
+        } else {
+            // SAFETY: `enif_get_tuple` points `elems` at the tuple's `arity`
+            // elements, which live on the heap of `env` as long as `t` does,
+            // and the heap is not collected while the NIF call (`'a`) runs.
+            unsafe { std::slice::from_raw_parts(elems, arity as usize) }
+        };
+        Some(TupleTerms { env, raw })
+    }
+
+    /// Number of elements.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// Element `i` (0-based); `None` past the end.
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<Term<'a>> {
+        // SAFETY: the element is a valid term of `env` (see `of`).
+        self.raw.get(i).map(|&t| unsafe { Term::new(self.env, t) })
+    }
+
+    /// The elements in order.
+    #[inline]
+    pub fn iter(&self) -> impl Iterator<Item = Term<'a>> + 'a {
+        let env = self.env;
+        // SAFETY: as in `get`.
+        self.raw.iter().map(move |&t| unsafe { Term::new(env, t) })
+    }
+}
+
 /// Why a term could not be encoded.
 #[derive(Debug)]
 pub struct EncodeError;

@@ -4,7 +4,7 @@
 use crate::atoms;
 use crate::codec::{
     self, caller, decode, encode_key_bytes, encode_value, word_of, word_term, Encoder, KeyBytes,
-    Scratch,
+    Scratch, TupleTerms,
 };
 use native_store_engine::bag::{BagTable, Objects};
 use native_store_engine::entry::{Entry, EntryBuf, EntryImage};
@@ -17,7 +17,7 @@ use native_store_engine::reclaim::drop_later;
 use native_store_engine::set::{Change, Key, SetTable};
 use native_store_engine::tuple_ops::{self, CounterOp};
 use parking_lot::{Mutex, RwLock};
-use rustler::types::tuple::{get_tuple, make_tuple};
+use rustler::types::tuple::make_tuple;
 use rustler::{Atom, Encoder as _, Env, Error, LocalPid, NifResult, Resource, ResourceArc, Term};
 use std::collections::HashMap;
 use std::ptr::NonNull;
@@ -619,7 +619,7 @@ fn with_encoded_object<'a, R>(
     key: Option<Term<'a>>,
     f: impl FnOnce(&EntryImage) -> R,
 ) -> NifResult<R> {
-    let elems = get_tuple(obj).map_err(|_| Error::BadArg)?;
+    let elems = TupleTerms::of(obj).ok_or(Error::BadArg)?;
     if elems.len() < keypos {
         return Err(Error::BadArg);
     }
@@ -631,11 +631,7 @@ fn with_encoded_object<'a, R>(
         format::put_header(enc_out(&mut enc), tag::TUPLE, elems.len());
         for (i, e) in elems.iter().enumerate() {
             let start = enc.len();
-            let e = if i + 1 == keypos {
-                key.unwrap_or(*e)
-            } else {
-                *e
-            };
+            let e = if i + 1 == keypos { key.unwrap_or(e) } else { e };
             enc.noncanonical = false;
             enc.term(e, 0).map_err(|_| Error::BadArg)?;
             if i + 1 == keypos {
@@ -645,7 +641,7 @@ fn with_encoded_object<'a, R>(
         }
         let canonical = if dirty {
             Some(
-                codec::encode_key(env, key.unwrap_or(elems[keypos - 1]))
+                codec::encode_key(env, key.or(elems.get(keypos - 1)).ok_or(Error::BadArg)?)
                     .map_err(|_| Error::BadArg)?,
             )
         } else {
@@ -1082,22 +1078,19 @@ fn counter_op(t: Term, keypos: usize) -> NifResult<CounterOp> {
 
 /// `{Pos, Incr}` or `{Pos, Incr, Threshold, SetValue}`.
 fn bounded_op(t: Term) -> NifResult<CounterOp> {
-    let els = get_tuple(t).map_err(|_| Error::BadArg)?;
-    let pos = els
-        .first()
-        .ok_or(Error::BadArg)?
-        .decode::<i64>()
-        .map_err(|_| Error::BadArg)?;
+    let els = TupleTerms::of(t).ok_or(Error::BadArg)?;
+    let el = |i| els.get(i).ok_or(Error::BadArg);
+    let pos = el(0)?.decode::<i64>().map_err(|_| Error::BadArg)?;
     match els.len() {
         2 => Ok(CounterOp {
             pos,
-            incr: int_arg(els[1])?,
+            incr: int_arg(el(1)?)?,
             threshold: None,
         }),
         4 => Ok(CounterOp {
             pos,
-            incr: int_arg(els[1])?,
-            threshold: Some((int_arg(els[2])?, int_arg(els[3])?)),
+            incr: int_arg(el(1)?)?,
+            threshold: Some((int_arg(el(2)?)?, int_arg(el(3)?)?)),
         }),
         _ => Err(Error::BadArg),
     }
@@ -1520,11 +1513,8 @@ fn table_replace<'a>(
     let keypos = t.meta.keypos();
     let kb = key_bytes(env, key)?;
     if let Some(o) = expected {
-        let elems = get_tuple(o).map_err(|_| Error::BadArg)?;
-        if elems.len() < keypos {
-            return Err(Error::BadArg);
-        }
-        let k = elems[keypos - 1];
+        let elems = TupleTerms::of(o).ok_or(Error::BadArg)?;
+        let k = elems.get(keypos - 1).ok_or(Error::BadArg)?;
         let same_key = with_key(&kb, |kbytes| {
             let mut pos = 0;
             match codec::matches_encoded(env, k, kbytes, &mut pos) {
@@ -1614,9 +1604,12 @@ fn table_merge_map<'a>(env: Env<'a>, [tab, key, map]: [Term<'a>; 3]) -> NifResul
                     Ok(o) => o,
                     Err(_) => return (Change::Keep, Err(Error::BadArg)),
                 };
-                let old = match get_tuple(obj) {
-                    Ok(els) if els.len() == 2 && els[2 - keypos].is_map() => els[2 - keypos],
-                    _ => return (Change::Keep, Err(Error::BadArg)),
+                let old = match TupleTerms::of(obj).filter(|els| els.len() == 2) {
+                    Some(els) => match els.get(2 - keypos) {
+                        Some(m) if m.is_map() => m,
+                        _ => return (Change::Keep, Err(Error::BadArg)),
+                    },
+                    None => return (Change::Keep, Err(Error::BadArg)),
                 };
                 match merge_maps(old, map) {
                     Ok(m) => m,
