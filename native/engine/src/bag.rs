@@ -3,7 +3,7 @@
 //! `=:=`, is not added again); a duplicate bag stores every copy.
 //!
 //! Sharded like [`crate::set::SetTable`]: keys hash to one of
-//! [`SHARDS`] locked hash tables whose items are per-key buckets.
+//! [`SHARDS`](crate::set::SHARDS) locked hash tables whose items are per-key buckets.
 //!
 //! A bucket holds its key and all its objects in one contiguous buffer (see
 //! [`Bucket`]), not one allocation per object: adding an object appends to
@@ -15,7 +15,7 @@
 use crate::entry::{Entry, EntryBuf};
 use crate::format::{read_item, Item};
 use crate::order::identical;
-use crate::set::{hash_key, read_from, Counted, Key, Padded, ShardStats, ShardWrite, SHARDS};
+use crate::set::{hash_key, read_from, shard_index, Counted, Key, ShardWrite, Sharded};
 use hashbrown::HashTable;
 use parking_lot::RwLock;
 
@@ -68,7 +68,7 @@ fn has_float(obj: &[u8]) -> bool {
 /// in one buffer:
 /// `[u32 count][u32 key_len][key]` then, per object,
 /// `[u32 len][u32 key_at][object bytes]` (`key_at`: where the key starts
-/// inside the object, or [`APPENDED`]). The key is the objects' common
+/// inside the object, or `APPENDED`). The key is the objects' common
 /// canonical key. The key's hash is kept so that growing the hash table
 /// does not rehash keys.
 pub struct Bucket {
@@ -342,9 +342,7 @@ impl BagContents {
 
 /// A sharded concurrent bag or duplicate bag.
 pub struct BagTable {
-    shards: Box<[Padded<RwLock<Shard>>]>,
-    /// Per-shard object counts and bytes, readable without locks.
-    stats: Box<[Padded<ShardStats>]>,
+    shards: Sharded<Shard>,
     duplicate: bool,
     zero_eq: bool,
 }
@@ -354,10 +352,7 @@ impl BagTable {
     /// whether `0.0 =:= -0.0` on the host (then such objects are identical).
     pub fn new(duplicate: bool, zero_eq: bool) -> Self {
         BagTable {
-            shards: (0..SHARDS)
-                .map(|_| Padded(RwLock::new(Shard::default())))
-                .collect(),
-            stats: ShardStats::per_shard(),
+            shards: Sharded::new(),
             duplicate,
             zero_eq,
         }
@@ -368,22 +363,18 @@ impl BagTable {
         self.duplicate
     }
 
-    fn shard_of(hash: u64) -> usize {
-        ((hash >> 32) as usize) & (SHARDS - 1)
-    }
-
     fn shard(&self, hash: u64) -> &RwLock<Shard> {
-        &self.shards[Self::shard_of(hash)].0
+        &self.shards[shard_index(hash)].0
     }
 
     /// Write-locks shard `i` (its stats are published on release).
     fn write_shard(&self, i: usize) -> ShardWrite<'_, Shard> {
-        ShardWrite::lock(&self.shards, &self.stats, i)
+        self.shards.write(i)
     }
 
     /// Write-locks the shard of `hash`.
     fn write(&self, hash: u64) -> ShardWrite<'_, Shard> {
-        self.write_shard(Self::shard_of(hash))
+        self.write_shard(shard_index(hash))
     }
 
     /// Runs `f` on the objects under `key` (none when the key is absent),
@@ -409,14 +400,14 @@ impl BagTable {
 
     /// Locks the shards of all `hashes` (in shard order).
     fn lock_for(&self, hashes: &[u64]) -> Vec<(usize, ShardWrite<'_, Shard>)> {
-        let mut ids: Vec<usize> = hashes.iter().map(|&h| Self::shard_of(h)).collect();
+        let mut ids: Vec<usize> = hashes.iter().map(|&h| shard_index(h)).collect();
         ids.sort_unstable();
         ids.dedup();
         ids.into_iter().map(|i| (i, self.write_shard(i))).collect()
     }
 
     fn guard<'g, 't>(guards: &'g mut [(usize, ShardWrite<'t, Shard>)], hash: u64) -> &'g mut Shard {
-        let id = Self::shard_of(hash);
+        let id = shard_index(hash);
         let at = guards
             .binary_search_by_key(&id, |(i, _)| *i)
             .expect("every entry's shard is locked");
@@ -501,21 +492,16 @@ impl BagTable {
 
     /// Takes every object out of the table, shard by shard.
     pub fn take_all(&self) -> BagContents {
-        BagContents(
-            (0..self.shards.len())
-                .map(|i| {
-                    let mut s = self.write_shard(i);
-                    s.heap = 0;
-                    s.count = 0;
-                    std::mem::take(&mut s.map)
-                })
-                .collect(),
-        )
+        BagContents(self.shards.each_mut(|s| {
+            s.heap = 0;
+            s.count = 0;
+            std::mem::take(&mut s.map)
+        }))
     }
 
     /// Number of objects.
     pub fn len(&self) -> usize {
-        ShardStats::total_count(&self.stats)
+        self.shards.count()
     }
 
     /// True when the table has no objects.
@@ -525,11 +511,7 @@ impl BagTable {
 
     /// Bytes of memory held by the table.
     pub fn memory_bytes(&self) -> usize {
-        std::mem::size_of::<Self>()
-            + self.shards.len()
-                * (std::mem::size_of::<Padded<RwLock<Shard>>>()
-                    + std::mem::size_of::<Padded<ShardStats>>())
-            + ShardStats::total_bytes(&self.stats)
+        std::mem::size_of::<Self>() + self.shards.bytes()
     }
 
     /// Number of shards (for shard-by-shard traversal).
@@ -592,7 +574,7 @@ impl BagTable {
     /// Runs `f` on the first object of the key after `key` in traversal
     /// order; `None` without calling `f` when `key` is not in the table.
     pub fn read_next<R>(&self, key: &Key, f: impl FnOnce(Option<&[u8]>) -> R) -> Option<R> {
-        let shard = Self::shard_of(key.hash());
+        let shard = shard_index(key.hash());
         let g = self.shards[shard].0.read();
         let at = g
             .map

@@ -6,7 +6,7 @@
 //! than the wait. Two processes bumping one counter spent ~30 % of their
 //! time there. These helpers first wait for the lock to look free, with a
 //! pause per check (reads only, so waiting threads do not bounce the lock's
-//! cache line), and try to take it; after [`SPINS`] checks they fall back
+//! cache line), and try to take it; after `SPINS` checks they fall back
 //! to `parking_lot`, which parks (a holder that was preempted is then not
 //! waited for by spinning).
 //!

@@ -256,27 +256,79 @@ pub(crate) struct ShardStats {
     bytes: AtomicUsize,
 }
 
-impl ShardStats {
+/// The shard of a key's hash. hashbrown uses the low bits for the bucket
+/// and the top 7 for its control bytes: the shard comes from bits in
+/// between.
+#[inline]
+pub(crate) fn shard_index(hash: u64) -> usize {
+    ((hash >> 32) as usize) & (SHARDS - 1)
+}
+
+/// The [`SHARDS`] locked shards of a hash table (set or bag) with their
+/// [`ShardStats`]. Derefs to the shards (read them with `.0.read()`); write
+/// them only through [`Sharded::write`], which keeps the stats current.
+pub(crate) struct Sharded<S> {
+    shards: Box<[Padded<RwLock<S>>]>,
     /// One per shard, each on its own cache line (apart from the shard's
     /// lock, which readers take: these lines are only written by writers).
-    pub(crate) fn per_shard() -> Box<[Padded<ShardStats>]> {
-        (0..SHARDS).map(|_| Padded(ShardStats::default())).collect()
+    stats: Box<[Padded<ShardStats>]>,
+}
+
+impl<S: Counted + Default> Sharded<S> {
+    /// Empty shards.
+    pub(crate) fn new() -> Self {
+        Sharded {
+            shards: (0..SHARDS)
+                .map(|_| Padded(RwLock::new(S::default())))
+                .collect(),
+            stats: (0..SHARDS).map(|_| Padded(ShardStats::default())).collect(),
+        }
+    }
+}
+
+impl<S: Counted> Sharded<S> {
+    /// Write-locks shard `i` (its stats are published on release).
+    #[inline]
+    pub(crate) fn write(&self, i: usize) -> ShardWrite<'_, S> {
+        ShardWrite {
+            guard: crate::lock::write(&self.shards[i].0),
+            stats: &self.stats[i].0,
+        }
     }
 
-    /// Total objects of all shards.
-    pub(crate) fn total_count(stats: &[Padded<ShardStats>]) -> usize {
-        stats
+    /// `f` of every shard, write-locked one after the other.
+    pub(crate) fn each_mut<T>(&self, mut f: impl FnMut(&mut S) -> T) -> Vec<T> {
+        (0..self.shards.len())
+            .map(|i| f(&mut self.write(i)))
+            .collect()
+    }
+
+    /// Objects in all shards, as of each shard's last write (no lock).
+    pub(crate) fn count(&self) -> usize {
+        self.stats
             .iter()
             .map(|s| s.0.count.load(Ordering::Relaxed))
             .sum()
     }
 
-    /// Total bytes of all shards.
-    pub(crate) fn total_bytes(stats: &[Padded<ShardStats>]) -> usize {
-        stats
-            .iter()
-            .map(|s| s.0.bytes.load(Ordering::Relaxed))
-            .sum()
+    /// Bytes held: the shards and their stats, and what each shard held at
+    /// its last write (no lock).
+    pub(crate) fn bytes(&self) -> usize {
+        self.shards.len()
+            * (std::mem::size_of::<Padded<RwLock<S>>>() + std::mem::size_of::<Padded<ShardStats>>())
+            + self
+                .stats
+                .iter()
+                .map(|s| s.0.bytes.load(Ordering::Relaxed))
+                .sum::<usize>()
+    }
+}
+
+impl<S> std::ops::Deref for Sharded<S> {
+    type Target = [Padded<RwLock<S>>];
+    #[inline]
+    fn deref(&self) -> &Self::Target {
+        &self.shards
     }
 }
 
@@ -284,21 +336,6 @@ impl ShardStats {
 pub(crate) struct ShardWrite<'t, S: Counted> {
     guard: RwLockWriteGuard<'t, S>,
     stats: &'t ShardStats,
-}
-
-impl<'t, S: Counted> ShardWrite<'t, S> {
-    /// Write-locks shard `i` of `shards`, whose stats are `stats[i]`.
-    #[inline]
-    pub(crate) fn lock(
-        shards: &'t [Padded<RwLock<S>>],
-        stats: &'t [Padded<ShardStats>],
-        i: usize,
-    ) -> Self {
-        ShardWrite {
-            guard: crate::lock::write(&shards[i].0),
-            stats: &stats[i].0,
-        }
-    }
 }
 
 impl<S: Counted> std::ops::Deref for ShardWrite<'_, S> {
@@ -345,8 +382,7 @@ impl Counted for Shard {
 
 /// A sharded concurrent table with set semantics.
 pub struct SetTable {
-    shards: Box<[Padded<RwLock<Shard>>]>,
-    stats: Box<[Padded<ShardStats>]>,
+    shards: Sharded<Shard>,
 }
 
 impl Default for SetTable {
@@ -359,35 +395,25 @@ impl SetTable {
     /// An empty table.
     pub fn new() -> Self {
         SetTable {
-            shards: (0..SHARDS)
-                .map(|_| Padded(RwLock::new(Shard::default())))
-                .collect(),
-            stats: ShardStats::per_shard(),
+            shards: Sharded::new(),
         }
     }
 
     #[inline]
-    fn shard_of(hash: u64) -> usize {
-        // hashbrown uses the low bits for the bucket and the top 7 for its
-        // control bytes: pick the shard from bits in between.
-        ((hash >> 32) as usize) & (SHARDS - 1)
-    }
-
-    #[inline]
     fn shard(&self, hash: u64) -> &RwLock<Shard> {
-        &self.shards[Self::shard_of(hash)].0
+        &self.shards[shard_index(hash)].0
     }
 
     /// Write-locks shard `i`.
     #[inline]
     fn write_shard(&self, i: usize) -> ShardWrite<'_, Shard> {
-        ShardWrite::lock(&self.shards, &self.stats, i)
+        self.shards.write(i)
     }
 
     /// Write-locks the shard of `hash`.
     #[inline]
     fn write(&self, hash: u64) -> ShardWrite<'_, Shard> {
-        self.write_shard(Self::shard_of(hash))
+        self.write_shard(shard_index(hash))
     }
 
     /// Runs `f` on the entry under `key` (or `None`) while it is read-locked.
@@ -448,7 +474,7 @@ impl SetTable {
     fn lock_for<'t>(&'t self, entries: &[Entry]) -> Vec<(usize, ShardWrite<'t, Shard>)> {
         let mut ids: Vec<usize> = entries
             .iter()
-            .map(|e| Self::shard_of(hash_key(e.key())))
+            .map(|e| shard_index(hash_key(e.key())))
             .collect();
         ids.sort_unstable();
         ids.dedup();
@@ -459,7 +485,7 @@ impl SetTable {
         guards: &'g mut [(usize, ShardWrite<'t, Shard>)],
         entry: &Entry,
     ) -> &'g mut Shard {
-        let id = Self::shard_of(hash_key(entry.key()));
+        let id = shard_index(hash_key(entry.key()));
         let at = guards
             .binary_search_by_key(&id, |(i, _)| *i)
             .expect("every entry's shard is locked");
@@ -531,21 +557,16 @@ impl SetTable {
 
     /// Takes every entry out of the table, shard by shard.
     pub fn take_all(&self) -> Contents {
-        Contents(
-            (0..self.shards.len())
-                .map(|i| {
-                    let mut s = self.write_shard(i);
-                    s.heap = 0;
-                    std::mem::take(&mut s.map)
-                })
-                .collect(),
-        )
+        Contents(self.shards.each_mut(|s| {
+            s.heap = 0;
+            std::mem::take(&mut s.map)
+        }))
     }
 
     /// Number of entries (each shard's count as of its last write: no
     /// lock is taken).
     pub fn len(&self) -> usize {
-        ShardStats::total_count(&self.stats)
+        self.shards.count()
     }
 
     /// True when the table has no entries.
@@ -556,11 +577,7 @@ impl SetTable {
     /// Bytes of memory held by the table: its shards, their slots and the
     /// entries (each shard's as of its last write: no lock is taken).
     pub fn memory_bytes(&self) -> usize {
-        std::mem::size_of::<Self>()
-            + self.shards.len()
-                * (std::mem::size_of::<Padded<RwLock<Shard>>>()
-                    + std::mem::size_of::<Padded<ShardStats>>())
-            + ShardStats::total_bytes(&self.stats)
+        std::mem::size_of::<Self>() + self.shards.bytes()
     }
 
     /// Number of shards (for shard-by-shard traversal).
@@ -588,7 +605,7 @@ impl SetTable {
     /// order (`None` at the end); `None` without calling `f` when `key` is
     /// not in the table (ETS then raises `badarg`).
     pub fn read_next<R>(&self, key: &Key, f: impl FnOnce(Option<&Entry>) -> R) -> Option<R> {
-        let shard = Self::shard_of(key.hash);
+        let shard = shard_index(key.hash);
         let g = self.shards[shard].0.read();
         let at = g
             .map
