@@ -75,6 +75,8 @@ defmodule NativeStore.Table do
     processes insert may miss or repeat objects that move meanwhile.
   * `info/1` reports `memory` in words, counted from the bytes the native
     table really holds (entries, slots and shards).
+  * One object's encoding is limited to 2 GiB: a bigger object raises
+    `ArgumentError` (ETS keeps big binaries off-heap and has no such limit).
   * Error messages are the generic `ArgumentError` "argument error"; the
     exception is raised exactly where ETS raises one.
   * Keys are compared by their canonical encoding. Two corner cases differ
