@@ -68,7 +68,12 @@ defmodule NativeStore.TableApiTest do
 
         for item <- [:size, :memory, :fixed, :safe_fixed, :type] do
           assert Table.info(t, item) == :undefined
+          # Not a table identifier at all: ArgumentError, as in ETS.
+          assert_raise ArgumentError, fn -> Table.info(make_ref(), item) end
+          assert_raise ArgumentError, fn -> :ets.info(make_ref(), item) end
         end
+
+        assert_raise ArgumentError, fn -> Table.info(make_ref()) end
       end
     end
 

@@ -1407,10 +1407,7 @@ fn cursor_next<'a>(
 
 #[rustler::nif]
 fn table_info<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
-    if !(tab.is_atom() || tab.is_ref()) {
-        return Err(Error::BadArg);
-    }
-    let Some(t) = lookup_table(tab) else {
+    let Some(t) = info_target(tab)? else {
         return Ok(atoms::undefined().encode(env));
     };
     let id = match &t {
@@ -1448,15 +1445,23 @@ fn table_info<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
     ))
 }
 
+/// The table `info/1,2` report on: `None` (reported as `:undefined`) for a
+/// deleted table or an unknown name; `badarg` for anything that is not a
+/// table identifier (another reference, a number...), as in ETS.
+fn info_target(tab: Term) -> NifResult<Option<Tab>> {
+    if tab.is_atom() || TableArc::get(tab).is_some() {
+        Ok(lookup_table(tab))
+    } else {
+        Err(Error::BadArg)
+    }
+}
+
 /// `info(tab, :size)` and `info(tab, :memory)` (in words) without the rest
 /// of [`table_info`]: `size` is true for `:size`. `:undefined` when the table
 /// does not exist.
 #[rustler::nif]
 fn table_count<'a>(env: Env<'a>, tab: Term<'a>, size: bool) -> NifResult<Term<'a>> {
-    if !(tab.is_atom() || tab.is_ref()) {
-        return Err(Error::BadArg);
-    }
-    Ok(match lookup_table(tab) {
+    Ok(match info_target(tab)? {
         None => atoms::undefined().encode(env),
         Some(t) if size => t.data.len().encode(env),
         Some(t) => t.data.memory_bytes().div_ceil(8).encode(env),
