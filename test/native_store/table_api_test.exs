@@ -485,7 +485,10 @@ defmodule NativeStore.TableApiTest do
       assert Table.info(t, :memory) > mem0
       assert Table.info(t, :size) == 1000
       assert_raise ArgumentError, fn -> Table.info(t, :bogus) end
-      assert Table.info(make_ref()) == :undefined
+      # A reference that is no table is an error in ETS (a deleted table's
+      # is :undefined).
+      assert_raise ArgumentError, fn -> :ets.info(make_ref()) end
+      assert_raise ArgumentError, fn -> Table.info(make_ref()) end
       assert Table.info(:no_such_table) == :undefined
       assert Table.info(:no_such_table, :size) == :undefined
       assert_raise ArgumentError, fn -> Table.info("x") end
