@@ -537,6 +537,9 @@ defmodule NativeStore.Table do
   @spec whereis(atom()) :: reference() | :undefined
   def whereis(name) when is_atom(name), do: Nif.table_whereis(name)
 
+  def whereis(name),
+    do: raise(ArgumentError, "expected an atom name, got: #{inspect(name)}")
+
   @doc "All live NativeStore tables: names for named tables, references otherwise, as `:ets.all/0`."
   @spec all() :: [table()]
   def all, do: Nif.table_all()

@@ -34,6 +34,7 @@ defmodule NativeStore.TableApiTest do
       name = uniq_name(:named)
       assert Table.new(name, [:named_table, :public]) == name
       assert Table.whereis(name) |> is_reference()
+
       assert Table.info(name, :named_table) == true
       assert Table.info(t, :named_table) == false
     end
@@ -506,7 +507,11 @@ defmodule NativeStore.TableApiTest do
       Table.insert(name, {:a, 1})
       assert Table.lookup(ref, :a) == [{:a, 1}]
       assert Table.info(ref, :name) == name
-      assert_raise FunctionClauseError, fn -> Table.whereis("str") end
+      # Not an atom: ArgumentError, as :ets.whereis/1 raises.
+      for bad <- [make_ref(), 1, "str"] do
+        assert_raise ArgumentError, fn -> :ets.whereis(bad) end
+        assert_raise ArgumentError, fn -> Table.whereis(bad) end
+      end
     end
 
     test "all lists live tables, names for named ones" do
