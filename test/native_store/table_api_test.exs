@@ -633,4 +633,83 @@ defmodule NativeStore.TableApiTest do
       assert in_other_process(fn -> Table.whereis(name) end) |> elem(1) |> is_reference()
     end
   end
+
+  describe "bad table arguments" do
+    test "every function agrees with :ets on tables that are not there" do
+      t = Table.new(:sweep, [:public])
+      Table.delete(t)
+      e = :ets.new(:sweep, [:public])
+      :ets.delete(e)
+      ref = make_ref()
+
+      bad = [
+        {ref, ref},
+        {123, 123},
+        {"x", "x"},
+        {:no_such_sweep_table, :no_such_sweep_table},
+        {e, t}
+      ]
+
+      all = [{:_, [], [true]}]
+
+      calls = [
+        lookup: [1],
+        insert: [{1, 2}],
+        insert_new: [{1, 2}],
+        member: [1],
+        take: [1],
+        delete: [],
+        delete: [1],
+        delete_object: [{1, 2}],
+        delete_all_objects: [],
+        update_counter: [1, 1],
+        update_counter: [1, 1, {1, 0}],
+        update_element: [1, {2, 3}],
+        lookup_element: [1, 2],
+        tab2list: [],
+        first: [],
+        last: [],
+        next: [1],
+        prev: [1],
+        select: [all],
+        select: [all, 1],
+        select_count: [all],
+        select_delete: [all],
+        select_replace: [[{{1, :"$1"}, [], [{{1, :"$1"}}]}]],
+        select_reverse: [all],
+        match: [{:"$1", :_}],
+        match_object: [{:_, :_}],
+        match_delete: [{:_, :_}],
+        info: [],
+        info: [:size],
+        info: [:type],
+        give_away: [self(), :gift],
+        setopts: [[{:heir, :none}]],
+        rename: [:sweep_new_name]
+      ]
+
+      outcome = fn f ->
+        try do
+          {:ok, f.()}
+        rescue
+          err -> {:raise, err.__struct__}
+        end
+      end
+
+      for {eb, nb} <- bad, {fun, args} <- calls do
+        expected = outcome.(fn -> apply(:ets, fun, [eb | args]) end)
+        actual = outcome.(fn -> apply(Table, fun, [nb | args]) end)
+
+        assert actual == expected,
+               "#{fun}(#{inspect(nb)}, ...): #{inspect(actual)}, :ets #{inspect(expected)}"
+      end
+
+      for {eb, nb} <- bad, fun <- [:foldl, :foldr] do
+        acc = fn _, a -> a end
+
+        assert outcome.(fn -> apply(Table, fun, [acc, 0, nb]) end) ==
+                 outcome.(fn -> apply(:ets, fun, [acc, 0, eb]) end)
+      end
+    end
+  end
 end
