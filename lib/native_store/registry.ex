@@ -168,7 +168,7 @@ defmodule NativeStore.Registry do
   """
   @spec register(registry(), key(), value()) ::
           {:ok, pid()} | {:error, {:already_registered, pid()}}
-  def register(registry, key, value) do
+  def register(registry, key, value) when is_atom(registry) do
     case Nif.registry_register(registry, key, value) do
       {:ok, owner, listeners} ->
         for l <- listeners, do: Kernel.send(l, {:register, registry, key, self(), value})
@@ -187,7 +187,7 @@ defmodule NativeStore.Registry do
   `Registry.unregister/2`. Listeners receive `{:unregister, registry, key, pid}`.
   """
   @spec unregister(registry(), key()) :: :ok
-  def unregister(registry, key) do
+  def unregister(registry, key) when is_atom(registry) do
     case Nif.registry_unregister(registry, key, :all) do
       :unknown_registry ->
         unknown!(registry)
@@ -204,6 +204,8 @@ defmodule NativeStore.Registry do
   """
   @spec unregister_match(registry(), key(), match_pattern(), guards()) :: :ok
   def unregister_match(registry, key, pattern, guards \\ []) when is_list(guards) do
+    # No registry guard here, as in Registry: a non-atom is an unknown registry.
+    unless is_atom(registry), do: unknown!(registry)
     values = values(registry, key, self())
     ms = :ets.match_spec_compile([{pattern, guards, [:"$_"]}])
 
@@ -227,7 +229,7 @@ defmodule NativeStore.Registry do
 
   @doc "The `{pid, value}` entries under `key`, as `Registry.lookup/2`."
   @spec lookup(registry(), key()) :: [{pid(), value()}]
-  def lookup(registry, key) do
+  def lookup(registry, key) when is_atom(registry) do
     case Nif.registry_lookup(registry, key) do
       :unknown_registry -> unknown!(registry)
       entries -> entries
@@ -239,7 +241,7 @@ defmodule NativeStore.Registry do
   `guards`, as `Registry.match/4`.
   """
   @spec match(registry(), key(), match_pattern(), guards()) :: [{pid(), value()}]
-  def match(registry, key, pattern, guards \\ []) when is_list(guards) do
+  def match(registry, key, pattern, guards \\ []) when is_atom(registry) and is_list(guards) do
     # Compiled first so that a bad pattern or guard raises as in Registry,
     # also when `key` has no entries.
     ms = :ets.match_spec_compile([{{:_, pattern}, guards, [:"$_"]}])
@@ -252,12 +254,13 @@ defmodule NativeStore.Registry do
 
   @doc "The number of entries under `key` matching `pattern` and `guards`, as `Registry.count_match/4`."
   @spec count_match(registry(), key(), match_pattern(), guards()) :: non_neg_integer()
-  def count_match(registry, key, pattern, guards \\ []) when is_list(guards),
-    do: length(match(registry, key, pattern, guards))
+  def count_match(registry, key, pattern, guards \\ [])
+      when is_atom(registry) and is_list(guards),
+      do: length(match(registry, key, pattern, guards))
 
   @doc "The keys registered by `pid`, once per registration, as `Registry.keys/2`."
   @spec keys(registry(), pid()) :: [key()]
-  def keys(registry, pid) when is_pid(pid) do
+  def keys(registry, pid) when is_atom(registry) and is_pid(pid) do
     case Nif.registry_keys(registry, pid) do
       :unknown_registry -> unknown!(registry)
       keys -> keys
@@ -266,7 +269,7 @@ defmodule NativeStore.Registry do
 
   @doc "The values `pid` registered under `key`, as `Registry.values/3`."
   @spec values(registry(), key(), pid()) :: [value()]
-  def values(registry, key, pid) when is_pid(pid) do
+  def values(registry, key, pid) when is_atom(registry) and is_pid(pid) do
     case Nif.registry_values(registry, key, pid) do
       :unknown_registry -> unknown!(registry)
       values -> values
@@ -275,7 +278,7 @@ defmodule NativeStore.Registry do
 
   @doc "The number of entries, as `Registry.count/1`."
   @spec count(registry()) :: non_neg_integer()
-  def count(registry) do
+  def count(registry) when is_atom(registry) do
     case Nif.registry_count(registry) do
       :unknown_registry -> unknown!(registry)
       n -> n
@@ -337,7 +340,7 @@ defmodule NativeStore.Registry do
   caller does not hold the key.
   """
   @spec update_value(registry(), key(), (value() -> value())) :: {value(), value()} | :error
-  def update_value(registry, key, callback) when is_function(callback, 1) do
+  def update_value(registry, key, callback) when is_atom(registry) and is_function(callback, 1) do
     case Nif.registry_info(registry) do
       :unknown_registry ->
         unknown!(registry)
@@ -369,7 +372,9 @@ defmodule NativeStore.Registry do
           keyword()
         ) ::
           :ok
-  def dispatch(registry, key, mfa_or_fun, opts \\ []) when is_list(opts) do
+  def dispatch(registry, key, mfa_or_fun, opts \\ [])
+      when is_atom(registry) and (is_function(mfa_or_fun, 1) or tuple_size(mfa_or_fun) == 3) and
+             is_list(opts) do
     case lookup(registry, key) do
       [] -> :ok
       entries -> apply_dispatch(mfa_or_fun, entries)
@@ -396,7 +401,7 @@ defmodule NativeStore.Registry do
 
   @doc "Reads registry metadata, as `Registry.meta/2`."
   @spec meta(registry(), meta_key()) :: {:ok, meta_value()} | :error
-  def meta(registry, key) when is_atom(key) or is_tuple(key) do
+  def meta(registry, key) when is_atom(registry) and (is_atom(key) or is_tuple(key)) do
     case Nif.registry_meta(registry, key) do
       :unknown_registry ->
         raise ArgumentError,
@@ -410,7 +415,7 @@ defmodule NativeStore.Registry do
 
   @doc "Stores registry metadata, as `Registry.put_meta/3`."
   @spec put_meta(registry(), meta_key(), meta_value()) :: :ok
-  def put_meta(registry, key, value) when is_atom(key) or is_tuple(key) do
+  def put_meta(registry, key, value) when is_atom(registry) and (is_atom(key) or is_tuple(key)) do
     case Nif.registry_put_meta(registry, key, value) do
       :unknown_registry -> unknown!(registry)
       :ok -> :ok
@@ -419,7 +424,7 @@ defmodule NativeStore.Registry do
 
   @doc "Deletes registry metadata, as `Registry.delete_meta/2`."
   @spec delete_meta(registry(), meta_key()) :: :ok
-  def delete_meta(registry, key) when is_atom(key) or is_tuple(key) do
+  def delete_meta(registry, key) when is_atom(registry) and (is_atom(key) or is_tuple(key)) do
     case Nif.registry_delete_meta(registry, key) do
       :unknown_registry -> unknown!(registry)
       :ok -> :ok

@@ -825,4 +825,43 @@ defmodule NativeStore.RegistryTest do
       eventually(fn -> NR.count(n) == 0 end)
     end
   end
+
+  test "every function agrees with Registry on registries that are not there" do
+    spec = [{{:_, :_, :_}, [], [true]}]
+
+    calls = [
+      lookup: [:k],
+      register: [:k, 1],
+      unregister: [:k],
+      unregister_match: [:k, :_],
+      keys: [self()],
+      values: [:k, self()],
+      match: [:k, :_],
+      count: [],
+      count_match: [:k, :_],
+      meta: [:m],
+      put_meta: [:m, 1],
+      delete_meta: [:m],
+      select: [spec],
+      count_select: [spec],
+      update_value: [:k, &Function.identity/1],
+      dispatch: [:k, fn _ -> :ok end]
+    ]
+
+    outcome = fn f ->
+      try do
+        {:ok, f.()}
+      rescue
+        err -> {:raise, err.__struct__}
+      end
+    end
+
+    for registry <- [:no_such_registry_sweep, "str", 123, make_ref()], {fun, args} <- calls do
+      expected = outcome.(fn -> apply(Registry, fun, [registry | args]) end)
+      actual = outcome.(fn -> apply(NativeStore.Registry, fun, [registry | args]) end)
+
+      assert actual == expected,
+             "#{fun}(#{inspect(registry)}, ...): #{inspect(actual)}, Registry #{inspect(expected)}"
+    end
+  end
 end
