@@ -70,7 +70,8 @@ defmodule TableBench do
     "_median ns/op; ratio = NativeStore/ETS (< 1: NativeStore faster). " <>
       "insert overwrites existing keys; insert_new adds new keys (table grows from 100k); " <>
       "delete/take remove existing keys (re-inserted, untimed, before each run); " <>
-      "update_counter is `{3, 1}` on the object's counter field._"
+      "update_counter is `{3, 1}` on the object's counter field; " <>
+      "info(tab, :size) reads the object count of the 100k-entry table._"
   end
 
   defp notes(_procs) do
@@ -108,6 +109,12 @@ defmodule TableBench do
     cases =
       if kind == "small map" and procs > 1,
         do: cases ++ [{"update_counter (1 hot key)", &hot_counter_loop/5, nil}],
+        else: cases
+
+    # Table-wide reads that code calls often (size checks of caches, queues).
+    cases =
+      if kind == "small map",
+        do: cases ++ [{"info(tab, :size)", &size_loop/5, nil}],
         else: cases
 
     rows =
@@ -192,6 +199,13 @@ defmodule TableBench do
   defp hot_counter_loop(m, t, off, i, last) do
     m.update_counter(t, :hot, {3, 1})
     hot_counter_loop(m, t, off, i + 1, last)
+  end
+
+  defp size_loop(_m, _t, _off, i, last) when i > last, do: :ok
+
+  defp size_loop(m, t, off, i, last) do
+    m.info(t, :size)
+    size_loop(m, t, off, i + 1, last)
   end
 
   defp delete_loop(_m, _t, _off, i, last) when i > last, do: :ok

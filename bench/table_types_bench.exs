@@ -70,7 +70,8 @@ defmodule TableTypesBench do
     "_median ns/op; ratio = NativeStore/ETS (< 1: NativeStore faster). select (bound key) is " <>
       "`[{{k, :_, :_, :\"$1\"}, [], [:\"$1\"]}]` on a set; inserts add new keys to an emptied " <>
       "table; bag objects are `{rem(k, #{div(entries(), @per_key)}), i}` " <>
-      "(#{@per_key} per key), lookup returns all #{@per_key}._"
+      "(#{@per_key} per key), lookup returns all #{@per_key}; select_reverse (limit 10) " <>
+      "returns the 10 greatest integer keys of #{entries()} (ns per call, n/20 calls)._"
   end
 
   defp point_note(_),
@@ -100,6 +101,26 @@ defmodule TableTypesBench do
     ]
 
     drop(es, ns)
+
+    # select_reverse with a limit on an ordered_set: the last 10 objects.
+    {eo, no} = pair(:ordered_set, opts)
+    fill(eo, no, n, fn i -> {i, i} end)
+    last10 = [{{:"$1", :_}, [], [:"$1"]}]
+    m = max(div(n, 20), 1)
+
+    rows =
+      rows ++
+        [
+          BenchHelper.compare(
+            "ordered_set: select_reverse, limit 10",
+            m,
+            procs,
+            fn f, l -> select_last(:ets, eo, last10, f, l) end,
+            fn f, l -> select_last(Table, no, last10, f, l) end
+          )
+        ]
+
+    drop(eo, no)
 
     os_cases = [
       {"integer keys", fn i -> key(i, n) end},
@@ -296,6 +317,13 @@ defmodule TableTypesBench do
   defp select_key(m, t, n, i, last) do
     [_] = m.select(t, [{{key(i, n), :_, :_, :"$1"}, [], [:"$1"]}])
     select_key(m, t, n, i + 1, last)
+  end
+
+  defp select_last(_m, _t, _ms, i, last) when i > last, do: :ok
+
+  defp select_last(m, t, ms, i, last) do
+    {[_ | _], _} = m.select_reverse(t, ms, 10)
+    select_last(m, t, ms, i + 1, last)
   end
 
   defp insert_loop(_m, _t, _obj, i, last) when i > last, do: :ok

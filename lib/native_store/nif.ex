@@ -43,9 +43,12 @@ defmodule NativeStore.Nif do
   # `chunk ++ acc`, so with `acc = []` each call gives exactly one chunk in
   # order; the first chunk is the one `table_to_list/1` returns.
   # `table_to_list_reverse/1` starts the same walk in descending key order
-  # on an `:ordered_set` (on other types it is `table_to_list/1`).
+  # on an `:ordered_set` (on other types it is `table_to_list/1`);
+  # `table_walk(tab, reverse?, first)` starts either with a first chunk of
+  # at most `first` objects, the next ones doubling (select/3's limits).
   def table_to_list(_tab), do: nif_error()
   def table_to_list_reverse(_tab), do: nif_error()
+  def table_walk(_tab, _reverse?, _first), do: nif_error()
   def cursor_next(_cursor, _acc), do: nif_error()
 
   # Traversal: a key or :"$end_of_table". `table_last/1` and `table_prev/2`

@@ -97,11 +97,11 @@ defmodule NativeStore.Table.Match do
       {:scan, ms, {_kp, :ordered_set}} when direction == :reverse ->
         # A cursor walking down from the greatest key: `limit` results
         # cost about `limit` objects, not a scan of the table.
-        {chunk, source} = first_chunk(tab, :backward)
+        {chunk, source} = first_chunk(tab, :backward, limit)
         step(tab, ms, limit, run(chunk, ms), source)
 
       {:scan, ms, _meta} ->
-        {chunk, source} = first_chunk(tab, :forward)
+        {chunk, source} = first_chunk(tab, :forward, limit)
         step(tab, ms, limit, run(chunk, ms), source)
     end
   end
@@ -671,11 +671,18 @@ defmodule NativeStore.Table.Match do
 
   # The first chunk of a walk over the table: `:forward` is traversal order
   # (term order for an ordered_set), `:backward` descending key order on an
-  # ordered_set (traversal order on other types).
-  defp first_chunk(tab, walk) do
+  # ordered_set (traversal order on other types). With a `limit` (select/3)
+  # the walk starts with that many objects and doubles its chunks, so a
+  # small limit on a big table copies few objects.
+  defp first_chunk(tab, walk, limit \\ nil) do
     count_chunk()
 
-    result = if walk == :forward, do: Nif.table_to_list(tab), else: Nif.table_to_list_reverse(tab)
+    result =
+      cond do
+        limit != nil -> Nif.table_walk(tab, walk == :backward, limit)
+        walk == :forward -> Nif.table_to_list(tab)
+        true -> Nif.table_to_list_reverse(tab)
+      end
 
     case result do
       {:done, list} -> {list, :done}

@@ -971,6 +971,27 @@ impl OrderedTable {
     pub fn chunk_before(&self, before: Option<&[u8]>, max: usize) -> Vec<Entry> {
         let g = self.inner.read();
         let mut out = Vec::with_capacity(max.min(g.len()));
+        if g.map.is_empty() {
+            // Integer keys only: step through the tree's positions.
+            let start = match before.map(probe) {
+                None => Some(g.ints.last_pos()),
+                Some(Search::Int(v)) => Some(g.ints.upper_bound(|k| k.cmp(&v), true)),
+                Some(Search::Key(_)) => None,
+            };
+            if let Some(mut pos) = start {
+                while let Some(p) = pos {
+                    if out.len() >= max {
+                        break;
+                    }
+                    match g.ints.at(p) {
+                        Some((_, e)) => out.push(e.clone()),
+                        None => break,
+                    }
+                    pos = g.ints.before(p);
+                }
+                return out;
+            }
+        }
         let mut cur = match before {
             Some(k) => probe(k).before(&g),
             None => g.last(),
@@ -1014,6 +1035,25 @@ mod tests {
         let mut o = Vec::new();
         put_float(&mut o, k);
         o
+    }
+
+    #[test]
+    fn chunk_before_over_integer_keys_only() {
+        let t = OrderedTable::new();
+        for k in 1..=100 {
+            t.insert(obj(k as f64, false, k));
+        }
+        let keys = |es: Vec<Entry>| es.iter().map(|e| e.key().to_vec()).collect::<Vec<_>>();
+        assert_eq!(keys(t.chunk_before(None, 3)), vec![ik(100), ik(99), ik(98)]);
+        assert_eq!(keys(t.chunk_before(Some(&ik(50)), 2)), vec![ik(49), ik(48)]);
+        // 50.0 == 50: the same key; 50.5 is no integer (general search).
+        assert_eq!(keys(t.chunk_before(Some(&fk(50.0)), 1)), vec![ik(49)]);
+        assert_eq!(
+            keys(t.chunk_before(Some(&fk(50.5)), 2)),
+            vec![ik(50), ik(49)]
+        );
+        assert!(t.chunk_before(Some(&ik(1)), 5).is_empty());
+        assert_eq!(t.chunk_before(Some(&ik(1000)), 500).len(), 100);
     }
 
     #[test]

@@ -1284,6 +1284,10 @@ struct CursorState {
     after: Option<Box<[u8]>>,
     /// `ordered_set`: walk in descending key order.
     reverse: bool,
+    /// Objects to copy in the next call: a walk that may stop early (a
+    /// `select/3` with a small limit) starts small and doubles up to
+    /// [`CHUNK`].
+    size: usize,
     done: bool,
 }
 
@@ -1297,6 +1301,8 @@ fn next_chunk(t: &TableRes, st: &mut CursorState) -> Vec<Entry> {
     if st.done {
         return chunk;
     }
+    let size = st.size.clamp(1, CHUNK);
+    st.size = (size * 2).min(CHUNK);
     #[allow(clippy::type_complexity)]
     let (count, snapshot): (
         usize,
@@ -1304,12 +1310,12 @@ fn next_chunk(t: &TableRes, st: &mut CursorState) -> Vec<Entry> {
     ) = match &t.data {
         Data::Ordered(o) => {
             chunk = if st.reverse {
-                o.chunk_before(st.after.as_deref(), CHUNK)
+                o.chunk_before(st.after.as_deref(), size)
             } else {
-                o.chunk_after(st.after.as_deref(), CHUNK)
+                o.chunk_after(st.after.as_deref(), size)
             };
             match chunk.last() {
-                Some(e) if chunk.len() == CHUNK => st.after = Some(e.key().into()),
+                Some(e) if chunk.len() == size => st.after = Some(e.key().into()),
                 _ => st.done = true,
             }
             return chunk;
@@ -1323,8 +1329,8 @@ fn next_chunk(t: &TableRes, st: &mut CursorState) -> Vec<Entry> {
     };
     // Copy at most about CHUNK objects per call, bucket range by bucket
     // range, so no call holds a scheduler (or a shard lock) for long.
-    while chunk.len() < CHUNK && st.shard < count {
-        let (part, next) = snapshot(st.shard, st.bucket, CHUNK - chunk.len());
+    while chunk.len() < size && st.shard < count {
+        let (part, next) = snapshot(st.shard, st.bucket, size - chunk.len());
         chunk.extend(part);
         match next {
             Some(b) => st.bucket = b,
@@ -1355,7 +1361,15 @@ fn walk<'a>(
 
 #[rustler::nif]
 fn table_to_list<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
-    start_walk(env, tab, false)
+    start_walk(env, tab, false, CHUNK)
+}
+
+/// Starts a walk like `table_to_list/1` (`table_to_list_reverse/1` when
+/// `reverse`) whose first chunk holds at most `first` objects (the chunks
+/// after it double up to the usual size): for `select/3` with a limit.
+#[rustler::nif]
+fn table_walk<'a>(env: Env<'a>, tab: Term<'a>, reverse: bool, first: usize) -> NifResult<Term<'a>> {
+    start_walk(env, tab, reverse, first)
 }
 
 /// Like `table_to_list/1`, but an `ordered_set` is walked in descending key
@@ -1363,16 +1377,17 @@ fn table_to_list<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
 /// `foldr`.
 #[rustler::nif]
 fn table_to_list_reverse<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
-    start_walk(env, tab, true)
+    start_walk(env, tab, true, CHUNK)
 }
 
 /// The first chunk of a walk: `{:done, objects}`, or `{:more, objects,
 /// cursor}` whose `cursor_next/2` continues it.
-fn start_walk<'a>(env: Env<'a>, tab: Term<'a>, reverse: bool) -> NifResult<Term<'a>> {
+fn start_walk<'a>(env: Env<'a>, tab: Term<'a>, reverse: bool, first: usize) -> NifResult<Term<'a>> {
     let t = readable(env, tab)?;
     let res = TableArc::from_ref(&t);
     let mut st = CursorState {
         reverse,
+        size: first,
         ..CursorState::default()
     };
     let mut acc = Term::list_new_empty(env);
