@@ -15,7 +15,9 @@
 use crate::entry::{Entry, EntryBuf};
 use crate::format::{read_item, Item};
 use crate::order::identical;
-use crate::set::{hash_key, read_from, shard_index, Counted, Key, ShardWrite, Sharded};
+use crate::set::{
+    hash_key, read_from, shard_index, shrink_sparse, Counted, Key, ShardWrite, Sharded,
+};
 use hashbrown::HashTable;
 use parking_lot::RwLock;
 
@@ -311,6 +313,7 @@ impl Shard {
             .ok()?
             .remove();
         self.forget(&b);
+        shrink_sparse(&mut self.map, |b| b.hash);
         Some(b)
     }
 
@@ -479,7 +482,8 @@ impl BagTable {
         let b = o.get_mut();
         let before = b.heap_bytes();
         let gone = b.remove_identical(obj.object(), zero_eq);
-        let after = if b.is_empty() {
+        let emptied = b.is_empty();
+        let after = if emptied {
             o.remove();
             0
         } else {
@@ -487,6 +491,9 @@ impl BagTable {
         };
         g.heap = g.heap + after - before;
         g.count -= gone;
+        if emptied {
+            shrink_sparse(&mut g.map, |b| b.hash);
+        }
         gone
     }
 

@@ -155,6 +155,7 @@ impl Shard {
             Ok(o) => {
                 let (e, _) = o.remove();
                 self.heap -= e.heap_bytes();
+                shrink_sparse(&mut self.map, |e| hash_key(e.key()));
                 Some(e)
             }
             Err(_) => None,
@@ -254,6 +255,24 @@ pub(crate) trait Counted {
 pub(crate) struct ShardStats {
     count: AtomicUsize,
     bytes: AtomicUsize,
+}
+
+/// Largest shard (in buckets) shrunk after removals. A shrink visits every
+/// bucket and rehashes the remaining items (a set reads each entry back),
+/// under the shard's lock: bigger shards are left as they are so that no
+/// removal holds a scheduler for long (a table that held millions of
+/// objects keeps its slots until `delete_all_objects/1` or `delete/1`).
+const SHRINK_MAX: usize = 1 << 15;
+
+/// Gives memory back once removals left `map` at most 1/8 full: moves the
+/// remaining items into a table for twice their number. `hash` gives an
+/// item's hash. Traversals, which visit every bucket, speed up with it.
+#[inline]
+pub(crate) fn shrink_sparse<T>(map: &mut HashTable<T>, hash: impl Fn(&T) -> u64) {
+    let cap = map.capacity();
+    if cap > 64 && map.len() * 8 < cap && cap <= SHRINK_MAX {
+        map.shrink_to(map.len() * 2, hash);
+    }
 }
 
 /// The shard of a key's hash. hashbrown uses the low bits for the bucket
@@ -662,6 +681,32 @@ mod tests {
         let mut out = Vec::new();
         put_int(&mut out, k);
         out
+    }
+
+    #[test]
+    fn removals_give_slots_back() {
+        let t = SetTable::new();
+        for k in 0..40_000 {
+            t.insert(pair(k, k));
+        }
+        let full = t.memory_bytes();
+        for k in 5..40_000 {
+            assert!(t.remove(&Key::new(&key(k))).is_some());
+        }
+        assert_eq!(t.len(), 5);
+        assert!(
+            t.memory_bytes() * 20 < full,
+            "{} of {}",
+            t.memory_bytes(),
+            full
+        );
+        for k in 0..5 {
+            assert_eq!(t.get(&Key::new(&key(k))).unwrap(), pair(k, k));
+        }
+        let walked: usize = (0..t.shard_count())
+            .map(|i| t.snapshot_shard(i).len())
+            .sum();
+        assert_eq!(walked, 5);
     }
 
     #[test]
