@@ -7,7 +7,7 @@
 //! physically removed by [`Registry::cleanup`], which the host may run on a
 //! background thread for processes with many entries.
 
-use crate::set::{hash_key, Padded};
+use crate::set::{hash_key, shrink_sparse, Padded};
 use hashbrown::HashTable;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
@@ -206,6 +206,7 @@ impl Registry {
         let mut shard = self.proc_shard(proc.pid).lock();
         if let Ok(e) = shard.find_entry(pid_hash(proc.pid), |p| Arc::ptr_eq(p, proc)) {
             e.remove();
+            shrink_sparse(&mut shard, |p| pid_hash(p.pid));
         }
     }
 
@@ -264,6 +265,7 @@ impl Registry {
             }
             if s.entries.is_empty() {
                 slot.remove();
+                shrink_sparse(&mut shard, |s| hash_key(&s.key));
             }
         }
     }
@@ -286,6 +288,7 @@ impl Registry {
         let removed = before - s.entries.len();
         if s.entries.is_empty() {
             slot.remove();
+            shrink_sparse(&mut shard, |s| hash_key(&s.key));
         }
         drop(shard);
         if removed > 0 {
@@ -299,6 +302,10 @@ impl Registry {
                     true
                 }
             });
+            if keys.capacity() > 16 && keys.len() * 4 < keys.capacity() {
+                let n = keys.len() * 2;
+                keys.shrink_to(n);
+            }
             drop(keys);
             // The process record stays (even when empty) until the process
             // exits, so that the host monitors each process only once.
@@ -487,6 +494,22 @@ mod tests {
             r.cleanup(&p);
         }
         assert!(r.memory_bytes() < full);
+    }
+
+    #[test]
+    fn unregistering_gives_memory_back() {
+        let r = Registry::new(true);
+        let empty = r.memory_bytes();
+        for k in 0..5_000u64 {
+            r.register(7, &k.to_le_bytes(), b"value", alive).unwrap();
+        }
+        let full = r.memory_bytes();
+        for k in 0..5_000u64 {
+            assert_eq!(r.unregister(7, &k.to_le_bytes(), |_| true), 1);
+        }
+        assert_eq!(r.count(), 0);
+        let after = r.memory_bytes();
+        assert!(after * 5 < full, "{empty} {full} {after}");
     }
 
     #[test]
