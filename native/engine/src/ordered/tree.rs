@@ -51,6 +51,9 @@ fn search<K>(keys: &[K], cmp: impl Fn(&K) -> Ordering) -> Result<usize, usize> {
 }
 /// No node.
 const NONE: u32 = u32::MAX;
+/// Largest tree (in entries) rebuilt to give node slots back (see
+/// [`Tree::remove`]).
+const COMPACT_MAX: usize = 1 << 14;
 /// Tree heights handled (the size of a search path). A tree grows one level
 /// only when its root splits, so this height is out of reach in practice;
 /// should it ever be reached, the tree is rebuilt rather than indexed past
@@ -574,6 +577,13 @@ impl<K: TreeKey> Tree<K> {
         } else if n < K::LEAF_CAP / 4 && path.depth > 0 {
             self.merge_small(leaf, &path);
         }
+        // Node slots are reused, not freed: once at most a quarter of the
+        // leaf slots hold a leaf, rebuild compactly (bounded: only trees
+        // small enough to rebuild within a fraction of a millisecond).
+        let live = self.leaves.len() - self.free_leaves.len();
+        if self.leaves.len() >= 64 && live * 4 < self.leaves.len() && self.len <= COMPACT_MAX {
+            self.rebuild();
+        }
         Some((k, v))
     }
 
@@ -825,6 +835,12 @@ mod tests {
         assert!(
             live <= 2_000 / (i64::LEAF_CAP / 4),
             "{live} leaves for 2000 keys"
+        );
+        // The node arenas were compacted too.
+        assert!(
+            t.leaves.len() <= 4 * live.max(16),
+            "{} leaf slots",
+            t.leaves.len()
         );
     }
 
