@@ -597,6 +597,32 @@ defmodule NativeStore.TableSelectTest do
     assert (Match.chunks_fetched() - before) in 2..7
   end
 
+  test "walks over big objects copy a few MB per chunk, not 2000 objects" do
+    big = :binary.copy(<<7>>, 100_000)
+
+    for type <- [:set, :ordered_set, :bag, :duplicate_bag] do
+      t = Table.new(:big_walk, [type, :public])
+      e = :ets.new(:big_walk, [type, :public])
+      objs = for i <- 1..300, do: {i, i, big}
+      Table.insert(t, objs)
+      :ets.insert(e, objs)
+      spec = [{{:"$1", :"$2", :_}, [{:>, :"$2", 0}], [:"$1"]}]
+
+      before = Match.chunks_fetched()
+      assert Enum.sort(Table.select(t, spec)) == Enum.sort(:ets.select(e, spec))
+      # 30 MB of objects: several chunks of about 4 MB each.
+      assert Match.chunks_fetched() - before >= 5
+      assert length(Table.tab2list(t)) == 300
+      assert Table.foldl(fn _, n -> n + 1 end, 0, t) == 300
+
+      assert Table.foldr(fn {k, _, _}, acc -> [k | acc] end, [], t) |> Enum.sort() ==
+               Enum.to_list(1..300)
+
+      Table.delete(t)
+      :ets.delete(e)
+    end
+  end
+
   test "a select with bound keys on a 200k-entry table looks keys up, never scans" do
     t = Table.new(:bound, [:public])
     e = :ets.new(:bound, [:public])

@@ -16,7 +16,7 @@ use crate::entry::{Entry, EntryBuf};
 use crate::format::{read_item, Item};
 use crate::order::identical;
 use crate::set::{
-    hash_key, read_from, shard_index, shrink_sparse, Counted, Key, ShardWrite, Sharded,
+    hash_key, read_from, shard_index, shrink_sparse, Counted, Key, ShardWrite, Sharded, CHUNK_BYTES,
 };
 use hashbrown::HashTable;
 use parking_lot::RwLock;
@@ -545,6 +545,7 @@ impl BagTable {
         let map = &s.map;
         let mut out = Vec::with_capacity(max.min(s.count));
         let mut spare = Vec::new();
+        let mut bytes = 0;
         let mut i = from;
         while i < map.num_buckets() {
             // Read the next buckets' buffers first, all together, so that
@@ -555,11 +556,12 @@ impl BagTable {
                 .fold(0u8, |acc, b| acc ^ b.buf[0] ^ b.buf[b.buf.len() - 1]);
             std::hint::black_box(touched);
             for j in i..end {
-                if out.len() >= max {
+                if out.len() >= max || bytes >= CHUNK_BYTES {
                     return (out, Some(j));
                 }
                 if let Some(b) = map.get_bucket(j) {
                     b.copy_entries(&mut out, &mut spare);
+                    bytes += b.heap_bytes();
                 }
             }
             i = end;

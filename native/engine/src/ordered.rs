@@ -30,7 +30,7 @@ mod tree;
 use crate::entry::Entry;
 use crate::format::tag;
 use crate::order::{compare, SortPrefix};
-use crate::set::Change;
+use crate::set::{Change, CHUNK_BYTES};
 use parking_lot::{RwLock, RwLockWriteGuard};
 use std::borrow::Borrow;
 use std::cell::{Cell, RefCell};
@@ -953,8 +953,9 @@ impl OrderedTable {
         f(probe(key).before(&g))
     }
 
-    /// Up to `max` entries, in key order, whose keys are greater than
-    /// `after` (all keys when `None`); copies, taken under one read lock.
+    /// Up to `max` entries (and about [`CHUNK_BYTES`]), in key order, whose
+    /// keys are greater than `after` (all keys when `None`); copies, taken
+    /// under one read lock.
     pub fn chunk_after(&self, after: Option<&[u8]>, max: usize) -> Vec<Entry> {
         let p = after.map(probe);
         let g = self.inner.read();
@@ -962,7 +963,16 @@ impl OrderedTable {
             Some(p) => p.after(&g),
             None => g.iter(),
         };
-        entries.take(max).cloned().collect()
+        let mut out = Vec::with_capacity(max.min(g.len()));
+        let mut bytes = 0;
+        for e in entries.take(max) {
+            if bytes >= CHUNK_BYTES {
+                break;
+            }
+            bytes += e.heap_bytes();
+            out.push(e.clone());
+        }
+        out
     }
 
     /// Up to `max` entries, in descending key order, whose keys are smaller
@@ -979,12 +989,16 @@ impl OrderedTable {
                 Some(Search::Key(_)) => None,
             };
             if let Some(mut pos) = start {
+                let mut bytes = 0;
                 while let Some(p) = pos {
-                    if out.len() >= max {
+                    if out.len() >= max || bytes >= CHUNK_BYTES {
                         break;
                     }
                     match g.ints.at(p) {
-                        Some((_, e)) => out.push(e.clone()),
+                        Some((_, e)) => {
+                            bytes += e.heap_bytes();
+                            out.push(e.clone());
+                        }
                         None => break,
                     }
                     pos = g.ints.before(p);
@@ -996,10 +1010,12 @@ impl OrderedTable {
             Some(k) => probe(k).before(&g),
             None => g.last(),
         };
+        let mut bytes = 0;
         while let Some(e) = cur {
-            if out.len() >= max {
+            if out.len() >= max || bytes >= CHUNK_BYTES {
                 break;
             }
+            bytes += e.heap_bytes();
             out.push(e.clone());
             cur = probe(e.key()).before(&g);
         }

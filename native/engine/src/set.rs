@@ -180,9 +180,16 @@ pub(crate) fn buckets_from<T>(map: &HashTable<T>, from: usize) -> impl Iterator<
     (from..map.num_buckets()).filter_map(|i| map.get_bucket(i))
 }
 
+/// Bytes of entries a traversal copies in one go at most (past the first
+/// entry): copies of big objects stop early, so that a chunk of a walk
+/// holds a lock and a scheduler for about a millisecond at most, whatever
+/// the objects' sizes.
+pub const CHUNK_BYTES: usize = 4 << 20;
+
 /// Copies the entries of `map`'s occupied buckets from bucket `from` on
-/// (each bucket's through `push`) until at least `max` are copied. Returns
-/// them and the bucket to continue from, or `None` when `map` is exhausted.
+/// (each bucket's through `push`) until at least `max` are copied, or
+/// [`CHUNK_BYTES`]. Returns them and the bucket to continue from, or
+/// `None` when `map` is exhausted.
 pub(crate) fn copy_buckets<T>(
     map: &HashTable<T>,
     from: usize,
@@ -190,12 +197,15 @@ pub(crate) fn copy_buckets<T>(
     push: impl Fn(&T, &mut Vec<Entry>),
 ) -> (Vec<Entry>, Option<usize>) {
     let mut out = Vec::with_capacity(max.min(map.len()));
+    let mut bytes = 0;
     for i in from..map.num_buckets() {
-        if out.len() >= max {
+        if out.len() >= max || bytes >= CHUNK_BYTES {
             return (out, Some(i));
         }
         if let Some(item) = map.get_bucket(i) {
+            let before = out.len();
             push(item, &mut out);
+            bytes += out[before..].iter().map(Entry::heap_bytes).sum::<usize>();
         }
     }
     (out, None)

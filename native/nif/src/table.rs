@@ -14,7 +14,7 @@ use native_store_engine::meta::{Access, Heir, Meta, OwnerExit};
 use native_store_engine::order::{self, Host};
 use native_store_engine::ordered::{Next, OrderedTable};
 use native_store_engine::reclaim::drop_later;
-use native_store_engine::set::{Change, Key, SetTable};
+use native_store_engine::set::{Change, Key, SetTable, CHUNK_BYTES};
 use native_store_engine::tuple_ops::{self, CounterOp};
 use parking_lot::{Mutex, RwLock};
 use rustler::types::tuple::make_tuple;
@@ -1314,8 +1314,11 @@ fn next_chunk(t: &TableRes, st: &mut CursorState) -> Vec<Entry> {
             } else {
                 o.chunk_after(st.after.as_deref(), size)
             };
+            // A short chunk is the end, unless it stopped at the byte limit.
+            let full = chunk.len() == size
+                || chunk.iter().map(Entry::heap_bytes).sum::<usize>() >= CHUNK_BYTES;
             match chunk.last() {
-                Some(e) if chunk.len() == size => st.after = Some(e.key().into()),
+                Some(e) if full => st.after = Some(e.key().into()),
                 _ => st.done = true,
             }
             return chunk;
@@ -1327,10 +1330,13 @@ fn next_chunk(t: &TableRes, st: &mut CursorState) -> Vec<Entry> {
             b.snapshot_part(i, from, max)
         }),
     };
-    // Copy at most about CHUNK objects per call, bucket range by bucket
-    // range, so no call holds a scheduler (or a shard lock) for long.
-    while chunk.len() < size && st.shard < count {
+    // Copy at most about CHUNK objects (and CHUNK_BYTES) per call, bucket
+    // range by bucket range, so no call holds a scheduler (or a shard lock)
+    // for long.
+    let mut bytes = 0;
+    while chunk.len() < size && bytes < CHUNK_BYTES && st.shard < count {
         let (part, next) = snapshot(st.shard, st.bucket, size - chunk.len());
+        bytes += part.iter().map(Entry::heap_bytes).sum::<usize>();
         chunk.extend(part);
         match next {
             Some(b) => st.bucket = b,
