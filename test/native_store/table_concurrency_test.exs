@@ -178,6 +178,67 @@ defmodule NativeStore.TableConcurrencyTest do
     assert Table.info(t, :size) == 0
   end
 
+  for type <- [:bag, :duplicate_bag] do
+    @type_opt type
+    test "#{type}: concurrent inserts and delete_objects under shared keys end as expected" do
+      t = Table.new(:conc_bag, [@type_opt, :public])
+
+      # Every process adds objects under 8 shared keys, deletes every third
+      # of its own again, and reads whole objects meanwhile.
+      kept =
+        run_all(@procs, fn p ->
+          for i <- 1..600, reduce: [] do
+            acc ->
+              obj = {rem(i, 8), p, i, :binary.copy(<<p>>, rem(i, 50))}
+              Table.insert(t, obj)
+
+              for {k, q, j, bin} <- Table.lookup(t, rem(i * 7, 8)) do
+                true =
+                  is_integer(k) and byte_size(bin) == rem(j, 50) and
+                    bin == :binary.copy(<<q>>, rem(j, 50))
+              end
+
+              if rem(i, 3) == 0 do
+                Table.delete_object(t, obj)
+                acc
+              else
+                [obj | acc]
+              end
+          end
+        end)
+
+      expected = kept |> List.flatten() |> Enum.sort()
+      assert Enum.sort(Table.tab2list(t)) == expected
+      assert Table.info(t, :size) == length(expected)
+
+      # Insertion order per key: each process's objects in its own order.
+      for k <- 0..7, p <- 1..@procs do
+        mine = for {^k, ^p, i, _} <- Table.lookup(t, k), do: i
+        assert mine == Enum.sort(mine)
+      end
+    end
+  end
+
+  test "ordered_set: concurrent inserts and deletes keep term order and every key" do
+    t = Table.new(:conc_ord, [:ordered_set, :public])
+
+    kept =
+      run_all(@procs, fn p ->
+        for i <- 1..1_000, reduce: [] do
+          acc ->
+            # Integer keys interleaved across processes, and tuple keys.
+            k = if rem(i, 4) == 0, do: {:t, p, i}, else: i * @procs + p
+            Table.insert(t, {k, p})
+            if rem(i, 5) == 0, do: Table.delete(t, k), else: nil
+            if rem(i, 5) == 0, do: acc, else: [k | acc]
+        end
+      end)
+
+    expected = kept |> List.flatten() |> Enum.sort()
+    assert Enum.map(Table.tab2list(t), &elem(&1, 0)) == expected
+    assert Table.info(t, :size) == length(expected)
+  end
+
   test "tab2list while others write sees a consistent list of whole objects" do
     t = Table.new(:t2l_conc, [:public])
     Table.insert(t, for(i <- 1..20_000, do: {i, i}))
