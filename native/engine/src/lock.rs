@@ -1,4 +1,4 @@
-//! Taking the tables' locks with a short spin before parking.
+//! Taking hash shard locks with a short spin before parking.
 //!
 //! A hash shard's critical sections last tens of nanoseconds. When another
 //! thread holds the lock, `parking_lot`'s own slow path soon yields the
