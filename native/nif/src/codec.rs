@@ -471,6 +471,22 @@ impl<'a> TupleTerms<'a> {
     }
 }
 
+/// The elements of a proper list; `badarg` for anything else (rustler's
+/// list decoder, also behind `Vec<T>` NIF arguments, panics on improper
+/// lists).
+pub fn proper_list(t: Term) -> rustler::NifResult<Vec<Term>> {
+    let mut out = Vec::new();
+    let mut cur = t;
+    loop {
+        if cur.is_empty_list() {
+            return Ok(out);
+        }
+        let (head, tail) = cur.list_get_cell().map_err(|_| rustler::Error::BadArg)?;
+        out.push(head);
+        cur = tail;
+    }
+}
+
 /// Why a term could not be encoded.
 #[derive(Debug)]
 pub struct EncodeError;

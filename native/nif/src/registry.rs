@@ -7,7 +7,7 @@
 //! there are many). When the owner exits, the registry is deleted.
 
 use crate::atoms;
-use crate::codec::{caller, decode, encode_key, encode_value, word_of, word_term};
+use crate::codec::{caller, decode, encode_key, encode_value, proper_list, word_of, word_term};
 use native_store_engine::background;
 use native_store_engine::registry::{RegisterError, Registry};
 use parking_lot::RwLock;
@@ -128,8 +128,12 @@ fn registry_new<'a>(
     name: Atom,
     unique: bool,
     partitions: u64,
-    listeners: Vec<Atom>,
+    listeners: Term<'a>,
 ) -> NifResult<Term<'a>> {
+    let listeners = proper_list(listeners)?
+        .into_iter()
+        .map(|l| l.decode::<Atom>())
+        .collect::<NifResult<Vec<Atom>>>()?;
     let name_word = word_of(name.as_c_arg());
     let owner = env.pid();
     let res = ResourceArc::new(RegistryRes {
@@ -214,7 +218,7 @@ fn registry_unregister<'a>(
     if values.is_atom() {
         r.reg.unregister(caller(env), &kb, |_| true);
     } else {
-        let wanted: Vec<Term> = values.decode()?;
+        let wanted = proper_list(values)?;
         let encoded = wanted
             .iter()
             .map(|v| bytes(env, *v, false))

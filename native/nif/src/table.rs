@@ -3,8 +3,8 @@
 
 use crate::atoms;
 use crate::codec::{
-    self, caller, decode, encode_key_bytes, encode_value, word_of, word_term, Encoder, KeyBytes,
-    Scratch, TupleTerms,
+    self, caller, decode, encode_key_bytes, encode_value, proper_list, word_of, word_term, Encoder,
+    KeyBytes, Scratch, TupleTerms,
 };
 use native_store_engine::bag::{BagTable, Objects};
 use native_store_engine::entry::{Entry, EntryBuf, EntryImage};
@@ -688,21 +688,6 @@ fn encode_objects<'a>(env: Env<'a>, arg: Term<'a>, keypos: usize) -> NifResult<V
     list.into_iter()
         .map(|o| encode_object(env, o, keypos, None))
         .collect()
-}
-
-/// The elements of a proper list; `badarg` for anything else (rustler's
-/// list decoder panics on improper lists).
-fn proper_list(t: Term) -> NifResult<Vec<Term>> {
-    let mut out = Vec::new();
-    let mut cur = t;
-    loop {
-        if cur.is_empty_list() {
-            return Ok(out);
-        }
-        let (head, tail) = cur.list_get_cell().map_err(|_| Error::BadArg)?;
-        out.push(head);
-        cur = tail;
-    }
 }
 
 fn pid_word(t: Term) -> Option<u64> {
