@@ -477,7 +477,14 @@ defmodule NativeStore.TableSelectTest do
           select_replace: [[]],
           select: [[], 3],
           match: [{:_, :"$1"}, 5],
-          select: [[{:_, [], [:"$_"]}], 2]
+          select: [[{:_, [], [:"$_"]}], 2],
+          # Limits: positive small integers only.
+          select: [[{:_, [], [:"$_"]}], 0],
+          select: [[{:_, [], [:"$_"]}], 576_460_752_303_423_487],
+          select: [[{:_, [], [:"$_"]}], 576_460_752_303_423_488],
+          select_reverse: [[{:_, [], [:"$_"]}], 576_460_752_303_423_488],
+          match: [{:_, :"$1"}, 576_460_752_303_423_488],
+          match_object: [{:_, :_}, -1]
         ] do
       assert outcome(fn -> apply(Table, f, [t | args]) end) |> shape() ==
                outcome(fn -> apply(:ets, f, [e | args]) end) |> shape(),

@@ -21,6 +21,8 @@ defmodule NativeStore.Table.Match do
   # Continuations of `select/3` hold the compiled spec, the results not yet
   # returned, and the traversal cursor.
 
+  import Bitwise, only: [<<<: 2]
+
   alias NativeStore.{Nif, Table}
 
   @end_of_table :"$end_of_table"
@@ -143,7 +145,9 @@ defmodule NativeStore.Table.Match do
   defp take([h | t], n, acc), do: take(t, n - 1, [h | acc])
   defp take([], _n, _acc), do: :short
 
-  defp check_limit(limit) when is_integer(limit) and limit > 0, do: :ok
+  # As ETS: a positive small integer (a bignum limit is an error).
+  @max_limit (1 <<< 59) - 1
+  defp check_limit(limit) when is_integer(limit) and limit > 0 and limit <= @max_limit, do: :ok
 
   defp check_limit(limit),
     do: raise(ArgumentError, "expected a positive integer limit, got: #{inspect(limit)}")
