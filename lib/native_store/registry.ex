@@ -276,6 +276,12 @@ defmodule NativeStore.Registry do
     end
   end
 
+  # As Registry: anything but a pid holds no value (the registry must exist).
+  def values(registry, _key, _not_a_pid) when is_atom(registry) do
+    _ = count(registry)
+    []
+  end
+
   @doc "The number of entries, as `Registry.count/1`."
   @spec count(registry()) :: non_neg_integer()
   def count(registry) when is_atom(registry) do
@@ -372,9 +378,9 @@ defmodule NativeStore.Registry do
           keyword()
         ) ::
           :ok
-  def dispatch(registry, key, mfa_or_fun, opts \\ [])
-      when is_atom(registry) and (is_function(mfa_or_fun, 1) or tuple_size(mfa_or_fun) == 3) and
-             is_list(opts) do
+  # `opts` (`:parallel`) changes nothing with one partition, as in Registry.
+  def dispatch(registry, key, mfa_or_fun, _opts \\ [])
+      when is_atom(registry) and (is_function(mfa_or_fun, 1) or tuple_size(mfa_or_fun) == 3) do
     case lookup(registry, key) do
       [] -> :ok
       entries -> apply_dispatch(mfa_or_fun, entries)

@@ -286,10 +286,14 @@ defmodule NativeStore.RegistryTest do
       assert_raise FunctionClauseError, fn -> NR.register_name({n, :c}, spawn(fn -> :ok end)) end
     end
 
-    test "keys/2 and values/3 reject non-pids like Registry" do
+    test "keys/2 rejects a non-pid and values/3 finds nothing for one, like Registry" do
       {n, _} = start(:unique)
+      {:ok, _} = Registry.start_link(keys: :unique, name: :values_oracle)
+      assert_raise FunctionClauseError, fn -> Registry.keys(:values_oracle, :not_a_pid) end
       assert_raise FunctionClauseError, fn -> NR.keys(n, :not_a_pid) end
-      assert_raise FunctionClauseError, fn -> NR.values(n, :k, :not_a_pid) end
+      assert Registry.values(:values_oracle, :k, :not_a_pid) == []
+      assert NR.values(n, :k, :not_a_pid) == []
+      assert_raise ArgumentError, fn -> NR.values(:no_such_registry, :k, :not_a_pid) end
     end
   end
 
