@@ -239,6 +239,66 @@ defmodule NativeStore.TableConcurrencyTest do
     assert Table.info(t, :size) == length(expected)
   end
 
+  test "the owner dies while 6 processes use its table: they see results or ArgumentError" do
+    ops = [
+      fn t, i -> Table.insert(t, {rem(i, 50), i, :v}) end,
+      fn t, i -> Table.lookup(t, rem(i, 50)) end,
+      fn t, i -> Table.update_counter(t, rem(i, 50), {2, 1}, {rem(i, 50), 0, :v}) end,
+      fn t, i -> Table.delete(t, rem(i, 50)) end,
+      fn t, _ -> Table.select(t, [{{:"$1", :_, :_}, [], [:"$1"]}], 5) end,
+      fn t, _ -> Table.tab2list(t) end,
+      fn t, _ -> Table.foldl(fn _, a -> a + 1 end, 0, t) end,
+      fn t, i -> Table.take(t, rem(i, 50)) end,
+      fn t, i -> Table.insert(t, for(j <- 1..20, do: {j + i, j, :v})) end,
+      fn t, _ -> Table.first(t) end,
+      fn t, _ -> Table.info(t, :size) end
+    ]
+
+    for round <- 1..16 do
+      type = Enum.at([:set, :ordered_set, :bag, :duplicate_bag], rem(round, 4))
+      parent = self()
+
+      owner =
+        spawn(fn ->
+          send(parent, {:table, Table.new(:owner_dies, [type, :public])})
+          receive do: (:die -> exit(:kill_me))
+        end)
+
+      t = receive do: ({:table, t} -> t)
+
+      unexpected =
+        Task.async_stream(1..6, fn w ->
+          for i <- 1..1_500, reduce: [] do
+            acc ->
+              if w == 1 and i == 300, do: send(owner, :die)
+
+              try do
+                Enum.at(ops, rem(i * 7 + w, length(ops))).(t, i)
+                acc
+              rescue
+                ArgumentError -> acc
+                e -> [{type, e} | acc]
+              end
+          end
+        end)
+        |> Enum.flat_map(fn {:ok, l} -> l end)
+
+      assert unexpected == []
+      # The owner's exit deletes the table (its monitor fires as it exits).
+      ref = Process.monitor(owner)
+      assert_receive {:DOWN, ^ref, _, _, _}, 5_000
+      assert wait_until(fn -> Table.info(t) == :undefined end)
+    end
+  end
+
+  defp wait_until(f, tries \\ 500) do
+    cond do
+      f.() -> true
+      tries == 0 -> false
+      true -> Process.sleep(10) && wait_until(f, tries - 1)
+    end
+  end
+
   test "tab2list while others write sees a consistent list of whole objects" do
     t = Table.new(:t2l_conc, [:public])
     Table.insert(t, for(i <- 1..20_000, do: {i, i}))
