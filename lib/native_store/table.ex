@@ -67,9 +67,9 @@ defmodule NativeStore.Table do
     `next/2` of a key that is not in the table raises `ArgumentError`, and
     a walk concurrent with inserts may miss or repeat keys (there is no
     `safe_fixtable/2`).
-  * `update_counter/3,4` takes increments, thresholds and set values that
-    fit in 64 bits (ETS also accepts bignums there); counters themselves may
-    grow past 64 bits up to 127 bits.
+  * `update_counter/3,4` works with integers of up to 127 bits (counters,
+    increments, thresholds and set values; ETS has no bound): past that it
+    raises `ArgumentError`.
   * A traversal is not a snapshot: like an ETS traversal without
     `safe_fixtable/2`, a `tab2list/1` or `select/2` running while other
     processes insert may miss or repeat objects that move meanwhile.

@@ -421,9 +421,19 @@ defmodule NativeStore.TableApiTest do
       assert Table.lookup(t, :neg) == [{:neg, -(1 <<< 63) - 1}]
     end
 
-    test "documented limits: 64-bit increments, 127-bit counters", %{t: t} do
-      # :ets accepts these; NativeStore documents that it raises.
-      assert_raise ArgumentError, fn -> Table.update_counter(t, :c, {2, 1 <<< 70}) end
+    test "bignum increments as :ets, up to the documented 127 bits", %{t: t} do
+      e = :ets.new(:ctr_big, [:public])
+
+      Table.insert(t, {:c, 0})
+      :ets.insert(e, {:c, 0})
+
+      for op <- [1 <<< 70, {2, -(1 <<< 100)}, {2, 1, 1 <<< 65, -(1 <<< 66)}, [{2, 1 <<< 90}]] do
+        assert Table.update_counter(t, :c, op) == :ets.update_counter(e, :c, op)
+      end
+
+      assert Table.lookup(t, :c) == :ets.lookup(e, :c)
+      # Past 127 bits NativeStore raises (documented; :ets accepts these).
+      assert_raise ArgumentError, fn -> Table.update_counter(t, :c, 1 <<< 130) end
       Table.insert(t, {:huge, 1 <<< 130})
       assert_raise ArgumentError, fn -> Table.update_counter(t, :huge, 1) end
     end

@@ -1046,15 +1046,25 @@ fn table_delete_all_objects<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<bool> 
     Ok(true)
 }
 
+/// An integer argument of update_counter: any integer of up to 127 bits
+/// (ETS takes bignums there too); `badarg` for anything else.
 fn int_arg(t: Term) -> NifResult<i128> {
-    t.decode::<i64>().map(i128::from).map_err(|_| Error::BadArg)
+    if let Ok(i) = t.decode::<i64>() {
+        return Ok(i.into());
+    }
+    if !t.is_number() {
+        return Err(Error::BadArg);
+    }
+    // A bignum (floats encode as FLOAT, which get_integer refuses).
+    let bytes = encode_value(t.get_env(), t).map_err(|_| Error::BadArg)?;
+    format::get_integer(&bytes, 0).ok_or(Error::BadArg)
 }
 
 fn counter_op(t: Term, keypos: usize) -> NifResult<CounterOp> {
-    if let Ok(incr) = t.decode::<i64>() {
+    if !t.is_tuple() {
         return Ok(CounterOp {
             pos: keypos as i64 + 1,
-            incr: incr.into(),
+            incr: int_arg(t)?,
             threshold: None,
         });
     }
