@@ -722,4 +722,47 @@ defmodule NativeStore.TableApiTest do
       end
     end
   end
+
+  describe "rename/2" do
+    test "named and unnamed tables, taken names, old names: as :ets" do
+      outcome = fn f ->
+        try do
+          case f.() do
+            r when is_reference(r) -> {:ok, :ref}
+            other -> {:ok, other}
+          end
+        rescue
+          e -> {:raise, e.__struct__}
+        end
+      end
+
+      run = fn mod ->
+        mod.new(:rn_a, [:named_table, :public])
+        mod.new(:rn_b, [:named_table, :public])
+        u = mod.new(:rn_u, [:public])
+
+        results = [
+          outcome.(fn -> mod.rename(:rn_a, :rn_b) end),
+          outcome.(fn -> mod.rename(:rn_a, :rn_a) end),
+          outcome.(fn -> mod.rename(u, :rn_u2) end),
+          outcome.(fn -> mod.rename(u, :rn_a) end),
+          outcome.(fn -> mod.rename(:rn_a, :rn_c) end),
+          outcome.(fn -> mod.insert(:rn_a, {1}) end),
+          outcome.(fn -> mod.insert(:rn_c, {1}) end),
+          outcome.(fn -> mod.info(:rn_c, :name) end),
+          outcome.(fn -> mod.info(u, :name) end),
+          outcome.(fn -> mod.new(:rn_a, [:named_table]) end),
+          outcome.(fn -> mod.new(:rn_c, [:named_table]) end),
+          outcome.(fn -> mod.rename(:rn_c, "str") end),
+          outcome.(fn -> mod.rename(:no_such_rn, :rn_d) end),
+          outcome.(fn -> mod.whereis(:rn_c) end)
+        ]
+
+        for t <- [:rn_a, :rn_b, :rn_c, u], do: outcome.(fn -> mod.delete(t) end)
+        results
+      end
+
+      assert run.(Table) == run.(:ets)
+    end
+  end
 end

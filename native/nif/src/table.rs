@@ -1845,15 +1845,14 @@ fn table_rename<'a>(env: Env<'a>, tab: Term<'a>, name: Atom) -> NifResult<Term<'
     if t.meta.is_deleted() || !still_ours {
         return Err(Error::BadArg);
     }
-    if new != old {
-        if cat.by_name.contains_key(&new) {
-            return Err(Error::BadArg);
-        }
-        if let Some(r) = cat.by_name.remove(&old) {
-            cat.by_name.insert(new, r);
-        }
-        t.name.store(new, Ordering::Release);
+    // The new name must be free: its own name is taken too, as in ETS.
+    if cat.by_name.contains_key(&new) {
+        return Err(Error::BadArg);
     }
+    if let Some(r) = cat.by_name.remove(&old) {
+        cat.by_name.insert(new, r);
+    }
+    t.name.store(new, Ordering::Release);
     Ok(name.encode(env))
 }
 
