@@ -65,6 +65,7 @@ defmodule NativeStore.Nif do
   def table_merge_map(_tab, _key, _map), do: nif_error()
   def table_give_away(_tab, _pid, _gift), do: nif_error()
   def table_set_heir(_tab, _heir, _data), do: nif_error()
+  def table_set_protection(_tab, _access), do: nif_error()
   def table_rename(_tab, _name), do: nif_error()
 
   # Registries

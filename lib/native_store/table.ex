@@ -503,12 +503,22 @@ defmodule NativeStore.Table do
     do: raise(ArgumentError, "expected a pid, got: #{inspect(pid)}")
 
   @doc """
-  Sets the heir, the only option that can change after creation, as
-  `:ets.setopts/2`: `{:heir, pid, data}` or `{:heir, :none}`, or a list of
-  them. The caller must be the owner.
+  Changes the heir or the protection, as `:ets.setopts/2`: `{:heir, pid,
+  data}`, `{:heir, :none}` or `{:protection, :public | :protected |
+  :private}`, or a list holding each kind at most once. The caller must be
+  the owner. An heir that is not alive is recorded as none, as in ETS.
   """
-  @spec setopts(table(), {:heir, pid(), term()} | {:heir, :none} | [tuple()]) :: true
+  @spec setopts(
+          table(),
+          {:heir, pid(), term()} | {:heir, :none} | {:protection, atom()} | [tuple()]
+        ) :: true
   def setopts(table, opts) when is_list(opts) do
+    kinds = Enum.map(opts, &setopt_kind/1)
+
+    # All valid and each kind once, or nothing changes (as in ETS).
+    if Enum.uniq(kinds) != kinds or not Enum.all?(opts, &valid_setopt?/1),
+      do: raise(ArgumentError, "invalid options for setopts/2: #{inspect(opts)}")
+
     Enum.each(opts, &setopts(table, &1))
     true
   end
@@ -518,8 +528,20 @@ defmodule NativeStore.Table do
   def setopts(table, {:heir, pid, data}) when is_pid(pid) and node(pid) == node(),
     do: Nif.table_set_heir(table, pid, data)
 
+  def setopts(table, {:protection, access}) when access in [:public, :protected, :private],
+    do: Nif.table_set_protection(table, access)
+
   def setopts(_table, opt),
     do: raise(ArgumentError, "invalid NativeStore.Table option for setopts/2: #{inspect(opt)}")
+
+  defp valid_setopt?({:heir, :none}), do: true
+  defp valid_setopt?({:heir, pid, _}) when is_pid(pid) and node(pid) == node(), do: true
+  defp valid_setopt?({:protection, a}) when a in [:public, :protected, :private], do: true
+  defp valid_setopt?(_), do: false
+
+  defp setopt_kind({kind, _}), do: kind
+  defp setopt_kind({kind, _, _}), do: kind
+  defp setopt_kind(other), do: other
 
   @doc """
   Renames a named table, as `:ets.rename/2`, and returns the new name;

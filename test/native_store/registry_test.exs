@@ -852,13 +852,7 @@ defmodule NativeStore.RegistryTest do
       dispatch: [:k, fn _ -> :ok end]
     ]
 
-    outcome = fn f ->
-      try do
-        {:ok, f.()}
-      rescue
-        err -> {:raise, err.__struct__}
-      end
-    end
+    outcome = &NativeStore.Test.Differential.outcome/1
 
     for registry <- [:no_such_registry_sweep, "str", 123, make_ref()], {fun, args} <- calls do
       expected = outcome.(fn -> apply(Registry, fun, [registry | args]) end)

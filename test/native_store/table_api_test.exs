@@ -698,13 +698,7 @@ defmodule NativeStore.TableApiTest do
         rename: [:sweep_new_name]
       ]
 
-      outcome = fn f ->
-        try do
-          {:ok, f.()}
-        rescue
-          err -> {:raise, err.__struct__}
-        end
-      end
+      outcome = &NativeStore.Test.Differential.outcome/1
 
       for {eb, nb} <- bad, {fun, args} <- calls do
         expected = outcome.(fn -> apply(:ets, fun, [eb | args]) end)
@@ -759,6 +753,51 @@ defmodule NativeStore.TableApiTest do
         ]
 
         for t <- [:rn_a, :rn_b, :rn_c, u], do: outcome.(fn -> mod.delete(t) end)
+        results
+      end
+
+      assert run.(Table) == run.(:ets)
+    end
+  end
+
+  describe "setopts/2 and give_away/3" do
+    test "heir, protection, repeated and invalid options, dead heirs: as :ets" do
+      outcome = &NativeStore.Test.Differential.outcome/1
+
+      run = fn mod ->
+        me = self()
+        dead = spawn(fn -> :ok end)
+        ref = Process.monitor(dead)
+        assert_receive {:DOWN, ^ref, _, _, _}
+        other = spawn(fn -> receive do: (:stop -> :ok) end)
+        t = mod.new(:setopts_cmp, [:public])
+
+        results = [
+          outcome.(fn -> mod.give_away(t, me, :gift) end),
+          outcome.(fn -> mod.give_away(t, dead, :gift) end),
+          outcome.(fn -> mod.setopts(t, [{:heir, me, :h}]) end),
+          outcome.(fn -> mod.info(t, :heir) == me end),
+          outcome.(fn -> mod.setopts(t, [{:heir, dead, :h}]) end),
+          outcome.(fn -> mod.info(t, :heir) end),
+          outcome.(fn -> mod.setopts(t, {:heir, :none}) end),
+          outcome.(fn -> mod.setopts(t, [{:heir, :none}, {:heir, other, 1}]) end),
+          outcome.(fn -> mod.setopts(t, [{:heir, other, 1}, {:bogus, 1}]) end),
+          outcome.(fn -> mod.info(t, :heir) end),
+          outcome.(fn -> mod.setopts(t, [{:protection, :private}, {:heir, other, 1}]) end),
+          outcome.(fn -> mod.info(t, :protection) end),
+          outcome.(fn -> mod.info(t, :heir) == other end),
+          outcome.(fn -> mod.setopts(t, [{:protection, :bogus}]) end),
+          outcome.(fn -> mod.setopts(t, []) end),
+          outcome.(fn -> mod.give_away(t, other, :gift) end),
+          outcome.(fn -> mod.info(t, :owner) == other end),
+          outcome.(fn -> mod.give_away(t, me, :back) end),
+          outcome.(fn -> mod.setopts(t, [{:heir, :none}]) end),
+          # Private and owned by `other` now: no access for this process.
+          outcome.(fn -> mod.insert(t, {1}) end),
+          outcome.(fn -> mod.lookup(t, 1) end)
+        ]
+
+        send(other, :stop)
         results
       end
 

@@ -4,7 +4,7 @@
 //! compares them.
 
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 /// Who may read and write a table besides its owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,6 +15,16 @@ pub enum Access {
     Protected,
     /// Only the owner reads and writes.
     Private,
+}
+
+impl Access {
+    fn from_u8(v: u8) -> Access {
+        match v {
+            0 => Access::Public,
+            1 => Access::Protected,
+            _ => Access::Private,
+        }
+    }
 }
 
 /// The process that inherits a table when its owner exits, and the data it
@@ -42,7 +52,8 @@ pub enum OwnerExit {
 #[derive(Debug)]
 pub struct Meta {
     owner: AtomicU64,
-    access: Access,
+    /// An [`Access`] (`setopts/2` may change it).
+    access: AtomicU8,
     keypos: usize,
     heir: Mutex<Option<Heir>>,
     /// Set when the current heir has exited (it then inherits nothing).
@@ -55,7 +66,7 @@ impl Meta {
     pub fn new(owner: u64, access: Access, keypos: usize, heir: Option<Heir>) -> Self {
         Meta {
             owner: AtomicU64::new(owner),
-            access,
+            access: AtomicU8::new(access as u8),
             keypos,
             heir: Mutex::new(heir),
             heir_dead: AtomicBool::new(false),
@@ -77,7 +88,12 @@ impl Meta {
     /// The access mode.
     #[inline]
     pub fn access(&self) -> Access {
-        self.access
+        Access::from_u8(self.access.load(Ordering::Acquire))
+    }
+
+    /// Changes the access mode.
+    pub fn set_access(&self, access: Access) {
+        self.access.store(access as u8, Ordering::Release);
     }
 
     /// The key position (1-based).
@@ -89,13 +105,13 @@ impl Meta {
     /// May `caller` read?
     #[inline]
     pub fn can_read(&self, caller: u64) -> bool {
-        !self.is_deleted() && (self.access != Access::Private || caller == self.owner())
+        !self.is_deleted() && (self.access() != Access::Private || caller == self.owner())
     }
 
     /// May `caller` write?
     #[inline]
     pub fn can_write(&self, caller: u64) -> bool {
-        !self.is_deleted() && (self.access == Access::Public || caller == self.owner())
+        !self.is_deleted() && (self.access() == Access::Public || caller == self.owner())
     }
 
     /// May the caller read? `caller` (the caller's pid word) is asked for
@@ -103,14 +119,14 @@ impl Meta {
     /// and protected tables skip the cost of finding the caller.
     #[inline]
     pub fn can_read_by(&self, caller: impl FnOnce() -> u64) -> bool {
-        !self.is_deleted() && (self.access != Access::Private || caller() == self.owner())
+        !self.is_deleted() && (self.access() != Access::Private || caller() == self.owner())
     }
 
     /// May the caller write? Like [`Meta::can_read_by`]: `caller` is asked
     /// for only for protected and private tables.
     #[inline]
     pub fn can_write_by(&self, caller: impl FnOnce() -> u64) -> bool {
-        !self.is_deleted() && (self.access == Access::Public || caller() == self.owner())
+        !self.is_deleted() && (self.access() == Access::Public || caller() == self.owner())
     }
 
     /// The current heir.

@@ -708,15 +708,7 @@ fn table_new<'a>(
     kind: Atom,
 ) -> NifResult<Term<'a>> {
     let data = Data::new(kind)?;
-    let access = if access == atoms::public() {
-        Access::Public
-    } else if access == atoms::protected() {
-        Access::Protected
-    } else if access == atoms::private() {
-        Access::Private
-    } else {
-        return Err(Error::BadArg);
-    };
+    let access = access_of(access)?;
     if keypos < 1 {
         return Err(Error::BadArg);
     }
@@ -1815,11 +1807,35 @@ fn table_set_heir<'a>(
     let lp = heir.decode::<LocalPid>().map_err(|_| Error::BadArg)?;
     let pid = word_of(heir.as_c_arg());
     let data = encode_value(env, data).map_err(|_| Error::BadArg)?;
-    t.meta.set_heir(Some(Heir { pid, data }));
     if !t.monitor_once(env, &lp) || !lp.is_alive(env) {
-        // Already dead: it inherits nothing (and stays reported as heir).
-        t.meta.heir_exited(pid);
+        // Already dead: no heir, as ETS reports it (an heir that dies
+        // later stays reported; see `Meta::heir_exited`).
+        t.meta.set_heir(None);
+    } else {
+        t.meta.set_heir(Some(Heir { pid, data }));
     }
+    Ok(true)
+}
+
+/// The access mode an atom names.
+fn access_of(access: Atom) -> NifResult<Access> {
+    if access == atoms::public() {
+        Ok(Access::Public)
+    } else if access == atoms::protected() {
+        Ok(Access::Protected)
+    } else if access == atoms::private() {
+        Ok(Access::Private)
+    } else {
+        Err(Error::BadArg)
+    }
+}
+
+/// `setopts(tab, {:protection, access})`: the owner changes the access mode.
+#[rustler::nif]
+fn table_set_protection<'a>(env: Env<'a>, tab: Term<'a>, access: Atom) -> NifResult<bool> {
+    let t = owned(env, tab)?;
+    let access = access_of(access)?;
+    t.meta.set_access(access);
     Ok(true)
 }
 
