@@ -98,11 +98,34 @@ defmodule NativeStore.TableOwnershipTest do
     stop(owner, :normal)
     assert_receive {:"ETS-TRANSFER", ^tab, ^owner, {:some, "data"}}, 2_000
     assert Table.info(tab, :owner) == me
-    assert Table.info(tab, :heir) == :none
+    # The heir setting stays (it now names the owner itself), as :ets keeps it.
+    assert Table.info(tab, :heir) == me
     assert Table.lookup(tab, :key) == [{:key, :value}]
     # The new owner's rights: it may write a protected table, and its own
     # death deletes the table.
     assert Table.insert(tab, {:more, 1})
+  end
+
+  test "after an inheritance the heir setting names the new owner, as in :ets" do
+    me = self()
+
+    heir_after = fn mod ->
+      owner =
+        spawn(fn ->
+          send(me, {:made, mod.new(:heir_after, [:public, {:heir, me, :d}])})
+          receive do: (:die -> :ok)
+        end)
+
+      t = receive do: ({:made, t} -> t)
+      send(owner, :die)
+      assert_receive {:"ETS-TRANSFER", ^t, ^owner, :d}, 2_000
+      result = {mod.info(t, :owner) == me, mod.info(t, :heir) == me}
+      mod.delete(t)
+      result
+    end
+
+    assert heir_after.(Table) == heir_after.(:ets)
+    assert heir_after.(:ets) == {true, true}
   end
 
   test "ETS-TRANSFER message has the same shape as :ets's" do

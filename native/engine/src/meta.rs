@@ -163,16 +163,18 @@ impl Meta {
 
     /// Decides what `pid`'s exit means for the table. When the owner exits
     /// and an heir other than itself is set, the heir becomes the owner (and
-    /// stops being the heir, as in ETS).
+    /// stays reported as the heir, as in ETS).
     pub fn owner_exited(&self, pid: u64) -> OwnerExit {
         if self.is_deleted() || self.owner() != pid {
             return OwnerExit::NotOwner;
         }
-        let mut heir = self.heir.lock();
-        match heir.take() {
+        let heir = self.heir.lock();
+        match heir.as_ref() {
             Some(h) if h.pid != pid && !self.heir_dead.load(Ordering::Acquire) => {
+                // The heir stays set (now the owner itself, as ETS reports
+                // it): when it exits in turn, the table is deleted.
                 self.set_owner(h.pid);
-                OwnerExit::Inherited(h)
+                OwnerExit::Inherited(h.clone())
             }
             _ => OwnerExit::Delete,
         }
@@ -249,7 +251,8 @@ mod tests {
         assert_eq!(m.owner_exited(3), OwnerExit::NotOwner);
         assert_eq!(m.owner_exited(1), OwnerExit::Inherited(heir));
         assert_eq!(m.owner(), 2);
-        assert_eq!(m.heir(), None);
+        // Still reported as heir (ETS does so); its own exit deletes.
+        assert_eq!(m.heir().map(|h| h.pid), Some(2));
         assert_eq!(m.owner_exited(2), OwnerExit::Delete);
     }
 }
