@@ -285,12 +285,7 @@ defmodule NativeStore.TableDifferentialTest do
     ])
   end
 
-  defp gen_object(ctx, key) do
-    arity = int(max(ctx.keypos, 1), ctx.keypos + 4)
-
-    for(i <- 1..arity, do: if(i == ctx.keypos, do: key, else: gen_value()))
-    |> List.to_tuple()
-  end
+  defp gen_object(ctx, key), do: object(ctx.keypos, key, 4, &gen_value/0)
 
   # Sometimes malformed: too short for keypos, or not a tuple.
   defp gen_object_maybe_bad(ctx, key) do
@@ -304,32 +299,15 @@ defmodule NativeStore.TableDifferentialTest do
   defp gen_objects(ctx) do
     objs =
       for(_ <- 1..int(0, 5), do: gen_object_maybe_bad(ctx, gen_key(ctx)))
-      |> distinct_keys(ctx.keypos)
+      # ETS leaves undefined which object a set keeps when one list holds
+      # several with one key (the last or the first, depending on how the
+      # insert is scheduled): one object per key (=:=).
+      |> distinct_keys(ctx.keypos, &(&1 === &2))
 
     # Known bug 4: an improper list of objects panics in the NIF.
     if @known_bugs and objs != [] and chance(0.05),
       do: objs ++ :tail,
       else: objs
-  end
-
-  # ETS leaves undefined which object a set keeps when one list holds several
-  # objects with the same key (it keeps the last or the first depending on
-  # how the insert is scheduled), so lists get one object per key.
-  defp distinct_keys(objs, keypos) do
-    {kept, _seen} =
-      Enum.reduce(objs, {[], %{}}, fn
-        obj, {acc, seen} when is_tuple(obj) and tuple_size(obj) >= keypos ->
-          key = elem(obj, keypos - 1)
-
-          if Map.has_key?(seen, key),
-            do: {acc, seen},
-            else: {[obj | acc], Map.put(seen, key, true)}
-
-        obj, {acc, seen} ->
-          {[obj | acc], seen}
-      end)
-
-    Enum.reverse(kept)
   end
 
   defp stored(ctx, key) do

@@ -245,12 +245,7 @@ defmodule NativeStore.TableTypesDifferentialTest do
     ])
   end
 
-  defp gen_object(ctx, key) do
-    arity = int(max(ctx.keypos, 1), ctx.keypos + 2)
-
-    for(i <- 1..arity, do: if(i == ctx.keypos, do: key, else: gen_value()))
-    |> List.to_tuple()
-  end
+  defp gen_object(ctx, key), do: object(ctx.keypos, key, 2, &gen_value/0)
 
   defp gen_object_maybe_bad(ctx, key) do
     weighted([
@@ -269,22 +264,7 @@ defmodule NativeStore.TableTypesDifferentialTest do
 
     # ETS leaves undefined which of several objects with equal keys one list
     # insert keeps in an ordered_set (and it varies between runs): keep one.
-    if ctx.type == :ordered_set, do: uniq_keys(objs, ctx.keypos), else: objs
-  end
-
-  defp uniq_keys(objs, kp) do
-    objs
-    |> Enum.reduce([], fn o, acc ->
-      dup? =
-        is_tuple(o) and tuple_size(o) >= kp and
-          Enum.any?(
-            acc,
-            &(is_tuple(&1) and tuple_size(&1) >= kp and elem(&1, kp - 1) == elem(o, kp - 1))
-          )
-
-      if dup?, do: acc, else: [o | acc]
-    end)
-    |> Enum.reverse()
+    if ctx.type == :ordered_set, do: distinct_keys(objs, ctx.keypos, &(&1 == &2)), else: objs
   end
 
   defp stored(ctx, key), do: :ets.lookup(ctx.ets, key)

@@ -128,6 +128,42 @@ defmodule NativeStore.Test.Differential do
   end
 
   @doc """
+  A random object with `key` at `keypos`: between `keypos` and
+  `keypos + max_extra` elements, the others from `value.()`.
+  """
+  @spec object(pos_integer(), term(), non_neg_integer(), (() -> term())) :: tuple()
+  def object(keypos, key, max_extra, value) do
+    arity = int(max(keypos, 1), keypos + max_extra)
+
+    for(i <- 1..arity, do: if(i == keypos, do: key, else: value.()))
+    |> List.to_tuple()
+  end
+
+  @doc """
+  `objects` without the ones whose key (at `keypos`) `same_key?` finds
+  among the earlier ones: ETS leaves undefined which of several objects with
+  one key a list insert keeps in a set or an ordered_set. Malformed objects
+  are kept.
+  """
+  @spec distinct_keys([term()], pos_integer(), (term(), term() -> boolean())) :: [term()]
+  def distinct_keys(objects, keypos, same_key?) do
+    objects
+    |> Enum.reduce({[], []}, fn o, {kept, keys} ->
+      if is_tuple(o) and tuple_size(o) >= keypos do
+        k = elem(o, keypos - 1)
+
+        if Enum.any?(keys, &same_key?.(&1, k)),
+          do: {kept, keys},
+          else: {[o | kept], [k | keys]}
+      else
+        {[o | kept], keys}
+      end
+    end)
+    |> elem(0)
+    |> Enum.reverse()
+  end
+
+  @doc """
   `leaf` nested in `n` one-element tuples (the tests use 70 levels, deeper
   than 64).
   """
