@@ -222,31 +222,67 @@ unsafe fn flatmap_header(env: *mut ErlNifEnv) -> u64 {
         if size != n {
             return 0;
         }
-        let mut it = std::mem::MaybeUninit::<ErlNifMapIterator>::uninit();
-        if enif_map_iterator_create(
-            env,
-            m,
-            it.as_mut_ptr(),
-            ErlNifMapIteratorEntry::ERL_NIF_MAP_ITERATOR_HEAD,
-        ) == 0
-        {
-            return 0;
-        }
-        let mut it = it.assume_init();
         let mut i = 0;
         let mut same = true;
-        let (mut k, mut v) = (ErlNifTerm::default(), ErlNifTerm::default());
-        while enif_map_iterator_get_pair(env, &mut it, &mut k, &mut v) != 0 {
+        let walked = map_pairs(env, m, |k, v| {
             same &= i < n && word_of(*fk.add(i)) == word_of(k) && word_of(*fv.add(i)) == word_of(v);
             i += 1;
-            enif_map_iterator_next(env, &mut it);
-        }
-        enif_map_iterator_destroy(env, &mut it);
-        if !same || i != n {
+            true
+        });
+        if walked.is_none() || !same || i != n {
             return 0;
         }
     }
     0
+}
+
+/// Runs `f` on the external term format of `t` (a term of `env`).
+fn with_ext<R>(
+    env: *mut ErlNifEnv,
+    t: ErlNifTerm,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R, EncodeError> {
+    let mut bin = std::mem::MaybeUninit::<ErlNifBinary>::uninit();
+    // SAFETY: `t` is a valid term of `env` (the encoder's caller); on
+    // success `bin` is an initialised binary that we own, read, and release.
+    unsafe {
+        if enif_term_to_binary(env, t, bin.as_mut_ptr()) == 0 {
+            return Err(EncodeError);
+        }
+        let mut bin = bin.assume_init();
+        let r = f(std::slice::from_raw_parts(bin.data, bin.size));
+        enif_release_binary(&mut bin);
+        Ok(r)
+    }
+}
+
+/// Calls `f` on each key and value of the map `t`, in the map iterator's
+/// order, while it returns true. `None` when no iterator could be made.
+///
+/// # Safety
+/// `t` must be a valid map term of `env` for the duration of the call.
+unsafe fn map_pairs(
+    env: *mut ErlNifEnv,
+    t: ErlNifTerm,
+    mut f: impl FnMut(ErlNifTerm, ErlNifTerm) -> bool,
+) -> Option<()> {
+    let mut it = std::mem::MaybeUninit::<ErlNifMapIterator>::uninit();
+    if enif_map_iterator_create(
+        env,
+        t,
+        it.as_mut_ptr(),
+        ErlNifMapIteratorEntry::ERL_NIF_MAP_ITERATOR_HEAD,
+    ) == 0
+    {
+        return None;
+    }
+    let mut it = it.assume_init();
+    let (mut k, mut v) = (ErlNifTerm::default(), ErlNifTerm::default());
+    while enif_map_iterator_get_pair(env, &mut it, &mut k, &mut v) != 0 && f(k, v) {
+        enif_map_iterator_next(env, &mut it);
+    }
+    enif_map_iterator_destroy(env, &mut it);
+    Some(())
 }
 
 /// Size, keys and values of the flat map whose term word is `w` (a boxed
@@ -530,53 +566,29 @@ impl<'o> Encoder<'o> {
     }
 
     fn ext(&mut self, t: ErlNifTerm) -> Result<(), EncodeError> {
-        let mut bin = std::mem::MaybeUninit::<ErlNifBinary>::uninit();
-        // SAFETY: `t` is a valid term of `self.env`; on success `bin` is an
-        // initialised binary that we own and release below.
-        unsafe {
-            if enif_term_to_binary(self.env, t, bin.as_mut_ptr()) == 0 {
-                return Err(EncodeError);
-            }
-            let mut bin = bin.assume_init();
-            let bytes = std::slice::from_raw_parts(bin.data, bin.size);
-            format::put_bytes(self.out, tag::EXT, bytes);
-            enif_release_binary(&mut bin);
-        }
-        Ok(())
+        let out = &mut *self.out;
+        with_ext(self.env, t, |bytes| format::put_bytes(out, tag::EXT, bytes))
     }
 
     fn bigint(&mut self, t: ErlNifTerm) -> Result<(), EncodeError> {
-        let mut bin = std::mem::MaybeUninit::<ErlNifBinary>::uninit();
-        // SAFETY: as in `ext`; the bytes are read before the release.
-        unsafe {
-            if enif_term_to_binary(self.env, t, bin.as_mut_ptr()) == 0 {
-                return Err(EncodeError);
-            }
-            let mut bin = bin.assume_init();
-            let b = std::slice::from_raw_parts(bin.data, bin.size);
+        let out = &mut *self.out;
+        with_ext(self.env, t, |b| {
             // 131, SMALL_BIG_EXT(110) n sign digits | LARGE_BIG_EXT(111) n:32 sign digits
-            let parsed = match b {
-                [131, 110, n, sign, rest @ ..] if rest.len() == *n as usize => Some((*sign, rest)),
+            let (sign, mag) = match b {
+                [131, 110, n, sign, rest @ ..] if rest.len() == *n as usize => (*sign, rest),
                 [131, 111, a, b2, c, d, sign, rest @ ..]
                     if rest.len() == u32::from_be_bytes([*a, *b2, *c, *d]) as usize =>
                 {
-                    Some((*sign, rest))
+                    (*sign, rest)
                 }
-                _ => None,
+                _ => return Err(EncodeError),
             };
-            let r = match parsed {
-                Some((sign, mag)) => {
-                    self.out.push(tag::BIGINT);
-                    format::put_uvarint(self.out, mag.len() as u64);
-                    self.out.push(sign);
-                    self.out.extend_from_slice(mag);
-                    Ok(())
-                }
-                None => Err(EncodeError),
-            };
-            enif_release_binary(&mut bin);
-            r
-        }
+            out.push(tag::BIGINT);
+            format::put_uvarint(out, mag.len() as u64);
+            out.push(sign);
+            out.extend_from_slice(mag);
+            Ok(())
+        })?
     }
 
     fn raw(&mut self, t: ErlNifTerm, depth: u32) -> Result<(), EncodeError> {
@@ -691,28 +703,12 @@ impl<'o> Encoder<'o> {
                     enif_get_map_size(env, t, &mut size);
                     format::put_header(self.out, tag::MAP, size);
                     if size > 0 {
-                        let mut it = std::mem::MaybeUninit::<ErlNifMapIterator>::uninit();
-                        if enif_map_iterator_create(
-                            env,
-                            t,
-                            it.as_mut_ptr(),
-                            ErlNifMapIteratorEntry::ERL_NIF_MAP_ITERATOR_HEAD,
-                        ) == 0
-                        {
-                            return Err(EncodeError);
-                        }
-                        let mut it = it.assume_init();
-                        let mut k: ErlNifTerm = ErlNifTerm::default();
-                        let mut v: ErlNifTerm = ErlNifTerm::default();
                         let mut result = Ok(());
-                        while enif_map_iterator_get_pair(env, &mut it, &mut k, &mut v) != 0 {
+                        map_pairs(env, t, |k, v| {
                             result = self.raw(k, depth + 1).and_then(|_| self.raw(v, depth + 1));
-                            if result.is_err() {
-                                break;
-                            }
-                            enif_map_iterator_next(env, &mut it);
-                        }
-                        enif_map_iterator_destroy(env, &mut it);
+                            result.is_ok()
+                        })
+                        .ok_or(EncodeError)?;
                         result?;
                     }
                 }
@@ -973,31 +969,14 @@ fn matches_raw(
                 if size == 0 {
                     return Some(true);
                 }
-                let mut it = std::mem::MaybeUninit::<ErlNifMapIterator>::uninit();
-                if enif_map_iterator_create(
-                    env,
-                    t,
-                    it.as_mut_ptr(),
-                    ErlNifMapIteratorEntry::ERL_NIF_MAP_ITERATOR_HEAD,
-                ) == 0
-                {
-                    return None;
-                }
-                let mut it = it.assume_init();
-                let mut k: ErlNifTerm = ErlNifTerm::default();
-                let mut v: ErlNifTerm = ErlNifTerm::default();
                 let mut result = Some(true);
-                while enif_map_iterator_get_pair(env, &mut it, &mut k, &mut v) != 0 {
+                map_pairs(env, t, |k, v| {
                     result = match matches_raw(env, k, buf, pos, depth + 1) {
                         Some(true) => matches_raw(env, v, buf, pos, depth + 1),
                         other => other,
                     };
-                    if result != Some(true) {
-                        break;
-                    }
-                    enif_map_iterator_next(env, &mut it);
-                }
-                enif_map_iterator_destroy(env, &mut it);
+                    result == Some(true)
+                })?;
                 result
             }
             ErlNifTermType::ERL_NIF_TERM_TYPE_PID => {
