@@ -250,23 +250,31 @@ impl<K: TreeKey> Tree<K> {
         })
     }
 
-    /// The position of the first key greater than the key (`strict`), or
-    /// greater or equal; `None` past the end.
+    /// The leaf whose range holds the key, and how many of its keys are
+    /// smaller than it (smaller or equal when `or_equal`).
     #[inline]
-    pub fn lower_bound(&self, cmp: impl Fn(&K) -> Ordering, strict: bool) -> Option<Pos> {
+    fn split_point(&self, cmp: impl Fn(&K) -> Ordering, or_equal: bool) -> Option<(u32, usize)> {
         if self.root == NONE {
             return None;
         }
         let leaf = self.find_leaf(&cmp);
         let keys = &self.leaves[leaf as usize].keys;
-        let slot = if strict {
+        let below = if or_equal {
             count_while(keys, |k| cmp(k) != Ordering::Greater)
         } else {
             count_while(keys, |k| cmp(k) == Ordering::Less)
         };
+        Some((leaf, below))
+    }
+
+    /// The position of the first key greater than the key (`strict`), or
+    /// greater or equal; `None` past the end.
+    #[inline]
+    pub fn lower_bound(&self, cmp: impl Fn(&K) -> Ordering, strict: bool) -> Option<Pos> {
+        let (leaf, below) = self.split_point(cmp, strict)?;
         self.settle(Pos {
             leaf,
-            slot: slot as u32,
+            slot: below as u32,
         })
     }
 
@@ -274,17 +282,8 @@ impl<K: TreeKey> Tree<K> {
     /// smaller or equal; `None` before the start.
     #[inline]
     pub fn upper_bound(&self, cmp: impl Fn(&K) -> Ordering, strict: bool) -> Option<Pos> {
-        if self.root == NONE {
-            return None;
-        }
-        let leaf = self.find_leaf(&cmp);
-        let keys = &self.leaves[leaf as usize].keys;
-        let slot = if strict {
-            count_while(keys, |k| cmp(k) == Ordering::Less)
-        } else {
-            count_while(keys, |k| cmp(k) != Ordering::Greater)
-        };
-        match slot.checked_sub(1) {
+        let (leaf, below) = self.split_point(cmp, !strict)?;
+        match below.checked_sub(1) {
             Some(s) => Some(Pos {
                 leaf,
                 slot: s as u32,
