@@ -1457,11 +1457,13 @@ fn table_info<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
 /// deleted table or an unknown name; `badarg` for anything that is not a
 /// table identifier (another reference, a number...), as in ETS.
 fn info_target(tab: Term) -> NifResult<Option<Tab>> {
-    if tab.is_atom() || TableArc::get(tab).is_some() {
-        Ok(lookup_table(tab))
-    } else {
-        Err(Error::BadArg)
+    if let Some(r) = TableArc::get(tab) {
+        return Ok((!r.meta.is_deleted()).then_some(Tab::Ref(r)));
     }
+    if tab.is_atom() {
+        return Ok(lookup_named(word_of(tab.as_c_arg())));
+    }
+    Err(Error::BadArg)
 }
 
 /// `info(tab, :size)` and `info(tab, :memory)` (in words) without the rest
