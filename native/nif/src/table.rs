@@ -1457,13 +1457,12 @@ fn table_info<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
 /// deleted table or an unknown name; `badarg` for anything that is not a
 /// table identifier (another reference, a number...), as in ETS.
 fn info_target(tab: Term) -> NifResult<Option<Tab>> {
-    if let Some(r) = TableArc::get(tab) {
-        return Ok((!r.meta.is_deleted()).then_some(Tab::Ref(r)));
+    let t = lookup_table(tab);
+    // Not found: an error unless it names no table or a deleted one.
+    if t.is_none() && !tab.is_atom() && TableArc::get(tab).is_none() {
+        return Err(Error::BadArg);
     }
-    if tab.is_atom() {
-        return Ok(lookup_named(word_of(tab.as_c_arg())));
-    }
-    Err(Error::BadArg)
+    Ok(t)
 }
 
 /// `info(tab, :size)` and `info(tab, :memory)` (in words) without the rest
