@@ -703,4 +703,93 @@ defmodule NativeStore.Table do
   @doc "Like `foldl/3`, in reverse key order for `:ordered_set` tables, as `:ets.foldr/3`."
   @spec foldr((object(), acc -> acc), acc, table()) :: acc when acc: term()
   defdelegate foldr(fun, acc, table), to: NativeStore.Table.Match
+
+  # ---- file functions
+
+  @typedoc "Options of `tab2file/3`, as in `:ets.tab2file/3`."
+  @type tab2file_option :: {:extended_info, [:md5sum | :object_count]} | {:sync, boolean()}
+
+  @doc """
+  Dumps the table to `filename`, as `:ets.tab2file/2`: the same as
+  `tab2file(table, filename, [])`.
+  """
+  @spec tab2file(table(), :file.name()) :: :ok | {:error, term()}
+  def tab2file(table, filename), do: tab2file(table, filename, [])
+
+  @doc """
+  Dumps the table to `filename`, as `:ets.tab2file/3`, in ETS's file format
+  (a `:disk_log` whose first term is the `info/1` header): `:ets.file2tab/1`
+  reads it, and `file2tab/1` reads files written by `:ets.tab2file/2,3`.
+
+  Options: `{:extended_info, [:object_count | :md5sum]}` appends the object
+  count and/or an MD5 sum of the objects, checked by `file2tab/2` with
+  `verify: true`; `{:sync, true}` syncs the file before returning.
+
+  Returns `:ok` or `{:error, reason}` with ETS's reasons (`:badtab` for a
+  table that does not exist, `{:unknown_option, opt}`, the `:disk_log`
+  errors, ...); a table the caller may not read raises `ArgumentError`
+  and leaves no file, as ETS does. As in ETS the file name is a charlist or
+  an atom (a binary gives `{:error, {:badarg, _}}`, after deleting the
+  file). Unlike ETS, the table is not fixed while it is written (there is
+  no `safe_fixtable/2`): objects inserted or deleted meanwhile may or may
+  not be in the file.
+  """
+  @spec tab2file(table(), :file.name(), [tab2file_option()]) :: :ok | {:error, term()}
+  defdelegate tab2file(table, filename, options), to: NativeStore.Table.File
+
+  @doc """
+  Reads a file written by `tab2file/2,3` or `:ets.tab2file/2,3` into a new
+  NativeStore table, as `:ets.file2tab/1`: the same as
+  `file2tab(filename, [])`.
+  """
+  @spec file2tab(:file.name()) :: {:ok, table()} | {:error, term()}
+  def file2tab(filename), do: file2tab(filename, [])
+
+  @doc """
+  Reads a file written by `tab2file/2,3` or `:ets.tab2file/2,3` into a new
+  NativeStore table owned by the caller, as `:ets.file2tab/2`, and returns
+  `{:ok, table}`. The table gets the name, type, protection, keypos,
+  `named_table`, `compressed`, `read_concurrency` and `write_concurrency`
+  recorded in the file header.
+
+  With `{:verify, true}` the file is checked as ETS checks it: the MD5 sum
+  and object count written with `:extended_info`, else the object count of
+  the header. Errors are ETS's: `{:error, :cannot_create_table}` (e.g. a
+  named table of that name exists), `{:error, :badfile}`,
+  `{:error, :checksum_error}`, `{:error, :invalid_object_count}`,
+  `{:error, {:read_error, reason}}` (missing or non-log file),
+  `{:error, {:unknown_option, opt}}`. ETS's undocumented `{:table, tab}`
+  option (load into an existing table) is supported too. The file name is
+  a charlist or an atom, as in ETS. A header that cannot be decoded raises
+  `ArgumentError` as in ETS; unlike ETS, the log is closed first (ETS leaves
+  its `:disk_log` open).
+  """
+  @spec file2tab(:file.name(), [{:verify, boolean()}]) :: {:ok, table()} | {:error, term()}
+  defdelegate file2tab(filename, options), to: NativeStore.Table.File
+
+  @doc """
+  The header of a file written by `tab2file/2,3` (or `:ets.tab2file/2,3`)
+  without loading it, as `:ets.tabfile_info/1`: `{:ok, [name: _, type: _,
+  protection: _, named_table: _, keypos: _, size: _, extended_info: _,
+  version: {major, minor}]}` or `{:error, reason}`. As in ETS, the file name
+  must be a charlist or an atom (`FunctionClauseError` otherwise).
+  """
+  @spec tabfile_info(:file.name()) :: {:ok, keyword()} | {:error, term()}
+  defdelegate tabfile_info(filename), to: NativeStore.Table.File
+
+  @doc """
+  Fills the open `:dets` table `dets_table` with the objects of the table
+  (after emptying it) and returns `dets_table`, as `:ets.to_dets/2`. Errors
+  raise as in ETS (`ArgumentError` for a missing table or dets table).
+  """
+  @spec to_dets(table(), :dets.tab_name()) :: :dets.tab_name()
+  defdelegate to_dets(table, dets_table), to: NativeStore.Table.File
+
+  @doc """
+  Inserts the objects of the open `:dets` table `dets_table` into the table
+  and returns `true`, as `:ets.from_dets/2`. Errors raise as in ETS
+  (`ArgumentError` for a missing table or dets table).
+  """
+  @spec from_dets(table(), :dets.tab_name()) :: true
+  defdelegate from_dets(table, dets_table), to: NativeStore.Table.File
 end
