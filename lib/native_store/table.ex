@@ -77,6 +77,10 @@ defmodule NativeStore.Table do
     table really holds (entries, slots and shards).
   * One object's encoding is limited to 2 GiB: a bigger object raises
     `ArgumentError` (ETS keeps big binaries off-heap and has no such limit).
+  * `table/1,2` (QLC) does not fix the table while a query traverses it
+    (there is no `safe_fixtable/2`); `i/1`, interactive in ETS, does not
+    exist; `repair_continuation/2` cannot revive the native cursor of a
+    scan once the original continuation is gone.
   * Error messages are the generic `ArgumentError` "argument error"; the
     exception is raised exactly where ETS raises one.
   * Keys are compared by their canonical encoding. Two corner cases differ
