@@ -77,6 +77,10 @@ defmodule NativeStore.Table do
     table really holds (entries, slots and shards).
   * One object's encoding is limited to 2 GiB: a bigger object raises
     `ArgumentError` (ETS keeps big binaries off-heap and has no such limit).
+  * `table/1,2` (QLC) does not fix the table while a query traverses it
+    (there is no `safe_fixtable/2`); `i/1`, interactive in ETS, does not
+    exist; `repair_continuation/2` cannot revive the native cursor of a
+    scan once the original continuation is gone.
   * Error messages are the generic `ArgumentError` "argument error"; the
     exception is raised exactly where ETS raises one.
   * Keys are compared by their canonical encoding. Two corner cases differ
@@ -792,4 +796,149 @@ defmodule NativeStore.Table do
   """
   @spec from_dets(table(), :dets.tab_name()) :: true
   defdelegate from_dets(table, dets_table), to: NativeStore.Table.File
+
+  # ---- extras
+
+  @doc """
+  Replaces the table's objects with those read from `init_fun`, as
+  `:ets.init_table/2`: deletes every object, then calls `init_fun.(:read)`
+  until it returns `:end_of_input`; each `{objects, next_fun}` inserts
+  `objects` (each element as `insert/2` would) and continues with
+  `next_fun.(:read)`. Returns `true`.
+
+  As in ETS, any other return value exits with that value, and an object
+  that cannot be inserted calls `next_fun.(:close)`, then exits with
+  `{:badarg, stacktrace}` (the objects before it stay inserted). A table
+  the caller cannot write raises `ArgumentError` before `init_fun` is
+  called.
+
+      iex> tab = NativeStore.Table.new(:init_table_doc, [:ordered_set])
+      iex> NativeStore.Table.insert(tab, {:old, 0})
+      iex> reader = fn
+      ...>   :read -> {[{:a, 1}, {:b, 2}], fn :read -> :end_of_input end}
+      ...> end
+      iex> NativeStore.Table.init_table(tab, reader)
+      true
+      iex> NativeStore.Table.tab2list(tab)
+      [{:a, 1}, {:b, 2}]
+  """
+  @spec init_table(table(), (:read | :close -> init_result)) :: true
+        when init_result: :end_of_input | {[object()], (:read | :close -> term())} | term()
+  defdelegate init_table(table, init_fun), to: NativeStore.Table.Extras
+
+  @doc """
+  A QLC query handle over the table, as `:ets.table/1`: `table(tab, [])`.
+
+      iex> tab = NativeStore.Table.new(:qlc_doc, [:ordered_set])
+      iex> NativeStore.Table.insert(tab, [{1, :a}, {2, :b}, {3, :c}])
+      iex> h = :qlc.string_to_handle(~c"[V || {K, V} <- T, K > 1].", [], [T: NativeStore.Table.table(tab)])
+      iex> :qlc.e(h)
+      [:b, :c]
+  """
+  @spec table(table()) :: :qlc.query_handle()
+  def table(table), do: NativeStore.Table.Extras.table(table, [])
+
+  @doc """
+  A QLC query handle over the table, as `:ets.table/2`, built with
+  `:qlc.table/2` as ETS builds it: options `{:traverse, :select |
+  {:select, match_spec} | :first_next | :last_prev}` (default `:select`) and
+  `{:n_objects, pos_integer | :default}` (objects per `select/3` call,
+  default 100); other options go to `:qlc.table/2`. QLC looks keys up with
+  `lookup/2` when a query binds the key (not with `{:select, ms}`), and
+  compares keys with `:"=:="` (`:==` for an `:ordered_set`).
+
+  Difference from ETS: ETS fixes the table (`safe_fixtable/2`) while a
+  query traverses it; NativeStore has no fixing, so a traversal concurrent
+  with writers behaves as `select/3` does (objects may be missed or
+  repeated).
+  """
+  @spec table(table(), keyword() | tuple()) :: :qlc.query_handle()
+  defdelegate table(table, options), to: NativeStore.Table.Extras
+
+  @doc """
+  Compiles a match specification, as `:ets.match_spec_compile/1` (which it
+  calls: match specifications do not depend on the table store). Raises
+  `ArgumentError` for an invalid one.
+
+      iex> ms = NativeStore.Table.match_spec_compile([{{:"$1", :"$2"}, [{:>, :"$2", 1}], [:"$1"]}])
+      iex> NativeStore.Table.match_spec_run([{:a, 1}, {:b, 2}], ms)
+      [:b]
+  """
+  @spec match_spec_compile(match_spec()) :: :ets.compiled_match_spec()
+  defdelegate match_spec_compile(spec), to: :ets
+
+  @doc "Runs a compiled match specification over a list of terms, as `:ets.match_spec_run/2`."
+  @spec match_spec_run([term()], :ets.compiled_match_spec()) :: [term()]
+  defdelegate match_spec_run(list, compiled), to: :ets
+
+  @doc """
+  True when `term` is a compiled match specification, as
+  `:ets.is_compiled_ms/1`.
+
+      iex> NativeStore.Table.is_compiled_ms(NativeStore.Table.match_spec_compile([{:_, [], [true]}]))
+      true
+      iex> NativeStore.Table.is_compiled_ms([{:_, [], [true]}])
+      false
+  """
+  @spec is_compiled_ms(term()) :: boolean()
+  defdelegate is_compiled_ms(term), to: :ets
+
+  @doc """
+  Runs a match specification against one term, as `:ets.test_ms/2`:
+  `{:ok, result}` (`false` when it does not match) or `{:error, errors}`.
+
+      iex> NativeStore.Table.test_ms({:a, 5}, [{{:"$1", :"$2"}, [{:>, :"$2", 1}], [:"$1"]}])
+      {:ok, :a}
+  """
+  @spec test_ms(tuple(), match_spec()) ::
+          {:ok, term()} | {:error, [{:warning | :error, charlist()}]}
+  defdelegate test_ms(term, spec), to: :ets
+
+  @doc """
+  Translates a fun into a match specification, as `:ets.fun2ms/1` (which
+  it calls). As in ETS, the fun must come from Erlang's parse transform
+  (`ms_transform`): an Erlang module compiled with
+  `-include_lib("stdlib/include/ms_transform.hrl")`, or a fun evaluated by
+  `:erl_eval` (the Erlang shell). An Elixir `fn` cannot be translated: ETS
+  exits with `{:badarg, {:ets, :fun2ms, _}}`, and so does this function.
+
+      iex> {:ok, tokens, _} = :erl_scan.string(~c"fun({K, V}) when V > 1 -> K end.")
+      iex> {:ok, [expr]} = :erl_parse.parse_exprs(tokens)
+      iex> {:value, fun, _} = :erl_eval.expr(expr, [])
+      iex> NativeStore.Table.fun2ms(fun)
+      [{{:"$1", :"$2"}, [{:>, :"$2", 1}], [:"$1"]}]
+  """
+  @spec fun2ms(function()) :: match_spec() | {:error, :transform_error}
+  defdelegate fun2ms(fun), to: :ets
+
+  @doc """
+  Makes a continuation of `select/3`, `match/3`, `match_object/3` or
+  `select_reverse/3` usable after it went through
+  `:erlang.term_to_binary/1` and `:erlang.binary_to_term/1`, as
+  `:ets.repair_continuation/2`: `spec` is the match specification that
+  started it (`[{pattern, [], [:"$$"]}]` for `match/3`, `[{pattern, [],
+  [:"$_"]}]` for `match_object/3`). A continuation whose compiled spec is
+  still alive is returned unchanged; otherwise the spec is compiled again.
+
+  Difference from ETS: the continuation of a scan that has not finished
+  also holds a native cursor (its position in the table). Like the
+  compiled spec, it survives the binary round trip only while the original
+  continuation (or a copy of it) is alive on the node; once it is gone the
+  position is lost and `select/1` of the repaired continuation raises
+  `ArgumentError`. Continuations whose remaining results are already read
+  (lookups by key, or the last chunk of a scan) are always repaired.
+  """
+  @spec repair_continuation(continuation(), match_spec()) :: continuation()
+  defdelegate repair_continuation(continuation, spec), to: NativeStore.Table.Extras
+
+  @doc """
+  Prints a table of all NativeStore tables to standard output, as
+  `:ets.i/0` (columns id, name, type, size, memory in words, owner: its
+  registered name, or its pid). Returns `:ok`.
+
+  `:ets.i/1` (browsing one table) is interactive (it reads commands from
+  standard input) and has no NativeStore counterpart.
+  """
+  @spec i() :: :ok
+  defdelegate i(), to: NativeStore.Table.Extras
 end
