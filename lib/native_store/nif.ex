@@ -34,8 +34,11 @@ defmodule NativeStore.Nif do
   def table_update_element(_tab, _key, _spec), do: nif_error()
 
   # Chunked traversal. `table_to_list(tab)` returns `{:done, list}` or
-  # `{:more, list, cursor}`; `cursor_next(cursor, acc)` returns
-  # `{:done, list}` or `{:more, list}`. Each call decodes at most about
+  # `{:more, list, position}`; `cursor_next(position, acc)` returns
+  # `{:done, list}` or `{:more, list, next_position}`. A position is a
+  # plain term (`{tid, shard, bucket, size}`, or `{tid, last_key,
+  # reverse?, size}` for an ordered_set): continuing from it twice gives
+  # the same chunk (for an unchanged table). Each call decodes at most about
   # 2000 objects (a bounded time on the scheduler). The chunk comes out in
   # traversal order: term order of the keys for `:ordered_set`, the order
   # of `table_first/1` and `table_next/2` for the other types (a bag's
@@ -49,7 +52,7 @@ defmodule NativeStore.Nif do
   def table_to_list(_tab), do: nif_error()
   def table_to_list_reverse(_tab), do: nif_error()
   def table_walk(_tab, _reverse?, _first), do: nif_error()
-  def cursor_next(_cursor, _acc), do: nif_error()
+  def cursor_next(_position, _acc), do: nif_error()
 
   # Traversal: a key or :"$end_of_table". `table_last/1` and `table_prev/2`
   # are `table_first/1` and `table_next/2` on tables other than ordered_set.

@@ -79,8 +79,7 @@ defmodule NativeStore.Table do
     `ArgumentError` (ETS keeps big binaries off-heap and has no such limit).
   * `table/1,2` (QLC) does not fix the table while a query traverses it
     (there is no `safe_fixtable/2`); `i/1`, interactive in ETS, does not
-    exist; `repair_continuation/2` cannot revive the native cursor of a
-    scan once the original continuation is gone.
+    exist.
   * Error messages are the generic `ArgumentError` "argument error"; the
     exception is raised exactly where ETS raises one.
   * Keys are compared by their canonical encoding. Two corner cases differ
@@ -326,7 +325,7 @@ defmodule NativeStore.Table do
   defp drain(cursor, chunks) do
     case Nif.cursor_next(cursor, []) do
       {:done, chunk} -> :lists.append(:lists.reverse([chunk | chunks]))
-      {:more, chunk} -> drain(cursor, [chunk | chunks])
+      {:more, chunk, next} -> drain(next, [chunk | chunks])
     end
   end
 
@@ -919,14 +918,9 @@ defmodule NativeStore.Table do
   started it (`[{pattern, [], [:"$$"]}]` for `match/3`, `[{pattern, [],
   [:"$_"]}]` for `match_object/3`). A continuation whose compiled spec is
   still alive is returned unchanged; otherwise the spec is compiled again.
-
-  Difference from ETS: the continuation of a scan that has not finished
-  also holds a native cursor (its position in the table). Like the
-  compiled spec, it survives the binary round trip only while the original
-  continuation (or a copy of it) is alive on the node; once it is gone the
-  position is lost and `select/1` of the repaired continuation raises
-  `ArgumentError`. Continuations whose remaining results are already read
-  (lookups by key, or the last chunk of a scan) are always repaired.
+  The rest of a continuation (the table id, the position of the scan: a
+  shard and bucket, or the last key of an `:ordered_set`) is plain data and
+  survives the round trip as long as the table exists.
   """
   @spec repair_continuation(continuation(), match_spec()) :: continuation()
   defdelegate repair_continuation(continuation, spec), to: NativeStore.Table.Extras

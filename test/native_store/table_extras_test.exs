@@ -604,6 +604,23 @@ defmodule NativeStore.TableExtrasTest do
       assert r1 ++ r2 ++ r3 == :ets.select(ets, @ms)
     end
 
+    test "an unfinished scan's continuation continues after its creator is gone, as ETS's" do
+      objects = for i <- 1..5000, do: {i, i}
+
+      for type <- @types, limit <- [7, 3000] do
+        {ets, ns} = both(type, objects)
+        {first_e, ce} = orphan(fn -> :ets.select(ets, @ms, limit) end)
+        {first_n, cn} = orphan(fn -> Table.select(ns, @ms, limit) end)
+        cn = Table.repair_continuation(cn, @ms)
+        ce = :ets.repair_continuation(ce, @ms)
+
+        all_n = first_n ++ List.flatten(Enum.drop(drain(Table, Table.select(cn)), -1))
+        all_e = first_e ++ List.flatten(Enum.drop(drain(:ets, :ets.select(ce)), -1))
+        assert ordered(type, all_n) == ordered(type, all_e), "#{type} #{limit}"
+        assert length(all_n) == 5000
+      end
+    end
+
     test "bad continuations raise FunctionClauseError, as in ETS" do
       {ets, ns} = both(:set)
       {_, ce} = :ets.select(ets, @ms, 2)

@@ -505,6 +505,72 @@ defmodule NativeStore.TableSelectTest do
     assert_raise ArgumentError, fn -> Table.foldr(fn _, a -> a end, 0, t) end
   end
 
+  test "continuations are values: each use continues from the same place, as in ETS" do
+    objects = for i <- 1..6000, do: {i, rem(i, 7)}
+    ms = [{{:"$1", :"$2"}, [{:<, :"$2", 5}], [:"$1"]}]
+
+    for type <- [:set, :ordered_set, :bag, :duplicate_bag],
+        {f, args} <-
+          [select: [ms, 5], select: [ms, 2500], select_reverse: [ms, 3]] ++
+            [match: [{:"$1", 1}, 4], match_object: [{:_, 2}, 2100]] do
+      e = :ets.new(:reuse, [type, :public])
+      t = Table.new(:reuse, [type, :public])
+      :ets.insert(e, objects)
+      Table.insert(t, objects)
+      {_, ce} = apply(:ets, f, [e | args])
+      {_, ct} = apply(Table, f, [t | args])
+
+      # One use of a continuation: {batch, next continuation} or :end.
+      use = fn mod, cont ->
+        case apply(mod, f, [cont]) do
+          :"$end_of_table" -> {:end, :"$end_of_table"}
+          {r, next} -> {r, next}
+        end
+      end
+
+      {e1, ce2} = use.(:ets, ce)
+      {e2, _} = use.(:ets, ce)
+      {t1, ct2} = use.(Table, ct)
+      {t2, _} = use.(Table, ct)
+      # Also through term_to_binary (the table is alive: nothing to repair).
+      {t3, _} = use.(Table, :erlang.binary_to_term(:erlang.term_to_binary(ct)))
+      assert e1 == e2
+      assert t1 == t2 and t1 == t3, "#{type} #{f} #{inspect(args)}"
+      same_batch(type, t1, e1)
+
+      # The continuation returned by the first use goes on from there.
+      if ce2 != :"$end_of_table" do
+        same_batch(type, elem(use.(Table, ct2), 0), elem(use.(:ets, ce2), 0))
+      end
+    end
+  end
+
+  # Same batch as ETS where the order is defined, same size elsewhere.
+  defp same_batch(:ordered_set, native, ets), do: assert(native == ets)
+  defp same_batch(_type, native, ets) when is_atom(ets), do: assert(native == ets)
+  defp same_batch(_type, native, ets), do: assert(length(native) == length(ets))
+
+  test "a forged scan position raises ArgumentError" do
+    t = Table.new(:forged, [:public])
+    o = Table.new(:forged_o, [:ordered_set, :public])
+    Table.insert(t, for(i <- 1..5000, do: {i}))
+    Table.insert(o, for(i <- 1..5000, do: {i}))
+    {:more, _, {tid, _, _, _}} = NativeStore.Nif.table_walk(t, false, 10)
+    {:more, _, {oid, _, _, _}} = NativeStore.Nif.table_walk(o, false, 10)
+
+    for pos <-
+          [{tid, 64, 0, 10}, {tid, -1, 0, 10}, {tid, 0, :x, 10}, {tid, 0, 0}, :pos] ++
+            [{:forged, 0, 0, 10}, {oid, 0, 0, 10} |> put_elem(2, 7), {make_ref(), 0, 0, 1}] do
+      assert_raise ArgumentError, fn -> NativeStore.Nif.cursor_next(pos, []) end
+    end
+
+    # A bucket past the shard's end just moves on; any key of an
+    # ordered_set is a place to continue after.
+    assert {:more, _, _} = NativeStore.Nif.cursor_next({tid, 0, 1_099_511_627_776, 10}, [])
+    assert {:more, [{3}, {4} | _], _} = NativeStore.Nif.cursor_next({oid, 2.5, false, 10}, [])
+    assert {:more, [{2}, {1}], _} = NativeStore.Nif.cursor_next({oid, 3, true, 2}, [])
+  end
+
   test "access: writes from a non-owner raise on protected tables, reads on private ones" do
     t = Table.new(:prot, [:protected])
     p = Table.new(:priv, [:private])

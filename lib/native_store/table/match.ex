@@ -19,7 +19,10 @@ defmodule NativeStore.Table.Match do
   #     scheduler is ever held for long.
   #
   # Continuations of `select/3` hold the compiled spec, the results not yet
-  # returned, and the traversal cursor.
+  # returned, and the traversal's position: a plain term (the table id and a
+  # shard/bucket or the last key), so a continuation can be used again (it
+  # continues from the same place each time, as in ETS), copied, and passed
+  # through `term_to_binary/1`.
 
   import Bitwise, only: [<<<: 2]
 
@@ -699,7 +702,7 @@ defmodule NativeStore.Table.Match do
 
     case Nif.cursor_next(cursor, []) do
       {:done, list} -> {list, :done}
-      {:more, list} -> yielded({list, {:cursor, cursor}})
+      {:more, list, next} -> yielded({list, {:cursor, next}})
     end
   end
 

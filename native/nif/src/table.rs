@@ -18,7 +18,7 @@ use native_store_engine::set::{Change, Key, SetTable, CHUNK_BYTES};
 use native_store_engine::tuple_ops::{self, CounterOp};
 use parking_lot::{Mutex, RwLock};
 use rustler::types::tuple::make_tuple;
-use rustler::{Atom, Encoder as _, Env, Error, LocalPid, NifResult, Resource, ResourceArc, Term};
+use rustler::{Atom, Encoder as _, Env, Error, LocalPid, NifResult, Term};
 use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicPtr;
@@ -1254,13 +1254,11 @@ fn update_specs(env: Env, spec: Term) -> NifResult<Vec<(i64, Vec<u8>)>> {
 /// scheduler (about 0.2 ms of work).
 const CHUNK: usize = 2000;
 
-/// A traversal in progress: the table, the shard being walked, and a
-/// snapshot of that shard's entries.
-pub struct Cursor {
-    table: TableArc,
-    state: Mutex<CursorState>,
-}
-
+/// Where a walk stands between two chunks. It travels to Elixir and back
+/// as a plain term (see [`position_term`]), not as a resource: like ETS's
+/// continuations, a `select/3` continuation can then be reused (each use
+/// continues from the same place), copied, and passed through
+/// `term_to_binary/1`.
 #[derive(Default)]
 struct CursorState {
     /// Set and bag tables: the shard being copied.
@@ -1277,9 +1275,6 @@ struct CursorState {
     size: usize,
     done: bool,
 }
-
-#[rustler::resource_impl]
-impl Resource for Cursor {}
 
 /// The next at most `CHUNK` objects of a walk, in traversal order: term
 /// order for `ordered_set`, the order of `first/1` and `next/2` otherwise.
@@ -1374,43 +1369,99 @@ fn table_to_list_reverse<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>>
 }
 
 /// The first chunk of a walk: `{:done, objects}`, or `{:more, objects,
-/// cursor}` whose `cursor_next/2` continues it.
+/// position}` whose `cursor_next/2` continues it.
 fn start_walk<'a>(env: Env<'a>, tab: Term<'a>, reverse: bool, first: usize) -> NifResult<Term<'a>> {
     let t = readable(env, tab)?;
-    let res = TableArc::from_ref(&t);
-    let mut st = CursorState {
+    let st = CursorState {
         reverse,
         size: first,
         ..CursorState::default()
     };
-    let mut acc = Term::list_new_empty(env);
-    if walk(env, &t, &mut st, &mut acc)? {
-        return Ok(make_tuple(env, &[atoms::done().encode(env), acc]));
-    }
-    let cursor = ResourceArc::new(Cursor {
-        table: res,
-        state: Mutex::new(st),
-    });
-    Ok(make_tuple(
-        env,
-        &[atoms::more().encode(env), acc, cursor.encode(env)],
-    ))
+    continue_walk(env, &t, st, Term::list_new_empty(env))
 }
 
-#[rustler::nif]
-fn cursor_next<'a>(
+/// Copies the next chunk of the walk at `st` onto `acc` and returns
+/// `{:done, objects}` or `{:more, objects, position}`.
+fn continue_walk<'a>(
     env: Env<'a>,
-    cursor: ResourceArc<Cursor>,
-    acc: Term<'a>,
+    t: &TableRes,
+    mut st: CursorState,
+    mut acc: Term<'a>,
 ) -> NifResult<Term<'a>> {
-    if !cursor.table.meta.can_read(caller(env)) {
+    if walk(env, t, &mut st, &mut acc)? {
+        return Ok(make_tuple(env, &[atoms::done().encode(env), acc]));
+    }
+    let pos = position_term(env, t, &st)?;
+    Ok(make_tuple(env, &[atoms::more().encode(env), acc, pos]))
+}
+
+/// `st` as a term: `{tid, shard, bucket, size}` for set and bag tables,
+/// `{tid, last_key, reverse, size}` for an `ordered_set` (the key as a
+/// term, so the walk continues after it even if it has been deleted since).
+fn position_term<'a>(env: Env<'a>, t: &TableRes, st: &CursorState) -> NifResult<Term<'a>> {
+    let tid = TableArc::from_ref(t).encode(env);
+    let size = st.size.encode(env);
+    Ok(match (&t.data, &st.after) {
+        (Data::Ordered(_), Some(key)) => {
+            let key = decode(env, key).map_err(|_| Error::BadArg)?;
+            make_tuple(env, &[tid, key, st.reverse.encode(env), size])
+        }
+        // An ordered walk always has a last key once a chunk is out.
+        (Data::Ordered(_), None) => return Err(Error::BadArg),
+        _ => make_tuple(
+            env,
+            &[tid, st.shard.encode(env), st.bucket.encode(env), size],
+        ),
+    })
+}
+
+/// Continues the walk at `position` (as [`position_term`] makes them),
+/// prepending its next chunk to `acc`: `{:done, objects}` or `{:more,
+/// objects, position}`. A position is an ordinary term and may be forged:
+/// anything that is not a position of a readable table is `badarg`.
+#[rustler::nif]
+fn cursor_next<'a>(env: Env<'a>, position: Term<'a>, acc: Term<'a>) -> NifResult<Term<'a>> {
+    let els = TupleTerms::of(position).ok_or(Error::BadArg)?;
+    let el = |i| els.get(i).ok_or(Error::BadArg);
+    if els.len() != 4 || !acc.is_list() {
         return Err(Error::BadArg);
     }
-    let mut acc = acc;
-    let mut st = cursor.state.lock();
-    let done = walk(env, &cursor.table, &mut st, &mut acc)?;
-    let tag = if done { atoms::done() } else { atoms::more() };
-    Ok(make_tuple(env, &[tag.encode(env), acc]))
+    let t = readable(env, el(0)?)?;
+    if TableArc::get(el(0)?).is_none() {
+        // Positions carry the table's id, never a name.
+        return Err(Error::BadArg);
+    }
+    let size: usize = el(3)?.decode().map_err(|_| Error::BadArg)?;
+    let st = match &t.data {
+        Data::Ordered(_) => {
+            let kb = key_bytes(env, el(1)?)?;
+            CursorState {
+                after: Some(with_key(&kb, |k| k.into())),
+                reverse: el(2)?.decode().map_err(|_| Error::BadArg)?,
+                size,
+                ..CursorState::default()
+            }
+        }
+        Data::Set(_) | Data::Bag(_) => {
+            let shard: usize = el(1)?.decode().map_err(|_| Error::BadArg)?;
+            let bucket: usize = el(2)?.decode().map_err(|_| Error::BadArg)?;
+            let shards = match &t.data {
+                Data::Set(s) => s.shard_count(),
+                Data::Bag(b) => b.shard_count(),
+                Data::Ordered(_) => 0,
+            };
+            if shard >= shards {
+                return Err(Error::BadArg);
+            }
+            CursorState {
+                shard,
+                bucket,
+                size,
+                ..CursorState::default()
+            }
+        }
+    };
+    continue_walk(env, &t, st, acc)
 }
 
 #[rustler::nif]
