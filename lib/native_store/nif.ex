@@ -54,6 +54,12 @@ defmodule NativeStore.Nif do
   def table_walk(_tab, _reverse?, _first), do: nif_error()
   def cursor_next(_position, _acc), do: nif_error()
 
+  # safe_fixtable/2: `table_safe_fixtable(tab, fix?, erlang:monotonic_time())`
+  # returns true; `table_fixation(tab)` is false, `{since, [{pid, count}]}`
+  # (`since` in native monotonic units) or :undefined.
+  def table_safe_fixtable(_tab, _fix, _now), do: nif_error()
+  def table_fixation(_tab), do: nif_error()
+
   # Traversal: a key or :"$end_of_table". `table_last/1` and `table_prev/2`
   # are `table_first/1` and `table_next/2` on tables other than ordered_set.
   def table_first(_tab), do: nif_error()

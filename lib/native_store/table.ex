@@ -64,9 +64,11 @@ defmodule NativeStore.Table do
     (slower than numbers, atoms, binaries and tuples of them).
   * `first/1` and `next/2` on `:set` and bag tables walk shard by shard:
     the order is unspecified, as in ETS, but not ETS's own; as in ETS,
-    `next/2` of a key that is not in the table raises `ArgumentError`, and
-    a walk concurrent with inserts may miss or repeat keys (there is no
-    `safe_fixtable/2`).
+    `next/2` of a key that is not in the table raises `ArgumentError`
+    unless the table is fixed (`safe_fixtable/2`) and the key was deleted
+    since. A fixed table's walk meets every object at most once when
+    objects are deleted meanwhile, but, unlike ETS's, not always when
+    enough new keys are inserted meanwhile to make the table grow.
   * `update_counter/3,4` works with integers of up to 127 bits (counters,
     increments, thresholds and set values; ETS has no bound): past that it
     raises `ArgumentError`.
@@ -77,9 +79,7 @@ defmodule NativeStore.Table do
     table really holds (entries, slots and shards).
   * One object's encoding is limited to 2 GiB: a bigger object raises
     `ArgumentError` (ETS keeps big binaries off-heap and has no such limit).
-  * `table/1,2` (QLC) does not fix the table while a query traverses it
-    (there is no `safe_fixtable/2`); `i/1`, interactive in ETS, does not
-    exist.
+  * `i/1`, interactive in ETS, does not exist; nor does `slot/2`.
   * Error messages are the generic `ArgumentError` "argument error"; the
     exception is raised exactly where ETS raises one.
   * Keys are compared by their canonical encoding. Two corner cases differ
@@ -135,7 +135,9 @@ defmodule NativeStore.Table do
           | :owner
           | :protection
           | :read_concurrency
+          | :fixed
           | :safe_fixed
+          | :safe_fixed_monotonic_time
           | :size
           | :type
           | :write_concurrency
@@ -345,7 +347,9 @@ defmodule NativeStore.Table do
   @doc """
   The key after `key`, or `:"$end_of_table"`, as `:ets.next/2`. For an
   `:ordered_set`, `key` need not be in the table (the next greater key is
-  returned); for the other types it must be, or `ArgumentError` is raised.
+  returned); for the other types it must be, or `ArgumentError` is raised
+  (unless the table is fixed and `key` was deleted since it was fixed, see
+  `safe_fixtable/2`).
 
       iex> tab = NativeStore.Table.new(:next_doc, [:ordered_set])
       iex> NativeStore.Table.insert(tab, [{1, :a}, {3, :c}])
@@ -427,17 +431,27 @@ defmodule NativeStore.Table do
   @doc """
   One item of `info/1`, as `:ets.info/2`; `:undefined` when the table does
   not exist. Raises `ArgumentError` for an unknown item. `:size` and
-  `:memory` read per-shard counters without locking the table. `:fixed`
-  and `:safe_fixed` are always `false`: tables are never fixed (there is no
-  `safe_fixtable/2`).
+  `:memory` read per-shard counters without locking the table.
+
+  The fixation items (see `safe_fixtable/2`): `:fixed` is whether any
+  process has the table fixed; `:safe_fixed` and
+  `:safe_fixed_monotonic_time` are `false` or `{since, [{pid, count}]}`,
+  `since` being when the table became fixed (an `:erlang.timestamp/0`
+  triple, or `:erlang.monotonic_time/0`). The pids are listed in the order
+  they first fixed the table (ETS's order is an internal one).
   """
   @spec info(table(), info_item()) :: term()
   def info(table, :size), do: Nif.table_count(table, true)
   def info(table, :memory), do: Nif.table_count(table, false)
 
-  # Tables are never fixed (there is no safe_fixtable/2).
-  def info(table, item) when item in [:fixed, :safe_fixed] do
-    if Nif.table_count(table, true) == :undefined, do: :undefined, else: false
+  def info(table, item) when item in [:fixed, :safe_fixed, :safe_fixed_monotonic_time] do
+    case {item, Nif.table_fixation(table)} do
+      {_, :undefined} -> :undefined
+      {:fixed, fixation} -> fixation != false
+      {_, false} -> false
+      {:safe_fixed_monotonic_time, fixation} -> fixation
+      {:safe_fixed, {since, procs}} -> {timestamp(since), procs}
+    end
   end
 
   def info(table, item) when item in @info_items do
@@ -448,6 +462,55 @@ defmodule NativeStore.Table do
   end
 
   def info(_table, item), do: raise(ArgumentError, "unknown info item: #{inspect(item)}")
+
+  # The `:erlang.timestamp/0` triple of a monotonic time (as ETS reports it).
+  defp timestamp(monotonic) do
+    us = :erlang.convert_time_unit(monotonic + :erlang.time_offset(), :native, :microsecond)
+    {div(us, 1_000_000_000_000), rem(div(us, 1_000_000), 1_000_000), rem(us, 1_000_000)}
+  end
+
+  @doc """
+  Fixes (`true`) or releases (`false`) the table for the calling process,
+  as `:ets.safe_fixtable/2`. Returns `true`.
+
+  While a `:set`, `:bag` or `:duplicate_bag` table is fixed by any process,
+  `next/2` also accepts a key deleted since the table became fixed and
+  goes on from where that key was, so a `first/1`–`next/2` walk may delete
+  the objects it visits (the table does not shrink meanwhile). Fixations
+  are counted per process (fix twice, release twice) and end when the
+  process exits. An `:ordered_set` needs no fixing (its `next/2` accepts
+  any key); fixing one only shows in `info/2`. Reading the table is enough
+  to fix it (a `:private` table only by its owner).
+
+  Difference from ETS: ETS also guarantees that a fixed table's walk meets
+  each object at most once when other processes *insert* meanwhile. Here
+  inserting enough new keys to make a shard grow reorders that shard, and
+  a walk in progress may then meet some objects twice or miss some.
+
+      iex> tab = NativeStore.Table.new(:fix_doc, [:public])
+      iex> NativeStore.Table.insert(tab, for(i <- 1..100, do: {i}))
+      iex> NativeStore.Table.safe_fixtable(tab, true)
+      true
+      iex> NativeStore.Table.info(tab, :fixed)
+      true
+      iex> walk = fn walk, k, n ->
+      ...>   if k == :"$end_of_table" do
+      ...>     n
+      ...>   else
+      ...>     NativeStore.Table.delete(tab, k)
+      ...>     walk.(walk, NativeStore.Table.next(tab, k), n + 1)
+      ...>   end
+      ...> end
+      iex> walk.(walk, NativeStore.Table.first(tab), 0)
+      100
+      iex> NativeStore.Table.safe_fixtable(tab, false)
+      true
+      iex> NativeStore.Table.info(tab, :safe_fixed)
+      false
+  """
+  @spec safe_fixtable(table(), boolean()) :: true
+  def safe_fixtable(table, fix),
+    do: Nif.table_safe_fixtable(table, fix, :erlang.monotonic_time())
 
   @doc """
   NativeStore extension (not in `:ets`): a compare-and-swap.
@@ -733,9 +796,8 @@ defmodule NativeStore.Table do
   errors, ...); a table the caller may not read raises `ArgumentError`
   and leaves no file, as ETS does. As in ETS the file name is a charlist or
   an atom (a binary gives `{:error, {:badarg, _}}`, after deleting the
-  file). Unlike ETS, the table is not fixed while it is written (there is
-  no `safe_fixtable/2`): objects inserted or deleted meanwhile may or may
-  not be in the file.
+  file). As in ETS, the table is fixed (`safe_fixtable/2`) while it is
+  written.
   """
   @spec tab2file(table(), :file.name(), [tab2file_option()]) :: :ok | {:error, term()}
   defdelegate tab2file(table, filename, options), to: NativeStore.Table.File
@@ -844,12 +906,8 @@ defmodule NativeStore.Table do
   `{:n_objects, pos_integer | :default}` (objects per `select/3` call,
   default 100); other options go to `:qlc.table/2`. QLC looks keys up with
   `lookup/2` when a query binds the key (not with `{:select, ms}`), and
-  compares keys with `:"=:="` (`:==` for an `:ordered_set`).
-
-  Difference from ETS: ETS fixes the table (`safe_fixtable/2`) while a
-  query traverses it; NativeStore has no fixing, so a traversal concurrent
-  with writers behaves as `select/3` does (objects may be missed or
-  repeated).
+  compares keys with `:"=:="` (`:==` for an `:ordered_set`). As in ETS,
+  the table is fixed (`safe_fixtable/2`) while a query traverses it.
   """
   @spec table(table(), keyword() | tuple()) :: :qlc.query_handle()
   defdelegate table(table, options), to: NativeStore.Table.Extras

@@ -123,11 +123,12 @@ defmodule NativeStore.Table.Extras do
             )
         end
 
-        # No pre_fun/post_fun: ETS's fix the table with safe_fixtable/2,
-        # which NativeStore does not have.
+        # As ETS: the table is fixed while a query traverses it.
         :qlc.table(
           tf,
           [
+            pre_fun: fn _ -> Table.safe_fixtable(tab, true) end,
+            post_fun: fn -> Table.safe_fixtable(tab, false) end,
             info_fun: info_fun,
             format_fun: format_fun,
             key_equality: key_equality,

@@ -85,7 +85,16 @@ defmodule NativeStore.Table.File do
       end
 
     state = log_fun.(init_state, header)
-    {state, num} = dump_file(Table.select(table, @all, @write_chunk), log_fun, state, 0)
+    # Fixed while it is dumped, as ETS does (deletes meanwhile do not
+    # reorder the table under the walk).
+    Table.safe_fixtable(table, true)
+
+    {state, num} =
+      try do
+        dump_file(Table.select(table, @all, @write_chunk), log_fun, state, 0)
+      after
+        unfix(table)
+      end
 
     end_info =
       if(ft.object_count, do: [count: num], else: []) ++
@@ -513,8 +522,22 @@ defmodule NativeStore.Table.File do
   # dets:from_ets/2 (dets:init_table/2 sends the same request with the same
   # defaults: term format, default slots).
   defp dets_from_table(dets_table, table) do
-    chunk = Table.select(table, @all, @dets_chunk)
-    :dets.init_table(dets_table, from_table_fun(chunk))
+    # dets:from_ets/2 fixes the table while it reads it.
+    Table.safe_fixtable(table, true)
+
+    try do
+      chunk = Table.select(table, @all, @dets_chunk)
+      :dets.init_table(dets_table, from_table_fun(chunk))
+    after
+      unfix(table)
+    end
+  end
+
+  # `catch ets:safe_fixtable(Tab, false)`: the table may be gone.
+  defp unfix(table) do
+    Table.safe_fixtable(table, false)
+  rescue
+    ArgumentError -> false
   end
 
   defp from_table_fun(chunk) do

@@ -369,18 +369,32 @@ defmodule NativeStore.Table.Match do
   # ------------------------------------------------------------------
   # Folds
 
+  # As ETS's folds, the table is fixed while it is folded (deletes by `fun`
+  # or by others do not reorder it under the walk).
   def foldl(fun, acc, tab) do
-    fold_chunks(tab, acc, fn chunk, acc -> fold_list(fun, acc, chunk) end)
+    fixed(tab, fn -> fold_chunks(tab, acc, fn chunk, acc -> fold_list(fun, acc, chunk) end) end)
   end
 
   def foldr(fun, acc, tab) do
-    case meta!(tab) do
-      {_kp, :ordered_set} ->
+    walk =
+      case meta!(tab) do
         # Chunks walked down from the greatest key, each in descending order.
-        fold_chunks(tab, acc, fn chunk, acc -> fold_list(fun, acc, chunk) end, :backward)
+        {_kp, :ordered_set} -> :backward
+        _ -> :forward
+      end
 
-      _ ->
-        fold_chunks(tab, acc, fn chunk, acc -> fold_list(fun, acc, chunk) end)
+    fixed(tab, fn ->
+      fold_chunks(tab, acc, fn chunk, acc -> fold_list(fun, acc, chunk) end, walk)
+    end)
+  end
+
+  defp fixed(tab, fun) do
+    Table.safe_fixtable(tab, true)
+
+    try do
+      fun.()
+    after
+      Table.safe_fixtable(tab, false)
     end
   end
 

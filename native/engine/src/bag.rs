@@ -13,6 +13,7 @@
 //! for traversal.
 
 use crate::entry::{Entry, EntryBuf};
+use crate::fixation::{self, Fixable, Graves, Released};
 use crate::format::{read_item, Item};
 use crate::order::identical;
 use crate::set::{
@@ -261,6 +262,19 @@ struct Shard {
     heap: usize,
     /// Number of objects.
     count: usize,
+    /// While the table is fixed: where removed keys were (see
+    /// [`crate::fixation`]).
+    graves: Option<Box<Graves<Bucket>>>,
+}
+
+impl Fixable for Shard {
+    type Item = Bucket;
+    fn graves(&mut self) -> &mut Option<Box<Graves<Bucket>>> {
+        &mut self.graves
+    }
+    fn map(&mut self) -> &mut HashTable<Bucket> {
+        &mut self.map
+    }
 }
 
 impl Counted for Shard {
@@ -307,14 +321,25 @@ impl Shard {
     }
 
     fn remove(&mut self, key: &Key) -> Option<Bucket> {
-        let (b, _) = self
+        let o = self
             .map
             .find_entry(key.hash(), |b| key.matches(b.key()))
-            .ok()?
-            .remove();
+            .ok()?;
+        let at = o.bucket_index();
+        let (b, _) = o.remove();
         self.forget(&b);
-        shrink_sparse(&mut self.map, |b| b.hash);
+        self.removed(&b, at);
         Some(b)
+    }
+
+    /// After the bucket `b` (all objects of its key) left slot `at`:
+    /// remember the place if the table is fixed, else give memory back if
+    /// the map got sparse.
+    fn removed(&mut self, b: &Bucket, at: usize) {
+        match &mut self.graves {
+            Some(g) => g.bury(b.hash, b.key(), at),
+            None => shrink_sparse(&mut self.map, |b| b.hash),
+        }
     }
 
     fn bytes(&self) -> usize {
@@ -479,31 +504,37 @@ impl BagTable {
         let Ok(mut o) = g.map.find_entry(key.hash(), |b| key.matches(b.key())) else {
             return 0;
         };
+        let at = o.bucket_index();
         let b = o.get_mut();
         let before = b.heap_bytes();
         let gone = b.remove_identical(obj.object(), zero_eq);
-        let emptied = b.is_empty();
-        let after = if emptied {
-            o.remove();
-            0
+        let (after, emptied) = if b.is_empty() {
+            (0, Some(o.remove().0))
         } else {
-            b.heap_bytes()
+            (b.heap_bytes(), None)
         };
         g.heap = g.heap + after - before;
         g.count -= gone;
-        if emptied {
-            shrink_sparse(&mut g.map, |b| b.hash);
+        if let Some(b) = emptied {
+            g.removed(&b, at);
         }
         gone
     }
 
-    /// Takes every object out of the table, shard by shard.
+    /// Takes every object out of the table, shard by shard. A fixed table
+    /// keeps them (their keys stay places to continue a traversal from)
+    /// until it is unfixed.
     pub fn take_all(&self) -> BagContents {
         BagContents(self.shards.each_mut(|s| {
             s.heap = 0;
             s.count = 0;
-            std::mem::take(&mut s.map)
+            fixation::take_map(s)
         }))
+    }
+
+    /// Fixes or unfixes the table, as [`crate::set::SetTable::set_fixed`].
+    pub fn set_fixed(&self, fixed: bool) -> Released {
+        self.shards.set_fixed(fixed)
     }
 
     /// Number of objects.
@@ -585,9 +616,13 @@ impl BagTable {
     pub fn read_next<R>(&self, key: &Key, f: impl FnOnce(Option<&[u8]>) -> R) -> Option<R> {
         let shard = shard_index(key.hash());
         let g = self.shards[shard].0.read();
-        let at = g
+        let at = match g
             .map
-            .find_bucket_index(key.hash(), |b| key.matches(b.key()))?;
+            .find_bucket_index(key.hash(), |b| key.matches(b.key()))
+        {
+            Some(at) => at,
+            None => g.graves.as_ref()?.place(key, |b| b.key())?,
+        };
         Some(read_from(
             &self.shards,
             shard,
@@ -719,6 +754,37 @@ mod tests {
         assert_eq!(values(&t, 1), objects(&[pair(1, 2.0)]));
         assert_eq!(t.take_all().len(), 1);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_fixed_bag_walks_on_from_removed_keys() {
+        let t = BagTable::new(true, true);
+        for i in 0..5000 {
+            t.insert(pair(i, 0.0));
+            t.insert(pair(i, 1.0));
+        }
+        t.set_fixed(true);
+        let mut seen = 0;
+        let mut cur = t.read_first(|o| o.map(|o| o[2..11].to_vec()));
+        while let Some(k) = cur {
+            // Half the keys go by key, half object by object.
+            if seen % 2 == 0 {
+                assert!(t.remove(&Key::new(&k)).is_some());
+            } else {
+                let i = i64::from_le_bytes(k[1..].try_into().unwrap());
+                for v in [0.0, 1.0] {
+                    assert_eq!(t.remove_object(&pair(i, v)), 1);
+                }
+            }
+            cur = t
+                .read_next(&Key::new(&k), |o| o.map(|o| o[2..11].to_vec()))
+                .expect("a removed key of a fixed bag is a place");
+            seen += 1;
+        }
+        assert_eq!(seen, 5000);
+        assert!(t.is_empty());
+        assert!(!t.set_fixed(false).is_empty());
+        assert!(t.read_next(&Key::new(&key(3)), |_| ()).is_none());
     }
 
     #[test]

@@ -23,6 +23,7 @@
 pub mod background;
 pub mod bag;
 pub mod entry;
+pub mod fixation;
 pub mod format;
 pub mod lock;
 pub mod map_merge;

@@ -9,6 +9,7 @@
 //! is held for long.
 
 use crate::entry::{Entry, EntryImage};
+use crate::fixation::{self, Fixable, Graves, Released};
 use hashbrown::HashTable;
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::hash::BuildHasher;
@@ -119,6 +120,9 @@ struct Shard {
     map: HashTable<Entry>,
     /// Heap bytes held by the entries of this shard.
     heap: usize,
+    /// While the table is fixed: where removed keys were (see
+    /// [`crate::fixation`]).
+    graves: Option<Box<Graves<Entry>>>,
 }
 
 impl Shard {
@@ -153,9 +157,14 @@ impl Shard {
     fn remove(&mut self, key: &Key) -> Option<Entry> {
         match self.map.find_entry(key.hash, |e| key.matches(e.key())) {
             Ok(o) => {
+                let at = o.bucket_index();
                 let (e, _) = o.remove();
                 self.heap -= e.heap_bytes();
-                shrink_sparse(&mut self.map, |e| hash_key(e.key()));
+                match &mut self.graves {
+                    // Fixed: remember the place, keep the layout.
+                    Some(g) => g.bury(key.hash, e.key(), at),
+                    None => shrink_sparse(&mut self.map, |e| hash_key(e.key())),
+                }
                 Some(e)
             }
             Err(_) => None,
@@ -353,6 +362,16 @@ impl<S: Counted> Sharded<S> {
     }
 }
 
+impl<S: Counted + Fixable> Sharded<S> {
+    /// Fixes or unfixes every shard (see [`crate::fixation`]); unfixing
+    /// returns what the shards kept.
+    pub(crate) fn set_fixed(&self, fixed: bool) -> Released {
+        let mut kept = Vec::new();
+        self.each_mut(|s| fixation::set_fixed(s, fixed, &mut kept));
+        Released(kept)
+    }
+}
+
 impl<S> std::ops::Deref for Sharded<S> {
     type Target = [Padded<RwLock<S>>];
     #[inline]
@@ -397,6 +416,16 @@ impl<S: Counted> Drop for ShardWrite<'_, S> {
         if self.stats.bytes.load(Ordering::Relaxed) != bytes {
             self.stats.bytes.store(bytes, Ordering::Relaxed);
         }
+    }
+}
+
+impl Fixable for Shard {
+    type Item = Entry;
+    fn graves(&mut self) -> &mut Option<Box<Graves<Entry>>> {
+        &mut self.graves
+    }
+    fn map(&mut self) -> &mut HashTable<Entry> {
+        &mut self.map
     }
 }
 
@@ -584,12 +613,23 @@ impl SetTable {
         result
     }
 
-    /// Takes every entry out of the table, shard by shard.
+    /// Takes every entry out of the table, shard by shard. A fixed table
+    /// keeps them (their keys stay places to continue a traversal from)
+    /// until it is unfixed.
     pub fn take_all(&self) -> Contents {
         Contents(self.shards.each_mut(|s| {
             s.heap = 0;
-            std::mem::take(&mut s.map)
+            fixation::take_map(s)
         }))
+    }
+
+    /// Fixes the table (`safe_fixtable(tab, true)` of its first fixer) or
+    /// unfixes it (when its last fixer let go). While fixed, removals keep
+    /// the shards' layout and remember where removed keys were, so that
+    /// [`SetTable::read_next`] continues from a removed key (see
+    /// [`crate::fixation`]). Unfixing returns what was kept, to be dropped.
+    pub fn set_fixed(&self, fixed: bool) -> Released {
+        self.shards.set_fixed(fixed)
     }
 
     /// Number of entries (each shard's count as of its last write: no
@@ -632,13 +672,16 @@ impl SetTable {
 
     /// Runs `f` on the entry that follows the one under `key` in traversal
     /// order (`None` at the end); `None` without calling `f` when `key` is
-    /// not in the table (ETS then raises `badarg`).
+    /// not in the table (ETS then raises `badarg`), unless the table is
+    /// fixed and `key` was removed since: the walk then goes on from where
+    /// it was.
     pub fn read_next<R>(&self, key: &Key, f: impl FnOnce(Option<&Entry>) -> R) -> Option<R> {
         let shard = shard_index(key.hash);
         let g = self.shards[shard].0.read();
-        let at = g
-            .map
-            .find_bucket_index(key.hash, |e| key.matches(e.key()))?;
+        let at = match g.map.find_bucket_index(key.hash, |e| key.matches(e.key())) {
+            Some(at) => at,
+            None => g.graves.as_ref()?.place(key, |e| e.key())?,
+        };
         Some(read_from(
             &self.shards,
             shard,
@@ -691,6 +734,46 @@ mod tests {
         let mut out = Vec::new();
         put_int(&mut out, k);
         out
+    }
+
+    #[test]
+    fn a_fixed_table_walks_on_from_removed_keys() {
+        let t = SetTable::new();
+        for k in 0..40_000 {
+            t.insert(pair(k, k));
+        }
+        let mem = t.memory_bytes();
+        assert!(t.set_fixed(true).is_empty());
+        // Delete each key before stepping from it: every key is met once.
+        let mut seen = Vec::new();
+        let mut cur = t.read_first(|e| e.map(|e| e.key().to_vec()));
+        while let Some(k) = cur {
+            assert!(t.remove(&Key::new(&k)).is_some());
+            cur = t
+                .read_next(&Key::new(&k), |e| e.map(|e| e.key().to_vec()))
+                .expect("a removed key of a fixed table is a place");
+            seen.push(k);
+        }
+        assert_eq!(seen.len(), 40_000);
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 40_000);
+        assert!(t.is_empty());
+        // No shrink while fixed; a key never present is still unknown.
+        assert_eq!(t.memory_bytes(), mem - 40_000 * pair(0, 0).heap_bytes());
+        assert!(t.read_next(&Key::new(&key(-5)), |_| ()).is_none());
+        // Cleared by take_all while fixed: still places.
+        for k in 0..100 {
+            t.insert(pair(k, k));
+        }
+        assert_eq!(t.take_all().len(), 0);
+        t.insert(pair(7, 7));
+        // (Whether the walk then meets 7, inserted since, is open, as in ETS.)
+        assert!(t.read_next(&Key::new(&key(3)), |_| ()).is_some());
+        assert!(!t.set_fixed(false).is_empty());
+        // Unfixed: removed keys are unknown again.
+        assert!(t.read_next(&Key::new(&key(3)), |_| ()).is_none());
+        assert!(t.read_next(&Key::new(&key(7)), |_| ()).is_some());
     }
 
     #[test]

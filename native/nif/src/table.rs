@@ -8,6 +8,7 @@ use crate::codec::{
 };
 use native_store_engine::bag::{BagTable, Objects};
 use native_store_engine::entry::{Entry, EntryBuf, EntryImage};
+use native_store_engine::fixation::Released;
 use native_store_engine::format::{self, tag};
 use native_store_engine::map_merge;
 use native_store_engine::meta::{Access, Heir, Meta, OwnerExit};
@@ -36,9 +37,22 @@ pub struct TableRes {
     /// `{read_concurrency, write_concurrency, decentralized_counters,
     /// compressed}` as given, as atom words (reported by `info/1`).
     flags: [u64; 4],
-    /// Pids this table's resource monitors (owner, heirs, former owners):
-    /// each is monitored once, however often it becomes owner or heir.
+    /// Pids this table's resource monitors (owner, heirs, former owners,
+    /// fixers): each is monitored once, however often it becomes owner or
+    /// heir.
     monitored: Mutex<Vec<u64>>,
+    /// Who fixed the table with `safe_fixtable/2`.
+    fixations: Mutex<Fixations>,
+}
+
+/// The `safe_fixtable/2` state of a table.
+#[derive(Default)]
+struct Fixations {
+    /// `erlang:monotonic_time()` when the table became fixed.
+    since: i64,
+    /// Fixing processes (pid words) and how many times each fixed the
+    /// table, in the order they first did.
+    procs: Vec<(u64, u64)>,
 }
 
 /// The engine table behind a [`TableRes`], by table type.
@@ -52,6 +66,16 @@ pub enum Data {
 }
 
 impl Data {
+    /// Fixes or unfixes a hash table (see `SetTable::set_fixed`); an
+    /// `ordered_set` needs nothing: its walks go on from any key.
+    fn set_fixed(&self, fixed: bool) -> Released {
+        match self {
+            Data::Set(s) => s.set_fixed(fixed),
+            Data::Bag(b) => b.set_fixed(fixed),
+            Data::Ordered(_) => Released::default(),
+        }
+    }
+
     /// The table of type `kind` (an atom of `:ets.new/2`'s types).
     fn new(kind: Atom) -> NifResult<Self> {
         Ok(if kind == atoms::set() {
@@ -383,6 +407,8 @@ impl TableRes {
     fn down(&self, env: Env, pid: LocalPid) {
         let word = word_of(pid.encode(env).as_c_arg());
         self.monitored.lock().retain(|w| *w != word);
+        // A process's fixations end with it, as in ETS.
+        self.unfix(word, u64::MAX);
         match self.meta.owner_exited(word) {
             OwnerExit::NotOwner => self.meta.heir_exited(word),
             OwnerExit::Delete => delete_table(self),
@@ -408,6 +434,40 @@ impl TableRes {
                 // take the table: delete it, as ETS does.
                 if env.send(&to, msg).is_err() {
                     delete_table(self);
+                }
+            }
+        }
+    }
+}
+
+impl TableRes {
+    /// Adds one fixation by `pid` (a word) at monotonic time `now`.
+    fn fix(&self, pid: u64, now: i64) {
+        let mut f = self.fixations.lock();
+        if f.procs.is_empty() {
+            f.since = now;
+            self.data.set_fixed(true);
+        }
+        match f.procs.iter_mut().find(|p| p.0 == pid) {
+            Some(p) => p.1 += 1,
+            None => f.procs.push((pid, 1)),
+        }
+    }
+
+    /// Removes up to `n` fixations by `pid`; the table is unfixed when none
+    /// is left (what the fixation kept is freed off the scheduler).
+    fn unfix(&self, pid: u64, n: u64) {
+        let mut f = self.fixations.lock();
+        let Some(i) = f.procs.iter().position(|p| p.0 == pid) else {
+            return;
+        };
+        f.procs[i].1 = f.procs[i].1.saturating_sub(n);
+        if f.procs[i].1 == 0 {
+            f.procs.remove(i);
+            if f.procs.is_empty() {
+                let kept = self.data.set_fixed(false);
+                if !kept.is_empty() {
+                    drop_later(kept);
                 }
             }
         }
@@ -740,6 +800,7 @@ fn table_new<'a>(
             word_of(flags.3.as_c_arg()),
         ],
         monitored: Mutex::new(Vec::new()),
+        fixations: Mutex::default(),
     })?;
     // The owner is alive: it is calling us.
     res.monitor_once(env, &owner);
@@ -1462,6 +1523,49 @@ fn cursor_next<'a>(env: Env<'a>, position: Term<'a>, acc: Term<'a>) -> NifResult
         }
     };
     continue_walk(env, &t, st, acc)
+}
+
+/// `safe_fixtable(tab, fix)`: `fix` must be a boolean; `now` is the
+/// caller's `erlang:monotonic_time()` (the fixation's start if it is the
+/// first). Reading the table suffices, as in ETS. The caller is monitored
+/// so that its fixations end when it exits.
+#[rustler::nif]
+fn table_safe_fixtable<'a>(
+    env: Env<'a>,
+    tab: Term<'a>,
+    fix: Term<'a>,
+    now: i64,
+) -> NifResult<bool> {
+    let t = readable(env, tab)?;
+    let fix: bool = fix.decode().map_err(|_| Error::BadArg)?;
+    let me = caller(env);
+    if fix {
+        t.monitor_once(env, &env.pid());
+        t.fix(me, now);
+    } else {
+        t.unfix(me, 1);
+    }
+    Ok(true)
+}
+
+/// `false` when the table is not fixed, else `{since, [{pid, count}]}`
+/// (`since` in native monotonic time units); `:undefined` when there is no
+/// such table.
+#[rustler::nif]
+fn table_fixation<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
+    let Some(t) = info_target(tab)? else {
+        return Ok(atoms::undefined().encode(env));
+    };
+    let f = t.fixations.lock();
+    if f.procs.is_empty() {
+        return Ok(false.encode(env));
+    }
+    let procs: Vec<Term> = f
+        .procs
+        .iter()
+        .map(|&(pid, n)| make_tuple(env, &[word_term(env, pid), n.encode(env)]))
+        .collect();
+    Ok(make_tuple(env, &[f.since.encode(env), procs.encode(env)]))
 }
 
 #[rustler::nif]

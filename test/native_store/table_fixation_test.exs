@@ -1,0 +1,333 @@
+defmodule NativeStore.TableFixationTest do
+  @moduledoc """
+  `safe_fixtable/2` and the fixation items of `info/2`, against `:ets` (the
+  oracle) doing the same: walks that delete what they visit, fixations
+  counted per process and ended by the process's exit, errors.
+  """
+  use ExUnit.Case, async: true
+
+  alias NativeStore.Table
+
+  @hash_types [:set, :bag, :duplicate_bag]
+  @types [:ordered_set | @hash_types]
+
+  defp both(type, objects) do
+    e = :ets.new(:fix_oracle, [type, :public])
+    t = Table.new(:fix_native, [type, :public])
+    :ets.insert(e, objects)
+    Table.insert(t, objects)
+    {e, t}
+  end
+
+  defp outcome(fun) do
+    {:ok, fun.()}
+  rescue
+    e -> {:raise, e.__struct__}
+  end
+
+  # Walks the table with first/next, calling `visit.(key)` before stepping
+  # from each key; returns the keys visited, in order.
+  defp walk(mod, tab, visit) do
+    Stream.unfold(mod.first(tab), fn
+      :"$end_of_table" ->
+        nil
+
+      k ->
+        visit.(k)
+        {k, mod.next(tab, k)}
+    end)
+    |> Enum.to_list()
+  end
+
+  defp objects(n, type) do
+    base = for i <- 1..n, do: {i, rem(i, 3)}
+    if type in [:bag, :duplicate_bag], do: base ++ for(i <- 1..n, do: {i, :x}), else: base
+  end
+
+  # Ways of removing the key being visited.
+  defp removers do
+    [
+      delete: fn mod, tab, k -> mod.delete(tab, k) end,
+      take: fn mod, tab, k -> mod.take(tab, k) end,
+      select_delete: fn mod, tab, k -> mod.select_delete(tab, [{{k, :_}, [], [true]}]) end,
+      match_delete: fn mod, tab, k -> mod.match_delete(tab, {k, :_}) end,
+      delete_object: fn mod, tab, k ->
+        for o <- mod.lookup(tab, k), do: mod.delete_object(tab, o)
+      end
+    ]
+  end
+
+  describe "a fixed table's walk may delete what it visits" do
+    test "every key is visited once, as in ETS, whatever removes it" do
+      for type <- @types, {how, remove} <- removers() do
+        objs = objects(3000, type)
+        {e, t} = both(type, objs)
+        true = :ets.safe_fixtable(e, true)
+        true = Table.safe_fixtable(t, true)
+
+        ew = walk(:ets, e, &remove.(:ets, e, &1))
+        nw = walk(Table, t, &remove.(Table, t, &1))
+
+        assert length(nw) == length(ew), "#{type} #{how}"
+        assert Enum.sort(nw) == Enum.sort(ew), "#{type} #{how}"
+        if type == :ordered_set, do: assert(nw == ew)
+        assert Table.info(t, :size) == 0 and :ets.info(e, :size) == 0
+
+        # Unfixed: a deleted key is no place to go on from any more.
+        Table.safe_fixtable(t, false)
+        :ets.safe_fixtable(e, false)
+        k = hd(ew)
+
+        assert outcome(fn -> Table.next(t, k) end) == outcome(fn -> :ets.next(e, k) end),
+               "#{type} #{how}"
+      end
+    end
+
+    test "a key that never was in the table still raises, as in ETS" do
+      for type <- @types do
+        {e, t} = both(type, objects(50, type))
+        :ets.safe_fixtable(e, true)
+        Table.safe_fixtable(t, true)
+        :ets.delete(e, 1)
+        Table.delete(t, 1)
+
+        for k <- [1, 999, :nope, 1.0] do
+          assert outcome(fn -> Table.next(t, k) end) |> elem(0) ==
+                   outcome(fn -> :ets.next(e, k) end) |> elem(0),
+                 "#{type} #{inspect(k)}"
+        end
+      end
+    end
+
+    test "keys cleared by delete_all_objects/1 stay places while fixed" do
+      for type <- @types do
+        {e, t} = both(type, objects(500, type))
+        :ets.safe_fixtable(e, true)
+        Table.safe_fixtable(t, true)
+        k = Table.first(t)
+        true = :ets.delete_all_objects(e)
+        true = Table.delete_all_objects(t)
+
+        assert {:ok, _} = outcome(fn -> Table.next(t, k) end)
+        assert {:ok, _} = outcome(fn -> :ets.next(e, k) end)
+        assert Table.info(t, :size) == 0
+
+        Table.safe_fixtable(t, false)
+        :ets.safe_fixtable(e, false)
+
+        assert outcome(fn -> Table.next(t, k) end) |> elem(0) ==
+                 outcome(fn -> :ets.next(e, k) end) |> elem(0)
+      end
+    end
+
+    test "inserts and deletes by other processes during a fixed walk" do
+      # Deletes of keys ahead and inserts of new keys while one process
+      # walks: no step raises, no key is visited twice, every key that was
+      # there throughout is visited. (Growth may reorder a shard: few
+      # inserts here, so no shard grows.)
+      for type <- @hash_types do
+        t = Table.new(:fix_busy, [type, :public])
+        Table.insert(t, objects(4000, type))
+        Table.safe_fixtable(t, true)
+        # Keys 1..2000 are deleted by another process meanwhile, keys
+        # 2001..4000 stay; 200 new ones come.
+        other =
+          Task.async(fn ->
+            for i <- 1..2000 do
+              Table.delete(t, i)
+              if rem(i, 10) == 0, do: Table.insert(t, {10_000 + i, :new})
+            end
+          end)
+
+        visited = walk(Table, t, fn _ -> :ok end)
+        Task.await(other)
+        assert length(visited) == length(Enum.uniq(visited))
+        assert MapSet.subset?(MapSet.new(2001..4000), MapSet.new(visited))
+        Table.safe_fixtable(t, false)
+      end
+    end
+  end
+
+  describe "fixations" do
+    # The fixation items with the pid lists sorted (ETS lists them in an
+    # internal order) and the times replaced by whether they are set.
+    defp fix_info(mod, tab) do
+      norm = fn
+        false -> false
+        :undefined -> :undefined
+        {_since, procs} -> {:since, Enum.sort(procs)}
+      end
+
+      {mod.info(tab, :fixed), norm.(mod.info(tab, :safe_fixed)),
+       norm.(mod.info(tab, :safe_fixed_monotonic_time))}
+    end
+
+    @tag :capture_log
+    test "are counted per process and end with it, as in ETS" do
+      for type <- @types do
+        {e, t} = both(type, [{1, :a}])
+        me = self()
+
+        # Each helper fixes both tables `n` times, then obeys orders.
+        helpers =
+          for n <- [1, 2, 3] do
+            spawn(fn ->
+              for _ <- 1..n, do: {:ets.safe_fixtable(e, true), Table.safe_fixtable(t, true)}
+              send(me, :fixed)
+
+              receive do
+                :release ->
+                  for _ <- 1..n, do: {:ets.safe_fixtable(e, false), Table.safe_fixtable(t, false)}
+
+                :crash ->
+                  raise "boom"
+              end
+
+              send(me, :released)
+              receive do: (:exit -> :ok)
+            end)
+          end
+
+        for _ <- helpers, do: assert_receive(:fixed)
+        assert fix_info(Table, t) == fix_info(:ets, e)
+        assert {true, {:since, [_, _, _]}, _} = fix_info(Table, t)
+
+        for _ <- 1..2, do: {:ets.safe_fixtable(e, true), Table.safe_fixtable(t, true)}
+        # Releasing more often than fixed is harmless.
+        for _ <- 1..3, do: {:ets.safe_fixtable(e, false), Table.safe_fixtable(t, false)}
+        assert fix_info(Table, t) == fix_info(:ets, e)
+
+        [h1, h2, h3] = helpers
+        send(h1, :release)
+        assert_receive :released
+        assert fix_info(Table, t) == fix_info(:ets, e)
+
+        ref = Process.monitor(h2)
+        send(h2, :crash)
+        assert_receive {:DOWN, ^ref, _, _, _}
+
+        ref = Process.monitor(h3)
+        Process.exit(h3, :kill)
+        assert_receive {:DOWN, ^ref, _, _, _}
+        send(h1, :exit)
+        # The down callbacks run asynchronously.
+        wait_until(fn -> Table.info(t, :fixed) == false end)
+        assert fix_info(Table, t) == fix_info(:ets, e)
+        assert fix_info(Table, t) == {false, false, false}
+      end
+    end
+
+    test "the times: since the table became fixed, in both forms" do
+      t = Table.new(:fix_times, [:public])
+      before = :erlang.monotonic_time()
+      Table.safe_fixtable(t, true)
+      {mono, [{pid, 1}]} = Table.info(t, :safe_fixed_monotonic_time)
+      assert pid == self()
+      assert mono >= before and mono <= :erlang.monotonic_time()
+      # A second fixation keeps the time.
+      Table.safe_fixtable(t, true)
+      assert {^mono, [{_, 2}]} = Table.info(t, :safe_fixed_monotonic_time)
+      {ts, [{_, 2}]} = Table.info(t, :safe_fixed)
+      # ETS's timestamp is the monotonic time shifted by the time offset.
+      us = :erlang.convert_time_unit(mono + :erlang.time_offset(), :native, :microsecond)
+
+      assert ts ==
+               {div(us, 1_000_000_000_000), rem(div(us, 1_000_000), 1_000_000),
+                rem(us, 1_000_000)}
+
+      e = :ets.new(:fix_times, [:public])
+      :ets.safe_fixtable(e, true)
+      {emono, _} = :ets.info(e, :safe_fixed_monotonic_time)
+      {ets_ts, _} = :ets.info(e, :safe_fixed)
+      eus = :erlang.convert_time_unit(emono + :erlang.time_offset(), :native, :microsecond)
+
+      assert ets_ts ==
+               {div(eus, 1_000_000_000_000), rem(div(eus, 1_000_000), 1_000_000),
+                rem(eus, 1_000_000)}
+    end
+
+    test "survive give_away/3; errors as in ETS" do
+      for type <- @types do
+        {e, t} = both(type, [{1, :a}])
+        :ets.safe_fixtable(e, true)
+        Table.safe_fixtable(t, true)
+        heir = spawn(fn -> receive do: (_ -> :ok) end)
+        :ets.give_away(e, heir, nil)
+        Table.give_away(t, heir, nil)
+        assert fix_info(Table, t) == fix_info(:ets, e)
+        send(heir, :bye)
+      end
+
+      private_e = :ets.new(:fix_priv, [:private])
+      private_t = Table.new(:fix_priv, [:private])
+      protected_e = :ets.new(:fix_prot, [:protected])
+      protected_t = Table.new(:fix_prot, [:protected])
+      deleted_e = :ets.new(:fix_del, [])
+      deleted_t = Table.new(:fix_del, [])
+      :ets.delete(deleted_e)
+      Table.delete(deleted_t)
+
+      for {te, tt, arg} <- [
+            {protected_e, protected_t, :maybe},
+            {protected_e, protected_t, nil},
+            {protected_e, protected_t, 1},
+            {deleted_e, deleted_t, true},
+            {:no_such_table, :no_such_table, true},
+            {{:not, :a, :table}, {:not, :a, :table}, true}
+          ] do
+        assert outcome(fn -> Table.safe_fixtable(tt, arg) end) ==
+                 outcome(fn -> :ets.safe_fixtable(te, arg) end),
+               inspect({te, arg})
+      end
+
+      # From another process: a private table is off limits, a protected
+      # one may be fixed (reading suffices).
+      for {te, tt} <- [{private_e, private_t}, {protected_e, protected_t}] do
+        other =
+          Task.async(fn ->
+            {outcome(fn -> Table.safe_fixtable(tt, true) end),
+             outcome(fn -> :ets.safe_fixtable(te, true) end)}
+          end)
+
+        {native, ets} = Task.await(other)
+        assert native == ets
+      end
+
+      for {te, tt} <- [{deleted_e, deleted_t}, {:no_such_table, :no_such_table}],
+          item <- [:fixed, :safe_fixed, :safe_fixed_monotonic_time] do
+        assert Table.info(tt, item) == :ets.info(te, item)
+      end
+    end
+
+    test "a table deleted while fixed, and its fixers' exits afterwards" do
+      t = Table.new(:fix_deleted, [:public])
+      Table.insert(t, for(i <- 1..1000, do: {i}))
+      me = self()
+
+      p =
+        spawn(fn ->
+          Table.safe_fixtable(t, true)
+          send(me, :fixed)
+          receive do: (_ -> :ok)
+        end)
+
+      assert_receive :fixed
+      Table.safe_fixtable(t, true)
+      Table.delete(t, 5)
+      assert Table.delete(t)
+      assert Table.info(t, :fixed) == :undefined
+      assert_raise ArgumentError, fn -> Table.safe_fixtable(t, false) end
+      Process.exit(p, :kill)
+      Process.sleep(20)
+      assert Table.info(t, :safe_fixed) == :undefined
+    end
+  end
+
+  defp wait_until(fun, tries \\ 200) do
+    cond do
+      fun.() -> :ok
+      tries == 0 -> flunk("condition never became true")
+      true -> Process.sleep(5) && wait_until(fun, tries - 1)
+    end
+  end
+end
