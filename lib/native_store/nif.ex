@@ -60,6 +60,11 @@ defmodule NativeStore.Nif do
   def table_safe_fixtable(_tab, _fix, _now), do: nif_error()
   def table_fixation(_tab), do: nif_error()
 
+  # slot/2: the objects in slot `i`, :"$end_of_table" at the end, badarg
+  # past it; the `_dirty` variant runs on a dirty CPU scheduler.
+  def table_slot(_tab, _i), do: nif_error()
+  def table_slot_dirty(_tab, _i), do: nif_error()
+
   # Traversal: a key or :"$end_of_table". `table_last/1` and `table_prev/2`
   # are `table_first/1` and `table_next/2` on tables other than ordered_set.
   def table_first(_tab), do: nif_error()

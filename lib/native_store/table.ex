@@ -79,7 +79,7 @@ defmodule NativeStore.Table do
     table really holds (entries, slots and shards).
   * One object's encoding is limited to 2 GiB: a bigger object raises
     `ArgumentError` (ETS keeps big binaries off-heap and has no such limit).
-  * `i/1`, interactive in ETS, does not exist; nor does `slot/2`.
+  * `i/1`, interactive in ETS, does not exist.
   * Error messages are the generic `ArgumentError` "argument error"; the
     exception is raised exactly where ETS raises one.
   * Keys are compared by their canonical encoding. Two corner cases differ
@@ -94,6 +94,10 @@ defmodule NativeStore.Table do
   # Lists longer than this are inserted on a dirty scheduler: encoding them
   # takes longer than a normal scheduler may be held (about 1 ms).
   @dirty_list 1000
+
+  # slot/2 of an ordered_set walks `i` objects: past this many, on a dirty
+  # scheduler.
+  @dirty_slot 20_000
 
   @typedoc "A table: the reference returned by `new/2`, or the name of a named table."
   @type table :: reference() | atom()
@@ -468,6 +472,32 @@ defmodule NativeStore.Table do
     us = :erlang.convert_time_unit(monotonic + :erlang.time_offset(), :native, :microsecond)
     {div(us, 1_000_000_000_000), rem(div(us, 1_000_000), 1_000_000), rem(us, 1_000_000)}
   end
+
+  @doc """
+  The objects in slot `i` of the table, as `:ets.slot/2`: a table can be
+  walked slot by slot from `0` until `:"$end_of_table"` (returned when `i`
+  is the number of slots; a greater `i`, a negative one or a non-integer
+  raises `ArgumentError`).
+
+  For `:set`, `:bag` and `:duplicate_bag` tables the slots are the
+  buckets of the table's shards, shard after shard: a slot holds the
+  objects of at most one key (`[]` for an empty slot), and the number of
+  slots changes when the table grows or shrinks, as in ETS. For an
+  `:ordered_set`, slot `i` is `[object]` for the `i`th object in key
+  order (found by walking `i` objects, as in ETS).
+
+      iex> tab = NativeStore.Table.new(:slot_doc, [:ordered_set])
+      iex> NativeStore.Table.insert(tab, [{:b, 2}, {:a, 1}])
+      iex> NativeStore.Table.slot(tab, 0)
+      [{:a, 1}]
+      iex> NativeStore.Table.slot(tab, 2)
+      :"$end_of_table"
+  """
+  @spec slot(table(), non_neg_integer()) :: [object()] | :"$end_of_table"
+  def slot(table, i) when is_integer(i) and i > @dirty_slot,
+    do: Nif.table_slot_dirty(table, i)
+
+  def slot(table, i), do: Nif.table_slot(table, i)
 
   @doc """
   Fixes (`true`) or releases (`false`) the table for the calling process,

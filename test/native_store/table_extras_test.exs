@@ -6,6 +6,7 @@ defmodule NativeStore.TableExtrasTest do
   """
   use ExUnit.Case, async: true
 
+  import Bitwise
   import ExUnit.CaptureIO
   alias NativeStore.Table
 
@@ -630,6 +631,71 @@ defmodule NativeStore.TableExtrasTest do
       end
 
       assert error_kind(fn -> :ets.repair_continuation(:foo, @ms) end) == FunctionClauseError
+    end
+  end
+
+  # ------------------------------------------------------------------
+  # slot/2
+
+  # Every object, read slot by slot from 0 until :"$end_of_table".
+  defp slot_walk(mod, tab) do
+    Enum.reduce_while(Stream.iterate(0, &(&1 + 1)), [], fn i, acc ->
+      case mod.slot(tab, i) do
+        :"$end_of_table" -> {:halt, {i, acc}}
+        objects when is_list(objects) -> {:cont, acc ++ objects}
+      end
+    end)
+  end
+
+  describe "slot/2" do
+    test "a slot-by-slot walk reads every object once, as ETS's" do
+      for type <- @types do
+        {ets, ns} = both(type)
+        {e_slots, e_all} = slot_walk(:ets, ets)
+        {n_slots, n_all} = slot_walk(Table, ns)
+        assert ordered(type, n_all) == ordered(type, e_all), "#{type}"
+        # One slot per object in an ordered_set; the hash tables number
+        # their buckets (the count is theirs, as ETS's is its own).
+        if type == :ordered_set, do: assert(n_slots == e_slots)
+
+        for i <- [n_slots + 1, n_slots + 100, -1, 1.0, :a, 1 <<< 70, nil] do
+          assert error_kind(fn -> Table.slot(ns, i) end) ==
+                   error_kind(fn ->
+                     :ets.slot(
+                       ets,
+                       if(is_integer(i) and i > 0, do: e_slots + (i - n_slots), else: i)
+                     )
+                   end),
+                 "#{type} #{inspect(i)}"
+        end
+      end
+    end
+
+    test "an ordered_set's slot i is its ith object, also far in (dirty scheduler)" do
+      objects = for i <- 1..30_000, do: {i * 2, i}
+      {ets, ns} = both(:ordered_set, objects)
+
+      for i <- [0, 1, 19_999, 20_000, 20_001, 29_999, 30_000] do
+        assert Table.slot(ns, i) == :ets.slot(ets, i), "#{i}"
+      end
+
+      assert error_kind(fn -> Table.slot(ns, 30_001) end) == ArgumentError
+    end
+
+    test "missing tables and access rights, as ETS" do
+      private_e = :ets.new(:slot_priv, [:private])
+      private_n = Table.new(:slot_priv, [:private])
+      deleted_e = :ets.new(:slot_del, [])
+      deleted_n = Table.new(:slot_del, [])
+      :ets.delete(deleted_e)
+      Table.delete(deleted_n)
+
+      for {e, n} <- [{deleted_e, deleted_n}, {:no_such_table, :no_such_table}] do
+        assert error_kind(fn -> Table.slot(n, 0) end) == error_kind(fn -> :ets.slot(e, 0) end)
+      end
+
+      assert Task.await(Task.async(fn -> error_kind(fn -> Table.slot(private_n, 0) end) end)) ==
+               Task.await(Task.async(fn -> error_kind(fn -> :ets.slot(private_e, 0) end) end))
     end
   end
 

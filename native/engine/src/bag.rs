@@ -17,7 +17,8 @@ use crate::fixation::{self, Fixable, Graves, Released};
 use crate::format::{read_item, Item};
 use crate::order::identical;
 use crate::set::{
-    hash_key, read_from, shard_index, shrink_sparse, Counted, Key, ShardWrite, Sharded, CHUNK_BYTES,
+    hash_key, read_from, shard_index, shrink_sparse, slot_in, Counted, Key, ShardWrite, Sharded,
+    Slot, CHUNK_BYTES,
 };
 use hashbrown::HashTable;
 use parking_lot::RwLock;
@@ -598,6 +599,17 @@ impl BagTable {
             i = end;
         }
         (out, None)
+    }
+
+    /// Runs `f` on the objects in slot `i` (none for an empty slot), as
+    /// ETS's `slot/2`: one key's objects, in insertion order.
+    pub fn slot<R>(&self, i: usize, f: impl FnOnce(Objects<'_>) -> R) -> Slot<R> {
+        slot_in(
+            &self.shards,
+            |s| &s.map,
+            i,
+            |b| f(b.map_or_else(Objects::empty, Bucket::objects)),
+        )
     }
 
     /// Runs `f` on the first object of the first key in traversal order.

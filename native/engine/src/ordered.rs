@@ -30,7 +30,7 @@ mod tree;
 use crate::entry::Entry;
 use crate::format::tag;
 use crate::order::{compare, SortPrefix};
-use crate::set::{Change, CHUNK_BYTES};
+use crate::set::{Change, Slot, CHUNK_BYTES};
 use parking_lot::{RwLock, RwLockWriteGuard};
 use std::borrow::Borrow;
 use std::cell::{Cell, RefCell};
@@ -951,6 +951,18 @@ impl OrderedTable {
             return f(e);
         }
         f(probe(key).before(&g))
+    }
+
+    /// Runs `f` on the object at position `i` in key order, as ETS's
+    /// `slot/2` on an `ordered_set` (it walks `i` objects: linear time, as
+    /// in ETS).
+    pub fn slot<R>(&self, i: usize, f: impl FnOnce(&Entry) -> R) -> Slot<R> {
+        let g = self.inner.read();
+        match g.iter().nth(i) {
+            Some(e) => Slot::At(f(e)),
+            None if i == g.len() => Slot::End,
+            None => Slot::Beyond,
+        }
     }
 
     /// Up to `max` entries (and about [`CHUNK_BYTES`]), in key order, whose

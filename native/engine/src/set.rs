@@ -244,6 +244,42 @@ pub(crate) fn read_from<'t, S, T, R>(
     f(None)
 }
 
+/// What `slot/2` finds at an index.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Slot<R> {
+    /// The slot exists; what the caller made of its contents.
+    At(R),
+    /// The index is the number of slots: the end of a slot-by-slot walk.
+    End,
+    /// The index is past the end (ETS raises `badarg`).
+    Beyond,
+}
+
+/// Slot `i` of a hash table, as ETS's `slot/2` numbers them: the buckets of
+/// every shard, shard after shard (an empty bucket is an empty slot). `f`
+/// gets the bucket's item, under the shard's read lock. The numbering
+/// changes when a shard grows or shrinks, as ETS's does.
+pub(crate) fn slot_in<S, T, R>(
+    shards: &[Padded<RwLock<S>>],
+    map: impl Fn(&S) -> &HashTable<T>,
+    mut i: usize,
+    f: impl FnOnce(Option<&T>) -> R,
+) -> Slot<R> {
+    for s in shards {
+        let g = s.0.read();
+        let m = map(&g);
+        if i < m.num_buckets() {
+            return Slot::At(f(m.get_bucket(i)));
+        }
+        i -= m.num_buckets();
+    }
+    if i == 0 {
+        Slot::End
+    } else {
+        Slot::Beyond
+    }
+}
+
 /// The contents of a table taken out by [`SetTable::take_all`]; dropping it
 /// frees every entry (do that off the caller's scheduler for big tables).
 pub struct Contents(Vec<HashTable<Entry>>);
@@ -662,6 +698,12 @@ impl SetTable {
         let mut out = Vec::with_capacity(s.map.len());
         out.extend(buckets_from(&s.map, 0).cloned());
         out
+    }
+
+    /// Runs `f` on the entry in slot `i` (`None` for an empty slot), as
+    /// ETS's `slot/2`; see [`slot_in`].
+    pub fn slot<R>(&self, i: usize, f: impl FnOnce(Option<&Entry>) -> R) -> Slot<R> {
+        slot_in(&self.shards, |s| &s.map, i, f)
     }
 
     /// Runs `f` on the first entry in traversal order (shard by shard,

@@ -15,7 +15,7 @@ use native_store_engine::meta::{Access, Heir, Meta, OwnerExit};
 use native_store_engine::order::{self, Host};
 use native_store_engine::ordered::{Next, OrderedTable};
 use native_store_engine::reclaim::drop_later;
-use native_store_engine::set::{Change, Key, SetTable, CHUNK_BYTES};
+use native_store_engine::set::{Change, Key, SetTable, Slot, CHUNK_BYTES};
 use native_store_engine::tuple_ops::{self, CounterOp};
 use parking_lot::{Mutex, RwLock};
 use rustler::types::tuple::make_tuple;
@@ -954,6 +954,42 @@ fn table_lookup<'a>(env: Env<'a>, [tab, key]: [Term<'a>; 2]) -> NifResult<Term<'
             _ => with_key(&kb, |k| o.read(k, one)),
         },
         Data::Bag(b) => b.read(&kb.key(), |os| objects_list(env, os, decode_object(env))),
+    }
+}
+
+/// `slot(tab, i)`: the objects in slot `i` (see `SetTable::slot`; for an
+/// `ordered_set`, the `i`th object in key order), `:"$end_of_table"` when
+/// `i` is the number of slots, `badarg` past it or for a negative or
+/// non-integer `i`.
+#[rustler::nif]
+fn table_slot<'a>(env: Env<'a>, tab: Term<'a>, i: Term<'a>) -> NifResult<Term<'a>> {
+    slot(env, tab, i)
+}
+
+/// `table_slot/2` on a dirty CPU scheduler: an `ordered_set`'s slot `i`
+/// walks `i` objects. (`NativeStore.Table.slot/2` sends big indexes here.)
+#[rustler::nif(schedule = "DirtyCpu")]
+fn table_slot_dirty<'a>(env: Env<'a>, tab: Term<'a>, i: Term<'a>) -> NifResult<Term<'a>> {
+    slot(env, tab, i)
+}
+
+fn slot<'a>(env: Env<'a>, tab: Term<'a>, i: Term<'a>) -> NifResult<Term<'a>> {
+    let t = readable(env, tab)?;
+    let i: usize = i.decode().map_err(|_| Error::BadArg)?;
+    let nil = Term::list_new_empty(env);
+    let one = |e: Option<&Entry>| match e {
+        None => Ok(nil),
+        Some(e) => Ok(nil.list_prepend(decode_entry(env, e)?)),
+    };
+    let found = match &t.data {
+        Data::Set(s) => s.slot(i, one),
+        Data::Ordered(o) => o.slot(i, |e| one(Some(e))),
+        Data::Bag(b) => b.slot(i, |os| objects_list(env, os, decode_object(env))),
+    };
+    match found {
+        Slot::At(objects) => objects,
+        Slot::End => Ok(atoms::end_of_table().encode(env)),
+        Slot::Beyond => Err(Error::BadArg),
     }
 }
 
