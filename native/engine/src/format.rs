@@ -270,7 +270,7 @@ pub fn put_list<'a>(
 }
 
 #[inline(always)]
-fn word_at(buf: &[u8], pos: usize) -> Result<u64, FormatError> {
+pub(crate) fn word_at(buf: &[u8], pos: usize) -> Result<u64, FormatError> {
     let b = buf.get(pos..pos + 8).ok_or(FormatError::Corrupt)?;
     Ok(u64::from_le_bytes(
         b.try_into().map_err(|_| FormatError::Corrupt)?,

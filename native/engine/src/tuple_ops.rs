@@ -111,17 +111,27 @@ pub fn update_counter_in_place(
     ops: &[CounterOp],
     results: &mut [i128],
 ) -> Result<Option<()>, OpError> {
-    // Element offsets, found once (small tuples need no allocation).
-    let mut offsets = [0usize; 16];
     let mut pos = 0;
     let arity = match format::read_item(obj, &mut pos)? {
         format::Item::Tuple(n) => n,
         _ => return Err(OpError::Corrupt),
     };
+    if let [op] = ops {
+        return update_one_in_place(obj, pos, arity, keypos, op, results);
+    }
+    // Element offsets, found once (small tuples need no allocation).
+    let mut offsets = [0usize; 16];
     if arity > offsets.len() {
         return Ok(None);
     }
-    for slot in offsets.iter_mut().take(arity) {
+    // Only the elements up to the last counter are visited (a big value
+    // after it is not walked over).
+    let last = ops
+        .iter()
+        .map(|op| op.pos.clamp(0, arity as i64) as usize)
+        .max()
+        .unwrap_or(0);
+    for slot in offsets.iter_mut().take(last) {
         *slot = pos;
         pos = format::skip(obj, pos)?;
     }
@@ -155,6 +165,42 @@ pub fn update_counter_in_place(
         format::set_int_at(obj, *at, *v)?;
         *r = i128::from(*v);
     }
+    Ok(Some(()))
+}
+
+/// [`update_counter_in_place`] of a single operation (the common case): no
+/// offsets table, no staging. `pos` is where the tuple's elements start.
+#[inline]
+fn update_one_in_place(
+    obj: &mut [u8],
+    mut pos: usize,
+    arity: usize,
+    keypos: usize,
+    op: &CounterOp,
+    results: &mut [i128],
+) -> Result<Option<()>, OpError> {
+    let i = check_pos(op.pos, arity, keypos)?;
+    for _ in 0..i {
+        pos = format::skip(obj, pos)?;
+    }
+    let current = match obj.get(pos) {
+        Some(&tag::INT) => i128::from(format::word_at(obj, pos + 1)? as i64),
+        _ => match format::get_integer(obj, pos) {
+            Some(_) => return Ok(None),
+            None => return Err(OpError::NotInteger),
+        },
+    };
+    let mut next = current + op.incr;
+    if let Some((threshold, set)) = op.threshold {
+        if (op.incr >= 0 && next > threshold) || (op.incr < 0 && next < threshold) {
+            next = set;
+        }
+    }
+    let (Ok(small), Some(r)) = (i64::try_from(next), results.first_mut()) else {
+        return Ok(None);
+    };
+    format::set_int_at(obj, pos, small)?;
+    *r = next;
     Ok(Some(()))
 }
 

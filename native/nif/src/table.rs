@@ -1137,6 +1137,7 @@ fn table_delete_all_objects<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<bool> 
 
 /// An integer argument of update_counter: any integer of up to 127 bits
 /// (ETS takes bignums there too); `badarg` for anything else.
+#[inline(always)]
 fn int_arg(t: Term) -> NifResult<i128> {
     if let Ok(i) = t.decode::<i64>() {
         return Ok(i.into());
@@ -1149,6 +1150,7 @@ fn int_arg(t: Term) -> NifResult<i128> {
     format::get_integer(&bytes, 0).ok_or(Error::BadArg)
 }
 
+#[inline(always)]
 fn counter_op(t: Term, keypos: usize) -> NifResult<CounterOp> {
     if !t.is_tuple() {
         return Ok(CounterOp {
@@ -1161,6 +1163,7 @@ fn counter_op(t: Term, keypos: usize) -> NifResult<CounterOp> {
 }
 
 /// `{Pos, Incr}` or `{Pos, Incr, Threshold, SetValue}`.
+#[inline(always)]
 fn bounded_op(t: Term) -> NifResult<CounterOp> {
     let els = TupleTerms::of(t).ok_or(Error::BadArg)?;
     let el = |i| els.get(i).ok_or(Error::BadArg);
