@@ -850,7 +850,13 @@ defmodule NativeStore.Table do
   Difference from ETS: ETS fixes the table (`safe_fixtable/2`) while a
   query traverses it; NativeStore has no fixing, so a traversal concurrent
   with writers behaves as `select/3` does (objects may be missed or
-  repeated).
+  repeated). For the same reason `:first_next` and `:last_prev` on a
+  `:set`, `:bag` or `:duplicate_bag` take the keys from `select/3` chunks
+  of `n_objects` and look each one up when reached (`next/2` of a key
+  deleted during the traversal would raise), so that deleting objects
+  meanwhile works as in ETS; the order of these types is unspecified
+  either way. An `:ordered_set` is walked with `first/1`/`next/2`
+  (`last/1`/`prev/2`), in key order.
   """
   @spec table(table(), keyword() | tuple()) :: :qlc.query_handle()
   defdelegate table(table, options), to: NativeStore.Table.Extras

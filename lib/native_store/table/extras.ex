@@ -69,8 +69,21 @@ defmodule NativeStore.Table.Extras do
         raise ArgumentError, "invalid options for table/2: #{inspect(opts)}"
 
       [[traverse, n_objs], qlc_options] ->
+        type = Table.info(tab, :type)
+
         tf =
           case traverse do
+            # ETS fixes the table while QLC traverses it, so next/2 of a key
+            # deleted meanwhile (e.g. by the query's consumer) still works.
+            # NativeStore cannot fix a table, and next/2 of a missing key
+            # raises for the hashed types (it does not for ordered_set), so
+            # these take the keys from select/3 chunks (which survive
+            # deletions) and look each one up when it is reached, as ETS's
+            # first/next walk does. The order is unspecified either way.
+            walk when walk in [:first_next, :last_prev] and type != :ordered_set ->
+              keys = [{:_, [], [{:element, Table.info(tab, :keypos), :"$_"}]}]
+              fn -> qlc_keys(tab, Table.select(tab, keys, n_objs), []) end
+
             :first_next ->
               fn -> qlc_next(tab, Table.first(tab)) end
 
@@ -87,7 +100,7 @@ defmodule NativeStore.Table.Extras do
         info_fun = fn tag -> table_info(tab, tag) end
 
         key_equality =
-          case Table.info(tab, :type) do
+          case type do
             :ordered_set -> :==
             _ -> :"=:="
           end
@@ -152,6 +165,19 @@ defmodule NativeStore.Table.Extras do
 
   defp qlc_prev(tab, key),
     do: Table.lookup(tab, key) ++ fn -> qlc_prev(tab, Table.prev(tab, key)) end
+
+  # The objects of each key of the select/3 chunks of keys, looked up when
+  # reached. A bag's objects of one key are consecutive in select's order
+  # (maybe across chunks): each key is looked up once. `previous` is `[]`
+  # or `[the key looked up last]`.
+  defp qlc_keys(_tab, :"$end_of_table", _previous), do: []
+  defp qlc_keys(tab, {keys, cont}, previous), do: qlc_keys(tab, keys, cont, previous)
+
+  defp qlc_keys(tab, [], cont, previous), do: qlc_keys(tab, Table.select(cont), previous)
+  defp qlc_keys(tab, [key | keys], cont, [key]), do: qlc_keys(tab, keys, cont, [key])
+
+  defp qlc_keys(tab, [key | keys], cont, _previous),
+    do: Table.lookup(tab, key) ++ fn -> qlc_keys(tab, keys, cont, [key]) end
 
   defp qlc_select(:"$end_of_table"), do: []
   defp qlc_select({objects, cont}), do: objects ++ fn -> qlc_select(Table.select(cont)) end
