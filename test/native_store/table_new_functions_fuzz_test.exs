@@ -227,6 +227,34 @@ defmodule NativeStore.TableNewFunctionsFuzzTest do
     end
   end
 
+  # Not a difference of tab2file/3 itself: the header is info/1, and
+  # NativeStore's info(tab, :decentralized_counters) is the option given
+  # (default false) where ETS derives it (true for write_concurrency :auto,
+  # and for an ordered_set with write_concurrency; false without
+  # write_concurrency even when asked). Run with KNOWN_BUGS=1.
+  @tag :known_limitation
+  test "tab2file headers carry ETS's decentralized_counters", %{tmp_dir: dir} do
+    header = fn file ->
+      {:ok, log} = :disk_log.open(name: make_ref(), file: file, mode: :read_only)
+      {_, [h | _]} = :disk_log.chunk(log, :start, 1)
+      :disk_log.close(log)
+      h |> Tuple.to_list() |> Keyword.drop([:id, :memory, :node, :owner])
+    end
+
+    for type <- @types,
+        opts <- [
+          [write_concurrency: :auto],
+          [write_concurrency: true],
+          [decentralized_counters: true]
+        ] do
+      e = :ets.new(:dc, [type | opts])
+      t = Table.new(:dc, [type | opts])
+      :ok = :ets.tab2file(e, ~c"#{dir}/e")
+      :ok = Table.tab2file(t, ~c"#{dir}/n")
+      assert header.(~c"#{dir}/n") == header.(~c"#{dir}/e"), "#{type} #{inspect(opts)}"
+    end
+  end
+
   # :ets.file2tab/2 with verification, the table it makes summarized and
   # deleted.
   defp load(file) do
