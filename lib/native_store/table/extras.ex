@@ -69,6 +69,8 @@ defmodule NativeStore.Table.Extras do
         raise ArgumentError, "invalid options for table/2: #{inspect(opts)}"
 
       [[traverse, n_objs], qlc_options] ->
+        type = Table.info(tab, :type)
+
         tf =
           case traverse do
             :first_next ->
@@ -87,7 +89,7 @@ defmodule NativeStore.Table.Extras do
         info_fun = fn tag -> table_info(tab, tag) end
 
         key_equality =
-          case Table.info(tab, :type) do
+          case type do
             :ordered_set -> :==
             _ -> :"=:="
           end
