@@ -35,6 +35,8 @@ defmodule NativeStore.Table.Match do
   @chunks_key {__MODULE__, :chunks}
   @meta_key {__MODULE__, :meta}
   @last_key {__MODULE__, :last}
+  # Objects per chunk of a walk (the NIF's CHUNK).
+  @walk_chunk 2000
 
   # ------------------------------------------------------------------
   # select
@@ -369,10 +371,8 @@ defmodule NativeStore.Table.Match do
   # ------------------------------------------------------------------
   # Folds
 
-  # As ETS's folds, the table is fixed while it is folded (deletes by `fun`
-  # or by others do not reorder it under the walk).
   def foldl(fun, acc, tab) do
-    fixed(tab, fn -> fold_chunks(tab, acc, fn chunk, acc -> fold_list(fun, acc, chunk) end) end)
+    fold_chunks(tab, acc, fn chunk, acc -> fold_list(fun, acc, chunk) end)
   end
 
   def foldr(fun, acc, tab) do
@@ -383,19 +383,7 @@ defmodule NativeStore.Table.Match do
         _ -> :forward
       end
 
-    fixed(tab, fn ->
-      fold_chunks(tab, acc, fn chunk, acc -> fold_list(fun, acc, chunk) end, walk)
-    end)
-  end
-
-  defp fixed(tab, fun) do
-    Table.safe_fixtable(tab, true)
-
-    try do
-      fun.()
-    after
-      Table.safe_fixtable(tab, false)
-    end
+    fold_chunks(tab, acc, fn chunk, acc -> fold_list(fun, acc, chunk) end, walk)
   end
 
   # `:lists.foldl/3` only over objects: like ETS's folds, an empty table
@@ -677,8 +665,27 @@ defmodule NativeStore.Table.Match do
     :lists.reverse(rev)
   end
 
-  # Folds `fun.(chunk, acc)` over the table's chunks, in walk order.
+  # Folds `fun.(chunk, acc)` over the table's chunks, in walk order. A
+  # table of more than one chunk is fixed (`safe_fixtable/2`) meanwhile, as
+  # ETS fixes a table its select/2, folds, select_delete/2... walk: removals
+  # (by `fun`, e.g. select_delete/2, or by other processes) then do not
+  # shrink, that is reorder, the shards under the walk, which would make it
+  # miss objects after a shrunk shard's saved position.
   defp fold_chunks(tab, acc, fun, walk \\ :forward) do
+    if Nif.table_count(tab, true) > @walk_chunk do
+      Table.safe_fixtable(tab, true)
+
+      try do
+        fold_walk(tab, acc, fun, walk)
+      after
+        Table.safe_fixtable(tab, false)
+      end
+    else
+      fold_walk(tab, acc, fun, walk)
+    end
+  end
+
+  defp fold_walk(tab, acc, fun, walk) do
     {chunk, source} = first_chunk(tab, walk)
     fold_chunks_from(fun.(chunk, acc), source, fun)
   end

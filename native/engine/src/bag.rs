@@ -276,6 +276,9 @@ impl Fixable for Shard {
     fn map(&mut self) -> &mut HashTable<Bucket> {
         &mut self.map
     }
+    fn shrink(&mut self) {
+        shrink_sparse(&mut self.map, |b| b.hash);
+    }
 }
 
 impl Counted for Shard {

@@ -92,6 +92,8 @@ pub(crate) trait Fixable {
     fn graves(&mut self) -> &mut Option<Box<Graves<Self::Item>>>;
     /// The shard's map.
     fn map(&mut self) -> &mut HashTable<Self::Item>;
+    /// Gives memory back if the map got sparse (see `set::shrink_sparse`).
+    fn shrink(&mut self);
 }
 
 /// Takes the shard's map out (`delete_all_objects/1`): a fixed shard keeps
@@ -116,6 +118,8 @@ pub(crate) fn set_fixed<S: Fixable>(s: &mut S, fixed: bool, kept: &mut Vec<Box<d
         if !g.is_empty() {
             kept.push(g);
         }
+        // Removals while fixed did not shrink the shard.
+        s.shrink();
     }
 }
 

@@ -444,6 +444,11 @@ impl TableRes {
     /// Adds one fixation by `pid` (a word) at monotonic time `now`.
     fn fix(&self, pid: u64, now: i64) {
         let mut f = self.fixations.lock();
+        // Deleted meanwhile: `delete_table` has released the fixations
+        // (under this lock) and nothing may fix the table again.
+        if self.meta.is_deleted() {
+            return;
+        }
         if f.procs.is_empty() {
             f.since = now;
             self.data.set_fixed(true);
@@ -501,9 +506,16 @@ fn delete_table(t: &TableRes) {
         }
         cat.by_id.remove(&t.id)
     };
+    // Fixations end with the table (or its shards would keep what it held
+    // until every fixer exits: a deleted table cannot be unfixed).
+    let kept = {
+        let mut f = t.fixations.lock();
+        f.procs.clear();
+        t.data.set_fixed(false)
+    };
     // Freeing a big table takes time: do it off the scheduler. The resource
     // handle itself is released there too (it may be the last one).
-    drop_later((t.data.take_all(), removed));
+    drop_later((kept, t.data.take_all(), removed));
 }
 
 /// A table argument: a resource term, or the name of a named table.
