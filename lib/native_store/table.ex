@@ -168,9 +168,11 @@ defmodule NativeStore.Table do
         heir_data: nil,
         rc: false,
         wc: false,
-        dc: false,
+        dc: nil,
         compressed: false
       })
+
+    {wc, dc} = concurrency(o)
 
     Nif.table_new(
       name,
@@ -179,7 +181,7 @@ defmodule NativeStore.Table do
       o.keypos,
       o.heir,
       o.heir_data,
-      {o.rc, o.wc, o.dc, o.compressed},
+      {o.rc, wc, dc, o.compressed},
       o.type
     )
   end
@@ -188,6 +190,15 @@ defmodule NativeStore.Table do
     raise ArgumentError,
           "expected an atom name and a list of options, got: #{inspect(name)}, #{inspect(options)}"
   end
+
+  # `write_concurrency` and `decentralized_counters` as ETS reports them
+  # (`info/1`): neither on a private table nor without write concurrency;
+  # decentralized counters by default with `:auto`, and on an ordered_set.
+  defp concurrency(%{access: :private}), do: {false, false}
+  defp concurrency(%{wc: false}), do: {false, false}
+  defp concurrency(%{wc: wc, dc: dc}) when is_boolean(dc), do: {wc, dc}
+  defp concurrency(%{wc: :auto}), do: {:auto, true}
+  defp concurrency(%{wc: true, type: type}), do: {true, type == :ordered_set}
 
   defp parse_options([], acc), do: acc
 

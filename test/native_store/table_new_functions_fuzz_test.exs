@@ -227,12 +227,9 @@ defmodule NativeStore.TableNewFunctionsFuzzTest do
     end
   end
 
-  # Not a difference of tab2file/3 itself: the header is info/1, and
-  # NativeStore's info(tab, :decentralized_counters) is the option given
-  # (default false) where ETS derives it (true for write_concurrency :auto,
-  # and for an ordered_set with write_concurrency; false without
-  # write_concurrency even when asked). Run with KNOWN_BUGS=1.
-  @tag :known_limitation
+  # The header is info/1: write_concurrency and decentralized_counters as
+  # ETS derives them (decentralized counters by default with :auto and on
+  # an ordered_set with write_concurrency, neither on private tables).
   test "tab2file headers carry ETS's decentralized_counters", %{tmp_dir: dir} do
     header = fn file ->
       {:ok, log} = :disk_log.open(name: make_ref(), file: file, mode: :read_only)
@@ -243,12 +240,23 @@ defmodule NativeStore.TableNewFunctionsFuzzTest do
 
     for type <- @types,
         opts <- [
+          [],
           [write_concurrency: :auto],
           [write_concurrency: true],
-          [decentralized_counters: true]
+          [decentralized_counters: true],
+          [decentralized_counters: true, write_concurrency: true],
+          [write_concurrency: :auto, decentralized_counters: false],
+          [:private, write_concurrency: true],
+          [:private, write_concurrency: :auto, decentralized_counters: true],
+          [:protected, write_concurrency: true, read_concurrency: true]
         ] do
       e = :ets.new(:dc, [type | opts])
       t = Table.new(:dc, [type | opts])
+
+      for item <- [:write_concurrency, :decentralized_counters, :read_concurrency] do
+        assert Table.info(t, item) == :ets.info(e, item), "#{type} #{inspect(opts)} #{item}"
+      end
+
       :ok = :ets.tab2file(e, ~c"#{dir}/e")
       :ok = Table.tab2file(t, ~c"#{dir}/n")
       assert header.(~c"#{dir}/n") == header.(~c"#{dir}/e"), "#{type} #{inspect(opts)}"
