@@ -11,7 +11,7 @@
 //! WORD  8 bytes (opaque immediate: atom)    INT    8 bytes i64 little endian
 //! FLOAT 8 bytes f64 little endian           BINARY varint len, bytes
 //! TUPLE varint arity, elements              LIST   varint len, u32 bytes, elements, tail
-//! NIL                                       MAP    varint size, key/value pairs
+//! NIL                                       MAP    varint size, u32 bytes, key/value pairs
 //! PID   8 bytes (opaque immediate: pid)     EXT    varint len, external term format
 //! BIGINT varint n, sign, n magnitude bytes (integers outside i64)
 //! ```
@@ -20,11 +20,12 @@
 //! identical encode to the same bytes, so keys are hashed and compared as
 //! plain byte strings.
 //!
-//! A list header also carries the byte length of its elements and tail
-//! (`u32` little endian, [`LIST_LEN_UNKNOWN`] when that does not fit), so
-//! [`skip`] steps over a list in one jump: updating a counter that follows a
-//! long list in a tuple does not walk the list. Write list headers with
-//! [`begin_list`] and [`end_list`] (or [`put_list`]).
+//! List and map headers also carry the byte length of their contents
+//! (`u32` little endian after the count, [`LIST_LEN_UNKNOWN`] when that
+//! does not fit), so [`skip`] steps over a list or a map in one jump:
+//! updating a counter that follows a long list or a map in a tuple does
+//! not walk it. Write these headers with [`begin_list`] and [`end_list`]
+//! (or [`put_list`]), [`begin_map`] and [`end_map`].
 
 /// Value tags. Each encoded value starts with one of these bytes.
 pub mod tag {
@@ -166,12 +167,37 @@ pub fn get_integer(buf: &[u8], pos: usize) -> Option<i128> {
 }
 
 /// Appends a container header (`TUPLE`, `MAP`) with its count. Lists
-/// carry their byte length too: see [`begin_list`].
+/// and maps carry their byte length too: see [`begin_list`] and
+/// [`begin_map`]; a map header written here records the length as
+/// unknown (such a map is skipped pair by pair), so encoders of terms use
+/// [`begin_map`].
 #[inline]
 pub fn put_header(out: &mut Vec<u8>, t: u8, count: usize) {
     debug_assert!(t != tag::LIST, "list headers are written by begin_list");
     out.push(t);
     put_uvarint(out, count as u64);
+    if t == tag::MAP {
+        out.extend_from_slice(&LIST_LEN_UNKNOWN.to_le_bytes());
+    }
+}
+
+/// Starts a map of `count` pairs: appends its header with a placeholder
+/// byte length; append the pairs, then call [`end_map`].
+#[inline]
+pub fn begin_map(out: &mut Vec<u8>, count: usize) -> ListMark {
+    let start = out.len();
+    out.push(tag::MAP);
+    put_uvarint(out, count as u64);
+    let varint = out.len() - start - 1;
+    out.extend_from_slice(&[0; 4]);
+    ListMark { start, varint }
+}
+
+/// Completes the header of the map begun at `mark` (everything appended
+/// since is its pairs).
+#[inline]
+pub fn end_map(out: &mut [u8], mark: ListMark) {
+    end_list(out, mark)
 }
 
 /// The byte length recorded for a list whose contents do not fit in `u32`
@@ -359,7 +385,14 @@ pub fn read_item<'a>(buf: &'a [u8], pos: &mut usize) -> Result<Item<'a>, FormatE
             *pos += 4;
             Item::List(n)
         }
-        tag::MAP => Item::Map(get_uvarint(buf, pos)? as usize),
+        tag::MAP => {
+            let n = get_uvarint(buf, pos)? as usize;
+            if *pos + 4 > buf.len() {
+                return Err(FormatError::Corrupt);
+            }
+            *pos += 4;
+            Item::Map(n)
+        }
         _ => return Err(FormatError::Corrupt),
     })
 }
@@ -381,7 +414,7 @@ pub fn skip(buf: &[u8], pos: usize) -> Result<usize, FormatError> {
                 Err(FormatError::Corrupt)
             };
         }
-        Some(&tag::LIST) => {
+        Some(&(tag::LIST | tag::MAP)) => {
             if let Some(end) = list_end(buf, pos)? {
                 return Ok(end);
             }
@@ -391,8 +424,9 @@ pub fn skip(buf: &[u8], pos: usize) -> Result<usize, FormatError> {
     skip_any(buf, pos)
 }
 
-/// The end of the list at `pos` (which holds a `LIST` tag) from its
-/// recorded byte length, in one jump; `None` when the length is unknown.
+/// The end of the list or map at `pos` (which holds a `LIST` or `MAP`
+/// tag) from its recorded byte length, in one jump; `None` when the length
+/// is unknown.
 #[inline(always)]
 fn list_end(buf: &[u8], pos: usize) -> Result<Option<usize>, FormatError> {
     let mut p = pos + 1;
@@ -425,7 +459,7 @@ fn skip_any(buf: &[u8], pos: usize) -> Result<usize, FormatError> {
     let mut pending: usize = 1;
     while pending > 0 {
         pending -= 1;
-        if buf.get(pos) == Some(&tag::LIST) {
+        if matches!(buf.get(pos), Some(&(tag::LIST | tag::MAP))) {
             if let Some(end) = list_end(buf, pos)? {
                 pos = end;
                 continue;
@@ -635,6 +669,36 @@ mod tests {
         assert_eq!(els.len(), 3);
         let mut p = els[2].start;
         assert_eq!(read_item(&out, &mut p).unwrap(), Item::Float(1.5));
+    }
+
+    #[test]
+    fn maps_record_their_length() {
+        // {%{1 => [2], 3 => "x"}, 9}: skip jumps over the map; read_item
+        // steps over its length.
+        let mut out = Vec::new();
+        put_header(&mut out, tag::TUPLE, 2);
+        let m = begin_map(&mut out, 2);
+        put_int(&mut out, 1);
+        out.extend_from_slice(&int_list(1, &[tag::NIL]));
+        put_int(&mut out, 3);
+        put_bytes(&mut out, tag::BINARY, b"x");
+        end_map(&mut out, m);
+        put_int(&mut out, 9);
+        let els = tuple_elements(&out).unwrap();
+        assert_eq!(els.len(), 2);
+        assert_eq!(walk(&out, els[0].start), els[0].end);
+        let mut p = els[0].start;
+        assert_eq!(read_item(&out, &mut p).unwrap(), Item::Map(2));
+        assert_eq!(read_item(&out, &mut p).unwrap(), Item::Int(1));
+        // The same map with its length unknown is walked to the same end.
+        let mut unknown = out.clone();
+        unknown[els[0].start + 2..els[0].start + 6]
+            .copy_from_slice(&LIST_LEN_UNKNOWN.to_le_bytes());
+        assert_eq!(skip(&unknown, els[0].start), Ok(els[0].end));
+        // A length past the end is corrupt, not a panic.
+        let mut bad = out.clone();
+        bad[els[0].start + 2..els[0].start + 6].copy_from_slice(&1000u32.to_le_bytes());
+        assert_eq!(skip(&bad, els[0].start), Err(FormatError::Corrupt));
     }
 
     #[test]

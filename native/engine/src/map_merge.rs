@@ -14,7 +14,7 @@
 //! it (the host then switches to a hash-ordered map) yields `None`, and the
 //! caller merges through the host instead.
 
-use crate::format::{self, tag, Item};
+use crate::format::{self, Item};
 use std::cmp::Ordering;
 
 /// The largest map whose iteration order is the term order of its keys.
@@ -132,7 +132,7 @@ pub fn merge(
     if n > FLAT_LIMIT {
         return None;
     }
-    format::put_header(out, tag::MAP, n);
+    let mark = format::begin_map(out, n);
     let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {
         match cmp_keys(&a[i].key, &b[j].key, &words) {
@@ -157,12 +157,14 @@ pub fn merge(
     for p in &b[j..] {
         out.extend_from_slice(p.bytes);
     }
+    format::end_map(out, mark);
     Some(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::tag;
 
     fn words(a: u64, b: u64) -> Ordering {
         a.cmp(&b)
@@ -170,11 +172,12 @@ mod tests {
 
     fn map(pairs: &[(&str, i64)]) -> Vec<u8> {
         let mut out = Vec::new();
-        format::put_header(&mut out, tag::MAP, pairs.len());
+        let mark = format::begin_map(&mut out, pairs.len());
         for (k, v) in pairs {
             format::put_bytes(&mut out, tag::BINARY, k.as_bytes());
             format::put_int(&mut out, *v);
         }
+        format::end_map(&mut out, mark);
         out
     }
 
@@ -217,14 +220,17 @@ mod tests {
         let mut out = Vec::new();
         merge(&old, &new, words, &mut out).unwrap();
         let mut expect = Vec::new();
-        format::put_header(&mut expect, tag::MAP, 3);
+        let mark = format::begin_map(&mut expect, 3);
         format::put_int(&mut expect, 5);
         format::put_int(&mut expect, 0);
         format::put_word(&mut expect, tag::WORD, 7);
         format::put_int(&mut expect, 1);
         format::put_bytes(&mut expect, tag::BINARY, b"k");
         format::put_int(&mut expect, 0);
+        format::end_map(&mut expect, mark);
         assert_eq!(out, expect);
+        // The merged map's recorded length lets skip step over it at once.
+        assert_eq!(format::skip(&out, 0), Ok(out.len()));
     }
 
     #[test]

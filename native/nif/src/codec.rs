@@ -692,16 +692,17 @@ impl<'o> Encoder<'o> {
                 ErlNifTermType::ERL_NIF_TERM_TYPE_MAP => {
                     if let Some((size, ks, vs)) = flatmap(t) {
                         // The iterator's order: keys and values by index.
-                        format::put_header(self.out, tag::MAP, size);
+                        let mark = format::begin_map(self.out, size);
                         for i in 0..size {
                             self.raw(*ks.add(i), depth + 1)?;
                             self.raw(*vs.add(i), depth + 1)?;
                         }
+                        format::end_map(self.out, mark);
                         return Ok(());
                     }
                     let mut size: size_t = 0;
                     enif_get_map_size(env, t, &mut size);
-                    format::put_header(self.out, tag::MAP, size);
+                    let mark = format::begin_map(self.out, size);
                     if size > 0 {
                         let mut result = Ok(());
                         map_pairs(env, t, |k, v| {
@@ -711,6 +712,7 @@ impl<'o> Encoder<'o> {
                         .ok_or(EncodeError)?;
                         result?;
                     }
+                    format::end_map(self.out, mark);
                 }
                 ErlNifTermType::ERL_NIF_TERM_TYPE_PID => {
                     let mut pid = std::mem::MaybeUninit::<ErlNifPid>::uninit();
