@@ -825,6 +825,15 @@ impl KeyBytes {
     }
 }
 
+/// The value of a small integer term, read from its word (no call into the
+/// VM) where the load-time check of the word layout passed; `None` for
+/// anything else (or when the layout is not known: use the enif API).
+#[inline(always)]
+pub fn small_int(term: Term) -> Option<i64> {
+    let w = word_of(term.as_c_arg());
+    (TAGGED_WORDS.load(Ordering::Relaxed) && w & SMALL_MASK == SMALL_TAG).then_some((w as i64) >> 4)
+}
+
 /// Encodes `term` in canonical (key) form, like [`encode_key`], but keeps
 /// atoms and small integers on the stack (the same bytes: `format::put_word`
 /// and `format::put_int`).
@@ -832,10 +841,10 @@ impl KeyBytes {
 pub fn encode_key_bytes(env: Env, term: Term) -> Result<KeyBytes, EncodeError> {
     let t = term.as_c_arg();
     let w = word_of(t);
+    if let Some(i) = small_int(term) {
+        return Ok(inline_key(tag::INT, i as u64));
+    }
     if TAGGED_WORDS.load(Ordering::Relaxed) {
-        if w & SMALL_MASK == SMALL_TAG {
-            return Ok(inline_key(tag::INT, ((w as i64) >> 4) as u64));
-        }
         if w & ATOM_MASK == ATOM_TAG {
             return Ok(inline_key(tag::WORD, w));
         }

@@ -1151,6 +1151,9 @@ fn table_delete_all_objects<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<bool> 
 /// (ETS takes bignums there too); `badarg` for anything else.
 #[inline(always)]
 fn int_arg(t: Term) -> NifResult<i128> {
+    if let Some(i) = codec::small_int(t) {
+        return Ok(i.into());
+    }
     if let Ok(i) = t.decode::<i64>() {
         return Ok(i.into());
     }
@@ -1179,7 +1182,11 @@ fn counter_op(t: Term, keypos: usize) -> NifResult<CounterOp> {
 fn bounded_op(t: Term) -> NifResult<CounterOp> {
     let els = TupleTerms::of(t).ok_or(Error::BadArg)?;
     let el = |i| els.get(i).ok_or(Error::BadArg);
-    let pos = el(0)?.decode::<i64>().map_err(|_| Error::BadArg)?;
+    let pos = el(0)?;
+    let pos = match codec::small_int(pos) {
+        Some(p) => p,
+        None => pos.decode::<i64>().map_err(|_| Error::BadArg)?,
+    };
     match els.len() {
         2 => Ok(CounterOp {
             pos,
