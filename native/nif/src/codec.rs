@@ -844,10 +844,8 @@ pub fn encode_key_bytes(env: Env, term: Term) -> Result<KeyBytes, EncodeError> {
     if let Some(i) = small_int(term) {
         return Ok(inline_key(tag::INT, i as u64));
     }
-    if TAGGED_WORDS.load(Ordering::Relaxed) {
-        if w & ATOM_MASK == ATOM_TAG {
-            return Ok(inline_key(tag::WORD, w));
-        }
+    if TAGGED_WORDS.load(Ordering::Relaxed) && w & ATOM_MASK == ATOM_TAG {
+        return Ok(inline_key(tag::WORD, w));
     }
     // SAFETY: `t` is a valid term of `env`; `i` is a live out-pointer.
     unsafe {
