@@ -85,6 +85,30 @@ defmodule NativeStore.TableCodecTest do
     end
   end
 
+  test "tuples of immediates (rebuilt from their words) come back as stored" do
+    e = :ets.new(:codec, [:bag, :public])
+    t = Table.new(:codec, [:bag, :public])
+    me = self()
+
+    objs = [
+      {1},
+      {2, []},
+      {3, :a, me, [], nil, true},
+      {4, @min_small, @max_small, -1, 0, 1, :x, me},
+      {5, @min_small - 1, @max_small + 1},
+      {6, 1, 2, 3, 4, 5, 6, 7, 8},
+      {7, [], [1], {}, {1}},
+      {8, 1.0, "b", [1 | 2]},
+      {@max_small, @min_small}
+    ]
+
+    for o <- objs, do: {Table.insert(t, o), :ets.insert(e, o)}
+
+    for k <- Enum.map(objs, &elem(&1, 0)) do
+      assert Table.lookup(t, k) === :ets.lookup(e, k), inspect(k)
+    end
+  end
+
   test "counters and elements after long lists, whatever their header size" do
     e = :ets.new(:codec, [:set, :public])
     t = Table.new(:codec, [:set, :public])

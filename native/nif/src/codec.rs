@@ -1012,6 +1012,10 @@ impl From<format::FormatError> for DecodeError {
 
 /// Rebuilds the term encoded at the start of `buf` in `env`.
 pub fn decode<'a>(env: Env<'a>, buf: &[u8]) -> Result<Term<'a>, DecodeError> {
+    if let Some(t) = flat_tuple(env.as_c_arg(), buf) {
+        // SAFETY: `t` was made in `env`.
+        return Ok(unsafe { Term::new(env, t) });
+    }
     let mut pos = 0;
     let mut d = Decoder {
         env: env.as_c_arg(),
@@ -1022,6 +1026,52 @@ pub fn decode<'a>(env: Env<'a>, buf: &[u8]) -> Result<Term<'a>, DecodeError> {
     d.release();
     // SAFETY: `t` was made in `env`.
     Ok(unsafe { Term::new(env, t?) })
+}
+
+/// A tuple of at most 8 immediates (small integers, atoms, local pids,
+/// `[]`: counters, bag rows, registry-style objects), rebuilt without the
+/// general decoder's item-by-item machinery: the words are the terms
+/// (where the load-time layout checks passed). `None` for anything else.
+/// (A lookup of `{k, v}` from a bag: ~110 instructions less per object.)
+#[inline]
+fn flat_tuple(env: *mut ErlNifEnv, buf: &[u8]) -> Option<ErlNifTerm> {
+    if !(TAGGED_WORDS.load(Ordering::Relaxed) && SMALL_IMMEDIATE.load(Ordering::Relaxed)) {
+        return None;
+    }
+    let (&tag::TUPLE, rest) = buf.split_first()? else {
+        return None;
+    };
+    let n = *rest.first()? as usize;
+    if n > 8 {
+        return None;
+    }
+    let word = |p: usize| Some(u64::from_le_bytes(buf.get(p..p + 8)?.try_into().ok()?));
+    let mut arr = [ErlNifTerm::default(); 8];
+    let mut p = 2;
+    for slot in arr.iter_mut().take(n) {
+        *slot = match *buf.get(p)? {
+            tag::INT => {
+                let i = word(p + 1)? as i64;
+                if !(MIN_SMALL..=MAX_SMALL).contains(&i) {
+                    return None;
+                }
+                p += 9;
+                term_of(small_word(i))
+            }
+            tag::WORD | tag::PID => {
+                p += 9;
+                term_of(word(p - 8)?)
+            }
+            tag::NIL => {
+                p += 1;
+                term_of(NIL_WORD.load(Ordering::Relaxed))
+            }
+            _ => return None,
+        };
+    }
+    // SAFETY: `env` is the caller's live environment; the array holds `n`
+    // valid immediate terms and lives for the call.
+    Some(unsafe { enif_make_tuple_from_array(env, arr.as_ptr(), n as c_uint) })
 }
 
 thread_local! {
