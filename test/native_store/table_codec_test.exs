@@ -99,7 +99,17 @@ defmodule NativeStore.TableCodecTest do
       {6, 1, 2, 3, 4, 5, 6, 7, 8},
       {7, [], [1], {}, {1}},
       {8, 1.0, "b", [1 | 2]},
-      {@max_small, @min_small}
+      {@max_small, @min_small},
+      # Maps of immediates (built from their words too), and the shapes
+      # that fall back to the general decoder.
+      {9, %{a: 1, b: 2, c: 3, d: 4}, 0},
+      {10, %{}, %{me => [], 1 => :x}, 7},
+      {11, %{a: 1}, "bin"},
+      {12, %{a: "bin"}, 1},
+      {13, %{a: 1}, %{b: 1.5}},
+      {14, %{a: @max_small + 1}, 1},
+      {15, Map.new(1..16, &{&1, &1}), Map.new(1..17, &{&1, &1}), Map.new(1..40, &{&1, &1})},
+      {16, %{a: 1}, @max_small + 1}
     ]
 
     for o <- objs, do: {Table.insert(t, o), :ets.insert(e, o)}

@@ -1029,10 +1029,12 @@ pub fn decode<'a>(env: Env<'a>, buf: &[u8]) -> Result<Term<'a>, DecodeError> {
 }
 
 /// A tuple of at most 8 immediates (small integers, atoms, local pids,
-/// `[]`: counters, bag rows, registry-style objects), rebuilt without the
-/// general decoder's item-by-item machinery: the words are the terms
-/// (where the load-time layout checks passed). `None` for anything else.
-/// (A lookup of `{k, v}` from a bag: ~110 instructions less per object.)
+/// `[]`: counters, bag rows, registry-style objects) or maps of at most 16
+/// pairs of immediates, rebuilt without the general decoder's
+/// item-by-item machinery: the words are the terms (where the load-time
+/// layout checks passed). `None` for anything else. (A lookup of `{k, v}`
+/// from a bag: ~110 instructions less per object; of `{k, %{a: 1, b: 2,
+/// c: 3, d: 4}, 0}`: ~180 less.)
 #[inline]
 fn flat_tuple(env: *mut ErlNifEnv, buf: &[u8]) -> Option<ErlNifTerm> {
     if !(TAGGED_WORDS.load(Ordering::Relaxed) && SMALL_IMMEDIATE.load(Ordering::Relaxed)) {
@@ -1048,7 +1050,8 @@ fn flat_tuple(env: *mut ErlNifEnv, buf: &[u8]) -> Option<ErlNifTerm> {
     let word = |p: usize| Some(u64::from_le_bytes(buf.get(p..p + 8)?.try_into().ok()?));
     let mut arr = [ErlNifTerm::default(); 8];
     let mut p = 2;
-    for slot in arr.iter_mut().take(n) {
+    let mut checked = false;
+    for (i, slot) in arr.iter_mut().take(n).enumerate() {
         *slot = match *buf.get(p)? {
             tag::INT => {
                 let i = word(p + 1)? as i64;
@@ -1066,12 +1069,87 @@ fn flat_tuple(env: *mut ErlNifEnv, buf: &[u8]) -> Option<ErlNifTerm> {
                 p += 1;
                 term_of(NIL_WORD.load(Ordering::Relaxed))
             }
+            tag::MAP => {
+                // Check the rest first: a map is not made for nothing.
+                if !checked && !flat_rest(buf, p, n - i) {
+                    return None;
+                }
+                checked = true;
+                flat_map(env, buf, &mut p)?
+            }
             _ => return None,
         };
     }
     // SAFETY: `env` is the caller's live environment; the array holds `n`
-    // valid immediate terms and lives for the call.
+    // valid terms made in it and lives for the call.
     Some(unsafe { enif_make_tuple_from_array(env, arr.as_ptr(), n as c_uint) })
+}
+
+/// True when the `count` values from `p` on look like what [`flat_tuple`]
+/// builds: immediates, or maps (stepped over by their recorded length:
+/// their pairs are checked by [`flat_map`] before it makes anything).
+fn flat_rest(buf: &[u8], mut p: usize, count: usize) -> bool {
+    for _ in 0..count {
+        p += match buf.get(p) {
+            Some(&(tag::INT | tag::WORD | tag::PID)) => 9,
+            Some(&tag::NIL) => 1,
+            Some(&tag::MAP) => match buf.get(p + 2..p + 6) {
+                Some(len) => 6 + u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    true
+}
+
+/// A map of at most 16 pairs of immediates at `*p` (an element of a
+/// [`flat_tuple`]), advancing `*p` past it; `None` for anything else. The
+/// words are checked before the map is made, so `None` allocates nothing.
+#[inline(never)]
+fn flat_map(env: *mut ErlNifEnv, buf: &[u8], p: &mut usize) -> Option<ErlNifTerm> {
+    let n = *buf.get(*p + 1)? as usize;
+    if n > 16 {
+        return None;
+    }
+    let word = |q: usize| Some(u64::from_le_bytes(buf.get(q..q + 8)?.try_into().ok()?));
+    let mut kv = [ErlNifTerm::default(); 32];
+    let mut q = *p + 6;
+    for slot in kv.iter_mut().take(2 * n) {
+        *slot = match *buf.get(q)? {
+            tag::INT => {
+                let i = word(q + 1)? as i64;
+                if !(MIN_SMALL..=MAX_SMALL).contains(&i) {
+                    return None;
+                }
+                q += 9;
+                term_of(small_word(i))
+            }
+            tag::WORD | tag::PID => {
+                q += 9;
+                term_of(word(q - 8)?)
+            }
+            tag::NIL => {
+                q += 1;
+                term_of(NIL_WORD.load(Ordering::Relaxed))
+            }
+            _ => return None,
+        };
+    }
+    let mut ks = [ErlNifTerm::default(); 16];
+    let mut vs = [ErlNifTerm::default(); 16];
+    for i in 0..n {
+        ks[i] = kv[2 * i];
+        vs[i] = kv[2 * i + 1];
+    }
+    let mut m = ErlNifTerm::default();
+    // SAFETY: `env` is the caller's live environment; the arrays hold `n`
+    // immediate terms each and live for the call.
+    if unsafe { enif_make_map_from_arrays(env, ks.as_ptr(), vs.as_ptr(), n, &mut m) } == 0 {
+        return None;
+    }
+    *p = q;
+    Some(m)
 }
 
 thread_local! {
