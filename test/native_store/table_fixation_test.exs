@@ -83,6 +83,21 @@ defmodule NativeStore.TableFixationTest do
       end
     end
 
+    test "shards emptied while fixed give their memory back once unfixed" do
+      t = Table.new(:fix_shrink, [:public])
+      Table.insert(t, for(i <- 1..100_000, do: {i}))
+      full = Table.info(t, :memory)
+      Table.safe_fixtable(t, true)
+      for i <- 1..99_000, do: Table.delete(t, i)
+      # Fixed: the objects are freed, the slots stay (the walk's places
+      # stay valid).
+      fixed = Table.info(t, :memory)
+      assert fixed > full * 0.3
+      Table.safe_fixtable(t, false)
+      wait_until(fn -> Table.info(t, :memory) < fixed * 0.1 end)
+      assert Table.info(t, :size) == 1000
+    end
+
     test "a key that never was in the table still raises, as in ETS" do
       for type <- @types do
         {e, t} = both(type, objects(50, type))
@@ -234,7 +249,7 @@ defmodule NativeStore.TableFixationTest do
                   for _ <- 1..n, do: {:ets.safe_fixtable(e, false), Table.safe_fixtable(t, false)}
 
                 :crash ->
-                  raise "boom"
+                  exit(:crash)
               end
 
               send(me, :released)

@@ -541,6 +541,11 @@ impl BagTable {
         self.shards.set_fixed(fixed)
     }
 
+    /// As [`crate::set::SetTable::shrink_unfixed`].
+    pub fn shrink_unfixed(&self) {
+        self.shards.shrink_unfixed()
+    }
+
     /// Number of objects.
     pub fn len(&self) -> usize {
         self.shards.count()

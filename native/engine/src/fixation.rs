@@ -94,6 +94,13 @@ pub(crate) trait Fixable {
     fn map(&mut self) -> &mut HashTable<Self::Item>;
     /// Gives memory back if the map got sparse (see `set::shrink_sparse`).
     fn shrink(&mut self);
+
+    /// [`Fixable::shrink`] unless the shard is fixed (again).
+    fn shrink_unfixed(&mut self) {
+        if self.graves().is_none() {
+            self.shrink();
+        }
+    }
 }
 
 /// Takes the shard's map out (`delete_all_objects/1`): a fixed shard keeps
@@ -118,8 +125,6 @@ pub(crate) fn set_fixed<S: Fixable>(s: &mut S, fixed: bool, kept: &mut Vec<Box<d
         if !g.is_empty() {
             kept.push(g);
         }
-        // Removals while fixed did not shrink the shard.
-        s.shrink();
     }
 }
 

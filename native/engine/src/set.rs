@@ -406,6 +406,13 @@ impl<S: Counted + Fixable> Sharded<S> {
         self.each_mut(|s| fixation::set_fixed(s, fixed, &mut kept));
         Released(kept)
     }
+
+    /// Shrinks the shards that removals left sparse while the table was
+    /// fixed (those not fixed again since). Up to 64 shard rehashes: run it
+    /// off the schedulers.
+    pub(crate) fn shrink_unfixed(&self) {
+        self.each_mut(|s| s.shrink_unfixed());
+    }
 }
 
 impl<S> std::ops::Deref for Sharded<S> {
@@ -671,6 +678,14 @@ impl SetTable {
         self.shards.set_fixed(fixed)
     }
 
+    /// After [`SetTable::set_fixed`]`(false)`: shrinks the shards that
+    /// removals left sparse while the table was fixed (unless it has been
+    /// fixed again). Rehashes up to every shard: call it off the
+    /// schedulers.
+    pub fn shrink_unfixed(&self) {
+        self.shards.shrink_unfixed()
+    }
+
     /// Number of entries (each shard's count as of its last write: no
     /// lock is taken).
     pub fn len(&self) -> usize {
@@ -817,6 +832,7 @@ mod tests {
         assert!(t.read_next(&Key::new(&key(3)), |_| ()).is_some());
         assert!(!t.set_fixed(false).is_empty());
         // Unfixed: the emptied shards shrink; removed keys are unknown again.
+        t.shrink_unfixed();
         assert!(t.memory_bytes() < mem / 8, "{} vs {mem}", t.memory_bytes());
         assert!(t.read_next(&Key::new(&key(3)), |_| ()).is_none());
         assert!(t.read_next(&Key::new(&key(7)), |_| ()).is_some());
