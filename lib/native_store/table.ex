@@ -5,9 +5,13 @@ defmodule NativeStore.Table do
   Replace `:ets.` with `NativeStore.Table.`: the names, arguments, results
   and errors are those of `:ets`, for `:set`, `:ordered_set`, `:bag` and
   `:duplicate_bag` tables, including match specifications (`select/2`,
-  `match/2`, `select_replace/2`, ...), traversal and folds. Objects are
-  tuples; any term can be a key or a value, and keys are matched as ETS
-  matches them (in a set, `1` and `1.0` are different keys).
+  `match/2`, `select_replace/2`, ... and their continuations), traversal
+  and folds, `safe_fixtable/2`, ownership transfer, the file functions
+  (`tab2file/2`, `file2tab/1`, `to_dets/2`, ...), `init_table/2`, QLC
+  tables (`table/1,2`) and `slot/2`: every function of OTP 25's `:ets`
+  except the interactive `i/1`. Objects are tuples; any term can be a key
+  or a value, and keys are matched as ETS matches them (in a set, `1` and
+  `1.0` are different keys).
 
       iex> tab = NativeStore.Table.new(:users, [:set, :public])
       iex> NativeStore.Table.insert(tab, {"alice", %{role: :admin}, 0})
