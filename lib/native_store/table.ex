@@ -104,9 +104,6 @@ defmodule NativeStore.Table do
   # scheduler.
   @dirty_slot 20_000
 
-  # Objects per chunk of a walk (the NIF's CHUNK).
-  @walk_chunk 2000
-
   @typedoc "A table: the reference returned by `new/2`, or the name of a named table."
   @type table :: reference() | atom()
   @typedoc "An object: a tuple with at least `keypos` elements."
@@ -177,6 +174,8 @@ defmodule NativeStore.Table do
       })
 
     {wc, dc} = concurrency(o)
+    # As ETS: no read concurrency on a private table.
+    rc = o.rc and o.access != :private
 
     Nif.table_new(
       name,
@@ -185,7 +184,7 @@ defmodule NativeStore.Table do
       o.keypos,
       o.heir,
       o.heir_data,
-      {o.rc, wc, dc, o.compressed},
+      {rc, wc, dc, o.compressed},
       o.type
     )
   end
@@ -342,17 +341,7 @@ defmodule NativeStore.Table do
   def tab2list(table) do
     # A table of more than one chunk is fixed meanwhile, as for the scans
     # of `NativeStore.Table.Match` (removals then do not reorder it).
-    if Nif.table_count(table, true) > @walk_chunk do
-      safe_fixtable(table, true)
-
-      try do
-        walk_list(table)
-      after
-        safe_fixtable(table, false)
-      end
-    else
-      walk_list(table)
-    end
+    NativeStore.Table.Match.scan_fixed(table, fn -> walk_list(table) end)
   end
 
   defp walk_list(table) do

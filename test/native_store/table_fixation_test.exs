@@ -201,6 +201,35 @@ defmodule NativeStore.TableFixationTest do
       end
     end
 
+    test "tab2list and scans of few big objects fix the table too; a rename mid-scan unfixes it" do
+      # 300 objects of 20 KB: more than one 4 MiB chunk, fewer than 2000.
+      big = Table.new(:fix_bytes, [:public, :named_table])
+      blob = :binary.copy(<<7>>, 20_000)
+      Table.insert(big, for(i <- 1..300, do: {i, blob}))
+
+      fixed_during = Table.foldl(fn _, acc -> acc and Table.info(big, :fixed) end, true, big)
+
+      assert fixed_during
+      assert length(Table.tab2list(big)) == 300
+      assert Table.info(big, :fixed) == false
+
+      # Renamed by the fold's fun: the fold goes on (its walk holds the
+      # table's id; ETS's foldl, which steps with next/2 on the name, raises)
+      # and the fixation, taken on the id, ends with it.
+      n =
+        Table.foldl(
+          fn _, n ->
+            if n == 0, do: Table.rename(:fix_bytes, :fix_bytes2)
+            n + 1
+          end,
+          0,
+          :fix_bytes
+        )
+
+      assert n == 300
+      assert Table.info(:fix_bytes2, :fixed) == false
+    end
+
     test "folds fix a big table (not a one-chunk one) and let it go, also when fun raises" do
       big = Table.new(:fix_fold, [:public])
       Table.insert(big, for(i <- 1..5000, do: {i}))

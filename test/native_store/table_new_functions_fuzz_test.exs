@@ -248,6 +248,7 @@ defmodule NativeStore.TableNewFunctionsFuzzTest do
           [write_concurrency: :auto, decentralized_counters: false],
           [:private, write_concurrency: true],
           [:private, write_concurrency: :auto, decentralized_counters: true],
+          [:private, read_concurrency: true],
           [:protected, write_concurrency: true, read_concurrency: true]
         ] do
       e = :ets.new(:dc, [type | opts])

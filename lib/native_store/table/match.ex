@@ -35,8 +35,10 @@ defmodule NativeStore.Table.Match do
   @chunks_key {__MODULE__, :chunks}
   @meta_key {__MODULE__, :meta}
   @last_key {__MODULE__, :last}
-  # Objects per chunk of a walk (the NIF's CHUNK).
+  # Objects per chunk of a walk (the NIF's CHUNK), and its byte bound
+  # (CHUNK_BYTES, 4 MiB) in words.
   @walk_chunk 2000
+  @walk_chunk_words 524_288
 
   # ------------------------------------------------------------------
   # select
@@ -671,19 +673,41 @@ defmodule NativeStore.Table.Match do
   # (by `fun`, e.g. select_delete/2, or by other processes) then do not
   # shrink, that is reorder, the shards under the walk, which would make it
   # miss objects after a shrunk shard's saved position.
-  defp fold_chunks(tab, acc, fun, walk \\ :forward) do
-    if Nif.table_count(tab, true) > @walk_chunk do
-      Table.safe_fixtable(tab, true)
+  defp fold_chunks(tab, acc, fun, walk \\ :forward),
+    do: scan_fixed(tab, fn -> fold_walk(tab, acc, fun, walk) end)
+
+  @doc false
+  # Runs the walk `fun` over `tab` with the table fixed when the walk may
+  # take more than one chunk: more objects than a chunk holds, or more
+  # bytes (chunks also stop at 4 MiB). The fixation is taken on the table's
+  # id, not its name, so that a rename during the walk cannot leave it
+  # fixed. Also used by `NativeStore.Table.tab2list/1`.
+  def scan_fixed(tab, fun) do
+    # (A missing table counts as big: fixing it raises, as the walk would.)
+    if Nif.table_count(tab, true) > @walk_chunk or
+         Nif.table_count(tab, false) > @walk_chunk_words do
+      tid = id_of(tab)
+      Table.safe_fixtable(tid, true)
 
       try do
-        fold_walk(tab, acc, fun, walk)
+        fun.()
       after
-        Table.safe_fixtable(tab, false)
+        Table.safe_fixtable(tid, false)
       end
     else
-      fold_walk(tab, acc, fun, walk)
+      fun.()
     end
   end
+
+  # A named table's id (a missing name stays itself: fixing it raises).
+  defp id_of(tab) when is_atom(tab) do
+    case Table.whereis(tab) do
+      :undefined -> tab
+      tid -> tid
+    end
+  end
+
+  defp id_of(tab), do: tab
 
   defp fold_walk(tab, acc, fun, walk) do
     {chunk, source} = first_chunk(tab, walk)
