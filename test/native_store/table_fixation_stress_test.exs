@@ -186,9 +186,17 @@ defmodule NativeStore.TableFixationStressTest do
     :rand.seed(:exsss, seed)
     ops = ops(opts)
 
+    # While the table cannot go away, only a walk (`next/2` from a key
+    # deleted while not fixed) and a rename (to a name taken) may raise.
+    stable = !(opts[:delete_table] || opts[:owner_dies])
+
     for _ <- 1..n do
       o = Enum.random(ops)
-      guarded(parent, o, fn -> op(o, parent, t, type) end)
+
+      if guarded(parent, o, fn -> op(o, parent, t, type) end) == :argument_error and stable and
+           o not in [:walk, :rename] do
+        send(parent, {:bad, self(), o, "ArgumentError while the table exists"})
+      end
     end
 
     send(parent, {:done, self()})
@@ -246,15 +254,17 @@ defmodule NativeStore.TableFixationStressTest do
     nworkers = 4 + :rand.uniform(3)
     nops = 40 * @scale
 
-    workers =
+    monitored =
       for i <- 1..nworkers do
         s = {seed, :erlang.phash2({type, i, opts}), :rand.uniform(1_000_000)}
-        spawn(fn -> worker(parent, t, type, s, nops, opts) end)
+        spawn_monitor(fn -> worker(parent, t, type, s, nops, opts) end)
       end
 
+    workers = Enum.map(monitored, &elem(&1, 0))
+
     # Random kills, and the owner's death, while they work.
-    chaos =
-      spawn_link(fn ->
+    {_chaos, chaos_ref} =
+      spawn_monitor(fn ->
         for pid <- Enum.take_random(workers, :rand.uniform(3)) do
           Process.sleep(:rand.uniform(30))
           Process.exit(pid, :kill)
@@ -264,11 +274,13 @@ defmodule NativeStore.TableFixationStressTest do
         if opts[:delete_table], do: send(owner, :delete)
       end)
 
-    refs = Enum.map([chaos | workers], &Process.monitor/1)
+    refs = [chaos_ref | Enum.map(monitored, &elem(&1, 1))]
 
     for ref <- refs do
       receive do
-        {:DOWN, ^ref, _, _, _} -> :ok
+        {:DOWN, ^ref, _, pid, reason} ->
+          assert reason in [:normal, :killed],
+                 "#{type} #{inspect(opts)} seed #{seed}: #{inspect(pid)} died: #{inspect(reason)}"
       after
         20_000 ->
           stuck =
@@ -552,6 +564,114 @@ defmodule NativeStore.TableFixationStressTest do
       assert Enum.sort(Table.tab2list(t)) == Enum.sort(:ets.tab2list(e)), "seed #{seed} #{type}"
       assert Table.info(t, :fixed) == :ets.info(e, :fixed)
       :ets.delete(e)
+      Table.delete(t)
+    end
+  end
+
+  # -- scans killed or failing mid-walk ------------------------------------
+
+  defp scan(t, n) do
+    bag = Table.info(t, :type) in [:bag, :duplicate_bag]
+
+    case n do
+      0 -> Table.select(t, [{:_, [], [:"$_"]}])
+      1 -> Table.select_count(t, [{:_, [], [true]}])
+      2 -> Table.foldl(fn _, n -> n + 1 end, 0, t)
+      3 -> Table.tab2list(t)
+      4 -> Table.select_delete(t, [{{:nope, :_}, [], [true]}])
+      5 -> Table.match_object(t, {:_, :_})
+      6 -> Table.foldl(fn _, _ -> raise "fun fails" end, 0, t)
+      7 -> Table.foldl(fn _, _ -> throw(:fun_throws) end, 0, t)
+      8 -> Table.foldl(fn _, _ -> exit(:fun_exits) end, 0, t)
+      9 when bag -> Table.match(t, {:"$1", :_})
+      9 -> Table.select_replace(t, [{{:"$1", :"$2"}, [], [{{:"$1", :"$2"}}]}])
+    end
+  end
+
+  test "scans killed, failing or racing with growth leave no fixation and never raise", %{
+    seed: seed
+  } do
+    seed_rand(seed, 5)
+
+    for _ <- 1..@scale, type <- @types do
+      what = "#{type} seed #{seed}"
+      t = Table.new(:fix_stress_scan, [type, :public])
+      # Just under a chunk: scans start unfixed while others make it grow.
+      Table.insert(t, for(i <- 1..1990, do: {i, i}))
+      parent = self()
+
+      racers =
+        for i <- 0..9 do
+          spawn_monitor(fn ->
+            :rand.seed(:exsss, {seed, i, 5})
+
+            for _ <- 1..3 do
+              if i in 6..8 do
+                # The fun's failure comes out as is, after the fixation ends.
+                r =
+                  try do
+                    scan(t, i)
+                  rescue
+                    e in RuntimeError -> e.message
+                  catch
+                    kind, reason -> {kind, reason}
+                  end
+
+                unless r in ["fun fails", {:throw, :fun_throws}, {:exit, :fun_exits}],
+                  do: send(parent, {:bad, self(), {:scan, i}, inspect(r)})
+              else
+                if guarded(parent, {:scan, i}, fn -> scan(t, i) end) == :argument_error,
+                  do: send(parent, {:bad, self(), {:scan, i}, "ArgumentError"})
+              end
+            end
+          end)
+        end
+
+      grower =
+        Task.async(fn ->
+          for b <- 1..10 do
+            Table.insert(t, for(i <- 1..1000, do: {b * 10_000 + i, i}))
+            Table.delete(t, :rand.uniform(1990))
+          end
+        end)
+
+      Task.await(grower, 10_000)
+
+      for {pid, ref} <- racers do
+        receive do
+          {:DOWN, ^ref, _, _, reason} ->
+            assert reason == :normal, "#{what}: #{inspect(reason)}"
+        after
+          20_000 ->
+            flunk("#{what}: scan hangs: #{inspect(Process.info(pid, :current_stacktrace))}")
+        end
+      end
+
+      # Scans of a big table killed at random moments.
+      killed =
+        for i <- 0..9 do
+          {pid, ref} =
+            spawn_monitor(fn ->
+              for _ <- 1..5 do
+                try do
+                  scan(t, i)
+                rescue
+                  RuntimeError -> :ok
+                catch
+                  _, _ -> :ok
+                end
+              end
+            end)
+
+          Process.sleep(:rand.uniform(5))
+          Process.exit(pid, :kill)
+          ref
+        end
+
+      for ref <- killed, do: assert_receive({:DOWN, ^ref, _, _, _}, 20_000)
+      refute_received {:bad, _, _, _}
+      assert wait_until(fn -> Table.info(t, :fixed) == false end), what
+      assert Table.info(t, :size) == length(Table.tab2list(t)), what
       Table.delete(t)
     end
   end
