@@ -207,7 +207,21 @@ defmodule NativeStore.TableFixationStressTest do
   defp owned_table(type, opts) do
     parent = self()
     named = if opts[:named], do: [:named_table], else: []
-    heir = if opts[:heir], do: [{:heir, parent, :gift}], else: []
+
+    heir =
+      case opts[:heir] do
+        true ->
+          [{:heir, parent, :gift}]
+
+        # An heir that is gone when the owner dies: the table goes too.
+        :dead ->
+          {pid, ref} = spawn_monitor(fn -> :ok end)
+          receive do: ({:DOWN, ^ref, _, _, _} -> :ok)
+          [{:heir, pid, :gift}]
+
+        _ ->
+          []
+      end
 
     owner =
       spawn(fn ->
@@ -300,7 +314,7 @@ defmodule NativeStore.TableFixationStressTest do
     end
 
     owner_alive = Process.alive?(owner)
-    transferred = opts[:owner_dies] && opts[:heir]
+    transferred = opts[:owner_dies] && opts[:heir] == true
 
     if transferred do
       assert_receive {:"ETS-TRANSFER", _, ^owner, :gift}, 3000
@@ -314,14 +328,14 @@ defmodule NativeStore.TableFixationStressTest do
 
     # Without an heir the owner's death deletes the table (when its monitor
     # fires).
-    if opts[:owner_dies] && !opts[:heir] do
+    if opts[:owner_dies] && opts[:heir] != true do
       assert wait_until(fn -> Table.info(t, :size) == :undefined end),
              "#{type} #{inspect(opts)} seed #{seed}: the dead owner's table is still there"
     end
 
     case Table.info(t, :size) do
       :undefined ->
-        assert opts[:delete_table] || (opts[:owner_dies] && !opts[:heir]),
+        assert opts[:delete_table] || (opts[:owner_dies] && opts[:heir] != true),
                "#{type} #{inspect(opts)} seed #{seed}: table gone"
 
         assert Table.info(t, :fixed) == :undefined
@@ -365,6 +379,7 @@ defmodule NativeStore.TableFixationStressTest do
     [inserts: false],
     [inserts: true, owner_dies: true, heir: true],
     [inserts: true, owner_dies: true],
+    [inserts: false, owner_dies: true, heir: :dead],
     [inserts: true, delete_table: true],
     [inserts: true, named: true]
   ]
@@ -407,6 +422,10 @@ defmodule NativeStore.TableFixationStressTest do
       assert length(met) == length(Enum.uniq(met)),
              "#{what}: #{length(met) - length(Enum.uniq(met))} twice"
 
+      phantoms =
+        for k <- met, not match?({:keep, _}, k), not match?({:w, i} when i <= @range, k), do: k
+
+      assert phantoms == [], "#{what}: met keys never inserted: #{inspect(phantoms)}"
       keeps = for {:keep, _} = k <- met, do: k
       assert length(keeps) == @keep, "#{what}: met #{length(keeps)} of the #{@keep} staying keys"
       send(owner, {:unfix, self()})
@@ -465,6 +484,31 @@ defmodule NativeStore.TableFixationStressTest do
              "#{what} -> #{Table.info(t, :memory)}"
 
       assert Enum.sort(Table.tab2list(t)) == for(i <- 1..400, do: {i, i})
+
+      # delete_all_objects/1 while fixed keeps the old maps: the fixer's
+      # death frees them.
+      Table.insert(t, for(i <- 1..40_000, do: {i, i}))
+      full = Table.info(t, :memory)
+
+      fixer =
+        spawn(fn ->
+          Table.safe_fixtable(t, true)
+          send(parent, :fixed)
+          Process.sleep(:infinity)
+        end)
+
+      assert_receive :fixed, 3000
+      k = Table.first(t)
+      Table.delete_all_objects(t)
+      # Still fixed: the cleared keys are places to go on from (no raise).
+      _ = Table.next(t, k)
+      Process.exit(fixer, :kill)
+      assert wait_until(fn -> Table.info(t, :fixed) == false end), what
+
+      assert wait_until(fn -> Table.info(t, :memory) < full * 0.2 end),
+             "#{type} seed #{seed}: delete_all_objects: #{full} -> #{Table.info(t, :memory)}"
+
+      assert Table.tab2list(t) == [] and Table.info(t, :size) == 0
       Table.delete(t)
     end
   end
