@@ -14,6 +14,7 @@ defmodule NativeStore.TableFixationStressTest do
   """
   use ExUnit.Case, async: true
 
+  import Bitwise
   alias NativeStore.Table
 
   @hash_types [:set, :bag, :duplicate_bag]
@@ -171,6 +172,10 @@ defmodule NativeStore.TableFixationStressTest do
       {_, procs} = r when item != :fixed ->
         unless is_list(procs) and Enum.all?(procs, fn {pid, n} -> is_pid(pid) and n > 0 end),
           do: raise("bad #{item}: #{inspect(r)}")
+
+      # Counters read without locking may be stale, never wrapped around.
+      n when item in [:size, :memory] and is_integer(n) and (n < 0 or n > 1 <<< 40) ->
+        raise "bad #{item}: #{n}"
 
       _ ->
         :ok
@@ -716,6 +721,32 @@ defmodule NativeStore.TableFixationStressTest do
       refute_received {:bad, _, _, _}
       assert wait_until(fn -> Table.info(t, :fixed) == false end), what
       assert Table.info(t, :size) == length(Table.tab2list(t)), what
+      Table.delete(t)
+    end
+  end
+
+  # Documented difference (see `NativeStore.Table.safe_fixtable/2`): ETS
+  # keeps a fixed table's walk free of repeats while others insert new keys;
+  # here the shards that grow meanwhile are reordered.
+  @tag :known_limitation
+  test "a fixed walk meets no key twice while another process inserts new keys" do
+    for type <- @hash_types do
+      t = Table.new(:fix_stress_grow, [type, :public])
+      Table.insert(t, for(i <- 1..20_000, do: {i, i}))
+      Table.safe_fixtable(t, true)
+
+      inserter =
+        Task.async(fn ->
+          for b <- 1..20, do: Table.insert(t, for(i <- 1..500, do: {b * 100_000 + i, i}))
+        end)
+
+      met = walk(self(), t, -1, :visited)
+      Task.await(inserter)
+      Table.safe_fixtable(t, false)
+
+      assert length(met) == length(Enum.uniq(met)),
+             "#{type}: #{length(met) - length(Enum.uniq(met))} twice"
+
       Table.delete(t)
     end
   end
