@@ -405,7 +405,7 @@ defmodule NativeStore.TableFixationStressTest do
        %{seed: seed} do
     seed_rand(seed, 2)
 
-    for _ <- 1..@scale, type <- @types do
+    for _ <- 1..(3 * @scale), type <- @types do
       {owner, t} = owned_table(type, [])
       parent = self()
       opts = [inserts: false]
@@ -413,13 +413,20 @@ defmodule NativeStore.TableFixationStressTest do
       others =
         for i <- 1..3 do
           s = {seed, i, :rand.uniform(1_000_000)}
-          spawn(fn -> worker(parent, t, type, s, 30 * @scale, opts) end)
+          # Until killed, once the walk is over.
+          spawn_monitor(fn -> worker(parent, t, type, s, 1_000_000, opts) end)
         end
 
+      Process.sleep(:rand.uniform(3))
       Table.safe_fixtable(t, true)
       met = walk(parent, t, -1, :visited)
       Table.safe_fixtable(t, false)
-      Enum.each(others, &Process.exit(&1, :kill))
+
+      # (Gone before the table goes with its owner.)
+      for {pid, ref} <- others do
+        Process.exit(pid, :kill)
+        assert_receive {:DOWN, ^ref, _, _, _}, 5000
+      end
 
       what = "#{type} seed #{seed}"
       refute_received {:bad, _, _, _}
