@@ -100,6 +100,7 @@ defmodule NativeStore.TableFixationStressTest do
       grow: if(opts[:inserts], do: 1, else: 0),
       delete: 6,
       take: 3,
+      replace: 2,
       delete_object: 2,
       select_delete: 2,
       match_delete: 2,
@@ -141,6 +142,14 @@ defmodule NativeStore.TableFixationStressTest do
 
   defp op(:delete, _p, t, _type), do: Table.delete(t, wkey())
   defp op(:take, _p, t, _type), do: Table.take(t, wkey())
+
+  # The compare-and-swap extension deleting (sets only).
+  defp op(:replace, _p, t, :set) do
+    k = wkey()
+    Table.replace(t, k, Table.lookup(t, k), [])
+  end
+
+  defp op(:replace, _p, t, _type), do: Table.delete(t, wkey())
 
   defp op(:delete_object, _p, t, type), do: Table.delete_object(t, object(wkey(), type))
 
