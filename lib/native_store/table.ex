@@ -9,7 +9,7 @@ defmodule NativeStore.Table do
   and folds, `safe_fixtable/2`, ownership transfer, the file functions
   (`tab2file/2`, `file2tab/1`, `to_dets/2`, ...), `init_table/2`, QLC
   tables (`table/1,2`) and `slot/2`: every function of OTP 25's `:ets`
-  except the interactive `i/1`. Objects are tuples; any term can be a key
+  except the interactive browser `i/1,2,3`. Objects are tuples; any term can be a key
   or a value, and keys are matched as ETS matches them (in a set, `1` and
   `1.0` are different keys).
 
@@ -22,6 +22,8 @@ defmodule NativeStore.Table do
       5
       iex> NativeStore.Table.insert_new(tab, {"alice", :other, 1})
       false
+      iex> NativeStore.Table.insert(tab, {1, :one, 0})
+      true
       iex> NativeStore.Table.lookup(tab, 1.0)
       []
       iex> NativeStore.Table.delete(tab)
@@ -77,16 +79,23 @@ defmodule NativeStore.Table do
   * `update_counter/3,4` works with integers of up to 127 bits (counters,
     increments, thresholds and set values; ETS has no bound): past that it
     raises `ArgumentError`.
-  * A traversal is not a snapshot: like an ETS traversal without
-    `safe_fixtable/2`, a `tab2list/1` or `select/2` running while other
-    processes insert may miss or repeat objects that move meanwhile.
+  * A traversal is not a snapshot. Scans done in one call (`tab2list/1`,
+    `select/2`, `select_count/2`, `match_object/2`, folds,
+    `select_delete/2`...) fix the table while they walk it, as ETS does, so
+    they meet every object that stays (with the growth caveat above).
+    Walks the caller drives (`first/1`-`next/2`, `select/3`
+    continuations) on an unfixed table may miss or repeat objects when
+    other processes insert or delete meanwhile (deletions can shrink a
+    shard), as an ETS traversal without `safe_fixtable/2` can.
   * `info/1` reports `memory` in words, counted from the bytes the native
     table really holds (entries, slots and shards).
   * One object's encoding is limited to 2 GiB: a bigger object raises
     `ArgumentError` (ETS keeps big binaries off-heap and has no such limit).
-  * `i/1`, interactive in ETS, does not exist.
-  * Error messages are the generic `ArgumentError` "argument error"; the
-    exception is raised exactly where ETS raises one.
+  * `i/1,2,3` (ETS's interactive table browser) do not exist, nor does the
+    `info/2` item `:stats`; `i/0` does.
+  * `ArgumentError` messages are NativeStore's own (ETS's badarg messages
+    come from the VM); the exception is raised exactly where ETS raises
+    one.
   * Keys are compared by their canonical encoding. Two corner cases differ
     from ETS: a `-0.0` nested more than 64 levels deep inside a key (or
     captured in a fun used as a key) is not unified with `0.0`, and equal
@@ -458,8 +467,11 @@ defmodule NativeStore.Table do
 
   @doc """
   One item of `info/1`, as `:ets.info/2`; `:undefined` when the table does
-  not exist. Raises `ArgumentError` for an unknown item. `:size` and
-  `:memory` read per-shard counters without locking the table.
+  not exist. Raises `ArgumentError` for an unknown item, and for `:stats`
+  (ETS's internal hash-table statistics, which have no counterpart here).
+  `:binary` is always `[]` (binaries are copied into the table, none is
+  referred to). `:size` and `:memory` read per-shard counters without
+  locking the table.
 
   The fixation items (see `safe_fixtable/2`): `:fixed` is whether any
   process has the table fixed; `:safe_fixed` and
@@ -489,7 +501,20 @@ defmodule NativeStore.Table do
     end
   end
 
-  def info(_table, item), do: raise(ArgumentError, "unknown info item: #{inspect(item)}")
+  # Off-heap binaries the table refers to: none (binaries are copied in).
+  # ETS raises for this item of a missing table.
+  def info(table, :binary) do
+    if Nif.table_count(table, true) == :undefined,
+      do: raise(ArgumentError, "the table identifier does not refer to an existing table"),
+      else: []
+  end
+
+  # As ETS: an unknown item of a missing table is `:undefined`.
+  def info(table, item) do
+    if Nif.table_count(table, true) == :undefined,
+      do: :undefined,
+      else: raise(ArgumentError, "unknown info item: #{inspect(item)}")
+  end
 
   # The `:erlang.timestamp/0` triple of a monotonic time (as ETS reports it).
   defp timestamp(monotonic) do
@@ -506,7 +531,9 @@ defmodule NativeStore.Table do
   For `:set`, `:bag` and `:duplicate_bag` tables the slots are the
   buckets of the table's shards, shard after shard: a slot holds the
   objects of at most one key (`[]` for an empty slot), and the number of
-  slots changes when the table grows or shrinks, as in ETS. For an
+  slots changes when the table grows or shrinks, as in ETS (a table
+  unfixed after removals shrinks shortly after `safe_fixtable(tab,
+  false)`, on a background thread: fix the table around a slot walk). For an
   `:ordered_set`, slot `i` is `[object]` for the `i`th object in key
   order (found by walking `i` objects, as in ETS).
 
@@ -541,8 +568,8 @@ defmodule NativeStore.Table do
   a shard that is full grows when a new key comes, which reorders it: a
   walk in progress may then meet some of its objects twice or miss some
   (inserting 1,000 keys into a 57,000-object table during a walk made it
-  meet 442 objects twice). Deletions and updates of existing keys are
-  safe.
+  meet a few hundred objects twice in our runs). Deletions and updates of
+  existing keys are safe.
 
   Scans that walk a table in more than one chunk (`select/2`,
   `select_count/2`, `select_delete/2`, `match_object/2`, `foldl/3`,

@@ -227,6 +227,33 @@ defmodule NativeStore.TableNewFunctionsFuzzTest do
     end
   end
 
+  test "info/2 of unknown and odd items, on live, deleted and missing tables, as ETS" do
+    t = Table.new(:odd_items, [])
+    e = :ets.new(:odd_items, [])
+
+    outcome = fn f ->
+      try do
+        {:ok, f.()}
+      rescue
+        x -> {:raise, x.__struct__}
+      end
+    end
+
+    check = fn tt, te ->
+      for item <- [:bogus, :binary, 1, {:size}] do
+        assert outcome.(fn -> Table.info(tt, item) end) ==
+                 outcome.(fn -> :ets.info(te, item) end),
+               inspect({tt, item})
+      end
+    end
+
+    check.(t, e)
+    check.(:missing_odd_items, :missing_odd_items)
+    Table.delete(t)
+    :ets.delete(e)
+    check.(t, e)
+  end
+
   # The header is info/1: write_concurrency and decentralized_counters as
   # ETS derives them (decentralized counters by default with :auto and on
   # an ordered_set with write_concurrency, neither on private tables).
