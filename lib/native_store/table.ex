@@ -8,8 +8,8 @@ defmodule NativeStore.Table do
   `match/2`, `select_replace/2`, ... and their continuations), traversal
   and folds, `safe_fixtable/2`, ownership transfer, the file functions
   (`tab2file/2`, `file2tab/1`, `to_dets/2`, ...), `init_table/2`, QLC
-  tables (`table/1,2`) and `slot/2`: every function of OTP 25's `:ets`
-  except the interactive browser `i/1,2,3`. Objects are tuples; any term can be a key
+  tables (`table/1,2`), `slot/2` and `i/0,1,2,3`: every documented
+  function of OTP 25's `:ets`. Objects are tuples; any term can be a key
   or a value, and keys are matched as ETS matches them (in a set, `1` and
   `1.0` are different keys).
 
@@ -91,8 +91,8 @@ defmodule NativeStore.Table do
     table really holds (entries, slots and shards).
   * One object's encoding is limited to 2 GiB: a bigger object raises
     `ArgumentError` (ETS keeps big binaries off-heap and has no such limit).
-  * `i/1,2,3` (ETS's interactive table browser) do not exist, nor does the
-    `info/2` item `:stats`; `i/0` does.
+  * The `info/2` item `:stats` (ETS's internal hash statistics) does not
+    exist.
   * `ArgumentError` messages are NativeStore's own (ETS's badarg messages
     come from the VM); the exception is raised exactly where ETS raises
     one.
@@ -1074,11 +1074,20 @@ defmodule NativeStore.Table do
   @doc """
   Prints a table of all NativeStore tables to standard output, as
   `:ets.i/0` (columns id, name, type, size, memory in words, owner: its
-  registered name, or its pid). Returns `:ok`.
-
-  `:ets.i/1` (browsing one table) is interactive (it reads commands from
-  standard input) and has no NativeStore counterpart.
+  registered name, or its pid). Returns `:ok`. `i/1,2,3` browse one table.
   """
   @spec i() :: :ok
   defdelegate i(), to: NativeStore.Table.Extras
+
+  @doc """
+  Browses the table on standard input and output, as `:ets.i/1,2,3` (the
+  same code, on NativeStore.Table): pages of `height` objects (default
+  40), lines cut to `width` characters (default 80), and ETS's commands
+  read after each page: `c` continue, `q` quit, `p<N>` print object N,
+  `k` delete the table, `/regexp` show only the objects whose printed form
+  matches.
+  """
+  @spec i(table(), pos_integer(), pos_integer()) :: :ok
+  def i(table, height \\ 40, width \\ 80),
+    do: NativeStore.Table.Extras.i(table, height, width)
 end

@@ -700,6 +700,96 @@ defmodule NativeStore.TableExtrasTest do
   end
 
   # ------------------------------------------------------------------
+  # i/1,2,3
+
+  # A minimal IO server for the calling process's group leader: answers
+  # get_line with the next of `lines` (:eof after), records every output
+  # and prompt. (ExUnit's capture_io cannot take ETS's atom prompts.)
+  defp with_input(lines, fun) do
+    parent = self()
+    server = spawn_link(fn -> io_server(lines, [], parent) end)
+    old = Process.group_leader()
+    Process.group_leader(self(), server)
+
+    try do
+      fun.()
+    after
+      Process.group_leader(self(), old)
+    end
+
+    send(server, {:done, self()})
+    receive do: ({:io_out, out} -> out)
+  end
+
+  defp io_server(lines, out, parent) do
+    receive do
+      {:io_request, from, ref, req} ->
+        {reply, lines, out} = io_reply(req, lines, out)
+        send(from, {:io_reply, ref, reply})
+        io_server(lines, out, parent)
+
+      {:done, ^parent} ->
+        send(parent, {:io_out, out |> Enum.reverse() |> IO.chardata_to_string()})
+    end
+  end
+
+  defp io_reply({:put_chars, _enc, chars}, lines, out), do: {:ok, lines, [chars | out]}
+
+  defp io_reply({:put_chars, _enc, m, f, a}, lines, out),
+    do: {:ok, lines, [apply(m, f, a) | out]}
+
+  defp io_reply({:get_line, _enc, prompt}, lines, out) do
+    out = [:io_lib.format(~c"~ts", [prompt_text(prompt)]) | out]
+
+    case lines do
+      [line | rest] -> {String.to_charlist(line), rest, out}
+      [] -> {:eof, [], out}
+    end
+  end
+
+  defp io_reply({:requests, reqs}, lines, out) do
+    Enum.reduce(reqs, {:ok, lines, out}, fn r, {_, l, o} -> io_reply(r, l, o) end)
+  end
+
+  defp io_reply(_other, lines, out), do: {{:error, :request}, lines, out}
+
+  defp prompt_text(p) when is_atom(p), do: Atom.to_charlist(p)
+  defp prompt_text(p), do: p
+
+  describe "i/1,2,3" do
+    test "browses a table as :ets.i/3 does, command by command" do
+      objects = for i <- 1..25, do: {i, String.duplicate("x", rem(i * 7, 90)), %{n: i}}
+
+      inputs = [
+        [],
+        ["q\n"],
+        ["\n", "\n", "q\n"],
+        ["p3\n", "q\n"],
+        ["pzz\n", "q\n"],
+        ["/1\n", "c\n", "p2\n", "q\n"],
+        ["/x{80}\n", "p1\n", "q\n"],
+        ["/(\n", "q\n"],
+        ["c\n", "c\n", "c\n", "c\n"],
+        ["zzz\n", "q\n"]
+      ]
+
+      for input <- inputs, {h, w} <- [{40, 80}, {5, 60}, {3, 30}] do
+        {ets, ns} = both(:ordered_set, objects)
+        native = with_input(input, fn -> assert Table.i(ns, h, w) == :ok end)
+        oracle = with_input(input, fn -> assert :ets.i(ets, h, w) == :ok end)
+        assert native == oracle, "#{inspect(input)} #{h}x#{w}"
+      end
+
+      # Defaults (40 x 80) and k, which deletes the table.
+      {ets, ns} = both(:set, objects)
+      native = with_input(["k\n"], fn -> Table.i(ns) end)
+      oracle = with_input(["k\n"], fn -> :ets.i(ets) end)
+      assert String.split(native, "\n") |> length() == String.split(oracle, "\n") |> length()
+      assert Table.info(ns, :size) == :undefined and :ets.info(ets, :size) == :undefined
+    end
+  end
+
+  # ------------------------------------------------------------------
   # i/0
 
   describe "i/0" do

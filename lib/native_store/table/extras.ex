@@ -257,4 +257,161 @@ defmodule NativeStore.Table.Extras do
   end
 
   defp to_string_p(x), do: :lists.flatten(:io_lib.format(~c"~p", [x]))
+
+  # ------------------------------------------------------------------
+  # i/1,2,3: ETS's interactive table browser, step for step (ets.erl's
+  # i/3 is written with first/next/lookup/delete: the same here on
+  # NativeStore.Table). Pages of `height` objects, lines cut at `width`;
+  # commands read with :io.get_line/1.
+
+  def i(tab, height, width) do
+    display_items(height, width, tab, Table.first(tab), 1, 1)
+  end
+
+  @eot_prompt ~c"EOT  (q)uit (p)Digits (k)ill /Regexp -->"
+  @page_prompt ~c"(c)ontinue (q)uit (p)Digits (k)ill /Regexp -->"
+
+  defp display_items(h, w, tab, :"$end_of_table", turn, opos),
+    do: choice(h, w, @eot_prompt, :eot, tab, :"$end_of_table", turn, opos)
+
+  defp display_items(h, w, tab, key, turn, opos) when turn < h,
+    do: do_display(h, w, tab, key, turn, opos)
+
+  defp display_items(h, w, tab, key, turn, opos),
+    do: choice(h, w, @page_prompt, :normal, tab, key, turn, opos)
+
+  defp choice(h, w, prompt, mode, tab, key, turn, opos) do
+    case get_line(prompt, ~c"c\n") do
+      ~c"c\n" when mode == :normal ->
+        do_display(h, w, tab, key, 1, opos)
+
+      ~c"c\n" when is_tuple(mode) and tuple_size(mode) == 2 and elem(mode, 0) == :re ->
+        re_search(h, w, tab, key, elem(mode, 1), 1, opos)
+
+      ~c"q\n" ->
+        :ok
+
+      ~c"k\n" ->
+        Table.delete(tab)
+        :ok
+
+      [?p | digits] ->
+        print_choice(tab, mode, digits)
+        choice(h, w, prompt, mode, tab, key, turn, opos)
+
+      [?/ | regexp] ->
+        case :re.compile(nonl(regexp), [:unicode]) do
+          {:ok, re} ->
+            re_search(h, w, tab, Table.first(tab), re, 1, 1)
+
+          {:error, {error, _pos}} ->
+            :io.format(~c"~ts\n", [error])
+            choice(h, w, prompt, mode, tab, key, turn, opos)
+        end
+
+      :eof ->
+        :ok
+
+      _ ->
+        choice(h, w, prompt, mode, tab, key, turn, opos)
+    end
+  end
+
+  # `p<digits>`: the object at that position (ETS catches any failure).
+  defp print_choice(tab, mode, digits) do
+    case Integer.parse(to_string(nonl(digits))) do
+      {number, ""} when mode in [:normal, :eot] ->
+        print_number(tab, Table.first(tab), number)
+
+      {number, ""} ->
+        {:re, re} = mode
+        print_re_num(tab, Table.first(tab), number, re)
+
+      _ ->
+        :io.put_chars(~c"Bad digits\n")
+    end
+  catch
+    _, _ -> :ok
+  end
+
+  defp get_line(prompt, default) do
+    case line_string(:io.get_line(prompt)) do
+      ~c"\n" -> default
+      line -> line
+    end
+  end
+
+  defp line_string(binary) when is_binary(binary), do: :unicode.characters_to_list(binary)
+  defp line_string(other), do: other
+
+  defp nonl(s), do: :string.trim(s, :trailing, ~c"$\n")
+
+  defp print_number(tab, key, num) do
+    objects = Table.lookup(tab, key)
+
+    if num - length(objects) < 1,
+      do: :io.format(~c"~p~n", [:lists.nth(num, objects)]),
+      else: print_number(tab, Table.next(tab, key), num - length(objects))
+  end
+
+  defp do_display(h, w, tab, key, turn, opos) do
+    objects = Table.lookup(tab, key)
+    do_display_items(h, w, objects, opos)
+    len = length(objects)
+    display_items(h, w, tab, Table.next(tab, key), turn + len, opos + len)
+  end
+
+  defp do_display_items(h, w, [obj | tail], opos) do
+    do_display_item(h, w, obj, opos)
+    do_display_items(h, w, tail, opos + 1)
+  end
+
+  defp do_display_items(_h, _w, [], opos), do: opos
+
+  defp do_display_item(_h, w, item, opos) do
+    l = to_string_p(item)
+
+    l2 =
+      if length(l) > w - 8,
+        do: :string.slice(l, 0, w - 13) ++ ~c"  ...",
+        else: l
+
+    :io.format(~c"<~-4w> ~s~n", [opos, l2])
+  end
+
+  defp re_search(h, w, tab, :"$end_of_table", re, turn, opos),
+    do: choice(h, w, @eot_prompt, {:re, re}, tab, :"$end_of_table", turn, opos)
+
+  defp re_search(h, w, tab, key, re, turn, opos) when turn < h,
+    do: re_display(h, w, tab, key, Table.lookup(tab, key), re, turn, opos)
+
+  defp re_search(h, w, tab, key, re, turn, opos),
+    do: choice(h, w, @page_prompt, {:re, re}, tab, key, turn, opos)
+
+  defp re_display(h, w, tab, key, [], re, turn, opos),
+    do: re_search(h, w, tab, Table.next(tab, key), re, turn, opos)
+
+  defp re_display(h, w, tab, key, [obj | tail], re, turn, opos) do
+    case :re.run(to_string_p(obj), re, [{:capture, :none}]) do
+      :match ->
+        do_display_item(h, w, obj, opos)
+        re_display(h, w, tab, key, tail, re, turn + 1, opos + 1)
+
+      :nomatch ->
+        re_display(h, w, tab, key, tail, re, turn, opos)
+    end
+  end
+
+  defp print_re_num(_tab, :"$end_of_table", _num, _re), do: :ok
+
+  defp print_re_num(tab, key, num, re) do
+    objects = re_match(Table.lookup(tab, key), re)
+
+    if num - length(objects) < 1,
+      do: :io.format(~c"~p~n", [:lists.nth(num, objects)]),
+      else: print_re_num(tab, Table.next(tab, key), num - length(objects), re)
+  end
+
+  defp re_match(objects, re),
+    do: Enum.filter(objects, &(:re.run(to_string_p(&1), re, [{:capture, :none}]) == :match))
 end
