@@ -205,6 +205,16 @@ defmodule NativeStore.TableSelectTest do
     List.to_tuple(for _ <- 1..size, do: value(ctx))
   end
 
+  # Which of several objects with one key a list insert keeps in a set or
+  # an ordered_set is undefined in ETS (it depends on how the insert is
+  # scheduled: SEED=1261 failed about one run in three): one object per key.
+  defp insert_list(%{type: :set} = ctx, objs), do: distinct_keys(objs, ctx.keypos, &(&1 === &2))
+
+  defp insert_list(%{type: :ordered_set} = ctx, objs),
+    do: distinct_keys(objs, ctx.keypos, &(&1 == &2))
+
+  defp insert_list(_ctx, objs), do: objs
+
   defp gen_op(ctx) do
     case int(1, 100) do
       n when n <= 14 -> {:select, gen_spec(ctx)}
@@ -225,7 +235,7 @@ defmodule NativeStore.TableSelectTest do
       n when n <= 82 -> {:select, gen_bad_spec(ctx)}
       83 -> {:select, gen_spec(ctx), pick([0, -1, :x, 1.0])}
       84 -> {:select_then_garbage, [{:_, [], [:"$_"]}]}
-      n when n <= 94 -> {:insert, for(_ <- 1..int(1, 5), do: gen_object(ctx))}
+      n when n <= 94 -> {:insert, insert_list(ctx, for(_ <- 1..int(1, 5), do: gen_object(ctx)))}
       _ -> {:delete, value(ctx)}
     end
   end
