@@ -29,6 +29,7 @@ defmodule NativeStore.Nif do
   def table_delete_key(_tab, _key), do: nif_error()
   def table_delete_object(_tab, _object), do: nif_error()
   def table_delete_all_objects(_tab), do: nif_error()
+  def table_delete_object_exact(_tab, _object), do: nif_error()
   def table_update_counter(_tab, _key, _op), do: nif_error()
   def table_update_counter_default(_tab, _key, _op, _default), do: nif_error()
   def table_update_element(_tab, _key, _spec), do: nif_error()

@@ -560,6 +560,31 @@ defmodule NativeStore.TableSelectTest do
   defp same_batch(_type, native, ets) when is_atom(ets), do: assert(native == ets)
   defp same_batch(_type, native, ets), do: assert(length(native) == length(ets))
 
+  test "select_delete on bags removes what the spec matched: 0.0 is not -0.0 there" do
+    # OTP 25 holds {0.0, x} and {-0.0, x} identical (=:=), but a 0.0 in a
+    # match specification matches only the first (found by this file's
+    # differential with SEEDS=2000, seed 1387).
+    for type <- [:bag, :duplicate_bag] do
+      objs = [{0.0, "x"}, {-0.0, "x"}, {0.0, "x"}, {1, "x"}, {-0.0, "y"}]
+
+      for spec <- [
+            [{{0.0, :_}, [], [true]}],
+            [{{-0.0, :_}, [], [true]}],
+            [{{:_, "x"}, [], [true]}],
+            [{{:"$1", :_}, [{:==, :"$1", 0.0}], [true]}]
+          ] do
+        e = :ets.new(:zero, [type, :public])
+        t = Table.new(:zero, [type, :public])
+        :ets.insert(e, objs)
+        Table.insert(t, objs)
+        assert Table.select_delete(t, spec) == :ets.select_delete(e, spec), inspect({type, spec})
+
+        assert canonical_sort(Table.tab2list(t)) == canonical_sort(:ets.tab2list(e)),
+               inspect({type, spec})
+      end
+    end
+  end
+
   test "a forged scan position raises ArgumentError" do
     t = Table.new(:forged, [:public])
     o = Table.new(:forged_o, [:ordered_set, :public])

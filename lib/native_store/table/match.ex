@@ -199,8 +199,10 @@ defmodule NativeStore.Table.Match do
     delete_matched(tab, type, kp, t, n)
   end
 
+  # Bags: the matched object goes, with its exact copies (not with objects
+  # only `=:=` to it: a `0.0` in the spec does not match `-0.0`).
   defp delete_matched(tab, type, kp, [{obj, true} | t], n) do
-    Table.delete_object(tab, obj)
+    Nif.table_delete_object_exact(tab, obj)
     delete_matched(tab, type, kp, t, n + 1)
   end
 

@@ -502,9 +502,21 @@ impl BagTable {
 
     /// Removes every object identical to `obj` (same key); returns how many.
     pub fn remove_object(&self, obj: &Entry) -> usize {
+        self.remove_matching(obj, self.zero_eq)
+    }
+
+    /// Removes every object whose encoding is exactly `obj`'s: like
+    /// [`BagTable::remove_object`], but `0.0` and `-0.0` differ even where
+    /// the host holds them identical (`select_delete/2` removes the objects
+    /// a match specification matched, and a `0.0` in one does not match
+    /// `-0.0`).
+    pub fn remove_object_exact(&self, obj: &Entry) -> usize {
+        self.remove_matching(obj, false)
+    }
+
+    fn remove_matching(&self, obj: &Entry, zero_eq: bool) -> usize {
         let key = Key::new(obj.key());
         let mut g = self.write(key.hash());
-        let zero_eq = self.zero_eq;
         let Ok(mut o) = g.map.find_entry(key.hash(), |b| key.matches(b.key())) else {
             return 0;
         };

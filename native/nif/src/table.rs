@@ -1139,6 +1139,10 @@ fn same_object<'a>(env: Env<'a>, e: &Entry, encoded: &Entry, obj: Term<'a>) -> b
 
 #[rustler::nif]
 fn table_delete_object<'a>(env: Env<'a>, tab: Term<'a>, obj: Term<'a>) -> NifResult<bool> {
+    delete_object(env, tab, obj)
+}
+
+fn delete_object<'a>(env: Env<'a>, tab: Term<'a>, obj: Term<'a>) -> NifResult<bool> {
     let t = writable(env, tab)?;
     let encoded = encode_object(env, obj, t.meta.keypos(), None)?;
     let decide = |e: Option<&mut Entry>| match e {
@@ -1153,6 +1157,22 @@ fn table_delete_object<'a>(env: Env<'a>, tab: Term<'a>, obj: Term<'a>) -> NifRes
         }
     }
     Ok(true)
+}
+
+/// `delete_object/2` of a bag object as `select_delete/2` needs it: removes
+/// the objects whose encoding is exactly `obj`'s (`0.0` and `-0.0` differ,
+/// as they do to a match specification). Other table types: as
+/// `delete_object/2`.
+#[rustler::nif]
+fn table_delete_object_exact<'a>(env: Env<'a>, tab: Term<'a>, obj: Term<'a>) -> NifResult<bool> {
+    let t = writable(env, tab)?;
+    match &t.data {
+        Data::Bag(b) => {
+            b.remove_object_exact(&encode_object(env, obj, t.meta.keypos(), None)?);
+            Ok(true)
+        }
+        _ => delete_object(env, tab, obj),
+    }
 }
 
 #[rustler::nif]
