@@ -577,7 +577,7 @@ defmodule NativeStore.Table.Match do
 
       :miss ->
         ms = :ets.match_spec_compile(spec)
-        compiled = {ms, analyse(spec, kp, type == :ordered_set)}
+        compiled = {ms, analyse(spec, kp)}
         cache = if map_size(cache) >= @cache_max, do: %{}, else: cache
         Process.put(@cache_key, Map.put(cache, key, {compiled, exact_key(spec)}))
         compiled
@@ -586,13 +586,13 @@ defmodule NativeStore.Table.Match do
 
   # `{:keys, keys}` when every clause either cannot match any object or
   # binds the key to a ground term; `:scan` otherwise.
-  defp analyse(spec, kp, ordered) do
+  defp analyse(spec, kp) do
     Enum.reduce_while(spec, {:keys, []}, fn {head, _guards, _body}, {:keys, keys} ->
       cond do
         is_tuple(head) and tuple_size(head) >= kp ->
           key = :erlang.element(kp, head)
 
-          if ground?(key) and not (ordered and has_map?(key)),
+          if ground?(key),
             do: {:cont, {:keys, [key | keys]}},
             else: {:halt, :scan}
 
@@ -621,19 +621,13 @@ defmodule NativeStore.Table.Match do
   defp ground?(t) when is_tuple(t), do: t |> Tuple.to_list() |> ground_list?()
   defp ground?(l) when is_list(l), do: ground_list?(l)
 
-  # A map pattern matches every map that has its pairs, yet ETS's hash
-  # tables treat a variable-free map in the key position as a bound key
-  # (they look the map up): so do we, for ETS's results. Its ordered_set
-  # does not (`has_map?/1`).
+  # A map pattern matches every map that has its pairs, yet ETS treats a
+  # variable-free map in the key position as a bound key (it looks the map
+  # up, in every table type): so do we, for ETS's results.
   defp ground?(m) when is_map(m),
     do: Enum.all?(m, fn {k, v} -> ground?(k) and ground?(v) end)
 
   defp ground?(_), do: true
-
-  defp has_map?(m) when is_map(m), do: true
-  defp has_map?(t) when is_tuple(t), do: t |> Tuple.to_list() |> has_map?()
-  defp has_map?([h | t]), do: has_map?(h) or has_map?(t)
-  defp has_map?(_), do: false
 
   defp ground_list?([h | t]), do: ground?(h) and ground_list?(t)
   defp ground_list?([]), do: true
