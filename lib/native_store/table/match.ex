@@ -576,8 +576,15 @@ defmodule NativeStore.Table.Match do
         compiled
 
       :miss ->
+        # Compiled first: an invalid spec raises as in ETS.
         ms = :ets.match_spec_compile(spec)
-        compiled = {ms, analyse(spec, kp)}
+
+        compiled =
+          case ranged(spec, kp, type, analyse(spec, kp)) do
+            {^spec, plan} -> {ms, plan}
+            {ranged_spec, plan} -> {:ets.match_spec_compile(ranged_spec), plan}
+          end
+
         cache = if map_size(cache) >= @cache_max, do: %{}, else: cache
         Process.put(@cache_key, Map.put(cache, key, {compiled, exact_key(spec)}))
         compiled
@@ -607,6 +614,35 @@ defmodule NativeStore.Table.Match do
       end
     end)
   end
+
+  # ETS's ordered_set looks one bound key up, but walks the range from the
+  # smallest to the greatest of several, matching the heads as patterns:
+  # a variable-free map in a key then matches every map with its pairs that
+  # falls in the range (a lookup would find only that map). So do we when
+  # it makes a difference (a map in a key, more than one key): a scan whose
+  # clauses also require the key to be in that range.
+  defp ranged(spec, kp, :ordered_set, {:keys, keys} = plan) do
+    distinct = keys |> Enum.sort() |> dedup_equal()
+
+    if match?([_, _ | _], distinct) and Enum.any?(keys, &has_map?/1) do
+      key = {:element, kp, :"$_"}
+
+      range =
+        {:andalso, {:>=, key, {:const, hd(distinct)}},
+         {:"=<", key, {:const, List.last(distinct)}}}
+
+      {Enum.map(spec, fn {head, guards, body} -> {head, [range | guards], body} end), :scan}
+    else
+      {spec, plan}
+    end
+  end
+
+  defp ranged(spec, _kp, _type, plan), do: {spec, plan}
+
+  defp has_map?(m) when is_map(m), do: true
+  defp has_map?(t) when is_tuple(t), do: t |> Tuple.to_list() |> has_map?()
+  defp has_map?([h | t]), do: has_map?(h) or has_map?(t)
+  defp has_map?(_), do: false
 
   # No variable (nor anything that might be one) and no `:_` inside.
   defp ground?(:_), do: false
