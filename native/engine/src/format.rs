@@ -185,12 +185,7 @@ pub fn put_header(out: &mut Vec<u8>, t: u8, count: usize) {
 /// byte length; append the pairs, then call [`end_map`].
 #[inline]
 pub fn begin_map(out: &mut Vec<u8>, count: usize) -> ListMark {
-    let start = out.len();
-    out.push(tag::MAP);
-    put_uvarint(out, count as u64);
-    let varint = out.len() - start - 1;
-    out.extend_from_slice(&[0; 4]);
-    ListMark { start, varint }
+    begin_measured(out, tag::MAP, count)
 }
 
 /// Completes the header of the map begun at `mark` (everything appended
@@ -217,8 +212,15 @@ pub struct ListMark {
 /// [`end_list`].
 #[inline]
 pub fn begin_list(out: &mut Vec<u8>, count: usize) -> ListMark {
+    begin_measured(out, tag::LIST, count)
+}
+
+/// A `LIST` or `MAP` header: the tag, the count, and a placeholder for the
+/// byte length that [`end_list`] fills in.
+#[inline]
+fn begin_measured(out: &mut Vec<u8>, t: u8, count: usize) -> ListMark {
     let start = out.len();
-    out.push(tag::LIST);
+    out.push(t);
     put_uvarint(out, count as u64);
     let varint = out.len() - start - 1;
     out.extend_from_slice(&[0; 4]);

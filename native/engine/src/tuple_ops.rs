@@ -37,6 +37,25 @@ pub struct CounterOp {
     pub threshold: Option<(i128, i128)>,
 }
 
+impl CounterOp {
+    /// The counter's new value from `current`: plus the increment, reset to
+    /// the set value when it passes the threshold (in the increment's
+    /// direction), as ETS's `update_counter`.
+    /// `None` when the sum overflows `i128`.
+    #[inline]
+    fn apply(&self, current: i128) -> Option<i128> {
+        let next = current.checked_add(self.incr)?;
+        Some(match self.threshold {
+            Some((threshold, set))
+                if (self.incr >= 0 && next > threshold) || (self.incr < 0 && next < threshold) =>
+            {
+                set
+            }
+            _ => next,
+        })
+    }
+}
+
 fn check_pos(pos: i64, arity: usize, keypos: usize) -> Result<usize, OpError> {
     if pos < 1 || pos as u64 > arity as u64 {
         return Err(OpError::BadPosition);
@@ -80,12 +99,7 @@ pub fn update_counter(
             Some(v) => v,
             None => format::get_integer(obj, els[i].start).ok_or(OpError::NotInteger)?,
         };
-        let mut next = current.checked_add(op.incr).ok_or(OpError::NotInteger)?;
-        if let Some((threshold, set)) = op.threshold {
-            if (op.incr >= 0 && next > threshold) || (op.incr < 0 && next < threshold) {
-                next = set;
-            }
-        }
+        let next = op.apply(current).ok_or(OpError::NotInteger)?;
         values[i] = Some(next);
         results.push(next);
     }
@@ -150,13 +164,8 @@ pub fn update_counter_in_place(
                 None => return Err(OpError::NotInteger),
             },
         };
-        let mut next = current + op.incr;
-        if let Some((threshold, set)) = op.threshold {
-            if (op.incr >= 0 && next > threshold) || (op.incr < 0 && next < threshold) {
-                next = set;
-            }
-        }
-        let Ok(small) = i64::try_from(next) else {
+        // Overflow or past i64: the general path decides.
+        let Some(Ok(small)) = op.apply(current).map(i64::try_from) else {
             return Ok(None);
         };
         staged[n] = (offsets[i], small);
@@ -190,12 +199,9 @@ fn update_one_in_place(
             None => return Err(OpError::NotInteger),
         },
     };
-    let mut next = current + op.incr;
-    if let Some((threshold, set)) = op.threshold {
-        if (op.incr >= 0 && next > threshold) || (op.incr < 0 && next < threshold) {
-            next = set;
-        }
-    }
+    let Some(next) = op.apply(current) else {
+        return Ok(None);
+    };
     let (Ok(small), Some(r)) = (i64::try_from(next), results.first_mut()) else {
         return Ok(None);
     };
