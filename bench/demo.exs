@@ -20,6 +20,32 @@ Table.insert(ord, [{3, :c}, {1.0, :a}, {2, :b}])
 say.("ordered_set tab2list (term order, 1.0 == 1)", Table.tab2list(ord))
 say.("ordered_set lookup(ord, 1)", Table.lookup(ord, 1))
 
+# safe_fixtable/2: a first/next walk may delete what it visits.
+walk = Table.new(:demo_walk, [:public])
+Table.insert(walk, for(i <- 1..1000, do: {i, rem(i, 3)}))
+Table.safe_fixtable(walk, true)
+
+deleted =
+  Stream.unfold(Table.first(walk), fn
+    :"$end_of_table" ->
+      nil
+
+    k ->
+      if Table.lookup_element(walk, k, 2) == 0, do: Table.delete(walk, k)
+      {k, Table.next(walk, k)}
+  end)
+  |> Enum.count()
+
+Table.safe_fixtable(walk, false)
+say.("safe_fixtable walk deleting 1/3: {visited, size}", {deleted, Table.info(walk, :size)})
+
+# The file functions write ETS's own format: :ets reads NativeStore's file.
+file = Path.join(System.tmp_dir!(), "native_store_demo.tab") |> to_charlist()
+:ok = Table.tab2file(walk, file)
+{:ok, from_file} = :ets.file2tab(file)
+say.(":ets.file2tab of NativeStore's tab2file: size", :ets.info(from_file, :size))
+File.rm(file)
+
 # Ownership: the table goes to the heir when its owner dies (NIF monitor).
 me = self()
 
