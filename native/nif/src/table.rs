@@ -906,8 +906,14 @@ unsafe fn call_hot<const N: usize>(
     // SAFETY: `argv` holds `argc == N` terms of `env`.
     let args: [Term; N] = std::array::from_fn(|i| unsafe { Term::new(env, *argv.add(i)) });
     let result = std::panic::catch_unwind(move || f(env, args));
-    // SAFETY: the returned value is applied in the same environment.
-    unsafe { rustler::codegen_runtime::handle_nif_result(result, env).apply(env) }
+    match result {
+        // The common outcomes without rustler's general return machinery.
+        Ok(Ok(term)) => term.as_c_arg(),
+        // SAFETY: `env` is the live environment of this call.
+        Ok(Err(Error::BadArg)) => unsafe { rustler::sys::enif_make_badarg(env.as_c_arg()) },
+        // SAFETY: the returned value is applied in the same environment.
+        other => unsafe { rustler::codegen_runtime::handle_nif_result(other, env).apply(env) },
+    }
 }
 
 hot_nif!(table_insert, 2);
