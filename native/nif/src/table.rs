@@ -1362,8 +1362,12 @@ fn table_update_counter_default<'a>(
     update_counter(env, tab, key, op, Some(default))
 }
 
-#[rustler::nif]
-fn table_update_element<'a>(
+hot_nif!(table_update_element, 3);
+fn table_update_element<'a>(env: Env<'a>, [tab, key, spec]: [Term<'a>; 3]) -> NifResult<Term<'a>> {
+    update_element(env, tab, key, spec).map(|done| done.encode(env))
+}
+
+fn update_element<'a>(
     env: Env<'a>,
     tab: Term<'a>,
     key: Term<'a>,
@@ -1719,11 +1723,12 @@ fn info_target(tab: Term) -> NifResult<Option<Tab>> {
     Ok(t)
 }
 
+hot_nif!(table_count, 2);
 /// `info(tab, :size)` and `info(tab, :memory)` (in words) without the rest
 /// of [`table_info`]: `size` is true for `:size`. `:undefined` when the table
 /// does not exist.
-#[rustler::nif]
-fn table_count<'a>(env: Env<'a>, tab: Term<'a>, size: bool) -> NifResult<Term<'a>> {
+fn table_count<'a>(env: Env<'a>, [tab, size]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
+    let size: bool = size.decode()?;
     Ok(match info_target(tab)? {
         None => atoms::undefined().encode(env),
         Some(t) if size => t.data.len().encode(env),
