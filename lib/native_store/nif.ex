@@ -74,6 +74,8 @@ defmodule NativeStore.Nif do
   def table_prev(_tab, _key), do: nif_error()
   def table_info(_tab), do: nif_error()
   def table_count(_tab, _size?), do: nif_error()
+  # Whether a walk of the table may take more than one chunk (or :undefined).
+  def table_multi_chunk(_tab), do: nif_error()
   def table_whereis(_name), do: nif_error()
   def table_all(), do: nif_error()
   def table_replace(_tab, _key, _expected, _new), do: nif_error()

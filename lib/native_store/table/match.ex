@@ -35,10 +35,6 @@ defmodule NativeStore.Table.Match do
   @chunks_key {__MODULE__, :chunks}
   @meta_key {__MODULE__, :meta}
   @last_key {__MODULE__, :last}
-  # Objects per chunk of a walk (the NIF's CHUNK), and its byte bound
-  # (CHUNK_BYTES, 4 MiB) in words.
-  @walk_chunk 2000
-  @walk_chunk_words 524_288
 
   # ------------------------------------------------------------------
   # select
@@ -716,8 +712,7 @@ defmodule NativeStore.Table.Match do
   # fixed. Also used by `NativeStore.Table.tab2list/1`.
   def scan_fixed(tab, fun) do
     # (A missing table counts as big: fixing it raises, as the walk would.)
-    if Nif.table_count(tab, true) > @walk_chunk or
-         Nif.table_count(tab, false) > @walk_chunk_words do
+    if Nif.table_multi_chunk(tab) != false do
       tid = id_of(tab)
       Table.safe_fixtable(tid, true)
 

@@ -1736,6 +1736,17 @@ fn table_count<'a>(env: Env<'a>, [tab, size]: [Term<'a>; 2]) -> NifResult<Term<'
     })
 }
 
+hot_nif!(table_multi_chunk, 1);
+/// Whether a walk of the table may take more than one chunk ([`CHUNK`]
+/// objects or [`CHUNK_BYTES`]): scans fix such tables while they walk them.
+/// `:undefined` when the table does not exist.
+fn table_multi_chunk<'a>(env: Env<'a>, [tab]: [Term<'a>; 1]) -> NifResult<Term<'a>> {
+    Ok(match info_target(tab)? {
+        None => atoms::undefined().encode(env),
+        Some(t) => (t.data.len() > CHUNK || t.data.memory_bytes() > CHUNK_BYTES).encode(env),
+    })
+}
+
 #[rustler::nif]
 fn table_whereis<'a>(env: Env<'a>, name: Atom) -> Term<'a> {
     match catalog().read().by_name.get(&word_of(name.as_c_arg())) {
