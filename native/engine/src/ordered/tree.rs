@@ -339,30 +339,15 @@ impl<K: TreeKey> Tree<K> {
             prev,
             next,
         };
-        match self.free_leaves.pop() {
-            Some(i) => {
-                self.leaves[i as usize] = leaf;
-                i
-            }
-            None => {
-                self.leaves.push(leaf);
-                (self.leaves.len() - 1) as u32
-            }
-        }
+        arena_put(&mut self.leaves, &mut self.free_leaves, leaf)
     }
 
     fn new_inner(&mut self, keys: Vec<K>, children: Vec<u32>) -> u32 {
-        let inner = Inner { keys, children };
-        match self.free_inners.pop() {
-            Some(i) => {
-                self.inners[i as usize] = inner;
-                i
-            }
-            None => {
-                self.inners.push(inner);
-                (self.inners.len() - 1) as u32
-            }
-        }
+        arena_put(
+            &mut self.inners,
+            &mut self.free_inners,
+            Inner { keys, children },
+        )
     }
 
     fn free_leaf(&mut self, i: u32) {
@@ -783,6 +768,21 @@ impl<'a, K> Iterator for Iter<'a, K> {
             }
             self.leaf = l.next;
             self.slot = 0;
+        }
+    }
+}
+
+/// Stores `node` in the arena `nodes`, in a freed slot (from `free`) if
+/// there is one; returns its index.
+fn arena_put<T>(nodes: &mut Vec<T>, free: &mut Vec<u32>, node: T) -> u32 {
+    match free.pop() {
+        Some(i) => {
+            nodes[i as usize] = node;
+            i
+        }
+        None => {
+            nodes.push(node);
+            (nodes.len() - 1) as u32
         }
     }
 }
