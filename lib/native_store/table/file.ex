@@ -163,34 +163,8 @@ defmodule NativeStore.Table.File do
   @spec file2tab(:file.name(), list()) :: {:ok, Table.table()} | {:error, term()}
   def file2tab(file, opts) do
     {verify, table_arg} = parse_f2t_opts(opts, false, [])
-    name = make_ref()
-
-    case :disk_log.open(name: name, file: file, mode: :read_only) do
-      {:ok, ^name} ->
-        :ok
-
-      {:repaired, ^name, _, _} ->
-        if verify do
-          _ = :disk_log.close(name)
-          throw(:badfile)
-        end
-
-      {:error, other} ->
-        throw({:read_error, other})
-
-      other ->
-        throw(other)
-    end
-
-    {major, minor, ft, md5_state, header, dl_cont} =
-      try do
-        get_header_data(name, verify)
-      catch
-        # ETS leaves the log open when the header raises; it is closed here.
-        kind, reason ->
-          _ = :disk_log.close(name)
-          :erlang.raise(kind, reason, __STACKTRACE__)
-      end
+    name = open_log(file, verify)
+    {major, minor, ft, md5_state, header, dl_cont} = header_data(name, verify)
 
     try do
       if major > 1, do: throw({:unsupported_file_version, {major, minor}})
@@ -447,27 +421,46 @@ defmodule NativeStore.Table.File do
     end
   end
 
+  # Opens `file` as a read-only disk log under a fresh name, as ETS does;
+  # with `strict`, a log that needed repair is a bad file.
+  defp open_log(file, strict) do
+    name = make_ref()
+
+    case :disk_log.open(name: name, file: file, mode: :read_only) do
+      {:ok, ^name} ->
+        name
+
+      {:repaired, ^name, _, _} when strict ->
+        _ = :disk_log.close(name)
+        throw(:badfile)
+
+      {:repaired, ^name, _, _} ->
+        name
+
+      {:error, other} ->
+        throw({:read_error, other})
+
+      other ->
+        throw(other)
+    end
+  end
+
+  # The header of the open log `name`. ETS leaves the log open when reading
+  # the header raises; it is closed here.
+  defp header_data(name, verify) do
+    get_header_data(name, verify)
+  catch
+    kind, reason ->
+      _ = :disk_log.close(name)
+      :erlang.raise(kind, reason, __STACKTRACE__)
+  end
+
   # ---- tabfile_info
 
   @spec tabfile_info(:file.name()) :: {:ok, keyword()} | {:error, term()}
   def tabfile_info(file) when is_list(file) or is_atom(file) do
-    name = make_ref()
-
-    case :disk_log.open(name: name, file: file, mode: :read_only) do
-      {:ok, ^name} -> :ok
-      {:repaired, ^name, _, _} -> :ok
-      {:error, other} -> throw({:read_error, other})
-      other -> throw(other)
-    end
-
-    {major, minor, _ft, _md5, header, _cont} =
-      try do
-        get_header_data(name, false)
-      catch
-        kind, reason ->
-          _ = :disk_log.close(name)
-          :erlang.raise(kind, reason, __STACKTRACE__)
-      end
+    name = open_log(file, false)
+    {major, minor, _ft, _md5, header, _cont} = header_data(name, false)
 
     ok_or_throw(:disk_log.close(name))
 
