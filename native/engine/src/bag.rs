@@ -16,11 +16,10 @@ use crate::entry::{Entry, EntryBuf};
 use crate::fixation::{self, Fixable, Graves, Released};
 use crate::format::{read_item, Item};
 use crate::order::identical;
+use crate::segmap::SegMap;
 use crate::set::{
-    hash_key, read_from, shard_index, shrink_sparse, slot_in, Counted, Key, ShardWrite, Sharded,
-    Slot, CHUNK_BYTES,
+    hash_key, read_from, shard_index, slot_in, Counted, Key, ShardWrite, Sharded, Slot, CHUNK_BYTES,
 };
-use hashbrown::HashTable;
 use parking_lot::RwLock;
 
 /// `key_at` of an object whose key is not a slice of it (its entry had an
@@ -258,7 +257,7 @@ impl ExactSizeIterator for Objects<'_> {}
 
 #[derive(Default)]
 struct Shard {
-    map: HashTable<Bucket>,
+    map: SegMap<Bucket>,
     /// Heap bytes of the bucket buffers.
     heap: usize,
     /// Number of objects.
@@ -273,11 +272,11 @@ impl Fixable for Shard {
     fn graves(&mut self) -> &mut Option<Box<Graves<Bucket>>> {
         &mut self.graves
     }
-    fn map(&mut self) -> &mut HashTable<Bucket> {
+    fn map(&mut self) -> &mut SegMap<Bucket> {
         &mut self.map
     }
-    fn shrink(&mut self) {
-        shrink_sparse(&mut self.map, |b| b.hash);
+    fn untidy(&mut self) {
+        self.map.mark_untidy();
     }
 }
 
@@ -287,6 +286,12 @@ impl Counted for Shard {
     }
     fn bytes(&self) -> usize {
         Shard::bytes(self)
+    }
+    #[inline]
+    fn tidy(&mut self, budget: usize) {
+        if self.graves.is_none() {
+            self.map.tidy(|b| b.hash, budget);
+        }
     }
 }
 
@@ -300,21 +305,35 @@ impl Shard {
     /// object is there).
     fn add(&mut self, hash: u64, entry: &Entry, duplicate: bool, zero_eq: bool) {
         let (key, obj) = (entry.key(), entry.object());
-        match self.map.entry(hash, |b| b.key() == key, |b| b.hash) {
-            hashbrown::hash_table::Entry::Occupied(mut o) => {
-                let b = o.get_mut();
-                if !duplicate && b.contains(obj, zero_eq) {
-                    return;
+        let fixed = self.graves.is_some();
+        let found = match self.map.plain_mut(fixed) {
+            // One probe: find the key's bucket or where a new one goes.
+            Some(main) => match main.entry(hash, |b| b.key() == key, |b| b.hash) {
+                hashbrown::hash_table::Entry::Occupied(o) => Some(o.into_mut()),
+                hashbrown::hash_table::Entry::Vacant(v) => {
+                    let b = Bucket::new(hash, key, obj, key_at(entry));
+                    self.heap += b.heap_bytes();
+                    v.insert(b);
+                    None
                 }
-                let before = b.heap_bytes();
-                b.push(obj, key_at(entry));
-                self.heap = self.heap + b.heap_bytes() - before;
+            },
+            None => match self.map.find_mut(hash, |b| b.key() == key) {
+                Some(b) => Some(b),
+                None => {
+                    let b = Bucket::new(hash, key, obj, key_at(entry));
+                    self.heap += b.heap_bytes();
+                    self.map.insert_new(hash, b, |b| b.hash, fixed);
+                    None
+                }
+            },
+        };
+        if let Some(b) = found {
+            if !duplicate && b.contains(obj, zero_eq) {
+                return;
             }
-            hashbrown::hash_table::Entry::Vacant(v) => {
-                let b = Bucket::new(hash, key, obj, key_at(entry));
-                self.heap += b.heap_bytes();
-                v.insert(b);
-            }
+            let before = b.heap_bytes();
+            b.push(obj, key_at(entry));
+            self.heap = self.heap + b.heap_bytes() - before;
         }
         self.count += 1;
     }
@@ -325,12 +344,7 @@ impl Shard {
     }
 
     fn remove(&mut self, key: &Key) -> Option<Bucket> {
-        let o = self
-            .map
-            .find_entry(key.hash(), |b| key.matches(b.key()))
-            .ok()?;
-        let at = o.bucket_index();
-        let (b, _) = o.remove();
+        let (b, at) = self.map.remove(key.hash(), |b| key.matches(b.key()))?;
         self.forget(&b);
         self.removed(&b, at);
         Some(b)
@@ -342,23 +356,18 @@ impl Shard {
     fn removed(&mut self, b: &Bucket, at: usize) {
         match &mut self.graves {
             Some(g) => g.bury(b.hash, b.key(), at),
-            None => shrink_sparse(&mut self.map, |b| b.hash),
+            None => self.map.shrink_sparse(|b| b.hash),
         }
     }
 
     fn bytes(&self) -> usize {
-        let buckets = if self.map.capacity() == 0 {
-            0
-        } else {
-            (self.map.capacity() * 8 / 7).next_power_of_two()
-        };
-        self.heap + buckets * (std::mem::size_of::<Bucket>() + 1)
+        self.heap + self.map.allocated_buckets() * (std::mem::size_of::<Bucket>() + 1)
     }
 }
 
 /// The contents of a table taken out by [`BagTable::take_all`]; dropping
 /// it frees every entry.
-pub struct BagContents(Vec<HashTable<Bucket>>);
+pub struct BagContents(Vec<SegMap<Bucket>>);
 
 impl BagContents {
     /// Number of objects.
@@ -517,15 +526,17 @@ impl BagTable {
     fn remove_matching(&self, obj: &Entry, zero_eq: bool) -> usize {
         let key = Key::new(obj.key());
         let mut g = self.write(key.hash());
-        let Ok(mut o) = g.map.find_entry(key.hash(), |b| key.matches(b.key())) else {
+        let Some(at) = g
+            .map
+            .find_bucket_index(key.hash(), |b| key.matches(b.key()))
+        else {
             return 0;
         };
-        let at = o.bucket_index();
-        let b = o.get_mut();
+        let b = g.map.bucket_mut(at).expect("the bucket just found");
         let before = b.heap_bytes();
         let gone = b.remove_identical(obj.object(), zero_eq);
         let (after, emptied) = if b.is_empty() {
-            (0, Some(o.remove().0))
+            (0, g.map.remove_at(at))
         } else {
             (b.heap_bytes(), None)
         };
@@ -551,11 +562,6 @@ impl BagTable {
     /// Fixes or unfixes the table, as [`crate::set::SetTable::set_fixed`].
     pub fn set_fixed(&self, fixed: bool) -> Released {
         self.shards.set_fixed(fixed)
-    }
-
-    /// As [`crate::set::SetTable::shrink_unfixed`].
-    pub fn shrink_unfixed(&self) {
-        self.shards.shrink_unfixed()
     }
 
     /// Number of objects.

@@ -7,11 +7,12 @@
 //! was. A fixed shard here removes objects as usual but records each
 //! removed key with its bucket index, keeps the maps that
 //! `delete_all_objects/1` takes out (instead of freeing them), and does not
-//! shrink: positions stay meaningful until the table is unfixed. Only
-//! growth moves buckets around (inserting many new keys into a fixed table
-//! makes it grow, as it does in ETS; unlike ETS, a traversal may then meet
-//! an object twice or miss one).
+//! shrink: positions stay meaningful until the table is unfixed. Nor does
+//! it grow: new keys that do not fit go to overflow tables walked after it
+//! (see [`crate::segmap`]), so a traversal meets every object that stays
+//! exactly once, as in ETS.
 
+use crate::segmap::SegMap;
 use crate::set::Key;
 use hashbrown::HashTable;
 
@@ -27,7 +28,7 @@ pub struct Graves<T> {
     removed: HashTable<Grave>,
     /// Maps taken out whole (by `delete_all_objects/1`) while fixed: their
     /// keys are findable, their layout is that of the shard before.
-    cleared: Vec<HashTable<T>>,
+    cleared: Vec<SegMap<T>>,
 }
 
 impl<T> Default for Graves<T> {
@@ -56,7 +57,7 @@ impl<T> Graves<T> {
     }
 
     /// Keeps a map taken out of the shard (its keys stay findable).
-    pub(crate) fn keep_cleared(&mut self, map: HashTable<T>) {
+    pub(crate) fn keep_cleared(&mut self, map: SegMap<T>) {
         if !map.is_empty() {
             self.cleared.push(map);
         }
@@ -75,7 +76,7 @@ impl<T> Graves<T> {
 
     /// Number of removed keys remembered (tests).
     pub fn len(&self) -> usize {
-        self.removed.len() + self.cleared.iter().map(HashTable::len).sum::<usize>()
+        self.removed.len() + self.cleared.iter().map(SegMap::len).sum::<usize>()
     }
 
     /// True when nothing is remembered.
@@ -91,26 +92,20 @@ pub(crate) trait Fixable {
     /// The shard's graves: `Some` while the table is fixed.
     fn graves(&mut self) -> &mut Option<Box<Graves<Self::Item>>>;
     /// The shard's map.
-    fn map(&mut self) -> &mut HashTable<Self::Item>;
-    /// Gives memory back if the map got sparse (see `set::shrink_sparse`).
-    fn shrink(&mut self);
-
-    /// [`Fixable::shrink`] unless the shard is fixed (again).
-    fn shrink_unfixed(&mut self) {
-        if self.graves().is_none() {
-            self.shrink();
-        }
-    }
+    fn map(&mut self) -> &mut SegMap<Self::Item>;
+    /// Notes that the shard's housekeeping is due (it was just unfixed:
+    /// see `SegMap::tidy`, run as its write lock is released).
+    fn untidy(&mut self);
 }
 
 /// Takes the shard's map out (`delete_all_objects/1`): a fixed shard keeps
 /// it among its graves and gives an empty map instead.
-pub(crate) fn take_map<S: Fixable>(s: &mut S) -> HashTable<S::Item> {
+pub(crate) fn take_map<S: Fixable>(s: &mut S) -> SegMap<S::Item> {
     let map = std::mem::take(s.map());
     match s.graves() {
         Some(g) => {
             g.keep_cleared(map);
-            HashTable::new()
+            SegMap::default()
         }
         None => map,
     }
@@ -122,6 +117,7 @@ pub(crate) fn set_fixed<S: Fixable>(s: &mut S, fixed: bool, kept: &mut Vec<Box<d
     if fixed {
         s.graves().get_or_insert_with(Default::default);
     } else if let Some(g) = s.graves().take() {
+        s.untidy();
         if !g.is_empty() {
             kept.push(g);
         }

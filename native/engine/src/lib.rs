@@ -8,6 +8,8 @@
 //! - [`entry`]: one stored object with its key.
 //! - [`set`]: the sharded concurrent hash table with set semantics.
 //! - [`bag`]: the same for `bag` and `duplicate_bag` tables (buckets per key).
+//! - `segmap`: a hash shard's map, whose items stay in place while the
+//!   table is fixed ([`fixation`]: `safe_fixtable/2`).
 //! - [`order`]: Erlang term order over encoded values.
 //! - [`ordered`]: the `ordered_set` table (a B-tree in term order).
 //! - [`tuple_ops`]: counter and element updates of stored tuples.
@@ -32,5 +34,6 @@ pub mod order;
 pub mod ordered;
 pub mod reclaim;
 pub mod registry;
+mod segmap;
 pub mod set;
 pub mod tuple_ops;

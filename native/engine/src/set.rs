@@ -10,6 +10,7 @@
 
 use crate::entry::{Entry, EntryImage};
 use crate::fixation::{self, Fixable, Graves, Released};
+use crate::segmap::SegMap;
 use hashbrown::HashTable;
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::hash::BuildHasher;
@@ -117,7 +118,7 @@ pub(crate) struct Padded<T>(pub(crate) T);
 
 #[derive(Default)]
 struct Shard {
-    map: HashTable<Entry>,
+    map: SegMap<Entry>,
     /// Heap bytes held by the entries of this shard.
     heap: usize,
     /// While the table is fixed: where removed keys were (see
@@ -138,54 +139,40 @@ impl Shard {
 
     fn put_hashed(&mut self, hash: u64, entry: Entry) -> Option<Entry> {
         self.heap += entry.heap_bytes();
-        match self
-            .map
-            .entry(hash, |e| e.key() == entry.key(), |e| hash_key(e.key()))
-        {
-            hashbrown::hash_table::Entry::Occupied(mut o) => {
-                let old = std::mem::replace(o.get_mut(), entry);
-                self.heap -= old.heap_bytes();
-                Some(old)
-            }
-            hashbrown::hash_table::Entry::Vacant(v) => {
-                v.insert(entry);
-                None
-            }
+        let fixed = self.graves.is_some();
+        let old = self.map.upsert(
+            hash,
+            entry,
+            |e, new| e.key() == new.key(),
+            |e| hash_key(e.key()),
+            fixed,
+        );
+        if let Some(old) = &old {
+            self.heap -= old.heap_bytes();
         }
+        old
     }
 
     fn remove(&mut self, key: &Key) -> Option<Entry> {
-        match self.map.find_entry(key.hash, |e| key.matches(e.key())) {
-            Ok(o) => {
-                let at = o.bucket_index();
-                let (e, _) = o.remove();
-                self.heap -= e.heap_bytes();
-                match &mut self.graves {
-                    // Fixed: remember the place, keep the layout.
-                    Some(g) => g.bury(key.hash, e.key(), at),
-                    None => shrink_sparse(&mut self.map, |e| hash_key(e.key())),
-                }
-                Some(e)
-            }
-            Err(_) => None,
+        let (e, at) = self.map.remove(key.hash, |e| key.matches(e.key()))?;
+        self.heap -= e.heap_bytes();
+        match &mut self.graves {
+            // Fixed: remember the place, keep the layout.
+            Some(g) => g.bury(key.hash, e.key(), at),
+            None => self.map.shrink_sparse(|e| hash_key(e.key())),
         }
+        Some(e)
     }
 
     fn bytes(&self) -> usize {
-        // Slots (a fat pointer each) plus one control byte per bucket; the
-        // table keeps 1/8 of its buckets free.
-        let buckets = if self.map.capacity() == 0 {
-            0
-        } else {
-            (self.map.capacity() * 8 / 7).next_power_of_two()
-        };
-        self.heap + buckets * (std::mem::size_of::<Entry>() + 1)
+        // Slots (a fat pointer each) plus one control byte per bucket.
+        self.heap + self.map.allocated_buckets() * (std::mem::size_of::<Entry>() + 1)
     }
 }
 
 /// The occupied buckets of `map` from bucket index `from` on, in index
 /// order: the traversal order of a shard.
-pub(crate) fn buckets_from<T>(map: &HashTable<T>, from: usize) -> impl Iterator<Item = &T> {
+pub(crate) fn buckets_from<T>(map: &SegMap<T>, from: usize) -> impl Iterator<Item = &T> {
     (from..map.num_buckets()).filter_map(|i| map.get_bucket(i))
 }
 
@@ -200,7 +187,7 @@ pub const CHUNK_BYTES: usize = 4 << 20;
 /// [`CHUNK_BYTES`]. Returns them and the bucket to continue from, or
 /// `None` when `map` is exhausted.
 pub(crate) fn copy_buckets<T>(
-    map: &HashTable<T>,
+    map: &SegMap<T>,
     from: usize,
     max: usize,
     push: impl Fn(&T, &mut Vec<Entry>),
@@ -227,7 +214,7 @@ pub(crate) fn read_from<'t, S, T, R>(
     shards: &'t [Padded<RwLock<S>>],
     shard: usize,
     held: Option<(RwLockReadGuard<'t, S>, usize)>,
-    map: impl Fn(&S) -> &HashTable<T>,
+    map: impl Fn(&S) -> &SegMap<T>,
     f: impl FnOnce(Option<&T>) -> R,
 ) -> R {
     let mut held = held;
@@ -261,7 +248,7 @@ pub enum Slot<R> {
 /// changes when a shard grows or shrinks, as ETS's does.
 pub(crate) fn slot_in<S, T, R>(
     shards: &[Padded<RwLock<S>>],
-    map: impl Fn(&S) -> &HashTable<T>,
+    map: impl Fn(&S) -> &SegMap<T>,
     mut i: usize,
     f: impl FnOnce(Option<&T>) -> R,
 ) -> Slot<R> {
@@ -282,7 +269,7 @@ pub(crate) fn slot_in<S, T, R>(
 
 /// The contents of a table taken out by [`SetTable::take_all`]; dropping it
 /// frees every entry (do that off the caller's scheduler for big tables).
-pub struct Contents(Vec<HashTable<Entry>>);
+pub struct Contents(Vec<SegMap<Entry>>);
 
 impl Contents {
     /// Number of entries.
@@ -302,7 +289,18 @@ pub(crate) trait Counted {
     fn count(&self) -> usize;
     /// Bytes of memory held.
     fn bytes(&self) -> usize;
+    /// Housekeeping due since the table was unfixed, about `budget` items
+    /// (see `SegMap::tidy`).
+    fn tidy(&mut self, budget: usize);
 }
+
+/// Items a shard's housekeeping moves or rehashes as a write releases its
+/// lock (see `SegMap::tidy`): a few microseconds.
+pub(crate) const TIDY: usize = 32;
+
+/// The same as a table is unfixed, per shard: about a millisecond for the
+/// whole table at most.
+const UNFIX_TIDY: usize = 256;
 
 /// A shard's object count and memory as of its last write, readable
 /// without its lock (so that `info(tab, :size)` does not lock every shard).
@@ -403,15 +401,13 @@ impl<S: Counted + Fixable> Sharded<S> {
     /// returns what the shards kept.
     pub(crate) fn set_fixed(&self, fixed: bool) -> Released {
         let mut kept = Vec::new();
-        self.each_mut(|s| fixation::set_fixed(s, fixed, &mut kept));
+        self.each_mut(|s| {
+            fixation::set_fixed(s, fixed, &mut kept);
+            if !fixed {
+                s.tidy(UNFIX_TIDY);
+            }
+        });
         Released(kept)
-    }
-
-    /// Shrinks the shards that removals left sparse while the table was
-    /// fixed (those not fixed again since). Up to 64 shard rehashes: run it
-    /// off the schedulers.
-    pub(crate) fn shrink_unfixed(&self) {
-        self.each_mut(|s| s.shrink_unfixed());
     }
 }
 
@@ -452,6 +448,7 @@ impl<S: Counted> Drop for ShardWrite<'_, S> {
         // Unchanged values (a counter updated in place) are not stored, so
         // a hot key's writers on several cores do not pass this line back
         // and forth.
+        self.guard.tidy(TIDY);
         let (count, bytes) = (self.guard.count(), self.guard.bytes());
         if self.stats.count.load(Ordering::Relaxed) != count {
             self.stats.count.store(count, Ordering::Relaxed);
@@ -467,11 +464,11 @@ impl Fixable for Shard {
     fn graves(&mut self) -> &mut Option<Box<Graves<Entry>>> {
         &mut self.graves
     }
-    fn map(&mut self) -> &mut HashTable<Entry> {
+    fn map(&mut self) -> &mut SegMap<Entry> {
         &mut self.map
     }
-    fn shrink(&mut self) {
-        shrink_sparse(&mut self.map, |e| hash_key(e.key()));
+    fn untidy(&mut self) {
+        self.map.mark_untidy();
     }
 }
 
@@ -481,6 +478,12 @@ impl Counted for Shard {
     }
     fn bytes(&self) -> usize {
         Shard::bytes(self)
+    }
+    #[inline]
+    fn tidy(&mut self, budget: usize) {
+        if self.graves.is_none() {
+            self.map.tidy(|e| hash_key(e.key()), budget);
+        }
     }
 }
 
@@ -678,14 +681,6 @@ impl SetTable {
         self.shards.set_fixed(fixed)
     }
 
-    /// After [`SetTable::set_fixed`]`(false)`: shrinks the shards that
-    /// removals left sparse while the table was fixed (unless it has been
-    /// fixed again). Rehashes up to every shard: call it off the
-    /// schedulers.
-    pub fn shrink_unfixed(&self) {
-        self.shards.shrink_unfixed()
-    }
-
     /// Number of entries (each shard's count as of its last write: no
     /// lock is taken).
     pub fn len(&self) -> usize {
@@ -797,6 +792,65 @@ mod tests {
     }
 
     #[test]
+    fn a_fixed_walk_meets_every_staying_key_once_while_the_table_fills() {
+        let t = SetTable::new();
+        for k in 0..2_000 {
+            t.insert(pair(k, k));
+        }
+        t.set_fixed(true);
+        // Walk, deleting every third key met and inserting ten new keys per
+        // step: the shards would grow many times over.
+        let mut seen = Vec::new();
+        let mut fresh = 1_000_000;
+        let mut cur = t.read_first(|e| e.map(|e| e.key().to_vec()));
+        while let Some(k) = cur {
+            seen.push(k.clone());
+            if seen.len() % 3 == 0 {
+                t.remove(&Key::new(&k));
+            }
+            // (New keys are met too, or not, as in ETS: only the first
+            // 2,000 steps insert, so that the walk ends.)
+            if seen.len() <= 2_000 {
+                for _ in 0..10 {
+                    t.insert(pair(fresh, 0));
+                    fresh += 1;
+                }
+            }
+            cur = t
+                .read_next(&Key::new(&k), |e| e.map(|e| e.key().to_vec()))
+                .expect("a key met in a fixed walk is a place");
+        }
+        let mut unique = seen.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), seen.len(), "a key met twice");
+        for k in 0..2_000 {
+            assert!(unique.binary_search(&key(k)).is_ok(), "missed {k}");
+        }
+        let total = 2_000 + (fresh as usize - 1_000_000) - seen.len() / 3;
+        assert_eq!(t.len(), total);
+        // Unfixed: the overflow drains into the main tables as shards are
+        // written, and every object is still there once.
+        t.set_fixed(false);
+        for k in 0..20_000 {
+            t.insert(pair(k + 5_000_000, 0));
+            t.remove(&Key::new(&key(k + 5_000_000)));
+        }
+        assert_eq!(t.len(), total);
+        let mut all: Vec<Vec<u8>> = (0..t.shard_count())
+            .flat_map(|s| t.snapshot_shard(s))
+            .map(|e| e.key().to_vec())
+            .collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), total);
+        assert!(t
+            .shards
+            .iter()
+            .all(|s| s.0.read().map.allocated_buckets() >= s.0.read().map.len()));
+    }
+
+    #[test]
     fn a_fixed_table_walks_on_from_removed_keys() {
         let t = SetTable::new();
         for k in 0..40_000 {
@@ -831,8 +885,8 @@ mod tests {
         // (Whether the walk then meets 7, inserted since, is open, as in ETS.)
         assert!(t.read_next(&Key::new(&key(3)), |_| ()).is_some());
         assert!(!t.set_fixed(false).is_empty());
-        // Unfixed: the emptied shards shrink; removed keys are unknown again.
-        t.shrink_unfixed();
+        // Unfixed: the emptied shards shrink (as the unfix releases their
+        // locks); removed keys are unknown again.
         assert!(t.memory_bytes() < mem / 8, "{} vs {mem}", t.memory_bytes());
         assert!(t.read_next(&Key::new(&key(3)), |_| ()).is_none());
         assert!(t.read_next(&Key::new(&key(7)), |_| ()).is_some());

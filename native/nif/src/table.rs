@@ -6,7 +6,6 @@ use crate::codec::{
     self, caller, decode, encode_key_bytes, encode_value, proper_list, word_of, word_term, Encoder,
     KeyBytes, Scratch, TupleTerms,
 };
-use native_store_engine::background;
 use native_store_engine::bag::{BagTable, Objects};
 use native_store_engine::entry::{Entry, EntryBuf, EntryImage};
 use native_store_engine::fixation::Released;
@@ -74,16 +73,6 @@ impl Data {
             Data::Set(s) => s.set_fixed(fixed),
             Data::Bag(b) => b.set_fixed(fixed),
             Data::Ordered(_) => Released::default(),
-        }
-    }
-
-    /// Shrinks what removals left sparse while the table was fixed (see
-    /// `SetTable::shrink_unfixed`; an `ordered_set` was never held back).
-    fn shrink_unfixed(&self) {
-        match self {
-            Data::Set(s) => s.shrink_unfixed(),
-            Data::Bag(b) => b.shrink_unfixed(),
-            Data::Ordered(_) => {}
         }
     }
 
@@ -481,13 +470,11 @@ impl TableRes {
         if f.procs[i].1 == 0 {
             f.procs.remove(i);
             if f.procs.is_empty() {
+                // Each shard merges what it held back while fixed a few
+                // items per write from now on (see `SegMap::tidy`).
                 let kept = self.data.set_fixed(false);
                 if !kept.is_empty() {
                     drop_later(kept);
-                    // Removals while fixed did not shrink the shards: do
-                    // it now, off the scheduler.
-                    let t = TableArc::from_ref(self);
-                    background::run(move || t.data.shrink_unfixed());
                 }
             }
         }
