@@ -72,21 +72,19 @@ defmodule NativeStore.Table do
     the order is unspecified, as in ETS, but not ETS's own; as in ETS,
     `next/2` of a key that is not in the table raises `ArgumentError`
     unless the table is fixed (`safe_fixtable/2`) and the key was deleted
-    since. A fixed table's walk meets every object at most once when
-    objects are deleted meanwhile, but, unlike ETS's, not when new keys
-    inserted meanwhile make a shard grow (a shard grows when it is full:
-    a few percent more keys can be enough), which reorders that shard.
+    since. As in ETS, a fixed table's walk meets every object that stays
+    exactly once while objects are inserted and deleted meanwhile.
   * `update_counter/3,4` works with integers of up to 127 bits (counters,
     increments, thresholds and set values; ETS has no bound): past that it
     raises `ArgumentError`.
   * A traversal is not a snapshot. Scans done in one call (`tab2list/1`,
     `select/2`, `select_count/2`, `match_object/2`, folds,
     `select_delete/2`...) fix the table while they walk it, as ETS does, so
-    they meet every object that stays (with the growth caveat above).
-    Walks the caller drives (`first/1`-`next/2`, `select/3`
-    continuations) on an unfixed table may miss or repeat objects when
-    other processes insert or delete meanwhile (deletions can shrink a
-    shard), as an ETS traversal without `safe_fixtable/2` can.
+    they meet every object that stays exactly once. Walks the caller
+    drives (`first/1`-`next/2`, `select/3` continuations) on an unfixed
+    table may miss or repeat objects when other processes insert or delete
+    meanwhile (a shard grows or shrinks), as an ETS traversal without
+    `safe_fixtable/2` can; nothing reorders a table that nobody writes.
   * `info/1` reports `memory` in words, counted from the bytes the native
     table really holds (entries, slots and shards).
   * One object's encoding is limited to 2 GiB: a bigger object raises
@@ -531,9 +529,8 @@ defmodule NativeStore.Table do
   For `:set`, `:bag` and `:duplicate_bag` tables the slots are the
   buckets of the table's shards, shard after shard: a slot holds the
   objects of at most one key (`[]` for an empty slot), and the number of
-  slots changes when the table grows or shrinks, as in ETS (a table
-  unfixed after removals shrinks shortly after `safe_fixtable(tab,
-  false)`, on a background thread: fix the table around a slot walk). For an
+  slots changes when the table grows or shrinks, as in ETS (fix the table
+  around a slot walk that other processes may write). For an
   `:ordered_set`, slot `i` is `[object]` for the `i`th object in key
   order (found by walking `i` objects, as in ETS).
 
@@ -557,19 +554,15 @@ defmodule NativeStore.Table do
   While a `:set`, `:bag` or `:duplicate_bag` table is fixed by any process,
   `next/2` also accepts a key deleted since the table became fixed and
   goes on from where that key was, so a `first/1`–`next/2` walk may delete
-  the objects it visits (the table does not shrink meanwhile). Fixations
+  the objects it visits, and a walk meets every object that stays exactly
+  once while other processes insert and delete meanwhile, as in ETS (a
+  fixed shard neither shrinks nor grows: new keys that do not fit go to an
+  overflow table walked after it, merged back a few objects per write
+  once the table is unfixed). Fixations
   are counted per process (fix twice, release twice) and end when the
   process exits. An `:ordered_set` needs no fixing (its `next/2` accepts
   any key); fixing one only shows in `info/2`. Reading the table is enough
   to fix it (a `:private` table only by its owner).
-
-  Difference from ETS: ETS also guarantees that a fixed table's walk meets
-  each object at most once when other processes *insert* meanwhile. Here
-  a shard that is full grows when a new key comes, which reorders it: a
-  walk in progress may then meet some of its objects twice or miss some
-  (inserting 1,000 keys into a 57,000-object table during a walk made it
-  meet a few hundred objects twice in our runs). Deletions and updates of
-  existing keys are safe.
 
   Scans that walk a table in more than one chunk (`select/2`,
   `select_count/2`, `select_delete/2`, `match_object/2`, `foldl/3`,
