@@ -89,8 +89,8 @@ defmodule NativeStore.Table do
     table really holds (entries, slots and shards).
   * One object's encoding is limited to 2 GiB: a bigger object raises
     `ArgumentError` (ETS keeps big binaries off-heap and has no such limit).
-  * The `info/2` item `:stats` (ETS's internal hash statistics) does not
-    exist.
+  * The `info/2` item `:stats` has ETS's shape, but its numbers describe
+    NativeStore's buckets (a bucket holds one key), not ETS's hash chains.
   * `ArgumentError` messages are NativeStore's own (ETS's badarg messages
     come from the VM); the exception is raised exactly where ETS raises
     one.
@@ -155,6 +155,7 @@ defmodule NativeStore.Table do
           | :safe_fixed
           | :safe_fixed_monotonic_time
           | :size
+          | :stats
           | :type
           | :write_concurrency
 
@@ -465,9 +466,13 @@ defmodule NativeStore.Table do
 
   @doc """
   One item of `info/1`, as `:ets.info/2`; `:undefined` when the table does
-  not exist. Raises `ArgumentError` for an unknown item, and for `:stats`
-  (ETS's internal hash-table statistics, which have no counterpart here).
-  `:binary` is always `[]` (binaries are copied into the table, none is
+  not exist. Raises `ArgumentError` for an unknown item. `:stats` is, as
+  in ETS, `false` for an `ordered_set` and for hash tables `{buckets,
+  mean_chain, std_dev, expected_std_dev, min_chain, max_chain, kept,
+  locks}`, describing NativeStore's own buckets (a bucket holds one key's
+  objects; `buckets` is the number of `slot/2` slots, `kept` the keys
+  removed while the table is fixed, `locks` its 64 shards); it visits every
+  bucket, on a dirty scheduler. `:binary` is always `[]` (binaries are copied into the table, none is
   referred to). `:size` and `:memory` read per-shard counters without
   locking the table.
 
@@ -481,6 +486,7 @@ defmodule NativeStore.Table do
   @spec info(table(), info_item()) :: term()
   def info(table, :size), do: Nif.table_count(table, true)
   def info(table, :memory), do: Nif.table_count(table, false)
+  def info(table, :stats), do: Nif.table_stats(table)
 
   def info(table, item) when item in [:fixed, :safe_fixed, :safe_fixed_monotonic_time] do
     case {item, Nif.table_fixation(table)} do

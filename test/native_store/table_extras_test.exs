@@ -756,6 +756,56 @@ defmodule NativeStore.TableExtrasTest do
   defp prompt_text(p) when is_atom(p), do: Atom.to_charlist(p)
   defp prompt_text(p), do: p
 
+  describe "info(tab, :stats)" do
+    test "has ETS's shape and agrees with the table, for every type" do
+      for type <- @types do
+        e = :ets.new(:stats_oracle, [type, :public])
+        t = Table.new(:stats_native, [type, :public, :named_table])
+        objs = for i <- 1..5000, do: {rem(i, 2500), i}
+        :ets.insert(e, objs)
+        Table.insert(t, objs)
+        es = :ets.info(e, :stats)
+        ns = Table.info(t, :stats)
+
+        if type == :ordered_set do
+          assert es == false
+          assert ns == false
+        else
+          shape = fn st ->
+            st |> Tuple.to_list() |> Enum.map(&if(is_float(&1), do: :float, else: :integer))
+          end
+
+          assert shape.(ns) == shape.(es)
+          {buckets, mean, _sd, expected, min, max, kept, locks} = ns
+          assert buckets == (Table.info(t, :size) / mean) |> round()
+          assert_in_delta mean * buckets, Table.info(t, :size), 1.0e-6
+          assert expected == :math.sqrt(mean * (1 - 1 / buckets))
+          assert {min, kept, locks} == {0, 0, 64}
+          # A slot holds one key: a set's chains are 0 or 1 object long,
+          # a bag's as long as its keys' object lists (two each here).
+          assert max == if(type == :set, do: 1, else: 2)
+
+          assert length(Enum.take_while(0..buckets, &(Table.slot(t, &1) != :"$end_of_table"))) ==
+                   buckets
+
+          # Keys removed while fixed are kept (ETS counts its pseudo-deleted
+          # objects there).
+          for {mod, tab} <- [{:ets, e}, {Table, t}] do
+            mod.safe_fixtable(tab, true)
+            mod.delete(tab, 7)
+            assert elem(mod.info(tab, :stats), 6) == 1, inspect(mod)
+            mod.safe_fixtable(tab, false)
+            assert elem(mod.info(tab, :stats), 6) == 0, inspect(mod)
+          end
+        end
+
+        :ets.delete(e)
+        Table.delete(t)
+        assert Table.info(t, :stats) == :ets.info(e, :stats)
+      end
+    end
+  end
+
   describe "i/1,2,3" do
     test "browses a table as :ets.i/3 does, command by command" do
       objects = for i <- 1..25, do: {i, String.duplicate("x", rem(i * 7, 90)), %{n: i}}

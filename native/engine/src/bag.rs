@@ -18,7 +18,8 @@ use crate::format::{read_item, Item};
 use crate::order::identical;
 use crate::segmap::SegMap;
 use crate::set::{
-    hash_key, read_from, shard_index, slot_in, Counted, Key, ShardWrite, Sharded, Slot, CHUNK_BYTES,
+    chain_stats, hash_key, read_from, shard_index, slot_in, ChainStats, Counted, Key, ShardWrite,
+    Sharded, Slot, CHUNK_BYTES,
 };
 use parking_lot::RwLock;
 
@@ -635,6 +636,18 @@ impl BagTable {
             |s| &s.map,
             i,
             |b| f(b.map_or_else(Objects::empty, Bucket::objects)),
+        )
+    }
+
+    /// How the objects spread over the buckets (a bucket holds one key's
+    /// objects; see [`crate::set::ChainStats`]). Visits every bucket: call
+    /// it off the schedulers for big tables.
+    pub fn chain_stats(&self) -> ChainStats {
+        chain_stats(
+            &self.shards,
+            |s| &s.map,
+            Bucket::len,
+            |s| s.graves.as_ref().map_or(0, |g| g.len()),
         )
     }
 

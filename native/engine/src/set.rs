@@ -267,6 +267,90 @@ pub(crate) fn slot_in<S, T, R>(
     }
 }
 
+/// How a hash table's objects spread over its buckets (slots): what ETS's
+/// `info(tab, :stats)` reports of its hash chains. A bucket here holds one
+/// key (a set's object, or a bag key's objects): its "chain" is that.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct ChainStats {
+    /// Buckets of all shards (the slots of `slot/2`).
+    pub buckets: usize,
+    /// Objects.
+    pub objects: usize,
+    /// Sum of the squared chain lengths.
+    pub squares: u64,
+    /// Shortest chain.
+    pub min: usize,
+    /// Longest chain.
+    pub max: usize,
+    /// Removed keys remembered while the table is fixed.
+    pub kept: usize,
+    /// Locks (shards).
+    pub locks: usize,
+}
+
+impl ChainStats {
+    /// Mean chain length.
+    pub fn mean(&self) -> f64 {
+        if self.buckets == 0 {
+            0.0
+        } else {
+            self.objects as f64 / self.buckets as f64
+        }
+    }
+
+    /// Standard deviation of the chain lengths.
+    pub fn std_dev(&self) -> f64 {
+        if self.buckets == 0 {
+            return 0.0;
+        }
+        let mean = self.mean();
+        (self.squares as f64 / self.buckets as f64 - mean * mean)
+            .max(0.0)
+            .sqrt()
+    }
+
+    /// The standard deviation a uniform random spread would give.
+    pub fn expected_std_dev(&self) -> f64 {
+        if self.buckets == 0 {
+            return 0.0;
+        }
+        (self.mean() * (1.0 - 1.0 / self.buckets as f64)).sqrt()
+    }
+}
+
+/// [`ChainStats`] of hash shards: `chain` gives a bucket item's object
+/// count, `kept` a shard's remembered removals. Visits every bucket, one
+/// shard read-locked at a time.
+pub(crate) fn chain_stats<S, T>(
+    shards: &[Padded<RwLock<S>>],
+    map: impl Fn(&S) -> &SegMap<T>,
+    chain: impl Fn(&T) -> usize,
+    kept: impl Fn(&S) -> usize,
+) -> ChainStats {
+    let mut st = ChainStats {
+        min: usize::MAX,
+        locks: shards.len(),
+        ..ChainStats::default()
+    };
+    for s in shards {
+        let g = s.0.read();
+        let m = map(&g);
+        for i in 0..m.num_buckets() {
+            let n = m.get_bucket(i).map_or(0, &chain);
+            st.buckets += 1;
+            st.objects += n;
+            st.squares += (n as u64) * (n as u64);
+            st.min = st.min.min(n);
+            st.max = st.max.max(n);
+        }
+        st.kept += kept(&g);
+    }
+    if st.buckets == 0 {
+        st.min = 0;
+    }
+    st
+}
+
 /// The contents of a table taken out by [`SetTable::take_all`]; dropping it
 /// frees every entry (do that off the caller's scheduler for big tables).
 pub struct Contents(Vec<SegMap<Entry>>);
@@ -761,6 +845,17 @@ impl SetTable {
         copy_buckets(&s.map, from, max, |e, out| out.push(e.clone()))
     }
 
+    /// How the entries spread over the buckets (see [`ChainStats`]).
+    /// Visits every bucket: call it off the schedulers for big tables.
+    pub fn chain_stats(&self) -> ChainStats {
+        chain_stats(
+            &self.shards,
+            |s| &s.map,
+            |_| 1,
+            |s| s.graves.as_ref().map_or(0, |g| g.len()),
+        )
+    }
+
     /// Number of entries in one shard.
     pub fn shard_len(&self, shard: usize) -> usize {
         self.shards[shard].0.read().map.len()
@@ -789,6 +884,35 @@ mod tests {
         let mut out = Vec::new();
         put_int(&mut out, k);
         out
+    }
+
+    #[test]
+    fn chain_stats_count_buckets_objects_and_kept_keys() {
+        let t = SetTable::new();
+        let empty = t.chain_stats();
+        assert_eq!(
+            (empty.objects, empty.min, empty.max, empty.kept),
+            (0, 0, 0, 0)
+        );
+        assert_eq!(empty.locks, SHARDS);
+        assert_eq!(empty.mean(), 0.0);
+        for k in 0..1000 {
+            t.insert(pair(k, k));
+        }
+        let st = t.chain_stats();
+        let slots = (0..)
+            .take_while(|&i| t.slot(i, |_| ()) != Slot::End)
+            .count();
+        assert_eq!(st.buckets, slots);
+        assert_eq!((st.objects, st.squares, st.min, st.max), (1000, 1000, 0, 1));
+        let p = 1000.0 / slots as f64;
+        assert!((st.std_dev() - (p - p * p).sqrt()).abs() < 1e-9);
+        assert!((st.expected_std_dev() - (p * (1.0 - 1.0 / slots as f64)).sqrt()).abs() < 1e-9);
+        t.set_fixed(true);
+        t.remove(&Key::new(&key(5)));
+        assert_eq!(t.chain_stats().kept, 1);
+        t.set_fixed(false);
+        assert_eq!(t.chain_stats().kept, 0);
     }
 
     #[test]

@@ -1658,6 +1658,35 @@ fn table_fixation<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
     Ok(make_tuple(env, &[f.since.encode(env), procs.encode(env)]))
 }
 
+/// `info(tab, :stats)` as ETS reports it for hash tables: `{buckets,
+/// mean_chain, std_dev, expected_std_dev, min_chain, max_chain, kept,
+/// locks}` (see `ChainStats`), `false` for an `ordered_set`, `:undefined`
+/// when there is no such table. Visits every bucket: a dirty scheduler.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn table_stats<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
+    let Some(t) = info_target(tab)? else {
+        return Ok(atoms::undefined().encode(env));
+    };
+    let st = match &t.data {
+        Data::Set(s) => s.chain_stats(),
+        Data::Bag(b) => b.chain_stats(),
+        Data::Ordered(_) => return Ok(false.encode(env)),
+    };
+    Ok(make_tuple(
+        env,
+        &[
+            st.buckets.encode(env),
+            st.mean().encode(env),
+            st.std_dev().encode(env),
+            st.expected_std_dev().encode(env),
+            st.min.encode(env),
+            st.max.encode(env),
+            st.kept.encode(env),
+            st.locks.encode(env),
+        ],
+    ))
+}
+
 #[rustler::nif]
 fn table_info<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
     let Some(t) = info_target(tab)? else {
