@@ -94,11 +94,12 @@ defmodule NativeStore.Table do
   * `ArgumentError` messages are NativeStore's own (ETS's badarg messages
     come from the VM); the exception is raised exactly where ETS raises
     one.
-  * Keys are compared by their canonical encoding. Two corner cases differ
-    from ETS: a `-0.0` nested more than 64 levels deep inside a key (or
-    captured in a fun used as a key) is not unified with `0.0`, and equal
-    funs created by different processes are different keys (their external
-    format records the creating process).
+  * Keys are compared by their canonical encoding, so keys that are equal
+    (`=:=`) are one key, as in ETS: `-0.0` and `0.0` on OTP 25/26 (also
+    nested deep or captured in a fun), equal funs made by different
+    processes. Objects keep their exact terms. (Objects compared whole by
+    `delete_object/2` and bag duplicates are compared by their exact
+    encoding: equal funs made by different processes differ there.)
   """
 
   alias NativeStore.Nif

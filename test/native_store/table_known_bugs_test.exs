@@ -27,17 +27,17 @@ defmodule NativeStore.TableKnownBugsTest do
   defp deep(0, leaf), do: leaf
   defp deep(n, leaf), do: {deep(n - 1, leaf)}
 
-  # Bug 1: -0.0 and 0.0 are one key in ETS on OTP 25, but NativeStore only
-  # canonicalises them in structurally encoded terms: nested deeper than 64
-  # levels, or captured in a fun's environment, they are different keys.
-  @tag :known_limitation
+  # Bug 1 (fixed): -0.0 and 0.0 are one key in ETS on OTP 25; NativeStore
+  # canonicalised them only in structurally encoded terms: nested deeper
+  # than 64 levels, or captured in a fun's environment (external term
+  # format), they were different keys. Keys in external format are now
+  # rewritten to a canonical form (native/nif/src/ext.rs).
   test "bug 1a: -0.0 nested deeper than 64 levels" do
     {e, n} = both(fn m, t -> m.insert(t, {deep(70, -0.0), 1}) && m.member(t, deep(70, 0.0)) end)
     assert e == {:ok, true}
     assert n == e
   end
 
-  @tag :known_limitation
   test "bug 1b: -0.0 captured by a fun" do
     mk = fn x -> fn -> x end end
     {e, n} = both(fn m, t -> m.insert(t, {mk.(-0.0), 1}) && m.member(t, mk.(0.0)) end)
@@ -110,10 +110,10 @@ defmodule NativeStore.TableKnownBugsTest do
     end
   end
 
-  # Bug 6: funs are stored in external term format, which includes the
-  # creating process; the same closure made by two processes is =:= (and
-  # one key in :ets) but two keys in NativeStore.
-  @tag :known_limitation
+  # Bug 6 (fixed): funs are stored in external term format, which includes
+  # the creating process; the same closure made by two processes is =:=
+  # (one key in :ets) but was two keys in NativeStore. A key's fun now has
+  # its creator pid zeroed in the canonical form.
   test "bug 6: equal funs created by different processes" do
     mk = fn x -> fn -> x end end
     me = self()
@@ -123,5 +123,65 @@ defmodule NativeStore.TableKnownBugsTest do
     {e, n} = both(fn m, t -> m.insert(t, {mk.(1), :v}) && m.member(t, other) end)
     assert e == {:ok, true}
     assert n == e
+  end
+
+  # Keys kept in external term format (funs, deep values, bit strings,
+  # big integers, references, ports): a key found through an equal but
+  # differently made term, in every table type, as :ets finds it.
+  test "keys in external format: equal terms are one key in every table type" do
+    mk = fn x -> fn -> x end end
+    me = self()
+
+    spawn(fn ->
+      send(me, {:made, [mk.(1), mk.(-0.0), mk.({-0.0, [1.5, -0.0]}), mk.(%{-0.0 => :z})]})
+    end)
+
+    theirs = receive do: ({:made, fs} -> fs)
+    ours = [mk.(1), mk.(0.0), mk.({0.0, [1.5, 0.0]}), mk.(%{0.0 => :z})]
+    ref = make_ref()
+    port = hd(Port.list())
+
+    pairs =
+      Enum.zip(theirs, ours) ++
+        [
+          {deep(70, -0.0), deep(70, 0.0)},
+          {deep(80, {mk.(-0.0), [-0.0 | -0.0]}), deep(80, {mk.(0.0), [0.0 | 0.0]})},
+          {deep(70, %{a: -0.0, b: <<1::3>>}), deep(70, %{a: 0.0, b: <<1::3>>})},
+          {{<<1::1>>, -0.0}, {<<1::1>>, 0.0}},
+          {{2 ** 100, mk.(2 ** 70)}, {2 ** 100, mk.(2 ** 70)}},
+          {{ref, port, &Enum.map/2}, {ref, port, &Enum.map/2}},
+          {deep(70, {ref, self(), port}), deep(70, {ref, self(), port})}
+        ]
+
+    for type <- [:set, :ordered_set, :bag, :duplicate_bag], {stored, probe} <- pairs do
+      run = fn mod ->
+        t = mod.new(:ext_keys, [type, :public])
+        mod.insert(t, {stored, 1})
+        mod.insert(t, {stored, 2})
+
+        r = [
+          mod.member(t, probe),
+          length(mod.lookup(t, probe)),
+          mod.select_count(t, [{{probe, :_}, [], [true]}]),
+          length(mod.take(t, probe)),
+          mod.info(t, :size)
+        ]
+
+        mod.delete(t)
+        r
+      end
+
+      assert run.(Table) == run.(:ets), inspect({type, stored})
+    end
+
+    # The stored object is returned as it was inserted (the pid of the fun
+    # that made it, the -0.0 in it).
+    t = Table.new(:ext_keys_exact, [:public])
+    Table.insert(t, {hd(theirs), :v})
+    [{f, :v}] = Table.lookup(t, hd(ours))
+    assert :erlang.term_to_binary(f) == :erlang.term_to_binary(hd(theirs))
+    Table.insert(t, {deep(70, -0.0), :w})
+    [{d, :w}] = Table.lookup(t, deep(70, 0.0))
+    assert :erlang.term_to_binary(d) == :erlang.term_to_binary(deep(70, -0.0))
   end
 end

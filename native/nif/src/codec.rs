@@ -565,9 +565,24 @@ impl<'o> Encoder<'o> {
         self.raw(term.as_c_arg(), depth)
     }
 
+    /// Appends `t` in external term format; in canonical (key) form with
+    /// equal terms' differences rewritten (see [`crate::ext::canonical`]).
     fn ext(&mut self, t: ErlNifTerm) -> Result<(), EncodeError> {
         let out = &mut *self.out;
-        with_ext(self.env, t, |bytes| format::put_bytes(out, tag::EXT, bytes))
+        let (canonical, zero_eq) = (self.canonical, self.zero_eq);
+        let rewritten = with_ext(self.env, t, |bytes| {
+            let c = crate::ext::canonical(bytes, zero_eq);
+            format::put_bytes(
+                out,
+                tag::EXT,
+                c.as_deref().filter(|_| canonical).unwrap_or(bytes),
+            );
+            c.is_some()
+        })?;
+        if rewritten && !canonical {
+            self.noncanonical = true;
+        }
+        Ok(())
     }
 
     fn bigint(&mut self, t: ErlNifTerm) -> Result<(), EncodeError> {

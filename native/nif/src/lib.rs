@@ -1,6 +1,7 @@
 //! `native_store_nif`: the rustler glue between the BEAM and
-//! `native_store_engine`. It converts terms ([`codec`]), checks arguments,
-//! and calls the engine; all data structures live in the engine crate.
+//! `native_store_engine`. It converts terms ([`codec`]; [`ext`] for keys
+//! kept in external term format), checks arguments, and calls the engine;
+//! all data structures live in the engine crate.
 
 /// Small allocations dominate (one per stored object); mimalloc serves them
 /// faster than the system allocator, especially across scheduler threads.
@@ -8,6 +9,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod codec;
+mod ext;
 mod registry;
 mod table;
 
