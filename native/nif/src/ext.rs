@@ -62,6 +62,17 @@ fn small_integer(b: &[u8], pos: &mut usize) -> Option<()> {
     }
 }
 
+/// Bytes after the node atom of a pid, port or old reference tag.
+fn pid_fields(tag: u8) -> Option<usize> {
+    match tag {
+        88 | 120 => Some(12),
+        103 => Some(9),
+        89 => Some(8),
+        102 | 101 => Some(5),
+        _ => None,
+    }
+}
+
 /// Rewrites `b` in place (see [`canonical`]).
 fn rewrite(b: &mut [u8], zero_eq: bool) -> Option<()> {
     let mut pos = 1;
@@ -118,22 +129,11 @@ fn rewrite(b: &mut [u8], zero_eq: bool) -> Option<()> {
                 let n = uint(b, &mut pos, 4)?;
                 skip(b, &mut pos, n.checked_add(1)?).map(|_| 0)?
             }
-            // Pids and ports: node atom, then fixed fields.
-            88 => atom(b, &mut pos)
-                .and_then(|_| skip(b, &mut pos, 12))
-                .map(|_| 0)?,
-            103 => atom(b, &mut pos)
-                .and_then(|_| skip(b, &mut pos, 9))
-                .map(|_| 0)?,
-            89 => atom(b, &mut pos)
-                .and_then(|_| skip(b, &mut pos, 8))
-                .map(|_| 0)?,
-            120 => atom(b, &mut pos)
-                .and_then(|_| skip(b, &mut pos, 12))
-                .map(|_| 0)?,
-            102 => atom(b, &mut pos)
-                .and_then(|_| skip(b, &mut pos, 5))
-                .map(|_| 0)?,
+            // Pids, ports and old references: node atom, then fixed fields.
+            88 | 103 | 89 | 120 | 102 | 101 => {
+                atom(b, &mut pos)?;
+                skip(b, &mut pos, pid_fields(tag)?).map(|_| 0)?
+            }
             // References: id length, node atom, creation, ids.
             90 | 114 => {
                 let n = uint(b, &mut pos, 2)?;
@@ -141,9 +141,6 @@ fn rewrite(b: &mut [u8], zero_eq: bool) -> Option<()> {
                 let creation = if tag == 90 { 4 } else { 1 };
                 skip(b, &mut pos, n.checked_mul(4)?.checked_add(creation)?).map(|_| 0)?
             }
-            101 => atom(b, &mut pos)
-                .and_then(|_| skip(b, &mut pos, 5))
-                .map(|_| 0)?,
             // Export funs: module, function, arity.
             113 => {
                 atom(b, &mut pos)?;
@@ -161,8 +158,7 @@ fn rewrite(b: &mut [u8], zero_eq: bool) -> Option<()> {
                 // The creator pid: its fixed fields zeroed (the node stays,
                 // so the size does not change).
                 let fixed = match uint(b, &mut pos, 1)? as u8 {
-                    88 => 12,
-                    103 => 9,
+                    t @ (88 | 103) => pid_fields(t)?,
                     _ => return None,
                 };
                 atom(b, &mut pos)?;
