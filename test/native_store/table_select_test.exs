@@ -515,6 +515,55 @@ defmodule NativeStore.TableSelectTest do
     assert_raise ArgumentError, fn -> Table.foldr(fn _, a -> a end, 0, t) end
   end
 
+  test "a named table deleted and created again: an ordered_set's continuation goes on in it, as in ETS" do
+    # ETS's ordered_set continuation holds the name it was made with and
+    # the last key; a hash table's holds the table, so it raises.
+    first = [
+      select: &[&1.select(&2, [{{:"$1", :_}, [], [:"$1"]}], 10)],
+      select_reverse: &[&1.select_reverse(&2, [{{:"$1", :_}, [], [:"$1"]}], 10)],
+      match: &[&1.match(&2, {:"$1", :_}, 10)],
+      match_object: &[&1.match_object(&2, {:_, :_}, 10)]
+    ]
+
+    again = fn
+      m, :match, c -> m.match(c)
+      m, :match_object, c -> m.match_object(c)
+      m, :select_reverse, c -> m.select_reverse(c)
+      m, :select, c -> m.select(c)
+    end
+
+    for {name, start} <- first,
+        type <- [:ordered_set, :set],
+        type2 <- [:ordered_set, :set, :none] do
+      run = fn mod ->
+        mod.new(:cont_again, [type, :named_table, :public])
+        mod.insert(:cont_again, for(i <- 1..100, do: {i, i}))
+        [{_, c}] = start.(mod, :cont_again)
+        mod.delete(:cont_again)
+
+        if type2 != :none do
+          mod.new(:cont_again, [type2, :named_table, :public])
+          mod.insert(:cont_again, for(i <- 1..100, do: {i * 3, i}))
+        end
+
+        result =
+          try do
+            case again.(mod, name, c) do
+              {l, _continuation} -> {:ok, if(type2 == :set, do: Enum.sort(l), else: l)}
+              end_of_table -> {:ok, end_of_table}
+            end
+          rescue
+            e -> {:raise, e.__struct__}
+          end
+
+        if type2 != :none, do: mod.delete(:cont_again)
+        result
+      end
+
+      assert run.(Table) == run.(:ets), inspect({name, type, type2})
+    end
+  end
+
   test "continuations are values: each use continues from the same place, as in ETS" do
     objects = for i <- 1..6000, do: {i, rem(i, 7)}
     ms = [{{:"$1", :"$2"}, [{:<, :"$2", 5}], [:"$1"]}]

@@ -54,7 +54,7 @@ defmodule NativeStore.Table.Match do
 
   def select({@cont_tag, tab, ms, limit, buffer, source}) do
     check_readable_now(tab)
-    step(tab, ms, limit, buffer, source)
+    step(tab, ms, limit, buffer, rebind(tab, source))
   end
 
   def select(@end_of_table), do: @end_of_table
@@ -523,6 +523,27 @@ defmodule NativeStore.Table.Match do
   defp plain_tuple?(t, i), do: plain?(:erlang.element(i, t)) and plain_tuple?(t, i - 1)
 
   defp check_readable_now(tab), do: Nif.table_member(tab, make_ref())
+
+  # As in ETS, an ordered_set's continuation made through a name goes on
+  # in the table that has the name now (a table deleted and created again
+  # under it), after the last key returned; a hash table's continuation
+  # belongs to its table (a position there means nothing in another one).
+  defp rebind(tab, {:cursor, {old, last, reverse, size}} = source)
+       when is_atom(tab) and is_boolean(reverse) do
+    case Nif.table_whereis(tab) do
+      ^old -> source
+      new -> {:cursor, {ordered_set!(new), last, reverse, size}}
+    end
+  end
+
+  defp rebind(_tab, source), do: source
+
+  defp ordered_set!(tab) do
+    case is_reference(tab) and meta!(tab) do
+      {_keypos, :ordered_set} -> tab
+      _ -> raise ArgumentError, "the table identifier does not refer to an existing table"
+    end
+  end
 
   # keypos and type never change for a table reference: cached per process
   # (info/1 costs microseconds). Names resolve to their current reference.
