@@ -60,6 +60,7 @@ defmodule NativeStore.Nif do
   # (`since` in native monotonic units) or :undefined.
   def table_safe_fixtable(_tab, _fix, _now), do: nif_error()
   def table_fixation(_tab), do: nif_error()
+  def table_swap_objects(_tab, _key, _expected, _new), do: nif_error()
   def table_stats(_tab), do: nif_error()
 
   # slot/2: the objects in slot `i`, :"$end_of_table" at the end, badarg

@@ -515,6 +515,33 @@ defmodule NativeStore.TableSelectTest do
     assert_raise ArgumentError, fn -> Table.foldr(fn _, a -> a end, 0, t) end
   end
 
+  test "select_replace/2 on a duplicate_bag is atomic against other writers of the key, as in ETS" do
+    # One process rewrites every integer-tagged object of :k 100 times while
+    # another inserts and deletes other objects of :k. Taking the key's
+    # objects and inserting them back resurrected objects deleted in
+    # between; the rewrite is now swapped in only if the key is unchanged.
+    spec = [{{:k, :"$1", :"$2"}, [{:is_integer, :"$1"}], [{{:k, :"$1", {:+, :"$2", 1}}}]}]
+
+    for mod <- [:ets, Table] do
+      t = mod.new(:sr_bag, [:duplicate_bag, :public])
+      mod.insert(t, for(i <- 1..50, do: {:k, i, 0}))
+
+      other =
+        Task.async(fn ->
+          for j <- 1..3000 do
+            mod.insert(t, {:k, :tmp, j})
+            mod.delete_object(t, {:k, :tmp, j})
+          end
+        end)
+
+      for _ <- 1..100, do: assert(mod.select_replace(t, spec) == 50)
+      Task.await(other, 30_000)
+      objs = mod.lookup(t, :k)
+      assert Enum.sort(objs) == for(i <- 1..50, do: {:k, i, 100}), inspect(mod)
+      mod.delete(t)
+    end
+  end
+
   test "a named table deleted and created again: an ordered_set's continuation goes on in it, as in ETS" do
     # ETS's ordered_set continuation holds the name it was made with and
     # the last key; a hash table's holds the table, so it raises.

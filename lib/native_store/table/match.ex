@@ -238,37 +238,48 @@ defmodule NativeStore.Table.Match do
   end
 
   # duplicate_bag: every object of a key that has a match is replaced in
-  # place (ETS keeps the position), all the key's objects at once: taken,
-  # rewritten and inserted back in order. Not atomic against concurrent
-  # writers of that key. `done` holds the keys already rewritten (a key's
-  # objects may span two chunks).
+  # place (ETS keeps the position), all the key's objects at once: read,
+  # rewritten, and swapped in atomically if the key's objects did not
+  # change meanwhile (else read again). `done` holds the keys already
+  # rewritten (a key's objects may span two chunks).
   defp replace_in_bag(tab, kp, ms, [{obj, new} | t], {n, done})
        when is_tuple(new) and tuple_size(new) >= kp and
               :erlang.element(kp, new) === :erlang.element(kp, obj) and
               not is_map_key(done, :erlang.element(kp, obj)) do
     key = :erlang.element(kp, obj)
-
-    {objs, replaced} =
-      tab
-      |> Table.take(key)
-      |> Enum.map_reduce(0, fn o, r ->
-        case run([o], ms) do
-          [{^o, new}]
-          when is_tuple(new) and tuple_size(new) >= kp and
-                 :erlang.element(kp, new) === key ->
-            {new, r + 1}
-
-          _ ->
-            {o, r}
-        end
-      end)
-
-    Table.insert(tab, objs)
+    replaced = replace_key_in_bag(tab, kp, ms, key)
     replace_in_bag(tab, kp, ms, t, {n + replaced, Map.put(done, key, true)})
   end
 
   defp replace_in_bag(tab, kp, ms, [_ | t], acc), do: replace_in_bag(tab, kp, ms, t, acc)
   defp replace_in_bag(_tab, _kp, _ms, [], acc), do: acc
+
+  defp replace_key_in_bag(tab, kp, ms, key) do
+    case Table.lookup(tab, key) do
+      [] ->
+        0
+
+      objs ->
+        {new, replaced} =
+          Enum.map_reduce(objs, 0, fn o, r ->
+            case run([o], ms) do
+              [{^o, new}]
+              when is_tuple(new) and tuple_size(new) >= kp and
+                     :erlang.element(kp, new) === key ->
+                {new, r + 1}
+
+              _ ->
+                {o, r}
+            end
+          end)
+
+        cond do
+          replaced == 0 -> 0
+          Nif.table_swap_objects(tab, key, objs, new) -> replaced
+          true -> replace_key_in_bag(tab, kp, ms, key)
+        end
+    end
+  end
 
   defp replace_matched(tab, kp, [{obj, new} | t], n)
        when is_tuple(new) and tuple_size(new) >= kp and

@@ -515,6 +515,37 @@ impl BagTable {
         self.remove_matching(obj, self.zero_eq)
     }
 
+    /// Atomically rewrites the objects of one key: when the key's objects
+    /// are exactly `expected` (their encodings, in order), they become
+    /// `new` (same key, in that order), in place: the key keeps its bucket,
+    /// so a fixed traversal does not meet it again. Returns false, changing
+    /// nothing, when the objects are not `expected` (the caller reads them
+    /// again and retries). `new` must not be empty; entries must have the
+    /// key `key`.
+    pub fn swap_objects(&self, key: &Key, expected: &[Entry], new: &[Entry]) -> bool {
+        let Some((first, rest)) = new.split_first() else {
+            return false;
+        };
+        let mut g = self.write(key.hash());
+        let g = &mut *g;
+        let Some(b) = g.map.find_mut(key.hash(), |b| key.matches(b.key())) else {
+            return false;
+        };
+        let same =
+            b.len() == expected.len() && b.objects().zip(expected).all(|(o, e)| o == e.object());
+        if !same {
+            return false;
+        }
+        let mut nb = Bucket::new(b.hash, b.key(), first.object(), key_at(first));
+        for e in rest {
+            nb.push(e.object(), key_at(e));
+        }
+        g.heap = g.heap + nb.heap_bytes() - b.heap_bytes();
+        g.count = g.count + new.len() - expected.len();
+        *b = nb;
+        true
+    }
+
     /// Removes every object whose encoding is exactly `obj`'s: like
     /// [`BagTable::remove_object`], but `0.0` and `-0.0` differ even where
     /// the host holds them identical (`select_delete/2` removes the objects
@@ -709,6 +740,32 @@ mod tests {
     }
     fn objects(es: &[Entry]) -> Vec<Vec<u8>> {
         es.iter().map(|e| e.object().to_vec()).collect()
+    }
+
+    #[test]
+    fn swap_objects_rewrites_a_key_only_if_unchanged() {
+        let t = BagTable::new(true, true);
+        let old = [pair(1, 1.0), pair(1, 2.0), pair(1, 1.0)];
+        t.insert_all(old.to_vec());
+        t.insert(pair(2, 0.0));
+        let mem = t.memory_bytes();
+        let k1 = key(1);
+        let k = Key::new(&k1);
+        let new = [pair(1, 10.0), pair(1, 20.0), pair(1, 30.0)];
+        // Not what is stored (order, count): nothing changes.
+        assert!(!t.swap_objects(&k, &[pair(1, 2.0), pair(1, 1.0), pair(1, 1.0)], &new));
+        assert!(!t.swap_objects(&k, &old[..2], &new));
+        let k3 = key(3);
+        assert!(!t.swap_objects(&Key::new(&k3), &[], &new));
+        assert_eq!(values(&t, 1), objects(&old));
+        // What is stored: rewritten in place, in order.
+        assert!(t.swap_objects(&k, &old, &new));
+        assert_eq!(values(&t, 1), objects(&new));
+        assert_eq!(t.len(), 4);
+        assert_eq!(t.memory_bytes(), mem);
+        assert!(t.swap_objects(&k, &new, &[pair(1, 5.0)]));
+        assert_eq!(t.len(), 2);
+        assert_eq!(values(&t, 1), objects(&[pair(1, 5.0)]));
     }
 
     #[test]

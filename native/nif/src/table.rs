@@ -1796,6 +1796,35 @@ pub fn on_load(env: Env) -> bool {
     open_table_type(env)
 }
 
+/// `swap_objects(tab, key, expected, new)` for bags: when the objects of
+/// `key` are exactly the list `expected` (as `lookup/2` returned them),
+/// they become the list `new` (objects with that key), atomically and in
+/// place; returns whether they did. (`select_replace/2` on a
+/// `duplicate_bag` retries until it does.)
+#[rustler::nif]
+fn table_swap_objects<'a>(
+    env: Env<'a>,
+    tab: Term<'a>,
+    key: Term<'a>,
+    expected: Term<'a>,
+    new: Term<'a>,
+) -> NifResult<bool> {
+    let t = writable(env, tab)?;
+    let Data::Bag(b) = &t.data else {
+        return Err(Error::BadArg);
+    };
+    let keypos = t.meta.keypos();
+    let kb = key_bytes(env, key)?;
+    let (expected, new) = (
+        encode_objects(env, expected, keypos)?,
+        encode_objects(env, new, keypos)?,
+    );
+    if new.is_empty() || new.iter().any(|e| !kb.key().matches(e.key())) {
+        return Err(Error::BadArg);
+    }
+    Ok(b.swap_objects(&kb.key(), &expected, &new))
+}
+
 hot_nif!(table_replace, 4);
 /// `replace/4`: atomically swaps the object under `key` when it is still
 /// what the caller read (`expected`: `[]` or `[object]`, as `lookup/2`
