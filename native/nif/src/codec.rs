@@ -825,6 +825,16 @@ impl KeyBytes {
     }
 }
 
+/// `[]` in `env` from the word recorded at load, without a call into the
+/// VM (`Term::list_new_empty` calls `enif_make_list_from_array`).
+#[inline(always)]
+pub fn nil(env: Env<'_>) -> Term<'_> {
+    // SAFETY: `[]` is an immediate: the word recorded at load (from a `[]`
+    // the VM made, before any NIF runs) is the same valid term in every
+    // environment.
+    unsafe { Term::new(env, term_of(NIL_WORD.load(Ordering::Relaxed))) }
+}
+
 /// The value of a small integer term, read from its word (no call into the
 /// VM) where the load-time check of the word layout passed; `None` for
 /// anything else (or when the layout is not known: use the enif API).

@@ -975,7 +975,7 @@ hot_nif!(table_lookup, 2);
 fn table_lookup<'a>(env: Env<'a>, [tab, key]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
     let t = readable(env, tab)?;
     let kb = key_bytes(env, key)?;
-    let nil = Term::list_new_empty(env);
+    let nil = codec::nil(env);
     let one = |e: Option<&Entry>| match e {
         None => Ok(nil),
         Some(e) => Ok(nil.list_prepend(decode_entry(env, e)?)),
