@@ -933,7 +933,8 @@ fn table_insert<'a>(env: Env<'a>, [tab, objs]: [Term<'a>; 2]) -> NifResult<Term<
         }
         Data::Ordered(o) => {
             if objs.is_tuple() {
-                drop(o.insert(encode_object(env, objs, keypos, None)?));
+                let e = with_encoded_object(env, objs, keypos, None, entry_of_image)?;
+                keep_spare(o.insert(e));
             } else {
                 drop(o.insert_all(encode_objects(env, objs, keypos)?));
             }
@@ -947,6 +948,39 @@ fn table_insert<'a>(env: Env<'a>, [tab, objs]: [Term<'a>; 2]) -> NifResult<Term<
         }
     }
     Ok(true.encode(env))
+}
+
+thread_local! {
+    /// An entry replaced by this thread's last `ordered_set` insert, kept
+    /// to hold the next object of the same size: rewriting an object of an
+    /// `ordered_set` then allocates and frees nothing (a set reuses the
+    /// replaced entry in place, under its shard lock: see
+    /// `SetTable::insert_image`).
+    static SPARE: std::cell::Cell<Option<Entry>> = const { std::cell::Cell::new(None) };
+}
+
+/// Largest replaced entry kept as [`SPARE`] (bytes of heap).
+const SPARE_MAX: usize = 256;
+
+/// A stored entry with the bytes of `img`: this thread's spare entry when
+/// it has the same size, else a new allocation.
+#[inline]
+fn entry_of_image(img: &EntryImage) -> Entry {
+    if let Some(mut e) = SPARE.take() {
+        if e.assign(img) {
+            return e;
+        }
+        SPARE.set(Some(e));
+    }
+    img.to_entry()
+}
+
+/// Keeps a replaced entry (if small) as this thread's [`SPARE`].
+#[inline]
+fn keep_spare(replaced: Option<Entry>) {
+    if let Some(e) = replaced.filter(|e| e.heap_bytes() <= SPARE_MAX) {
+        drop(SPARE.replace(Some(e)));
+    }
 }
 
 hot_nif!(table_insert_new, 2);
