@@ -1488,19 +1488,9 @@ fn next_chunk(t: &TableRes, st: &mut CursorState) -> Vec<Entry> {
         usize,
         &dyn Fn(usize, usize, usize) -> (Vec<Entry>, Option<usize>),
     ) = match &t.data {
-        Data::Ordered(o) => {
-            chunk = if st.reverse {
-                o.chunk_before(st.after.as_deref(), size)
-            } else {
-                o.chunk_after(st.after.as_deref(), size)
-            };
-            // A short chunk is the end, unless it stopped at the byte limit.
-            let full = chunk.len() == size
-                || chunk.iter().map(Entry::heap_bytes).sum::<usize>() >= CHUNK_BYTES;
-            match chunk.last() {
-                Some(e) if full => st.after = Some(e.key().into()),
-                _ => st.done = true,
-            }
+        // Not reached: `walk` reads ordered tables with `ordered_walk`.
+        Data::Ordered(_) => {
+            st.done = true;
             return chunk;
         }
         Data::Set(s) => (s.shard_count(), &|i, from, max| {
@@ -1538,9 +1528,50 @@ fn walk<'a>(
     st: &mut CursorState,
     acc: &mut Term<'a>,
 ) -> NifResult<bool> {
+    if let Data::Ordered(o) = &t.data {
+        return ordered_walk(env, o, st, acc);
+    }
     let chunk = next_chunk(t, st);
     for e in chunk.iter().rev() {
         *acc = acc.list_prepend(decode_entry(env, e)?);
+    }
+    Ok(st.done)
+}
+
+/// [`walk`] of an `ordered_set`: its next chunk is decoded under the
+/// table's read lock, without copies of the entries.
+fn ordered_walk<'a>(
+    env: Env<'a>,
+    o: &OrderedTable,
+    st: &mut CursorState,
+    acc: &mut Term<'a>,
+) -> NifResult<bool> {
+    if st.done {
+        return Ok(true);
+    }
+    let size = st.size.clamp(1, CHUNK);
+    st.size = (size * 2).min(CHUNK);
+    let mut terms = Vec::with_capacity(size.min(64));
+    let mut failed = false;
+    let each = |e: &Entry| match decode_entry(env, e) {
+        Ok(t) => terms.push(t),
+        Err(_) => failed = true,
+    };
+    let (n, bytes, last) = if st.reverse {
+        o.visit_before(st.after.as_deref(), size, each)
+    } else {
+        o.visit_after(st.after.as_deref(), size, each)
+    };
+    if failed {
+        return Err(Error::BadArg);
+    }
+    // A short chunk is the end, unless it stopped at the byte limit.
+    match last {
+        Some(k) if n == size || bytes >= CHUNK_BYTES => st.after = Some(k),
+        _ => st.done = true,
+    }
+    for t in terms.into_iter().rev() {
+        *acc = acc.list_prepend(t);
     }
     Ok(st.done)
 }
@@ -1550,11 +1581,13 @@ fn table_to_list<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
     start_walk(env, tab, false, CHUNK)
 }
 
+hot_nif!(table_walk, 3);
 /// Starts a walk like `table_to_list/1` (`table_to_list_reverse/1` when
 /// `reverse`) whose first chunk holds at most `first` objects (the chunks
 /// after it double up to the usual size): for `select/3` with a limit.
-#[rustler::nif]
-fn table_walk<'a>(env: Env<'a>, tab: Term<'a>, reverse: bool, first: usize) -> NifResult<Term<'a>> {
+fn table_walk<'a>(env: Env<'a>, [tab, reverse, first]: [Term<'a>; 3]) -> NifResult<Term<'a>> {
+    let reverse: bool = reverse.decode()?;
+    let first: usize = first.decode()?;
     start_walk(env, tab, reverse, first)
 }
 
