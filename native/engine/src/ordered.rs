@@ -772,20 +772,15 @@ impl OrderedTable {
             };
             c.len = 0;
             c.at = 0;
-            let mut p = Some(pos);
-            while let Some(q) = p {
-                if c.len == KEYS_AHEAD {
-                    break;
-                }
-                let Some(k) = g.ints.at(q).and_then(|(_, e)| int_key_element(e)) else {
-                    break;
-                };
+            last = g.ints.visit_from(pos, |e| {
                 let n = c.len;
-                c.keys[n] = k;
+                let (Some(slot), Some(k)) = (c.keys.get_mut(n), int_key_element(e)) else {
+                    return false;
+                };
+                *slot = k;
                 c.len += 1;
-                last = q;
-                p = g.ints.after(q);
-            }
+                true
+            });
             c.table = self.id;
             c.version = g.version;
         });
@@ -862,7 +857,7 @@ impl OrderedTable {
             let hit = c.table == self.id
                 && c.version == self.version.load(AtomicOrdering::Acquire)
                 && c.at + 1 < c.len
-                && c.keys[c.at] == *key;
+                && <&[u8; 9]>::try_from(key).is_ok_and(|k| c.keys[c.at] == *k);
             if !hit {
                 return Err(f);
             }

@@ -312,6 +312,29 @@ impl<K: TreeKey> Tree<K> {
         })
     }
 
+    /// Runs `f` on the entries from `p` on, in order, until it returns
+    /// false; returns the position of the last entry it accepted (`p` when
+    /// none). Reads each leaf's entries as a slice.
+    #[inline]
+    pub fn visit_from(&self, p: Pos, mut f: impl FnMut(&Entry) -> bool) -> Pos {
+        let mut last = p;
+        let (mut leaf, mut slot) = (p.leaf, p.slot as usize);
+        while let Some(l) = self.leaves.get(leaf as usize) {
+            for (i, e) in l.vals.iter().enumerate().skip(slot) {
+                if !f(e) {
+                    return last;
+                }
+                last = Pos {
+                    leaf,
+                    slot: i as u32,
+                };
+            }
+            leaf = l.next;
+            slot = 0;
+        }
+        last
+    }
+
     /// The entries from `p` on, in order.
     #[inline]
     pub fn iter_from(&self, p: Option<Pos>) -> Iter<'_, K> {
