@@ -710,7 +710,44 @@ fn with_encoded_object<'a, R>(
     if elems.len() < keypos {
         return Err(Error::BadArg);
     }
-    let mut buf = EntryBuf::with_buffer(Scratch::take().into_vec());
+    OBJECT_BUF.with(|cell| {
+        // This thread's object buffer (a pooled one if it is in use): one
+        // thread-local access, where taking and returning a pooled buffer
+        // cost two and their bookkeeping.
+        let mut own = cell.try_borrow_mut().ok();
+        let out = match own.as_deref_mut() {
+            Some(v) => std::mem::take(v),
+            None => Scratch::take().into_vec(),
+        };
+        let mut buf = EntryBuf::with_buffer(out);
+        let r = encode_into(env, &elems, keypos, key, &mut buf, f);
+        let out = buf.into_buffer();
+        match own {
+            Some(mut v) if out.capacity() <= OBJECT_BUF_MAX => *v = out,
+            Some(_) => {}
+            None => Scratch::restore(out),
+        }
+        r
+    })
+}
+
+thread_local! {
+    /// The buffer [`with_encoded_object`] encodes into on this thread.
+    static OBJECT_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Largest capacity [`OBJECT_BUF`] keeps between calls (bytes).
+const OBJECT_BUF_MAX: usize = 1 << 16;
+
+/// The body of [`with_encoded_object`], encoding into `buf`.
+fn encode_into<'a, R>(
+    env: Env<'a>,
+    elems: &TupleTerms<'a>,
+    keypos: usize,
+    key: Option<Term<'a>>,
+    buf: &mut EntryBuf,
+    f: impl FnOnce(&EntryImage) -> R,
+) -> NifResult<R> {
     let (range, canonical) = {
         let mut enc = Encoder::new(env, &mut buf.out, false);
         let mut range = 0..0;
@@ -738,12 +775,11 @@ fn with_encoded_object<'a, R>(
     };
     let canonical_len = canonical.as_ref().map_or(0, |c| c.len());
     if !fits_entry(buf.out.len() + canonical_len) {
-        Scratch::restore(buf.into_buffer());
         return Err(Error::BadArg);
     }
-    let r = f(&buf.seal(range, canonical.as_deref().map(|c| c.as_slice())));
-    Scratch::restore(buf.into_buffer());
-    Ok(r)
+    Ok(f(
+        &buf.seal(range, canonical.as_deref().map(|c| c.as_slice()))
+    ))
 }
 
 /// The largest stored entry, in bytes: entries and bag buckets record
