@@ -413,12 +413,10 @@ impl<K: TreeKey> Tree<K> {
         if self.height + 1 >= MAX_HEIGHT {
             self.rebuild();
         }
-        let mut path = Path {
-            steps: [(NONE, 0); MAX_HEIGHT],
-            depth: 0,
-        };
         let cmp = |s: &K| cmp2(s, &key);
-        let leaf = self.find_path(&cmp, &mut path);
+        // Most inserts replace an entry or fit in their leaf: the path to
+        // the leaf is recorded only when it splits (a second descent).
+        let leaf = self.find_leaf(&cmp);
         let found = search(&self.leaves[leaf as usize].keys, cmp);
         let l = &mut self.leaves[leaf as usize];
         let slot = match found {
@@ -435,6 +433,13 @@ impl<K: TreeKey> Tree<K> {
             self.len += 1;
             return None;
         }
+        let mut path = Path {
+            steps: [(NONE, 0); MAX_HEIGHT],
+            depth: 0,
+        };
+        let same = self.find_path(&cmp, &mut path);
+        debug_assert_eq!(same, leaf);
+        let l = &mut self.leaves[leaf as usize];
         // Split the leaf. Appending at the end of the last leaf (ascending
         // inserts) leaves it full and starts a new one.
         let at_end = slot == K::LEAF_CAP && l.next == NONE;
