@@ -1574,8 +1574,15 @@ fn walk<'a>(
     Ok(st.done)
 }
 
-/// [`walk`] of an `ordered_set`: its next chunk is decoded under the
-/// table's read lock, without copies of the entries.
+/// Largest chunk of an `ordered_set` walk decoded under the table's read
+/// lock (see [`ordered_walk`]).
+const DECODE_LOCKED: usize = 64;
+
+/// [`walk`] of an `ordered_set`. A small chunk (the first ones of a
+/// `select/3` with a small limit) is decoded under the table's read lock,
+/// without copies of its entries; bigger ones are copied under the lock
+/// and decoded after it (decoding takes longer than copying: writers would
+/// wait longer).
 fn ordered_walk<'a>(
     env: Env<'a>,
     o: &OrderedTable,
@@ -1587,11 +1594,18 @@ fn ordered_walk<'a>(
     }
     let size = st.size.clamp(1, CHUNK);
     st.size = (size * 2).min(CHUNK);
-    let mut terms = Vec::with_capacity(size.min(64));
+    let mut terms = Vec::with_capacity(size.min(DECODE_LOCKED));
+    let mut copies = Vec::with_capacity(if size > DECODE_LOCKED { size } else { 0 });
     let mut failed = false;
-    let each = |e: &Entry| match decode_entry(env, e) {
-        Ok(t) => terms.push(t),
-        Err(_) => failed = true,
+    let each = |e: &Entry| {
+        if size > DECODE_LOCKED {
+            copies.push(e.clone());
+            return;
+        }
+        match decode_entry(env, e) {
+            Ok(t) => terms.push(t),
+            Err(_) => failed = true,
+        }
     };
     let (n, bytes, last) = if st.reverse {
         o.visit_before(st.after.as_deref(), size, each)
@@ -1600,6 +1614,12 @@ fn ordered_walk<'a>(
     };
     if failed {
         return Err(Error::BadArg);
+    }
+    if !copies.is_empty() {
+        terms = copies
+            .iter()
+            .map(|e| decode_entry(env, e))
+            .collect::<NifResult<_>>()?;
     }
     // A short chunk is the end, unless it stopped at the byte limit.
     match last {
