@@ -188,8 +188,11 @@ impl<K: TreeKey> Tree<K> {
     /// The entry under the key.
     #[inline]
     pub fn get(&self, cmp: impl Fn(&K) -> Ordering) -> Option<&Entry> {
-        let p = self.find(cmp)?;
-        Some(&self.leaves[p.leaf as usize].vals[p.slot as usize])
+        if self.root == NONE {
+            return None;
+        }
+        let l = self.leaves.get(self.find_leaf(&cmp) as usize)?;
+        l.vals.get(search(&l.keys, cmp).ok()?)
     }
 
     /// The entry under the key, for a change in place.
