@@ -109,20 +109,26 @@ impl EntryImage<'_> {
     }
 }
 
+/// The key's offset and its length word (with the [`APPENDED`] flag), read
+/// as one word (byte by byte, each index was bounds-checked on its own).
+#[inline(always)]
+fn header_of(b: &[u8]) -> (usize, u32) {
+    let h = b
+        .first_chunk::<HEADER>()
+        .map_or(0, |h| u64::from_le_bytes(*h));
+    (h as u32 as usize, (h >> 32) as u32)
+}
+
 #[inline]
 fn key_of(b: &[u8]) -> &[u8] {
-    let off = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
-    let len = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+    let (off, len) = header_of(b);
     &b[off..off + (len & !APPENDED) as usize]
 }
 
 impl Entry {
-    #[inline]
+    #[inline(always)]
     fn header(&self) -> (usize, u32) {
-        let b = &self.0;
-        let off = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
-        let len = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
-        (off, len)
+        header_of(&self.0)
     }
 
     /// The key bytes used for hashing and equality.

@@ -772,20 +772,15 @@ impl OrderedTable {
             };
             c.len = 0;
             c.at = 0;
-            let mut p = Some(pos);
-            while let Some(q) = p {
-                if c.len == KEYS_AHEAD {
-                    break;
-                }
-                let Some(k) = g.ints.at(q).and_then(|(_, e)| int_key_element(e)) else {
-                    break;
-                };
+            last = g.ints.visit_from(pos, |e| {
                 let n = c.len;
-                c.keys[n] = k;
+                let (Some(slot), Some(k)) = (c.keys.get_mut(n), int_key_element(e)) else {
+                    return false;
+                };
+                *slot = k;
                 c.len += 1;
-                last = q;
-                p = g.ints.after(q);
-            }
+                true
+            });
             c.table = self.id;
             c.version = g.version;
         });
@@ -862,7 +857,7 @@ impl OrderedTable {
             let hit = c.table == self.id
                 && c.version == self.version.load(AtomicOrdering::Acquire)
                 && c.at + 1 < c.len
-                && c.keys[c.at] == *key;
+                && <&[u8; 9]>::try_from(key).is_ok_and(|k| c.keys[c.at] == *k);
             if !hit {
                 return Err(f);
             }
@@ -969,30 +964,59 @@ impl OrderedTable {
     /// keys are greater than `after` (all keys when `None`); copies, taken
     /// under one read lock.
     pub fn chunk_after(&self, after: Option<&[u8]>, max: usize) -> Vec<Entry> {
+        let mut out = Vec::new();
+        self.visit_after(after, max, |e| out.push(e.clone()));
+        out
+    }
+
+    /// Runs `f`, under one read lock, on the entries [`OrderedTable::chunk_after`]
+    /// would copy, in order (so a caller can read them without copying
+    /// them). Returns how many there were, their [`Entry::heap_bytes`], and
+    /// the key of the last one.
+    pub fn visit_after(
+        &self,
+        after: Option<&[u8]>,
+        max: usize,
+        mut f: impl FnMut(&Entry),
+    ) -> (usize, usize, Option<Box<[u8]>>) {
         let p = after.map(probe);
         let g = self.inner.read();
         let entries = match &p {
             Some(p) => p.after(&g),
             None => g.iter(),
         };
-        let mut out = Vec::with_capacity(max.min(g.len()));
-        let mut bytes = 0;
+        let (mut n, mut bytes, mut last) = (0, 0, None);
         for e in entries.take(max) {
             if bytes >= CHUNK_BYTES {
                 break;
             }
             bytes += e.heap_bytes();
-            out.push(e.clone());
+            n += 1;
+            f(e);
+            last = Some(e);
         }
-        out
+        (n, bytes, last.map(|e| e.key().into()))
     }
 
     /// Up to `max` entries, in descending key order, whose keys are smaller
     /// than `before` (all keys when `None`); copies, taken under one read
     /// lock (each step is a search: O(max log n)).
     pub fn chunk_before(&self, before: Option<&[u8]>, max: usize) -> Vec<Entry> {
+        let mut out = Vec::new();
+        self.visit_before(before, max, |e| out.push(e.clone()));
+        out
+    }
+
+    /// [`OrderedTable::visit_after`] of the entries
+    /// [`OrderedTable::chunk_before`] would copy, in descending key order.
+    pub fn visit_before(
+        &self,
+        before: Option<&[u8]>,
+        max: usize,
+        mut f: impl FnMut(&Entry),
+    ) -> (usize, usize, Option<Box<[u8]>>) {
         let g = self.inner.read();
-        let mut out = Vec::with_capacity(max.min(g.len()));
+        let (mut n, mut bytes) = (0, 0);
         if g.map.is_empty() {
             // Integer keys only: step through the tree's positions.
             let start = match before.map(probe) {
@@ -1001,37 +1025,41 @@ impl OrderedTable {
                 Some(Search::Key(_)) => None,
             };
             if let Some(mut pos) = start {
-                let mut bytes = 0;
+                let mut last = None;
                 while let Some(p) = pos {
-                    if out.len() >= max || bytes >= CHUNK_BYTES {
+                    if n >= max || bytes >= CHUNK_BYTES {
                         break;
                     }
                     match g.ints.at(p) {
                         Some((_, e)) => {
                             bytes += e.heap_bytes();
-                            out.push(e.clone());
+                            n += 1;
+                            f(e);
+                            last = Some(e);
                         }
                         None => break,
                     }
                     pos = g.ints.before(p);
                 }
-                return out;
+                return (n, bytes, last.map(|e| e.key().into()));
             }
         }
         let mut cur = match before {
             Some(k) => probe(k).before(&g),
             None => g.last(),
         };
-        let mut bytes = 0;
+        let mut last = None;
         while let Some(e) = cur {
-            if out.len() >= max || bytes >= CHUNK_BYTES {
+            if n >= max || bytes >= CHUNK_BYTES {
                 break;
             }
             bytes += e.heap_bytes();
-            out.push(e.clone());
+            n += 1;
+            f(e);
+            last = Some(e);
             cur = probe(e.key()).before(&g);
         }
-        out
+        (n, bytes, last.map(|e| e.key().into()))
     }
 }
 

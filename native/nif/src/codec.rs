@@ -840,6 +840,16 @@ impl KeyBytes {
     }
 }
 
+/// `[]` in `env` from the word recorded at load, without a call into the
+/// VM (`Term::list_new_empty` calls `enif_make_list_from_array`).
+#[inline(always)]
+pub fn nil(env: Env<'_>) -> Term<'_> {
+    // SAFETY: `[]` is an immediate: the word recorded at load (from a `[]`
+    // the VM made, before any NIF runs) is the same valid term in every
+    // environment.
+    unsafe { Term::new(env, term_of(NIL_WORD.load(Ordering::Relaxed))) }
+}
+
 /// The value of a small integer term, read from its word (no call into the
 /// VM) where the load-time check of the word layout passed; `None` for
 /// anything else (or when the layout is not known: use the enif API).
@@ -1043,20 +1053,38 @@ pub fn decode<'a>(env: Env<'a>, buf: &[u8]) -> Result<Term<'a>, DecodeError> {
     Ok(unsafe { Term::new(env, t?) })
 }
 
+/// A small integer, an atom or a local pid alone (a key returned by
+/// `first/1` or `next/2`), rebuilt from its word without the general
+/// decoder; `None` otherwise. (Called by [`flat_tuple`], once the
+/// load-time layout checks passed.)
+#[inline]
+fn lone_immediate(buf: &[u8]) -> Option<ErlNifTerm> {
+    let (&t, rest) = buf.split_first()?;
+    let w = u64::from_le_bytes(*rest.first_chunk::<8>()?);
+    match t {
+        tag::INT if (MIN_SMALL..=MAX_SMALL).contains(&(w as i64)) => {
+            Some(term_of(small_word(w as i64)))
+        }
+        tag::WORD | tag::PID => Some(term_of(w)),
+        _ => None,
+    }
+}
+
 /// A tuple of at most 8 immediates (small integers, atoms, local pids,
 /// `[]`: counters, bag rows, registry-style objects) or maps of at most 16
 /// pairs of immediates, rebuilt without the general decoder's
 /// item-by-item machinery: the words are the terms (where the load-time
 /// layout checks passed). `None` for anything else. (A lookup of `{k, v}`
 /// from a bag: ~110 instructions less per object; of `{k, %{a: 1, b: 2,
-/// c: 3, d: 4}, 0}`: ~100 less.)
+/// c: 3, d: 4}, 0}`: ~100 less.) A lone immediate is rebuilt from its
+/// word too.
 #[inline]
 fn flat_tuple(env: *mut ErlNifEnv, buf: &[u8]) -> Option<ErlNifTerm> {
     if !(TAGGED_WORDS.load(Ordering::Relaxed) && SMALL_IMMEDIATE.load(Ordering::Relaxed)) {
         return None;
     }
     let (&tag::TUPLE, rest) = buf.split_first()? else {
-        return None;
+        return lone_immediate(buf);
     };
     let n = *rest.first()? as usize;
     if n > 8 {

@@ -697,7 +697,44 @@ fn with_encoded_object<'a, R>(
     if elems.len() < keypos {
         return Err(Error::BadArg);
     }
-    let mut buf = EntryBuf::with_buffer(Scratch::take().into_vec());
+    OBJECT_BUF.with(|cell| {
+        // This thread's object buffer (a pooled one if it is in use): one
+        // thread-local access, where taking and returning a pooled buffer
+        // cost two and their bookkeeping.
+        let mut own = cell.try_borrow_mut().ok();
+        let out = match own.as_deref_mut() {
+            Some(v) => std::mem::take(v),
+            None => Scratch::take().into_vec(),
+        };
+        let mut buf = EntryBuf::with_buffer(out);
+        let r = encode_into(env, &elems, keypos, key, &mut buf, f);
+        let out = buf.into_buffer();
+        match own {
+            Some(mut v) if out.capacity() <= OBJECT_BUF_MAX => *v = out,
+            Some(_) => {}
+            None => Scratch::restore(out),
+        }
+        r
+    })
+}
+
+thread_local! {
+    /// The buffer [`with_encoded_object`] encodes into on this thread.
+    static OBJECT_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Largest capacity [`OBJECT_BUF`] keeps between calls (bytes).
+const OBJECT_BUF_MAX: usize = 1 << 16;
+
+/// The body of [`with_encoded_object`], encoding into `buf`.
+fn encode_into<'a, R>(
+    env: Env<'a>,
+    elems: &TupleTerms<'a>,
+    keypos: usize,
+    key: Option<Term<'a>>,
+    buf: &mut EntryBuf,
+    f: impl FnOnce(&EntryImage) -> R,
+) -> NifResult<R> {
     let (range, canonical) = {
         let mut enc = Encoder::new(env, &mut buf.out, false);
         let mut range = 0..0;
@@ -725,12 +762,11 @@ fn with_encoded_object<'a, R>(
     };
     let canonical_len = canonical.as_ref().map_or(0, |c| c.len());
     if !fits_entry(buf.out.len() + canonical_len) {
-        Scratch::restore(buf.into_buffer());
         return Err(Error::BadArg);
     }
-    let r = f(&buf.seal(range, canonical.as_deref().map(|c| c.as_slice())));
-    Scratch::restore(buf.into_buffer());
-    Ok(r)
+    Ok(f(
+        &buf.seal(range, canonical.as_deref().map(|c| c.as_slice()))
+    ))
 }
 
 /// The largest stored entry, in bytes: entries and bag buckets record
@@ -920,7 +956,8 @@ fn table_insert<'a>(env: Env<'a>, [tab, objs]: [Term<'a>; 2]) -> NifResult<Term<
         }
         Data::Ordered(o) => {
             if objs.is_tuple() {
-                drop(o.insert(encode_object(env, objs, keypos, None)?));
+                let e = with_encoded_object(env, objs, keypos, None, entry_of_image)?;
+                keep_spare(o.insert(e));
             } else {
                 drop(o.insert_all(encode_objects(env, objs, keypos)?));
             }
@@ -934,6 +971,39 @@ fn table_insert<'a>(env: Env<'a>, [tab, objs]: [Term<'a>; 2]) -> NifResult<Term<
         }
     }
     Ok(true.encode(env))
+}
+
+thread_local! {
+    /// An entry replaced by this thread's last `ordered_set` insert, kept
+    /// to hold the next object of the same size: rewriting an object of an
+    /// `ordered_set` then allocates and frees nothing (a set reuses the
+    /// replaced entry in place, under its shard lock: see
+    /// `SetTable::insert_image`).
+    static SPARE: std::cell::Cell<Option<Entry>> = const { std::cell::Cell::new(None) };
+}
+
+/// Largest replaced entry kept as [`SPARE`] (bytes of heap).
+const SPARE_MAX: usize = 256;
+
+/// A stored entry with the bytes of `img`: this thread's spare entry when
+/// it has the same size, else a new allocation.
+#[inline]
+fn entry_of_image(img: &EntryImage) -> Entry {
+    if let Some(mut e) = SPARE.take() {
+        if e.assign(img) {
+            return e;
+        }
+        SPARE.set(Some(e));
+    }
+    img.to_entry()
+}
+
+/// Keeps a replaced entry (if small) as this thread's [`SPARE`].
+#[inline]
+fn keep_spare(replaced: Option<Entry>) {
+    if let Some(e) = replaced.filter(|e| e.heap_bytes() <= SPARE_MAX) {
+        drop(SPARE.replace(Some(e)));
+    }
 }
 
 hot_nif!(table_insert_new, 2);
@@ -962,7 +1032,7 @@ hot_nif!(table_lookup, 2);
 fn table_lookup<'a>(env: Env<'a>, [tab, key]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
     let t = readable(env, tab)?;
     let kb = key_bytes(env, key)?;
-    let nil = Term::list_new_empty(env);
+    let nil = codec::nil(env);
     let one = |e: Option<&Entry>| match e {
         None => Ok(nil),
         Some(e) => Ok(nil.list_prepend(decode_entry(env, e)?)),
@@ -1441,19 +1511,9 @@ fn next_chunk(t: &TableRes, st: &mut CursorState) -> Vec<Entry> {
         usize,
         &dyn Fn(usize, usize, usize) -> (Vec<Entry>, Option<usize>),
     ) = match &t.data {
-        Data::Ordered(o) => {
-            chunk = if st.reverse {
-                o.chunk_before(st.after.as_deref(), size)
-            } else {
-                o.chunk_after(st.after.as_deref(), size)
-            };
-            // A short chunk is the end, unless it stopped at the byte limit.
-            let full = chunk.len() == size
-                || chunk.iter().map(Entry::heap_bytes).sum::<usize>() >= CHUNK_BYTES;
-            match chunk.last() {
-                Some(e) if full => st.after = Some(e.key().into()),
-                _ => st.done = true,
-            }
+        // Not reached: `walk` reads ordered tables with `ordered_walk`.
+        Data::Ordered(_) => {
+            st.done = true;
             return chunk;
         }
         Data::Set(s) => (s.shard_count(), &|i, from, max| {
@@ -1491,9 +1551,70 @@ fn walk<'a>(
     st: &mut CursorState,
     acc: &mut Term<'a>,
 ) -> NifResult<bool> {
+    if let Data::Ordered(o) = &t.data {
+        return ordered_walk(env, o, st, acc);
+    }
     let chunk = next_chunk(t, st);
     for e in chunk.iter().rev() {
         *acc = acc.list_prepend(decode_entry(env, e)?);
+    }
+    Ok(st.done)
+}
+
+/// Largest chunk of an `ordered_set` walk decoded under the table's read
+/// lock (see [`ordered_walk`]).
+const DECODE_LOCKED: usize = 64;
+
+/// [`walk`] of an `ordered_set`. A small chunk (the first ones of a
+/// `select/3` with a small limit) is decoded under the table's read lock,
+/// without copies of its entries; bigger ones are copied under the lock
+/// and decoded after it (decoding takes longer than copying: writers would
+/// wait longer).
+fn ordered_walk<'a>(
+    env: Env<'a>,
+    o: &OrderedTable,
+    st: &mut CursorState,
+    acc: &mut Term<'a>,
+) -> NifResult<bool> {
+    if st.done {
+        return Ok(true);
+    }
+    let size = st.size.clamp(1, CHUNK);
+    st.size = (size * 2).min(CHUNK);
+    let mut terms = Vec::with_capacity(size.min(DECODE_LOCKED));
+    let mut copies = Vec::with_capacity(if size > DECODE_LOCKED { size } else { 0 });
+    let mut failed = false;
+    let each = |e: &Entry| {
+        if size > DECODE_LOCKED {
+            copies.push(e.clone());
+            return;
+        }
+        match decode_entry(env, e) {
+            Ok(t) => terms.push(t),
+            Err(_) => failed = true,
+        }
+    };
+    let (n, bytes, last) = if st.reverse {
+        o.visit_before(st.after.as_deref(), size, each)
+    } else {
+        o.visit_after(st.after.as_deref(), size, each)
+    };
+    if failed {
+        return Err(Error::BadArg);
+    }
+    if !copies.is_empty() {
+        terms = copies
+            .iter()
+            .map(|e| decode_entry(env, e))
+            .collect::<NifResult<_>>()?;
+    }
+    // A short chunk is the end, unless it stopped at the byte limit.
+    match last {
+        Some(k) if n == size || bytes >= CHUNK_BYTES => st.after = Some(k),
+        _ => st.done = true,
+    }
+    for t in terms.into_iter().rev() {
+        *acc = acc.list_prepend(t);
     }
     Ok(st.done)
 }
@@ -1503,11 +1624,13 @@ fn table_to_list<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
     start_walk(env, tab, false, CHUNK)
 }
 
+hot_nif!(table_walk, 3);
 /// Starts a walk like `table_to_list/1` (`table_to_list_reverse/1` when
 /// `reverse`) whose first chunk holds at most `first` objects (the chunks
 /// after it double up to the usual size): for `select/3` with a limit.
-#[rustler::nif]
-fn table_walk<'a>(env: Env<'a>, tab: Term<'a>, reverse: bool, first: usize) -> NifResult<Term<'a>> {
+fn table_walk<'a>(env: Env<'a>, [tab, reverse, first]: [Term<'a>; 3]) -> NifResult<Term<'a>> {
+    let reverse: bool = reverse.decode()?;
+    let first: usize = first.decode()?;
     start_walk(env, tab, reverse, first)
 }
 

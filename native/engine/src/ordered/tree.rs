@@ -188,8 +188,11 @@ impl<K: TreeKey> Tree<K> {
     /// The entry under the key.
     #[inline]
     pub fn get(&self, cmp: impl Fn(&K) -> Ordering) -> Option<&Entry> {
-        let p = self.find(cmp)?;
-        Some(&self.leaves[p.leaf as usize].vals[p.slot as usize])
+        if self.root == NONE {
+            return None;
+        }
+        let l = self.leaves.get(self.find_leaf(&cmp) as usize)?;
+        l.vals.get(search(&l.keys, cmp).ok()?)
     }
 
     /// The entry under the key, for a change in place.
@@ -312,6 +315,29 @@ impl<K: TreeKey> Tree<K> {
         })
     }
 
+    /// Runs `f` on the entries from `p` on, in order, until it returns
+    /// false; returns the position of the last entry it accepted (`p` when
+    /// none). Reads each leaf's entries as a slice.
+    #[inline]
+    pub fn visit_from(&self, p: Pos, mut f: impl FnMut(&Entry) -> bool) -> Pos {
+        let mut last = p;
+        let (mut leaf, mut slot) = (p.leaf, p.slot as usize);
+        while let Some(l) = self.leaves.get(leaf as usize) {
+            for (i, e) in l.vals.iter().enumerate().skip(slot) {
+                if !f(e) {
+                    return last;
+                }
+                last = Pos {
+                    leaf,
+                    slot: i as u32,
+                };
+            }
+            leaf = l.next;
+            slot = 0;
+        }
+        last
+    }
+
     /// The entries from `p` on, in order.
     #[inline]
     pub fn iter_from(&self, p: Option<Pos>) -> Iter<'_, K> {
@@ -390,12 +416,10 @@ impl<K: TreeKey> Tree<K> {
         if self.height + 1 >= MAX_HEIGHT {
             self.rebuild();
         }
-        let mut path = Path {
-            steps: [(NONE, 0); MAX_HEIGHT],
-            depth: 0,
-        };
         let cmp = |s: &K| cmp2(s, &key);
-        let leaf = self.find_path(&cmp, &mut path);
+        // Most inserts replace an entry or fit in their leaf: the path to
+        // the leaf is recorded only when it splits (a second descent).
+        let leaf = self.find_leaf(&cmp);
         let found = search(&self.leaves[leaf as usize].keys, cmp);
         let l = &mut self.leaves[leaf as usize];
         let slot = match found {
@@ -412,6 +436,13 @@ impl<K: TreeKey> Tree<K> {
             self.len += 1;
             return None;
         }
+        let mut path = Path {
+            steps: [(NONE, 0); MAX_HEIGHT],
+            depth: 0,
+        };
+        let same = self.find_path(&cmp, &mut path);
+        debug_assert_eq!(same, leaf);
+        let l = &mut self.leaves[leaf as usize];
         // Split the leaf. Appending at the end of the last leaf (ascending
         // inserts) leaves it full and starts a new one.
         let at_end = slot == K::LEAF_CAP && l.next == NONE;
