@@ -2,6 +2,7 @@
 //! into the engine's set table. Errors are `badarg`, as in ETS.
 
 use crate::atoms;
+use crate::blob;
 use crate::codec::{
     self, caller, decode, encode_key_bytes, encode_value, proper_list, word_of, word_term, Encoder,
     KeyBytes, Scratch, TupleTerms,
@@ -687,29 +688,44 @@ fn key_bytes(env: Env, key: Term) -> NifResult<KeyBytes> {
 }
 
 /// Encodes `obj` (a tuple with at least `keypos` elements) as an entry,
-/// optionally replacing its key element by `key`.
+/// optionally replacing its key element by `key`. Binaries stay inline.
 fn encode_object<'a>(
     env: Env<'a>,
     obj: Term<'a>,
     keypos: usize,
     key: Option<Term<'a>>,
 ) -> NifResult<Entry> {
-    with_encoded_object(env, obj, keypos, key, |img| img.to_entry())
+    with_encoded_object(env, obj, keypos, key, false, |img| img.to_entry())
+}
+
+/// Encodes `obj` as an entry to store in a table of type `data`: for a
+/// hash set, large binary elements outside the key go out of line (see
+/// [`crate::blob`]; bags and ordered sets keep every byte inline).
+fn encode_stored<'a>(env: Env<'a>, obj: Term<'a>, keypos: usize, data: &Data) -> NifResult<Entry> {
+    let blobs = matches!(data, Data::Set(_));
+    with_encoded_object(env, obj, keypos, None, blobs, |img| img.to_entry())
 }
 
 /// Encodes `obj` like [`encode_object`] into a pooled buffer and passes
 /// the entry image to `f` (which may store it without a new allocation).
+/// With `blobs`, binaries of at least `blob::MIN_BYTES` bytes that are
+/// top-level elements other than the key are made blobs: the image then
+/// refers to them, and their creation references are released when this
+/// returns (after `f`, whose stored entry keeps its own).
 fn with_encoded_object<'a, R>(
     env: Env<'a>,
     obj: Term<'a>,
     keypos: usize,
     key: Option<Term<'a>>,
+    blobs: bool,
     f: impl FnOnce(&EntryImage) -> R,
 ) -> NifResult<R> {
     let elems = TupleTerms::of(obj).ok_or(Error::BadArg)?;
     if elems.len() < keypos {
         return Err(Error::BadArg);
     }
+    // Declared before the buffer: released last, on every return.
+    let mut made = blob::NewBlobs::default();
     let mut buf = EntryBuf::with_buffer(Scratch::take().into_vec());
     let (range, canonical) = {
         let mut enc = Encoder::new(env, &mut buf.out, false);
@@ -719,6 +735,13 @@ fn with_encoded_object<'a, R>(
         for (i, e) in elems.iter().enumerate() {
             let start = enc.len();
             let e = if i + 1 == keypos { key.unwrap_or(e) } else { e };
+            if blobs && i + 1 != keypos {
+                if let Some(h) = codec::large_binary(env, e, blob::MIN_BYTES).and_then(blob::make) {
+                    made.push(h);
+                    format::put_blob(enc_out(&mut enc), h);
+                    continue;
+                }
+            }
             enc.noncanonical = false;
             enc.term(e, 0).map_err(|_| Error::BadArg)?;
             if i + 1 == keypos {
@@ -740,6 +763,9 @@ fn with_encoded_object<'a, R>(
     if !fits_entry(buf.out.len() + canonical_len) {
         Scratch::restore(buf.into_buffer());
         return Err(Error::BadArg);
+    }
+    if !made.is_empty() {
+        buf.mark_blobs();
     }
     let r = f(&buf.seal(range, canonical.as_deref().map(|c| c.as_slice())));
     Scratch::restore(buf.into_buffer());
@@ -766,14 +792,20 @@ fn decode_entry<'a>(env: Env<'a>, e: &Entry) -> NifResult<Term<'a>> {
     decode(env, e.object()).map_err(|_| Error::BadArg)
 }
 
-/// Objects of an `insert` argument: one tuple or a proper list of tuples.
-fn encode_objects<'a>(env: Env<'a>, arg: Term<'a>, keypos: usize) -> NifResult<Vec<Entry>> {
+/// Objects of an `insert` argument: one tuple or a proper list of tuples,
+/// encoded to be stored in `data` (see [`encode_stored`]).
+fn encode_objects<'a>(
+    env: Env<'a>,
+    arg: Term<'a>,
+    keypos: usize,
+    data: &Data,
+) -> NifResult<Vec<Entry>> {
     if arg.is_tuple() {
-        return Ok(vec![encode_object(env, arg, keypos, None)?]);
+        return Ok(vec![encode_stored(env, arg, keypos, data)?]);
     }
     let list = proper_list(arg)?;
     list.into_iter()
-        .map(|o| encode_object(env, o, keypos, None))
+        .map(|o| encode_stored(env, o, keypos, data))
         .collect()
 }
 
@@ -925,24 +957,24 @@ fn table_insert<'a>(env: Env<'a>, [tab, objs]: [Term<'a>; 2]) -> NifResult<Term<
             if objs.is_tuple() {
                 // One object (the common case): no vector of entries.
                 let replaced =
-                    with_encoded_object(env, objs, keypos, None, |img| s.insert_image(img))?;
+                    with_encoded_object(env, objs, keypos, None, true, |img| s.insert_image(img))?;
                 drop(replaced);
             } else {
-                drop(s.insert_all(encode_objects(env, objs, keypos)?));
+                drop(s.insert_all(encode_objects(env, objs, keypos, &t.data)?));
             }
         }
         Data::Ordered(o) => {
             if objs.is_tuple() {
                 drop(o.insert(encode_object(env, objs, keypos, None)?));
             } else {
-                drop(o.insert_all(encode_objects(env, objs, keypos)?));
+                drop(o.insert_all(encode_objects(env, objs, keypos, &t.data)?));
             }
         }
         Data::Bag(b) => {
             if objs.is_tuple() {
                 b.insert(encode_object(env, objs, keypos, None)?);
             } else {
-                b.insert_all(encode_objects(env, objs, keypos)?);
+                b.insert_all(encode_objects(env, objs, keypos, &t.data)?);
             }
         }
     }
@@ -957,11 +989,7 @@ fn table_insert_new<'a>(env: Env<'a>, [tab, objs]: [Term<'a>; 2]) -> NifResult<T
 fn insert_new<'a>(env: Env<'a>, tab: Term<'a>, objs: Term<'a>) -> NifResult<bool> {
     let t = writable(env, tab)?;
     let keypos = t.meta.keypos();
-    let mut entries = if objs.is_tuple() {
-        vec![encode_object(env, objs, keypos, None)?]
-    } else {
-        encode_objects(env, objs, keypos)?
-    };
+    let mut entries = encode_objects(env, objs, keypos, &t.data)?;
     Ok(match &t.data {
         Data::Set(s) if entries.len() == 1 => s.insert_new(entries.pop().expect("one entry")),
         Data::Set(s) => s.insert_new_all(entries),
@@ -1345,6 +1373,10 @@ fn rekey(obj: &[u8], old: &Entry, keypos: usize) -> Entry {
     let canonical = (obj[r.clone()] != *old.key()).then(|| old.key());
     let mut buf = EntryBuf::new();
     buf.out.extend_from_slice(obj);
+    if old.has_blobs() {
+        // `obj` was built from `old`'s object: it may hold its blobs.
+        buf.mark_blobs();
+    }
     let start = EntryBuf::object_start();
     buf.finish(start + r.start..start + r.end, canonical)
 }
@@ -1777,7 +1809,7 @@ fn table_all(env: Env) -> Term {
 pub fn on_load(env: Env) -> bool {
     codec::init(env);
     install_term_order();
-    open_table_type(env)
+    open_table_type(env) && crate::blob::init(env)
 }
 
 hot_nif!(table_replace, 4);
@@ -1814,7 +1846,7 @@ fn table_replace<'a>(
     }
     let new = match new {
         Some(o) => {
-            let e = encode_object(env, o, keypos, None)?;
+            let e = encode_stored(env, o, keypos, &t.data)?;
             if !kb.key().matches(e.key()) {
                 return Err(Error::BadArg);
             }
@@ -1939,6 +1971,10 @@ fn merge_bytes(c: &Entry, keypos: usize, upd: &[u8]) -> Option<(Change, Scratch)
         (second, first)
     };
     let mut buf = EntryBuf::with_buffer(Scratch::take().into_vec());
+    if c.has_blobs() {
+        // Elements copied from `c` may be its blobs.
+        buf.mark_blobs();
+    }
     let base = EntryBuf::object_start();
     format::put_header(&mut buf.out, tag::TUPLE, 2);
     let mut key_range = 0..0;
