@@ -1052,6 +1052,18 @@ impl From<format::FormatError> for DecodeError {
 
 /// Rebuilds the term encoded at the start of `buf` in `env`.
 pub fn decode<'a>(env: Env<'a>, buf: &[u8]) -> Result<Term<'a>, DecodeError> {
+    decode_with(env, buf, false)
+}
+
+/// [`decode`] of the object of an entry the caller removed and is about
+/// to drop (`take`): its blobs that were never shown to the VM are copied
+/// into new binaries rather than given a resource (they are freed right
+/// after: a copy costs less than a resource and its destructor).
+pub fn decode_removed<'a>(env: Env<'a>, buf: &[u8]) -> Result<Term<'a>, DecodeError> {
+    decode_with(env, buf, true)
+}
+
+fn decode_with<'a>(env: Env<'a>, buf: &[u8], removed: bool) -> Result<Term<'a>, DecodeError> {
     if let Some(t) = flat_tuple(env.as_c_arg(), buf) {
         // SAFETY: `t` was made in `env`.
         return Ok(unsafe { Term::new(env, t) });
@@ -1061,6 +1073,7 @@ pub fn decode<'a>(env: Env<'a>, buf: &[u8]) -> Result<Term<'a>, DecodeError> {
         env: env.as_c_arg(),
         buf,
         stack: Vec::new(),
+        removed,
     };
     let t = d.raw(&mut pos);
     d.release();
@@ -1206,6 +1219,8 @@ struct Decoder<'b> {
     /// truncates back. Borrowed from [`TERMS`] on first use (values without
     /// large containers never touch it).
     stack: Vec<ErlNifTerm>,
+    /// The bytes are a removed entry's (see [`decode_removed`]).
+    removed: bool,
 }
 
 impl Decoder<'_> {
@@ -1276,7 +1291,25 @@ impl Decoder<'_> {
                     // is live: `buf` is the object of an entry that owns a
                     // reference to it, read under the table's lock.
                     let h = format::blob_at(self.buf, start).ok_or(DecodeError)?;
-                    crate::blob::term(env, h)
+                    let shared = if self.removed && !crate::blob::has_resource(h) {
+                        None
+                    } else {
+                        crate::blob::term(env, h)
+                    };
+                    match shared {
+                        Some(t) => t,
+                        None => {
+                            // No resource: a copy, as for inline bytes.
+                            let bytes = crate::blob::bytes(h);
+                            let mut t: ErlNifTerm = ErlNifTerm::default();
+                            let p = enif_make_new_binary(env, bytes.len(), &mut t);
+                            if p.is_null() {
+                                return Err(DecodeError);
+                            }
+                            std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
+                            t
+                        }
+                    }
                 }
                 Item::Binary(bytes) => {
                     let mut t: ErlNifTerm = ErlNifTerm::default();

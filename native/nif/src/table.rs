@@ -1141,7 +1141,9 @@ fn table_take<'a>(env: Env<'a>, [tab, key]: [Term<'a>; 2]) -> NifResult<Term<'a>
     };
     match removed {
         None => Ok(nil),
-        Some(e) => Ok(nil.list_prepend(decode_entry(env, &e)?)),
+        Some(e) => Ok(
+            nil.list_prepend(codec::decode_removed(env, e.object()).map_err(|_| Error::BadArg)?)
+        ),
     }
 }
 
