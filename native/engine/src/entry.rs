@@ -37,7 +37,7 @@ impl Clone for Entry {
     fn clone(&self) -> Self {
         let e = Entry(self.0.clone());
         if e.has_blobs() {
-            blob::keep_all(e.object());
+            e.keep_blobs();
         }
         e
     }
@@ -47,8 +47,22 @@ impl Drop for Entry {
     #[inline]
     fn drop(&mut self) {
         if self.has_blobs() {
-            blob::release_all(self.object());
+            self.release_blobs();
         }
+    }
+}
+
+impl Entry {
+    #[cold]
+    #[inline(never)]
+    fn release_blobs(&self) {
+        blob::release_all(self.object());
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn keep_blobs(&self) {
+        blob::keep_all(self.object());
     }
 }
 
@@ -153,7 +167,7 @@ impl EntryImage<'_> {
     pub fn to_entry(&self) -> Entry {
         let e = Entry(Box::from(self.0));
         if e.has_blobs() {
-            blob::keep_all(e.object());
+            e.keep_blobs();
         }
         e
     }
@@ -218,16 +232,25 @@ impl Entry {
         if self.0.len() != image.0.len() {
             return false;
         }
-        // The image's blobs are kept before this entry's are released: the
-        // image may have been copied from this very entry (the same blobs).
+        if (image.0[3] | self.0[3]) & (BLOBS >> 24) as u8 != 0 {
+            self.swap_blobs(image);
+        }
+        self.0.copy_from_slice(image.0);
+        true
+    }
+
+    /// The blob references of [`Entry::assign`]: keeps the image's, then
+    /// releases this entry's (the image may have been copied from this very
+    /// entry: the same blobs).
+    #[cold]
+    #[inline(never)]
+    fn swap_blobs(&self, image: &EntryImage) {
         if image.has_blobs() {
             blob::keep_all(object_of(image.0));
         }
         if self.has_blobs() {
             blob::release_all(self.object());
         }
-        self.0.copy_from_slice(image.0);
-        true
     }
 
     /// The encoded object, exactly as inserted.

@@ -348,11 +348,6 @@ impl NewBlobs {
             self.more.push(h);
         }
     }
-
-    /// True when no blob was made.
-    pub fn is_empty(&self) -> bool {
-        self.n == 0
-    }
 }
 
 impl Drop for NewBlobs {

@@ -523,30 +523,30 @@ pub fn proper_list(t: Term) -> rustler::NifResult<Vec<Term>> {
     }
 }
 
-/// The bytes of `t` when it is a binary of at least `min` bytes (to be kept
-/// out of line, see [`crate::blob`]); `None` for anything else. Immediates
-/// and small maps are turned away from their words alone (when the load
-/// checks passed), without a call into the VM.
+/// False when `t` is certainly not a binary: immediates and small maps are
+/// turned away from their words alone (when the load checks passed),
+/// without a call into the VM. (See [`large_binary`].)
 #[inline(always)]
-pub fn large_binary<'a>(env: Env<'a>, t: Term<'a>, min: usize) -> Option<&'a [u8]> {
+pub fn maybe_binary(t: Term) -> bool {
     let w = word_of(t.as_c_arg());
     if TAGGED_WORDS.load(Ordering::Relaxed) {
         if w & 0x3 != 0x2 {
             // Not boxed: an immediate or a list cell.
-            return None;
+            return false;
         }
         let flat = FLATMAP_HEADER.load(Ordering::Relaxed);
         // SAFETY: a boxed term word points at its header word (checked at
         // load with the list and map layouts, which `flat != 0` implies).
         if flat != 0 && unsafe { *(address_of(w) as *const u64) } == flat {
-            return None;
+            return false;
         }
     }
-    large_binary_slow(env, t, min)
+    true
 }
 
-#[inline(never)]
-fn large_binary_slow<'a>(env: Env<'a>, t: Term<'a>, min: usize) -> Option<&'a [u8]> {
+/// The bytes of `t` when it is a binary of at least `min` bytes (to be kept
+/// out of line, see [`crate::blob`]); `None` for anything else.
+pub fn large_binary<'a>(env: Env<'a>, t: Term<'a>, min: usize) -> Option<&'a [u8]> {
     let mut bin = std::mem::MaybeUninit::<ErlNifBinary>::uninit();
     // SAFETY: `t` is a live term of `env`; `bin` is a live out-pointer, read
     // only when the call succeeded; the bytes of a binary term stay valid

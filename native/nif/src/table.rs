@@ -725,7 +725,7 @@ fn with_encoded_object<'a, R>(
         return Err(Error::BadArg);
     }
     // Declared before the buffer: released last, on every return.
-    let mut made = blob::NewBlobs::default();
+    let mut made: Option<blob::NewBlobs> = None;
     let mut buf = EntryBuf::with_buffer(Scratch::take().into_vec());
     let (range, canonical) = {
         let mut enc = Encoder::new(env, &mut buf.out, false);
@@ -735,12 +735,12 @@ fn with_encoded_object<'a, R>(
         for (i, e) in elems.iter().enumerate() {
             let start = enc.len();
             let e = if i + 1 == keypos { key.unwrap_or(e) } else { e };
-            if blobs && i + 1 != keypos {
-                if let Some(h) = codec::large_binary(env, e, blob::MIN_BYTES).and_then(blob::make) {
-                    made.push(h);
-                    format::put_blob(enc_out(&mut enc), h);
-                    continue;
-                }
+            if blobs
+                && i + 1 != keypos
+                && codec::maybe_binary(e)
+                && put_blob(env, e, &mut made, enc_out(&mut enc))
+            {
+                continue;
             }
             enc.noncanonical = false;
             enc.term(e, 0).map_err(|_| Error::BadArg)?;
@@ -764,12 +764,33 @@ fn with_encoded_object<'a, R>(
         Scratch::restore(buf.into_buffer());
         return Err(Error::BadArg);
     }
-    if !made.is_empty() {
+    if made.is_some() {
         buf.mark_blobs();
     }
     let r = f(&buf.seal(range, canonical.as_deref().map(|c| c.as_slice())));
     Scratch::restore(buf.into_buffer());
     Ok(r)
+}
+
+/// Writes `e` as a blob when it is a binary of at least `blob::MIN_BYTES`
+/// bytes (adopting its creation reference in `made`); false otherwise
+/// (nothing written).
+#[cold]
+#[inline(never)]
+fn put_blob<'a>(
+    env: Env<'a>,
+    e: Term<'a>,
+    made: &mut Option<blob::NewBlobs>,
+    out: &mut Vec<u8>,
+) -> bool {
+    match codec::large_binary(env, e, blob::MIN_BYTES).and_then(blob::make) {
+        Some(h) => {
+            made.get_or_insert_with(Default::default).push(h);
+            format::put_blob(out, h);
+            true
+        }
+        None => false,
+    }
 }
 
 /// The largest stored entry, in bytes: entries and bag buckets record
