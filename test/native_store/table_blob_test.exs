@@ -153,6 +153,11 @@ defmodule NativeStore.TableBlobTest do
     full = Table.info(t, :memory)
     assert full > empty + div(200 * 4000, 8)
     for i <- 1..200, do: Table.lookup(t, i)
+    # Same-size entries (a blob is a handle) holding blobs of other sizes.
+    for i <- 1..200, do: Table.insert(t, {i, big(100, i)})
+    assert Table.info(t, :memory) < full - div(200 * 3000, 8)
+    for i <- 1..200, do: Table.insert(t, {i, big(8000, i)})
+    assert Table.info(t, :memory) > full + div(200 * 3000, 8)
     for i <- 1..200, do: Table.delete(t, i)
     # The hash slots stay; the blobs' bytes are given back.
     assert Table.info(t, :memory) < empty + div(200 * 100, 8)

@@ -451,6 +451,26 @@ mod tests {
     }
 
     #[test]
+    fn memory_follows_blobs_of_other_sizes_in_same_size_entries() {
+        let live = Arc::new(Live::default());
+        let t = SetTable::new();
+        // The key's slot, allocated by a first insert, stays.
+        drop(t.insert(object(1, &[], 0, &live)));
+        drop(t.remove(&Key::new(&key(1))));
+        let empty = t.memory_bytes();
+        drop(t.insert(object(1, &[C], 0, &live)));
+        let small = t.memory_bytes();
+        // Same entry size (a blob is a handle), a blob ten times larger.
+        with_object(1, &[A], 0, &live, |img| drop(t.insert_image(img)));
+        assert_eq!(t.memory_bytes() - small, A.len() - C.len());
+        with_object(1, &[C], 0, &live, |img| drop(t.insert_image(img)));
+        assert_eq!(t.memory_bytes(), small);
+        drop(t.remove(&Key::new(&key(1))));
+        assert_eq!(t.memory_bytes(), empty);
+        assert_eq!((live.get(), live.refs()), (0, 0));
+    }
+
+    #[test]
     fn concurrent_writers_and_readers_balance() {
         let live = Arc::new(Live::default());
         let t = Arc::new(SetTable::new());
