@@ -120,20 +120,32 @@ pub fn footprint(obj: &[u8]) -> usize {
     n
 }
 
-/// Keeps every blob of `obj` (see [`for_each`]).
+/// Keeps every blob of `obj` (see [`for_each`]); returns their
+/// [`footprint`].
 #[inline(never)]
-pub fn keep_all(obj: &[u8]) {
+pub fn keep_all(obj: &[u8]) -> usize {
+    let mut n = 0;
     if let Some(host) = host() {
-        for_each(obj, |h| host.keep(h));
+        for_each(obj, |h| {
+            host.keep(h);
+            n += host.footprint(h);
+        });
     }
+    n
 }
 
-/// Releases every blob of `obj` (see [`for_each`]).
+/// Releases every blob of `obj` (see [`for_each`]); returns the
+/// [`footprint`] they had.
 #[inline(never)]
-pub fn release_all(obj: &[u8]) {
+pub fn release_all(obj: &[u8]) -> usize {
+    let mut n = 0;
     if let Some(host) = host() {
-        for_each(obj, |h| host.release(h));
+        for_each(obj, |h| {
+            n += host.footprint(h);
+            host.release(h);
+        });
     }
+    n
 }
 
 /// A host made of `Arc`s, for the engine's own tests and for hosts without

@@ -37,7 +37,7 @@ impl Clone for Entry {
     fn clone(&self) -> Self {
         let e = Entry(self.0.clone());
         if e.has_blobs() {
-            e.keep_blobs();
+            blob::keep_all(e.object());
         }
         e
     }
@@ -57,12 +57,6 @@ impl Entry {
     #[inline(never)]
     fn release_blobs(&self) {
         blob::release_all(self.object());
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn keep_blobs(&self) {
-        blob::keep_all(self.object());
     }
 }
 
@@ -167,7 +161,7 @@ impl EntryImage<'_> {
     pub fn to_entry(&self) -> Entry {
         let e = Entry(Box::from(self.0));
         if e.has_blobs() {
-            e.keep_blobs();
+            blob::keep_all(e.object());
         }
         e
     }
@@ -226,31 +220,42 @@ impl Entry {
     }
 
     /// Becomes a copy of `image` in place, without allocating, when both
-    /// have the same size; returns whether it did.
+    /// have the same size; returns whether it did, with the entry's
+    /// [`Entry::heap_bytes`] before and after (they differ when the two
+    /// hold blobs of different sizes).
     #[inline]
-    pub fn assign(&mut self, image: &EntryImage) -> bool {
+    pub fn assign(&mut self, image: &EntryImage) -> Option<(usize, usize)> {
         if self.0.len() != image.0.len() {
-            return false;
+            return None;
         }
-        if (image.0[3] | self.0[3]) & (BLOBS >> 24) as u8 != 0 {
-            self.swap_blobs(image);
-        }
+        let own = self.0.len().next_multiple_of(16);
+        let (before, after) = if (image.0[3] | self.0[3]) & (BLOBS >> 24) as u8 != 0 {
+            self.swap_blobs(image)
+        } else {
+            (0, 0)
+        };
         self.0.copy_from_slice(image.0);
-        true
+        Some((own + before, own + after))
     }
 
     /// The blob references of [`Entry::assign`]: keeps the image's, then
     /// releases this entry's (the image may have been copied from this very
-    /// entry: the same blobs).
+    /// entry: the same blobs); returns the footprints of this entry's blobs
+    /// and of the image's.
     #[cold]
     #[inline(never)]
-    fn swap_blobs(&self, image: &EntryImage) {
-        if image.has_blobs() {
-            blob::keep_all(object_of(image.0));
-        }
-        if self.has_blobs() {
-            blob::release_all(self.object());
-        }
+    fn swap_blobs(&self, image: &EntryImage) -> (usize, usize) {
+        let after = if image.has_blobs() {
+            blob::keep_all(object_of(image.0))
+        } else {
+            0
+        };
+        let before = if self.has_blobs() {
+            blob::release_all(self.object())
+        } else {
+            0
+        };
+        (before, after)
     }
 
     /// The encoded object, exactly as inserted.
@@ -311,11 +316,11 @@ mod tests {
         b.out.extend_from_slice(b"XYKEYZW");
         let img = b.seal(s + 2..s + 5, None);
         assert_eq!(img.key(), b"KEY");
-        assert!(e.assign(&img));
+        assert!(e.assign(&img).is_some());
         assert_eq!(e.object(), b"XYKEYZW");
         let mut b = EntryBuf::new();
         b.out.extend_from_slice(b"KEY");
-        assert!(!e.assign(&b.seal(s..s + 3, None)));
+        assert!(e.assign(&b.seal(s..s + 3, None)).is_none());
         assert_eq!(e.object(), b"XYKEYZW");
     }
 

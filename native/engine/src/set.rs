@@ -555,21 +555,16 @@ impl SetTable {
         let key = image.key();
         let hash = hash_key(key);
         let mut shard = self.write(hash);
-        let mut resized = None;
+        let mut assigned = None;
         if let Some(e) = shard.map.find_mut(hash, |e| e.key() == key) {
-            // Entries of one size can hold blobs of different sizes: then
-            // the shard's byte count follows the change.
-            let blobs = e.has_blobs() || image.has_blobs();
-            let before = if blobs { e.heap_bytes() } else { 0 };
-            if e.assign(image) {
-                if !blobs {
-                    return None;
-                }
-                resized = Some((before, e.heap_bytes()));
-            }
+            assigned = e.assign(image);
         }
-        if let Some((before, after)) = resized {
-            shard.heap = shard.heap + after - before;
+        if let Some((before, after)) = assigned {
+            // Entries of one size can hold blobs of different sizes: the
+            // shard's byte count follows.
+            if before != after {
+                shard.heap = shard.heap + after - before;
+            }
             return None;
         }
         shard.put_hashed(hash, image.to_entry())
