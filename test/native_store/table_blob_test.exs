@@ -1,7 +1,7 @@
 defmodule NativeStore.TableBlobTest do
   @moduledoc """
-  Large binary values of `:set` tables are kept out of line and shared with
-  the binaries lookups return (no copy). These tests check that they behave
+  Large binary values of `:set` and `:ordered_set` tables are kept out of
+  line and shared with the binaries lookups return (no copy). These tests check that they behave
   exactly as in `:ets`: equal terms everywhere, binaries that outlive the
   object, the table and the process that inserted them, comparisons by
   contents, and tables of other types (which keep the bytes inline).
@@ -18,8 +18,14 @@ defmodule NativeStore.TableBlobTest do
 
   defp big(n, salt \\ 0), do: :binary.copy(<<rem(n + salt, 251)>>, n) <> <<salt::32>>
 
-  test "lookup, lookup_element, take and tab2list return equal binaries" do
-    {e, t} = both()
+  for type <- [:set, :ordered_set] do
+    test "#{type}: lookup, lookup_element, take and tab2list return equal binaries" do
+      lookups_agree(unquote(type))
+    end
+  end
+
+  defp lookups_agree(type) do
+    {e, t} = both([type, :public])
 
     for n <- @sizes do
       obj = {n, big(n), n, big(n, 1)}
@@ -182,7 +188,7 @@ defmodule NativeStore.TableBlobTest do
     end
   end
 
-  test "other table types and large keys keep working (bytes inline)" do
+  test "all table types with large keys and values (bags keep bytes inline)" do
     for type <- [:ordered_set, :bag, :duplicate_bag, :set] do
       {e, t} = both([type, :public])
 

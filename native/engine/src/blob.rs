@@ -1,10 +1,12 @@
 //! Out-of-line binaries ("blobs") shared by reference count.
 //!
-//! A large binary stored as a top-level, non-key element of a hash-set
-//! object is kept outside the entry, in a block the host allocates and
-//! reference-counts (the NIF uses a resource object, so that a lookup can
-//! hand the same bytes to the VM as a resource binary without copying
-//! them). The entry holds only a [`tag::BLOB`](crate::format::tag::BLOB)
+//! A large binary stored as a top-level, non-key element of an object is
+//! kept outside the entry, in a block the host allocates and
+//! reference-counts (the NIF shares it with the VM through a resource
+//! object, so that a lookup returns the same bytes as a resource binary
+//! without copying them). Tables that store [`Entry`](crate::entry::Entry)
+//! values (set, ordered_set) may hold blobs; bags copy object bytes into
+//! buckets of their own and must never be given entries with blobs. The entry holds only a [`tag::BLOB`](crate::format::tag::BLOB)
 //! value: the tag and an opaque 8-byte handle.
 //!
 //! # Ownership rules
@@ -17,7 +19,9 @@
 //! - Blobs only appear as *top-level elements* of an object's tuple, never
 //!   in its key element (keys are hashed and compared as bytes), never
 //!   nested in a container. [`for_each`] therefore only walks the tuple's
-//!   elements.
+//!   elements. Object bytes holding blobs are not canonical (equal binaries
+//!   in two blobs have different handles): objects are compared through
+//!   [`format::read_item`], which reads a blob as its bytes, or decoded.
 //! - Plain byte buffers own nothing: bytes copied out of an entry are only
 //!   valid (and may only be read, or turned into a new entry) while that
 //!   entry, or another owner of the same blobs, is alive. The host's encoder
@@ -480,6 +484,110 @@ mod tests {
         drop(t.remove(&Key::new(&key(1))));
         assert_eq!(t.memory_bytes(), empty);
         assert_eq!((live.get(), live.refs()), (0, 0));
+    }
+
+    /// `{{:k, k}, blobs..., n}`: a tuple key (the ordered set's general
+    /// tree rather than its integer tree).
+    fn tuple_keyed(k: i64, blobs: &[&[u8]], live: &Arc<Live>) -> Entry {
+        let mut b = EntryBuf::new();
+        put_header(&mut b.out, tag::TUPLE, blobs.len() + 1);
+        let ks = b.out.len();
+        put_header(&mut b.out, tag::TUPLE, 1);
+        put_int(&mut b.out, k);
+        let ke = b.out.len();
+        let made: Vec<u64> = blobs.iter().map(|x| arc_host::make(x, live)).collect();
+        for &h in &made {
+            format::put_blob(&mut b.out, h);
+        }
+        if !made.is_empty() {
+            b.mark_blobs();
+        }
+        let e = b.finish(ks..ke, None);
+        for h in made {
+            super::host().unwrap().release(h);
+        }
+        e
+    }
+
+    #[test]
+    fn ordered_set_operations_balance() {
+        use crate::ordered::OrderedTable;
+        let live = Arc::new(Live::default());
+        let t = OrderedTable::new();
+        let empty = t.memory_bytes();
+        for k in 0..300 {
+            drop(t.insert(object(k, &[A], k, &live)));
+            drop(t.insert(tuple_keyed(k, &[C], &live)));
+        }
+        assert_eq!((live.get(), live.refs()), (600, 600));
+        // Replace (other sizes), insert_new refused, remove, update.
+        for k in 0..100 {
+            drop(t.insert(object(k, &[B, C], 0, &live)));
+        }
+        assert!(!t.insert_new(object(1, &[A], 0, &live)));
+        assert_eq!((live.get(), live.refs()), (700, 700));
+        for k in 0..50 {
+            drop(t.remove(&key(k)));
+        }
+        assert_eq!((live.get(), live.refs()), (600, 600));
+        t.update_mut(&key(200), |e| {
+            let e = e.unwrap();
+            let mut seven = Vec::new();
+            put_int(&mut seven, 7);
+            let obj = tuple_ops::update_element(e.object(), 1, &[(2, &seven)]).unwrap();
+            (Change::Put(rekey(&obj, e)), ())
+        });
+        assert_eq!((live.get(), live.refs()), (599, 599));
+        // Chunks copy entries (and references) out.
+        let chunk = t.chunk_after(None, 1000);
+        assert_eq!(chunk.len(), 550);
+        assert_eq!(live.refs(), 1198);
+        drop(chunk);
+        let got = t.get(&key(250)).unwrap();
+        assert_eq!(binaries(&got), vec![A.to_vec()]);
+        drop(got);
+        drop(t.take_all());
+        assert_eq!((live.get(), live.refs()), (0, 0));
+        assert_eq!(t.memory_bytes(), empty);
+        for k in 0..10 {
+            drop(t.insert(object(k, &[A], k, &live)));
+        }
+        drop(t);
+        assert_eq!((live.get(), live.refs()), (0, 0));
+    }
+
+    #[test]
+    fn bags_write_blobs_inline() {
+        use crate::bag::BagTable;
+        let live = Arc::new(Live::default());
+        let t = BagTable::new(false, true);
+        t.insert(object(1, &[A], 1, &live));
+        t.insert_all(vec![object(1, &[C, B], 2, &live), object(2, &[], 3, &live)]);
+        // The bag keeps no reference: the blobs are gone, their bytes stay.
+        assert_eq!((live.get(), live.refs()), (0, 0));
+        let mut p = Vec::new();
+        put_int(&mut p, 1);
+        t.read(&Key::new(&p), |os| {
+            let objs: Vec<Vec<u8>> = os.map(|o| o.to_vec()).collect();
+            assert_eq!(objs.len(), 2);
+            for o in &objs {
+                assert!(!super::any(o));
+                let els = format::tuple_elements(o).unwrap();
+                let bins: Vec<&[u8]> = els
+                    .iter()
+                    .filter_map(|r| match format::read_item(o, &mut r.start.clone()) {
+                        Ok(Item::Binary(b)) => Some(b),
+                        _ => None,
+                    })
+                    .collect();
+                assert!(bins == vec![C, B] || bins == vec![A], "{bins:?}");
+            }
+        });
+        // The inlined entry keeps its key.
+        let e = object(5, &[A], 9, &live).into_inline().unwrap();
+        assert!(!e.has_blobs());
+        assert_eq!(e.key(), &key(5)[..]);
+        assert_eq!(binaries(&e), vec![A.to_vec()]);
     }
 
     #[test]

@@ -279,6 +279,50 @@ impl Entry {
         }
     }
 
+    /// This entry with the bytes of its blobs written inline (as binaries),
+    /// for stores that copy object bytes into buffers of their own (bags);
+    /// an entry without blobs is returned as it is. `None` for corrupt
+    /// bytes (not stored).
+    #[inline]
+    pub fn into_inline(self) -> Option<Entry> {
+        if !self.has_blobs() {
+            return Some(self);
+        }
+        self.inline_blobs()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn inline_blobs(&self) -> Option<Entry> {
+        use crate::format::{self, tag, Item};
+        let (off, len) = self.header();
+        let appended = len & APPENDED != 0;
+        let obj = self.object();
+        let mut pos = 0;
+        let Ok(Item::Tuple(n)) = format::read_item(obj, &mut pos) else {
+            return None;
+        };
+        let mut b = EntryBuf::new();
+        let base = EntryBuf::object_start();
+        b.out.extend_from_slice(&obj[..pos]);
+        let mut key = base..base;
+        for _ in 0..n {
+            let end = format::skip(obj, pos).ok()?;
+            let at = b.out.len();
+            match format::blob_at(obj, pos) {
+                Some(h) => format::put_bytes(&mut b.out, tag::BINARY, blob::data(h).ok()?),
+                None => b.out.extend_from_slice(&obj[pos..end]),
+            }
+            if !appended && base + pos == off {
+                key = at..at + len as usize;
+            }
+            pos = end;
+        }
+        b.out.extend_from_slice(&obj[pos..]);
+        let canonical = appended.then(|| self.key());
+        Some(b.finish(key, canonical))
+    }
+
     /// Bytes of heap this entry occupies: the allocation, rounded up to the
     /// allocator's 16-byte granule, and the blobs it holds.
     #[inline]

@@ -19,7 +19,8 @@
 //!
 //! The encoding of a term is canonical: two terms that the host considers
 //! identical encode to the same bytes, so keys are hashed and compared as
-//! plain byte strings.
+//! plain byte strings. (Except for `BLOB` values, which only stored
+//! objects hold outside their key: see [`crate::blob`].)
 //!
 //! List and map headers also carry the byte length of their contents
 //! (`u32` little endian after the count, [`LIST_LEN_UNKNOWN`] when that

@@ -1,9 +1,9 @@
-//! Out-of-line binaries as NIF resources (the host side of
-//! `native_store_engine::blob`).
+//! Out-of-line binaries shared with the VM through NIF resources (the host
+//! side of `native_store_engine::blob`).
 //!
-//! A large binary stored as a top-level value of a set table's object is
-//! copied once, on insert, into a block of our own (`Blob`: a header and
-//! the bytes); the entry keeps the block's address as the blob handle and
+//! A large binary stored as a top-level, non-key element of an object of a
+//! set or an ordered_set (bags keep their bytes inline) is copied once, on
+//! insert, into a block of our own (`Blob`: a header and the bytes); the entry keeps the block's address as the blob handle and
 //! one reference (`entry_refs`). Inserting and deleting never touch the
 //! VM's allocators.
 //!

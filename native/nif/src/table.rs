@@ -699,10 +699,11 @@ fn encode_object<'a>(
 }
 
 /// Encodes `obj` as an entry to store in a table of type `data`: for a
-/// hash set, large binary elements outside the key go out of line (see
-/// [`crate::blob`]; bags and ordered sets keep every byte inline).
+/// set or an ordered set, large binary elements outside the key go out of
+/// line (see [`crate::blob`]); bags keep every byte inline (their buckets
+/// are byte buffers, not entries).
 fn encode_stored<'a>(env: Env<'a>, obj: Term<'a>, keypos: usize, data: &Data) -> NifResult<Entry> {
-    let blobs = matches!(data, Data::Set(_));
+    let blobs = !matches!(data, Data::Bag(_));
     with_encoded_object(env, obj, keypos, None, blobs, |img| img.to_entry())
 }
 
@@ -986,7 +987,7 @@ fn table_insert<'a>(env: Env<'a>, [tab, objs]: [Term<'a>; 2]) -> NifResult<Term<
         }
         Data::Ordered(o) => {
             if objs.is_tuple() {
-                drop(o.insert(encode_object(env, objs, keypos, None)?));
+                drop(o.insert(encode_stored(env, objs, keypos, &t.data)?));
             } else {
                 drop(o.insert_all(encode_objects(env, objs, keypos, &t.data)?));
             }
