@@ -281,8 +281,31 @@ defmodule NativeStore.TableDifferentialTest do
       {1, -(1 <<< 63) + int(0, 2)},
       {1, (1 <<< 100) + int(0, 9)},
       {1, -(1 <<< 90)},
-      {2, rand_term(2)}
+      {2, rand_term(2)},
+      {2, :large}
     ])
+    |> case do
+      :large -> large_binary()
+      v -> v
+    end
+  end
+
+  # Large binaries as values (kept out of line by NativeStore's set
+  # tables): around the 64/65-byte heap-binary limit, up to a few KB,
+  # sub-binaries, and one binary shared by many objects.
+  defp large_binary do
+    case int(0, 5) do
+      0 -> :binary.copy(<<int(0, 255)>>, pick([63, 64, 65, 66]))
+      1 -> binary_part(@big_base, int(0, 100), int(65, 900))
+      2 -> Process.get(:shared_large) || put_shared_large()
+      _ -> :rand.bytes(int(65, 3000))
+    end
+  end
+
+  defp put_shared_large do
+    b = :rand.bytes(1024)
+    Process.put(:shared_large, b)
+    b
   end
 
   defp gen_object(ctx, key), do: object(ctx.keypos, key, 4, &gen_value/0)

@@ -172,6 +172,9 @@ defmodule NativeStore.TableSelectTest do
       "a",
       "abc",
       <<1, 2, 3>>,
+      # Large binaries (values of sets keep them out of line).
+      :binary.copy("xy", 50),
+      :binary.copy("z", 1000),
       {1},
       {1.0},
       {:a, 1},

@@ -241,7 +241,9 @@ defmodule NativeStore.TableTypesDifferentialTest do
     weighted([
       {6, int(0, 3)},
       {2, pick([0.0, -0.0, 1.0])},
-      {1, pick([:x, "v", {1}])}
+      {1, pick([:x, "v", {1}])},
+      # Large binaries (inline in these table types; out of line in sets).
+      {1, :binary.copy(pick(["ab", "c"]), pick([40, 70, 600]))}
     ])
   end
 

@@ -433,8 +433,13 @@ impl BagTable {
             .is_some()
     }
 
-    /// Adds one object.
+    /// Adds one object. (Bags copy object bytes into their buckets: blobs
+    /// are written inline, see [`Entry::into_inline`]; hosts do not give
+    /// bags entries with blobs.)
     pub fn insert(&self, entry: Entry) {
+        let Some(entry) = entry.into_inline() else {
+            return;
+        };
         let hash = hash_key(entry.key());
         self.write(hash)
             .add(hash, &entry, self.duplicate, self.zero_eq);
@@ -476,12 +481,22 @@ impl BagTable {
         }
     }
 
+    /// `entries` with any blobs written inline (see [`BagTable::insert`]).
+    fn inline(entries: Vec<Entry>) -> Vec<Entry> {
+        if entries.iter().any(Entry::has_blobs) {
+            entries.into_iter().filter_map(Entry::into_inline).collect()
+        } else {
+            entries
+        }
+    }
+
     fn hashes(entries: &[Entry]) -> Vec<u64> {
         entries.iter().map(|e| hash_key(e.key())).collect()
     }
 
     /// Adds all objects atomically, in ETS's order (see above).
     pub fn insert_all(&self, entries: Vec<Entry>) {
+        let entries = Self::inline(entries);
         let hashes = Self::hashes(&entries);
         let mut guards = self.lock_for(&hashes);
         self.add_all(&mut guards, &entries, &hashes);
@@ -490,6 +505,7 @@ impl BagTable {
     /// Adds all objects atomically if none of their keys is present;
     /// otherwise adds nothing. Returns whether it added.
     pub fn insert_new_all(&self, entries: Vec<Entry>) -> bool {
+        let entries = Self::inline(entries);
         let hashes = Self::hashes(&entries);
         let mut guards = self.lock_for(&hashes);
         for (e, &h) in entries.iter().zip(&hashes) {

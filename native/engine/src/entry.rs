@@ -6,27 +6,66 @@
 //! atomic operation (an `Arc` would cost a compare-and-swap per update and
 //! an atomic decrement per replaced entry). Traversal copies entries out.
 //!
-//! Layout: `[u32 key_off][u32 key_len | APPENDED][object bytes][canonical key]`.
+//! Layout: `[u32 key_off | BLOBS][u32 key_len | APPENDED][object bytes][canonical key]`.
 //! The key normally is a slice of the object itself (the element at the
 //! table's key position). When the host's key equality is coarser than
 //! byte-identity of the faithful encoding (for example `0.0 =:= -0.0` on
 //! OTP 25), the host appends a canonical key encoding after the object and
 //! the header points at it, so the object is still returned exactly as it was
 //! inserted while hashing and comparison use the canonical key.
+//!
+//! `BLOBS` (the top bit of the key offset: entries are smaller than 2 GiB)
+//! marks an entry whose object may hold out-of-line binaries (see
+//! [`crate::blob`]): such an entry owns one reference to each of them,
+//! taken when it is made ([`EntryImage::to_entry`], [`Entry::assign`],
+//! `Clone`) and given back when it is dropped or overwritten. Entries
+//! without the flag never look for blobs.
 
+use crate::blob;
 use std::ops::Range;
 
 const HEADER: usize = 8;
 const APPENDED: u32 = 1 << 31;
+const BLOBS: u32 = 1 << 31;
 
-/// A stored object with its key (cloning copies the bytes).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A stored object with its key (cloning copies the bytes and keeps the
+/// object's blobs).
+#[derive(Debug, PartialEq, Eq)]
 pub struct Entry(Box<[u8]>);
+
+impl Clone for Entry {
+    fn clone(&self) -> Self {
+        let e = Entry(self.0.clone());
+        if e.has_blobs() {
+            blob::keep_all(e.object());
+        }
+        e
+    }
+}
+
+impl Drop for Entry {
+    #[inline]
+    fn drop(&mut self) {
+        if self.has_blobs() {
+            self.release_blobs();
+        }
+    }
+}
+
+impl Entry {
+    #[cold]
+    #[inline(never)]
+    fn release_blobs(&self) {
+        blob::release_all(self.object());
+    }
+}
 
 /// Builds an [`Entry`]: the host writes the object into [`EntryBuf::out`].
 pub struct EntryBuf {
     /// The buffer; the object must be appended after the reserved header.
     pub out: Vec<u8>,
+    /// The object may hold blobs (see [`EntryBuf::mark_blobs`]).
+    blobs: bool,
 }
 
 impl Default for EntryBuf {
@@ -45,7 +84,17 @@ impl EntryBuf {
     pub fn with_buffer(mut out: Vec<u8>) -> Self {
         out.clear();
         out.extend_from_slice(&[0u8; HEADER]);
-        EntryBuf { out }
+        EntryBuf { out, blobs: false }
+    }
+
+    /// Records that the object written into the buffer may hold blob
+    /// values: the writer wrote one, or copied bytes of an entry for which
+    /// [`Entry::has_blobs`] is true. Marking a buffer without blobs only
+    /// costs a walk of the object when it is stored; *not* marking one that
+    /// holds blobs would let the new entry free what it does not own.
+    #[inline]
+    pub fn mark_blobs(&mut self) {
+        self.blobs = true;
     }
 
     /// The offset at which the object starts in `out`.
@@ -81,6 +130,11 @@ impl EntryBuf {
                 (start as u32, c.len() as u32 | APPENDED)
             }
         };
+        debug_assert!(
+            self.blobs || !blob::any(&self.out[HEADER..]),
+            "a buffer holding blobs must be marked"
+        );
+        let off = if self.blobs { off | BLOBS } else { off };
         self.out[0..4].copy_from_slice(&off.to_le_bytes());
         self.out[4..8].copy_from_slice(&len.to_le_bytes());
         EntryImage(&self.out)
@@ -103,9 +157,35 @@ impl EntryImage<'_> {
         key_of(self.0)
     }
 
-    /// A stored entry with these bytes.
+    /// A stored entry with these bytes (it keeps the object's blobs).
     pub fn to_entry(&self) -> Entry {
-        Entry(Box::from(self.0))
+        let e = Entry(Box::from(self.0));
+        if e.has_blobs() {
+            blob::keep_all(e.object());
+        }
+        e
+    }
+
+    /// True when the image's object may hold blobs.
+    #[inline]
+    pub fn has_blobs(&self) -> bool {
+        has_blobs(self.0)
+    }
+}
+
+#[inline]
+fn has_blobs(b: &[u8]) -> bool {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & BLOBS != 0
+}
+
+#[inline]
+fn object_of(b: &[u8]) -> &[u8] {
+    let off = (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & !BLOBS) as usize;
+    let len = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+    if len & APPENDED != 0 {
+        &b[HEADER..off]
+    } else {
+        &b[HEADER..]
     }
 }
 
@@ -116,7 +196,7 @@ fn header_of(b: &[u8]) -> (usize, u32) {
     let h = b
         .first_chunk::<HEADER>()
         .map_or(0, |h| u64::from_le_bytes(*h));
-    (h as u32 as usize, (h >> 32) as u32)
+    ((h as u32 & !BLOBS) as usize, (h >> 32) as u32)
 }
 
 #[inline]
@@ -131,6 +211,14 @@ impl Entry {
         header_of(&self.0)
     }
 
+    /// True when the object may hold blobs (the entry then owns one
+    /// reference to each; copies of its bytes into a new entry must be
+    /// marked with [`EntryBuf::mark_blobs`]).
+    #[inline]
+    pub fn has_blobs(&self) -> bool {
+        has_blobs(&self.0)
+    }
+
     /// The key bytes used for hashing and equality.
     #[inline]
     pub fn key(&self) -> &[u8] {
@@ -138,29 +226,54 @@ impl Entry {
     }
 
     /// Becomes a copy of `image` in place, without allocating, when both
-    /// have the same size; returns whether it did.
+    /// have the same size; returns whether it did, with the entry's
+    /// [`Entry::heap_bytes`] before and after (they differ when the two
+    /// hold blobs of different sizes).
     #[inline]
-    pub fn assign(&mut self, image: &EntryImage) -> bool {
+    pub fn assign(&mut self, image: &EntryImage) -> Option<(usize, usize)> {
         if self.0.len() != image.0.len() {
-            return false;
+            return None;
         }
+        let own = self.0.len().next_multiple_of(16);
+        let (before, after) = if (image.0[3] | self.0[3]) & (BLOBS >> 24) as u8 != 0 {
+            self.swap_blobs(image)
+        } else {
+            (0, 0)
+        };
         self.0.copy_from_slice(image.0);
-        true
+        Some((own + before, own + after))
+    }
+
+    /// The blob references of [`Entry::assign`]: keeps the image's, then
+    /// releases this entry's (the image may have been copied from this very
+    /// entry: the same blobs); returns the footprints of this entry's blobs
+    /// and of the image's.
+    #[cold]
+    #[inline(never)]
+    fn swap_blobs(&self, image: &EntryImage) -> (usize, usize) {
+        let after = if image.has_blobs() {
+            blob::keep_all(object_of(image.0))
+        } else {
+            0
+        };
+        let before = if self.has_blobs() {
+            blob::release_all(self.object())
+        } else {
+            0
+        };
+        (before, after)
     }
 
     /// The encoded object, exactly as inserted.
     #[inline]
     pub fn object(&self) -> &[u8] {
-        let (off, len) = self.header();
-        if len & APPENDED != 0 {
-            &self.0[HEADER..off]
-        } else {
-            &self.0[HEADER..]
-        }
+        object_of(&self.0)
     }
 
     /// The object bytes for in-place modification (the caller holds the
-    /// entry exclusively). The key element must not change. Always `Some`.
+    /// entry exclusively). The key element must not change, and neither
+    /// may a blob value (its tag and handle), nor may one be written: only
+    /// scalar values are rewritten in place. Always `Some`.
     #[inline]
     pub fn object_mut(&mut self) -> Option<&mut [u8]> {
         let (off, len) = self.header();
@@ -172,11 +285,60 @@ impl Entry {
         }
     }
 
+    /// This entry with the bytes of its blobs written inline (as binaries),
+    /// for stores that copy object bytes into buffers of their own (bags);
+    /// an entry without blobs is returned as it is. `None` for corrupt
+    /// bytes (not stored).
+    #[inline]
+    pub fn into_inline(self) -> Option<Entry> {
+        if !self.has_blobs() {
+            return Some(self);
+        }
+        self.inline_blobs()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn inline_blobs(&self) -> Option<Entry> {
+        use crate::format::{self, tag, Item};
+        let (off, len) = self.header();
+        let appended = len & APPENDED != 0;
+        let obj = self.object();
+        let mut pos = 0;
+        let Ok(Item::Tuple(n)) = format::read_item(obj, &mut pos) else {
+            return None;
+        };
+        let mut b = EntryBuf::new();
+        let base = EntryBuf::object_start();
+        b.out.extend_from_slice(&obj[..pos]);
+        let mut key = base..base;
+        for _ in 0..n {
+            let end = format::skip(obj, pos).ok()?;
+            let at = b.out.len();
+            match format::blob_at(obj, pos) {
+                Some(h) => format::put_bytes(&mut b.out, tag::BINARY, blob::data(h).ok()?),
+                None => b.out.extend_from_slice(&obj[pos..end]),
+            }
+            if !appended && base + pos == off {
+                key = at..at + len as usize;
+            }
+            pos = end;
+        }
+        b.out.extend_from_slice(&obj[pos..]);
+        let canonical = appended.then(|| self.key());
+        Some(b.finish(key, canonical))
+    }
+
     /// Bytes of heap this entry occupies: the allocation, rounded up to the
-    /// allocator's 16-byte granule.
+    /// allocator's 16-byte granule, and the blobs it holds.
     #[inline]
     pub fn heap_bytes(&self) -> usize {
-        self.0.len().next_multiple_of(16)
+        let own = self.0.len().next_multiple_of(16);
+        if self.has_blobs() {
+            own + blob::footprint(self.object())
+        } else {
+            own
+        }
     }
 }
 
@@ -204,11 +366,11 @@ mod tests {
         b.out.extend_from_slice(b"XYKEYZW");
         let img = b.seal(s + 2..s + 5, None);
         assert_eq!(img.key(), b"KEY");
-        assert!(e.assign(&img));
+        assert!(e.assign(&img).is_some());
         assert_eq!(e.object(), b"XYKEYZW");
         let mut b = EntryBuf::new();
         b.out.extend_from_slice(b"KEY");
-        assert!(!e.assign(&b.seal(s..s + 3, None)));
+        assert!(e.assign(&b.seal(s..s + 3, None)).is_none());
         assert_eq!(e.object(), b"XYKEYZW");
     }
 

@@ -14,11 +14,13 @@
 //! NIL                                       MAP    varint size, u32 bytes, key/value pairs
 //! PID   8 bytes (opaque immediate: pid)     EXT    varint len, external term format
 //! BIGINT varint n, sign, n magnitude bytes (integers outside i64)
+//! BLOB  8 bytes (opaque host handle of an out-of-line binary, see blob.rs)
 //! ```
 //!
 //! The encoding of a term is canonical: two terms that the host considers
 //! identical encode to the same bytes, so keys are hashed and compared as
-//! plain byte strings.
+//! plain byte strings. (Except for `BLOB` values, which only stored
+//! objects hold outside their key: see [`crate::blob`].)
 //!
 //! List and map headers also carry the byte length of their contents
 //! (`u32` little endian after the count, [`LIST_LEN_UNKNOWN`] when that
@@ -53,6 +55,10 @@ pub mod tag {
     /// An integer outside i64: varint byte count, sign byte (0 or 1), then
     /// the magnitude, little endian, without high zero bytes.
     pub const BIGINT: u8 = 11;
+    /// A binary kept out of line (see [`crate::blob`]): an opaque 8-byte
+    /// host handle. Read back as [`super::Item::Binary`] with the blob's
+    /// bytes, so that comparisons and matching see its contents.
+    pub const BLOB: u8 = 12;
 }
 
 /// Errors found while reading encoded values.
@@ -131,6 +137,24 @@ pub fn put_bytes(out: &mut Vec<u8>, t: u8, bytes: &[u8]) {
     out.push(t);
     put_uvarint(out, bytes.len() as u64);
     out.extend_from_slice(bytes);
+}
+
+/// Appends a blob value (tag included) for the host handle `h`. The
+/// buffer does not own the blob: see [`crate::blob`].
+#[inline]
+pub fn put_blob(out: &mut Vec<u8>, h: u64) {
+    out.push(tag::BLOB);
+    out.extend_from_slice(&h.to_le_bytes());
+}
+
+/// The handle of the blob value at `pos`, if `pos` holds one.
+#[inline]
+pub fn blob_at(buf: &[u8], pos: usize) -> Option<u64> {
+    if buf.get(pos) == Some(&tag::BLOB) {
+        word_at(buf, pos + 1).ok()
+    } else {
+        None
+    }
 }
 
 /// Appends any integer: `INT` when it fits in i64, otherwise `BIGINT`.
@@ -369,6 +393,11 @@ pub fn read_item<'a>(buf: &'a [u8], pos: &mut usize) -> Result<Item<'a>, FormatE
                 Item::Ext(bytes)
             }
         }
+        tag::BLOB => {
+            let h = word_at(buf, *pos)?;
+            *pos += 8;
+            Item::Binary(crate::blob::data(h)?)
+        }
         tag::BIGINT => {
             let len = get_uvarint(buf, pos)? as usize;
             let sign = *buf.get(*pos).ok_or(FormatError::Corrupt)?;
@@ -404,7 +433,9 @@ pub fn read_item<'a>(buf: &'a [u8], pos: &mut usize) -> Result<Item<'a>, FormatE
 pub fn skip(buf: &[u8], pos: usize) -> Result<usize, FormatError> {
     // Scalars (most values) without the container loop.
     match buf.get(pos) {
-        Some(&(tag::WORD | tag::PID | tag::INT | tag::FLOAT)) if pos + 9 <= buf.len() => {
+        Some(&(tag::WORD | tag::PID | tag::INT | tag::FLOAT | tag::BLOB))
+            if pos + 9 <= buf.len() =>
+        {
             return Ok(pos + 9)
         }
         Some(&tag::NIL) => return Ok(pos + 1),

@@ -6,6 +6,7 @@
 //!
 //! - [`format`]: the byte encoding of values, and how to walk it.
 //! - [`entry`]: one stored object with its key.
+//! - [`blob`]: large binaries kept out of line, shared by reference count.
 //! - [`set`]: the sharded concurrent hash table with set semantics.
 //! - [`bag`]: the same for `bag` and `duplicate_bag` tables (buckets per key).
 //! - `segmap`: a hash shard's map, whose items stay in place while the
@@ -24,6 +25,7 @@
 
 pub mod background;
 pub mod bag;
+pub mod blob;
 pub mod entry;
 pub mod fixation;
 pub mod format;

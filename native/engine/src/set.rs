@@ -642,10 +642,17 @@ impl SetTable {
         let key = image.key();
         let hash = hash_key(key);
         let mut shard = self.write(hash);
+        let mut assigned = None;
         if let Some(e) = shard.map.find_mut(hash, |e| e.key() == key) {
-            if e.assign(image) {
-                return None;
+            assigned = e.assign(image);
+        }
+        if let Some((before, after)) = assigned {
+            // Entries of one size can hold blobs of different sizes: the
+            // shard's byte count follows.
+            if before != after {
+                shard.heap = shard.heap + after - before;
             }
+            return None;
         }
         shard.put_hashed(hash, image.to_entry())
     }

@@ -523,6 +523,46 @@ pub fn proper_list(t: Term) -> rustler::NifResult<Vec<Term>> {
     }
 }
 
+/// False when `t` is certainly not a binary: immediates and small maps are
+/// turned away from their words alone (when the load checks passed),
+/// without a call into the VM. (See [`large_binary`].)
+#[inline(always)]
+pub fn maybe_binary(t: Term) -> bool {
+    let w = word_of(t.as_c_arg());
+    if TAGGED_WORDS.load(Ordering::Relaxed) {
+        if w & 0x3 != 0x2 {
+            // Not boxed: an immediate or a list cell.
+            return false;
+        }
+        let flat = FLATMAP_HEADER.load(Ordering::Relaxed);
+        // SAFETY: a boxed term word points at its header word (checked at
+        // load with the list and map layouts, which `flat != 0` implies).
+        if flat != 0 && unsafe { *(address_of(w) as *const u64) } == flat {
+            return false;
+        }
+    }
+    true
+}
+
+/// The bytes of `t` when it is a binary of at least `min` bytes (to be kept
+/// out of line, see [`crate::blob`]); `None` for anything else.
+pub fn large_binary<'a>(env: Env<'a>, t: Term<'a>, min: usize) -> Option<&'a [u8]> {
+    let mut bin = std::mem::MaybeUninit::<ErlNifBinary>::uninit();
+    // SAFETY: `t` is a live term of `env`; `bin` is a live out-pointer, read
+    // only when the call succeeded; the bytes of a binary term stay valid
+    // and unchanged while the term lives (`'a`, the call's environment).
+    unsafe {
+        if enif_inspect_binary(env.as_c_arg(), t.as_c_arg(), bin.as_mut_ptr()) == 0 {
+            return None;
+        }
+        let bin = bin.assume_init();
+        if bin.size < min.max(1) {
+            return None;
+        }
+        Some(std::slice::from_raw_parts(bin.data, bin.size))
+    }
+}
+
 /// Why a term could not be encoded.
 #[derive(Debug)]
 pub struct EncodeError;
@@ -1037,6 +1077,18 @@ impl From<format::FormatError> for DecodeError {
 
 /// Rebuilds the term encoded at the start of `buf` in `env`.
 pub fn decode<'a>(env: Env<'a>, buf: &[u8]) -> Result<Term<'a>, DecodeError> {
+    decode_with(env, buf, false)
+}
+
+/// [`decode`] of the object of an entry the caller removed and is about
+/// to drop (`take`): its blobs that were never shown to the VM are copied
+/// into new binaries rather than given a resource (they are freed right
+/// after: a copy costs less than a resource and its destructor).
+pub fn decode_removed<'a>(env: Env<'a>, buf: &[u8]) -> Result<Term<'a>, DecodeError> {
+    decode_with(env, buf, true)
+}
+
+fn decode_with<'a>(env: Env<'a>, buf: &[u8], removed: bool) -> Result<Term<'a>, DecodeError> {
     if let Some(t) = flat_tuple(env.as_c_arg(), buf) {
         // SAFETY: `t` was made in `env`.
         return Ok(unsafe { Term::new(env, t) });
@@ -1046,6 +1098,7 @@ pub fn decode<'a>(env: Env<'a>, buf: &[u8]) -> Result<Term<'a>, DecodeError> {
         env: env.as_c_arg(),
         buf,
         stack: Vec::new(),
+        removed,
     };
     let t = d.raw(&mut pos);
     d.release();
@@ -1209,6 +1262,8 @@ struct Decoder<'b> {
     /// truncates back. Borrowed from [`TERMS`] on first use (values without
     /// large containers never touch it).
     stack: Vec<ErlNifTerm>,
+    /// The bytes are a removed entry's (see [`decode_removed`]).
+    removed: bool,
 }
 
 impl Decoder<'_> {
@@ -1243,6 +1298,7 @@ impl Decoder<'_> {
     /// through [`Decoder::item`].
     #[inline(always)]
     fn raw(&mut self, pos: &mut usize) -> Result<ErlNifTerm, DecodeError> {
+        let start = *pos;
         match format::read_item(self.buf, pos)? {
             Item::Word(w) | Item::Pid(w) => Ok(term_of(w)),
             Item::Int(i)
@@ -1252,14 +1308,19 @@ impl Decoder<'_> {
                 // The word the VM itself makes for `i` (checked in `init`).
                 Ok(term_of(small_word(i)))
             }
-            item => self.item(item, pos),
+            item => self.item(item, start, pos),
         }
     }
 
-    /// Decodes the value whose head `item` was just read (its elements, if
-    /// any, follow at `*pos`).
+    /// Decodes the value whose head `item` was just read from `start` (its
+    /// elements, if any, follow at `*pos`).
     #[inline(never)]
-    fn item(&mut self, item: Item, pos: &mut usize) -> Result<ErlNifTerm, DecodeError> {
+    fn item(
+        &mut self,
+        item: Item,
+        start: usize,
+        pos: &mut usize,
+    ) -> Result<ErlNifTerm, DecodeError> {
         let env = self.env;
         // SAFETY: every enif call below receives the caller's live `env` and
         // terms made in it; arrays passed by pointer live for the call.
@@ -1268,6 +1329,31 @@ impl Decoder<'_> {
                 Item::Word(w) | Item::Pid(w) => term_of(w),
                 Item::Int(i) => enif_make_int64(env, i),
                 Item::Float(f) => enif_make_double(env, f),
+                Item::Binary(_) if self.buf[start] == tag::BLOB => {
+                    // An out-of-line binary: shared, not copied. The handle
+                    // is live: `buf` is the object of an entry that owns a
+                    // reference to it, read under the table's lock.
+                    let h = format::blob_at(self.buf, start).ok_or(DecodeError)?;
+                    let shared = if self.removed && !crate::blob::has_resource(h) {
+                        None
+                    } else {
+                        crate::blob::term(env, h)
+                    };
+                    match shared {
+                        Some(t) => t,
+                        None => {
+                            // No resource: a copy, as for inline bytes.
+                            let bytes = crate::blob::bytes(h);
+                            let mut t: ErlNifTerm = ErlNifTerm::default();
+                            let p = enif_make_new_binary(env, bytes.len(), &mut t);
+                            if p.is_null() {
+                                return Err(DecodeError);
+                            }
+                            std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
+                            t
+                        }
+                    }
+                }
                 Item::Binary(bytes) => {
                     let mut t: ErlNifTerm = ErlNifTerm::default();
                     let p = enif_make_new_binary(env, bytes.len(), &mut t);

@@ -2,6 +2,7 @@
 //! into the engine's set table. Errors are `badarg`, as in ETS.
 
 use crate::atoms;
+use crate::blob;
 use crate::codec::{
     self, caller, decode, encode_key_bytes, encode_value, proper_list, word_of, word_term, Encoder,
     KeyBytes, Scratch, TupleTerms,
@@ -674,23 +675,37 @@ fn key_bytes(env: Env, key: Term) -> NifResult<KeyBytes> {
 }
 
 /// Encodes `obj` (a tuple with at least `keypos` elements) as an entry,
-/// optionally replacing its key element by `key`.
+/// optionally replacing its key element by `key`. Binaries stay inline.
 fn encode_object<'a>(
     env: Env<'a>,
     obj: Term<'a>,
     keypos: usize,
     key: Option<Term<'a>>,
 ) -> NifResult<Entry> {
-    with_encoded_object(env, obj, keypos, key, |img| img.to_entry())
+    with_encoded_object(env, obj, keypos, key, false, |img| img.to_entry())
+}
+
+/// Encodes `obj` as an entry to store in a table of type `data`: for a
+/// set or an ordered set, large binary elements outside the key go out of
+/// line (see [`crate::blob`]); bags keep every byte inline (their buckets
+/// are byte buffers, not entries).
+fn encode_stored<'a>(env: Env<'a>, obj: Term<'a>, keypos: usize, data: &Data) -> NifResult<Entry> {
+    let blobs = !matches!(data, Data::Bag(_));
+    with_encoded_object(env, obj, keypos, None, blobs, |img| img.to_entry())
 }
 
 /// Encodes `obj` like [`encode_object`] into a pooled buffer and passes
 /// the entry image to `f` (which may store it without a new allocation).
+/// With `blobs`, binaries of at least `blob::MIN_BYTES` bytes that are
+/// top-level elements other than the key are made blobs: the image then
+/// refers to them, and their creation references are released when this
+/// returns (after `f`, whose stored entry keeps its own).
 fn with_encoded_object<'a, R>(
     env: Env<'a>,
     obj: Term<'a>,
     keypos: usize,
     key: Option<Term<'a>>,
+    blobs: bool,
     f: impl FnOnce(&EntryImage) -> R,
 ) -> NifResult<R> {
     let elems = TupleTerms::of(obj).ok_or(Error::BadArg)?;
@@ -707,7 +722,7 @@ fn with_encoded_object<'a, R>(
             None => Scratch::take().into_vec(),
         };
         let mut buf = EntryBuf::with_buffer(out);
-        let r = encode_into(env, &elems, keypos, key, &mut buf, f);
+        let r = encode_into(env, &elems, keypos, key, blobs, &mut buf, f);
         let out = buf.into_buffer();
         match own {
             Some(mut v) if out.capacity() <= OBJECT_BUF_MAX => *v = out,
@@ -732,9 +747,13 @@ fn encode_into<'a, R>(
     elems: &TupleTerms<'a>,
     keypos: usize,
     key: Option<Term<'a>>,
+    blobs: bool,
     buf: &mut EntryBuf,
     f: impl FnOnce(&EntryImage) -> R,
 ) -> NifResult<R> {
+    // Creation references of the blobs made: released on every return,
+    // after `f` (whose stored entry keeps its own).
+    let mut made: Option<blob::NewBlobs> = None;
     let (range, canonical) = {
         let mut enc = Encoder::new(env, &mut buf.out, false);
         let mut range = 0..0;
@@ -743,6 +762,13 @@ fn encode_into<'a, R>(
         for (i, e) in elems.iter().enumerate() {
             let start = enc.len();
             let e = if i + 1 == keypos { key.unwrap_or(e) } else { e };
+            if blobs
+                && i + 1 != keypos
+                && codec::maybe_binary(e)
+                && put_blob(env, e, &mut made, enc_out(&mut enc))
+            {
+                continue;
+            }
             enc.noncanonical = false;
             enc.term(e, 0).map_err(|_| Error::BadArg)?;
             if i + 1 == keypos {
@@ -764,9 +790,33 @@ fn encode_into<'a, R>(
     if !fits_entry(buf.out.len() + canonical_len) {
         return Err(Error::BadArg);
     }
+    if made.is_some() {
+        buf.mark_blobs();
+    }
     Ok(f(
         &buf.seal(range, canonical.as_deref().map(|c| c.as_slice()))
     ))
+}
+
+/// Writes `e` as a blob when it is a binary of at least `blob::MIN_BYTES`
+/// bytes (adopting its creation reference in `made`); false otherwise
+/// (nothing written).
+#[cold]
+#[inline(never)]
+fn put_blob<'a>(
+    env: Env<'a>,
+    e: Term<'a>,
+    made: &mut Option<blob::NewBlobs>,
+    out: &mut Vec<u8>,
+) -> bool {
+    match codec::large_binary(env, e, blob::MIN_BYTES).and_then(blob::make) {
+        Some(h) => {
+            made.get_or_insert_with(Default::default).push(h);
+            format::put_blob(out, h);
+            true
+        }
+        None => false,
+    }
 }
 
 /// The largest stored entry, in bytes: entries and bag buckets record
@@ -789,14 +839,20 @@ fn decode_entry<'a>(env: Env<'a>, e: &Entry) -> NifResult<Term<'a>> {
     decode(env, e.object()).map_err(|_| Error::BadArg)
 }
 
-/// Objects of an `insert` argument: one tuple or a proper list of tuples.
-fn encode_objects<'a>(env: Env<'a>, arg: Term<'a>, keypos: usize) -> NifResult<Vec<Entry>> {
+/// Objects of an `insert` argument: one tuple or a proper list of tuples,
+/// encoded to be stored in `data` (see [`encode_stored`]).
+fn encode_objects<'a>(
+    env: Env<'a>,
+    arg: Term<'a>,
+    keypos: usize,
+    data: &Data,
+) -> NifResult<Vec<Entry>> {
     if arg.is_tuple() {
-        return Ok(vec![encode_object(env, arg, keypos, None)?]);
+        return Ok(vec![encode_stored(env, arg, keypos, data)?]);
     }
     let list = proper_list(arg)?;
     list.into_iter()
-        .map(|o| encode_object(env, o, keypos, None))
+        .map(|o| encode_stored(env, o, keypos, data))
         .collect()
 }
 
@@ -948,25 +1004,25 @@ fn table_insert<'a>(env: Env<'a>, [tab, objs]: [Term<'a>; 2]) -> NifResult<Term<
             if objs.is_tuple() {
                 // One object (the common case): no vector of entries.
                 let replaced =
-                    with_encoded_object(env, objs, keypos, None, |img| s.insert_image(img))?;
+                    with_encoded_object(env, objs, keypos, None, true, |img| s.insert_image(img))?;
                 drop(replaced);
             } else {
-                drop(s.insert_all(encode_objects(env, objs, keypos)?));
+                drop(s.insert_all(encode_objects(env, objs, keypos, &t.data)?));
             }
         }
         Data::Ordered(o) => {
             if objs.is_tuple() {
-                let e = with_encoded_object(env, objs, keypos, None, entry_of_image)?;
+                let e = with_encoded_object(env, objs, keypos, None, true, entry_of_image)?;
                 keep_spare(o.insert(e));
             } else {
-                drop(o.insert_all(encode_objects(env, objs, keypos)?));
+                drop(o.insert_all(encode_objects(env, objs, keypos, &t.data)?));
             }
         }
         Data::Bag(b) => {
             if objs.is_tuple() {
                 b.insert(encode_object(env, objs, keypos, None)?);
             } else {
-                b.insert_all(encode_objects(env, objs, keypos)?);
+                b.insert_all(encode_objects(env, objs, keypos, &t.data)?);
             }
         }
     }
@@ -990,7 +1046,7 @@ const SPARE_MAX: usize = 256;
 #[inline]
 fn entry_of_image(img: &EntryImage) -> Entry {
     if let Some(mut e) = SPARE.take() {
-        if e.assign(img) {
+        if e.assign(img).is_some() {
             return e;
         }
         SPARE.set(Some(e));
@@ -1001,7 +1057,8 @@ fn entry_of_image(img: &EntryImage) -> Entry {
 /// Keeps a replaced entry (if small) as this thread's [`SPARE`].
 #[inline]
 fn keep_spare(replaced: Option<Entry>) {
-    if let Some(e) = replaced.filter(|e| e.heap_bytes() <= SPARE_MAX) {
+    // (Not one holding blobs: the spare would keep them alive.)
+    if let Some(e) = replaced.filter(|e| !e.has_blobs() && e.heap_bytes() <= SPARE_MAX) {
         drop(SPARE.replace(Some(e)));
     }
 }
@@ -1014,11 +1071,7 @@ fn table_insert_new<'a>(env: Env<'a>, [tab, objs]: [Term<'a>; 2]) -> NifResult<T
 fn insert_new<'a>(env: Env<'a>, tab: Term<'a>, objs: Term<'a>) -> NifResult<bool> {
     let t = writable(env, tab)?;
     let keypos = t.meta.keypos();
-    let mut entries = if objs.is_tuple() {
-        vec![encode_object(env, objs, keypos, None)?]
-    } else {
-        encode_objects(env, objs, keypos)?
-    };
+    let mut entries = encode_objects(env, objs, keypos, &t.data)?;
     Ok(match &t.data {
         Data::Set(s) if entries.len() == 1 => s.insert_new(entries.pop().expect("one entry")),
         Data::Set(s) => s.insert_new_all(entries),
@@ -1170,7 +1223,9 @@ fn table_take<'a>(env: Env<'a>, [tab, key]: [Term<'a>; 2]) -> NifResult<Term<'a>
     };
     match removed {
         None => Ok(nil),
-        Some(e) => Ok(nil.list_prepend(decode_entry(env, &e)?)),
+        Some(e) => Ok(
+            nil.list_prepend(codec::decode_removed(env, e.object()).map_err(|_| Error::BadArg)?)
+        ),
     }
 }
 
@@ -1402,6 +1457,10 @@ fn rekey(obj: &[u8], old: &Entry, keypos: usize) -> Entry {
     let canonical = (obj[r.clone()] != *old.key()).then(|| old.key());
     let mut buf = EntryBuf::new();
     buf.out.extend_from_slice(obj);
+    if old.has_blobs() {
+        // `obj` was built from `old`'s object: it may hold its blobs.
+        buf.mark_blobs();
+    }
     let start = EntryBuf::object_start();
     buf.finish(start + r.start..start + r.end, canonical)
 }
@@ -1916,7 +1975,7 @@ fn table_all(env: Env) -> Term {
 pub fn on_load(env: Env) -> bool {
     codec::init(env);
     install_term_order();
-    open_table_type(env)
+    open_table_type(env) && crate::blob::init(env)
 }
 
 /// `swap_objects(tab, key, expected, new)` for bags: when the objects of
@@ -1939,8 +1998,8 @@ fn table_swap_objects<'a>(
     let keypos = t.meta.keypos();
     let kb = key_bytes(env, key)?;
     let (expected, new) = (
-        encode_objects(env, expected, keypos)?,
-        encode_objects(env, new, keypos)?,
+        encode_objects(env, expected, keypos, &t.data)?,
+        encode_objects(env, new, keypos, &t.data)?,
     );
     if new.is_empty() || new.iter().any(|e| !kb.key().matches(e.key())) {
         return Err(Error::BadArg);
@@ -1982,7 +2041,7 @@ fn table_replace<'a>(
     }
     let new = match new {
         Some(o) => {
-            let e = encode_object(env, o, keypos, None)?;
+            let e = encode_stored(env, o, keypos, &t.data)?;
             if !kb.key().matches(e.key()) {
                 return Err(Error::BadArg);
             }
@@ -2107,6 +2166,10 @@ fn merge_bytes(c: &Entry, keypos: usize, upd: &[u8]) -> Option<(Change, Scratch)
         (second, first)
     };
     let mut buf = EntryBuf::with_buffer(Scratch::take().into_vec());
+    if c.has_blobs() {
+        // Elements copied from `c` may be its blobs.
+        buf.mark_blobs();
+    }
     let base = EntryBuf::object_start();
     format::put_header(&mut buf.out, tag::TUPLE, 2);
     let mut key_range = 0..0;
