@@ -53,6 +53,12 @@ static CONS_CELLS: AtomicBool = AtomicBool::new(false);
 /// at load; maps with other headers go through the map iterator.
 static FLATMAP_HEADER: AtomicU64 = AtomicU64::new(0);
 
+/// The low six bits of the header words of the VM's off-heap (refc)
+/// binaries and of sub-binaries (one byte each), or 0 when they could not
+/// be told apart at load from those of heap binaries and other boxed terms:
+/// only those two kinds can be large binaries (see [`maybe_binary`]).
+static BIG_BIN_TAGS: AtomicU64 = AtomicU64::new(0);
+
 /// The word of `[]` (an immediate; recorded at load, used when
 /// [`TAGGED_WORDS`] holds).
 static NIL_WORD: AtomicU64 = AtomicU64::new(0);
@@ -119,7 +125,54 @@ pub fn init(env: Env) {
         0
     };
     FLATMAP_HEADER.store(flat, Ordering::Relaxed);
+    // SAFETY: as for the maps (boxed pointers checked by `cons`).
+    let bins = if cons {
+        unsafe { big_bin_tags(env.as_c_arg()) }
+    } else {
+        0
+    };
+    BIG_BIN_TAGS.store(bins, Ordering::Relaxed);
     TAGGED_WORDS.store(tagged, Ordering::Relaxed);
+}
+
+/// The header tags behind [`BIG_BIN_TAGS`], learnt from a refc binary and
+/// a sub-binary made here, and checked to differ from those of a heap
+/// binary and of other boxed terms; 0 when they do not.
+///
+/// # Safety
+/// `env` must be a live environment, and boxed term words pointers (plus
+/// tag `0b10`) to their header word (checked by the caller).
+unsafe fn big_bin_tags(env: *mut ErlNifEnv) -> u64 {
+    let header = |t: ErlNifTerm| {
+        let w = word_of(t);
+        (w & 0x3 == 0x2).then(|| *(address_of(w) as *const u64) & 0x3F)
+    };
+    let mut refc = ErlNifTerm::default();
+    if enif_make_new_binary(env, 200, &mut refc).is_null() {
+        return 0;
+    }
+    let sub = enif_make_sub_binary(env, refc, 10, 150);
+    let mut small = ErlNifTerm::default();
+    enif_make_new_binary(env, 8, &mut small);
+    let elems = [refc, sub];
+    let others = [
+        small,
+        enif_make_tuple_from_array(env, elems.as_ptr(), 2),
+        enif_make_double(env, 1.5),
+        enif_make_int64(env, i64::MAX),
+        enif_make_ref(env),
+        enif_make_new_map(env),
+    ];
+    let (Some(r), Some(s)) = (header(refc), header(sub)) else {
+        return 0;
+    };
+    if others
+        .iter()
+        .any(|&o| header(o).is_none_or(|h| h == r || h == s))
+    {
+        return 0;
+    }
+    r | s << 8
 }
 
 /// Checks the list cell layout behind [`CONS_CELLS`] on sample lists
@@ -523,9 +576,10 @@ pub fn proper_list(t: Term) -> rustler::NifResult<Vec<Term>> {
     }
 }
 
-/// False when `t` is certainly not a binary: immediates and small maps are
-/// turned away from their words alone (when the load checks passed),
-/// without a call into the VM. (See [`large_binary`].)
+/// False when `t` is certainly not a large binary: only off-heap binaries
+/// and sub-binaries pass, told by their header words (or, when their tags
+/// were not learnt at load, anything boxed but a small map), without a
+/// call into the VM. A false "maybe" only costs [`large_binary`]'s check.
 #[inline(always)]
 pub fn maybe_binary(t: Term) -> bool {
     let w = word_of(t.as_c_arg());
@@ -534,11 +588,17 @@ pub fn maybe_binary(t: Term) -> bool {
             // Not boxed: an immediate or a list cell.
             return false;
         }
+        let bins = BIG_BIN_TAGS.load(Ordering::Relaxed);
         let flat = FLATMAP_HEADER.load(Ordering::Relaxed);
-        // SAFETY: a boxed term word points at its header word (checked at
-        // load with the list and map layouts, which `flat != 0` implies).
-        if flat != 0 && unsafe { *(address_of(w) as *const u64) } == flat {
-            return false;
+        if bins != 0 || flat != 0 {
+            // SAFETY: a boxed term word points at its header word (checked
+            // at load with the list layout, which either value implies).
+            let h = unsafe { *(address_of(w) as *const u64) };
+            if bins != 0 {
+                let tag = h & 0x3F;
+                return tag == bins & 0xFF || tag == bins >> 8;
+            }
+            return h != flat;
         }
     }
     true
