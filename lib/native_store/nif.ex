@@ -56,9 +56,12 @@ defmodule NativeStore.Nif do
   def cursor_next(_position, _acc), do: nif_error()
 
   # safe_fixtable/2: `table_safe_fixtable(tab, fix?, erlang:monotonic_time())`
-  # returns true; `table_fixation(tab)` is false, `{since, [{pid, count}]}`
-  # (`since` in native monotonic units) or :undefined.
+  # returns true, or :untidy when the unfix left housekeeping that
+  # `table_tidy(tab)` (dirty) does at once; `table_fixation(tab)` is false,
+  # `{since, [{pid, count}]}` (`since` in native monotonic units) or
+  # :undefined.
   def table_safe_fixtable(_tab, _fix, _now), do: nif_error()
+  def table_tidy(_tab), do: nif_error()
   def table_fixation(_tab), do: nif_error()
   def table_swap_objects(_tab, _key, _expected, _new), do: nif_error()
   def table_stats(_tab), do: nif_error()

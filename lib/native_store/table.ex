@@ -564,8 +564,10 @@ defmodule NativeStore.Table do
   the objects it visits, and a walk meets every object that stays exactly
   once while other processes insert and delete meanwhile, as in ETS (a
   fixed shard neither shrinks nor grows: new keys that do not fit go to an
-  overflow table walked after it, merged back a few objects per write
-  once the table is unfixed). Fixations
+  overflow table walked after it; the last `safe_fixtable(tab, false)`
+  merges them back and shrinks what removals left sparse, on a dirty
+  scheduler, and when a fixer's exit unfixes the table the shards' next
+  writes do it). Fixations
   are counted per process (fix twice, release twice) and end when the
   process exits. An `:ordered_set` needs no fixing (its `next/2` accepts
   any key); fixing one only shows in `info/2`. Reading the table is enough
@@ -597,8 +599,19 @@ defmodule NativeStore.Table do
       false
   """
   @spec safe_fixtable(table(), boolean()) :: true
-  def safe_fixtable(table, fix),
-    do: Nif.table_safe_fixtable(table, fix, :erlang.monotonic_time())
+  def safe_fixtable(table, fix) do
+    case Nif.table_safe_fixtable(table, fix, :erlang.monotonic_time()) do
+      true ->
+        true
+
+      # The last unfix: what the fixation held back (keys sent to overflow
+      # tables, shards left sparse by removals) is put in order now, on a
+      # dirty scheduler.
+      :untidy ->
+        Nif.table_tidy(table)
+        true
+    end
+  end
 
   @doc """
   NativeStore extension (not in `:ets`): a compare-and-swap.

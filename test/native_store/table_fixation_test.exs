@@ -98,6 +98,20 @@ defmodule NativeStore.TableFixationTest do
       assert Table.info(t, :size) == 1000
     end
 
+    test "a table purged by select_delete/2 (which fixes it) gives its memory back" do
+      # Found by review: removals while fixed leave shards sparse; the unfix
+      # left their shrinking to their next writes, so a table purged by a
+      # scan and then only read kept its memory.
+      t = Table.new(:fix_purge, [:public])
+      Table.insert(t, for(i <- 1..400_000, do: {i, i}))
+      full = Table.info(t, :memory)
+      ms = [{{:"$1", :_}, [{:>, {:rem, :"$1", 16}, 0}], [true]}]
+      assert Table.select_delete(t, ms) == 375_000
+      assert Table.info(t, :fixed) == false
+      assert Table.info(t, :memory) < full / 4
+      assert Table.info(t, :size) == 25_000
+    end
+
     test "a key that never was in the table still raises, as in ETS" do
       for type <- @types do
         {e, t} = both(type, objects(50, type))

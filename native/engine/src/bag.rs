@@ -289,9 +289,9 @@ impl Counted for Shard {
         Shard::bytes(self)
     }
     #[inline]
-    fn tidy(&mut self, budget: usize) {
+    fn tidy(&mut self, budget: usize, unfixing: bool) {
         if self.graves.is_none() {
-            self.map.tidy(|b| b.hash, budget);
+            self.map.tidy(|b| b.hash, budget, unfixing);
         }
     }
 }
@@ -610,6 +610,11 @@ impl BagTable {
     /// Fixes or unfixes the table, as [`crate::set::SetTable::set_fixed`].
     pub fn set_fixed(&self, fixed: bool) -> Released {
         self.shards.set_fixed(fixed)
+    }
+
+    /// As [`crate::set::SetTable::tidy_all`].
+    pub fn tidy_all(&self) {
+        self.shards.tidy_all()
     }
 
     /// Number of objects.

@@ -128,11 +128,23 @@ pub(crate) fn set_fixed<S: Fixable>(s: &mut S, fixed: bool, kept: &mut Vec<Box<d
 /// them frees what the fixation kept (do that off the caller's scheduler
 /// when there may be many).
 #[derive(Default)]
-pub struct Released(pub(crate) Vec<Box<dyn Send + Sync>>);
+pub struct Released {
+    pub(crate) kept: Vec<Box<dyn Send + Sync>>,
+    /// Some shard's housekeeping was left to its next writes (see
+    /// `SegMap::tidy`).
+    pub(crate) untidy: bool,
+}
 
 impl Released {
     /// True when nothing was kept.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.kept.is_empty()
+    }
+
+    /// True when some shard still has housekeeping due: the unfixing
+    /// caller may do it at once, off the schedulers (`tidy_all`), rather
+    /// than leave it to the shards' next writes.
+    pub fn untidy(&self) -> bool {
+        self.untidy
     }
 }

@@ -9,9 +9,10 @@
 //! (another, twice as big, when that one is full), and a walk visits the
 //! main table's buckets, then each overflow table's. Replacing or removing
 //! an item moves no other item. Once the table is unfixed, the overflow
-//! tables are merged back into the main one a few items per write of the
-//! shard (see [`SegMap::tidy`]), so that nothing reorders a table nobody
-//! writes: an unfixed walk of a quiet table meets every object once.
+//! tables are merged back into the main one (see [`SegMap::tidy`]) by the
+//! unfixing caller (on a dirty scheduler) or a few items per write of the
+//! shard: nothing does it behind the table's users' backs, so an unfixed
+//! walk of a table nobody writes meets every object once.
 //!
 //! Bucket indexes are global: the main table's buckets come first, then
 //! each overflow table's, in the order they were added.
@@ -265,33 +266,41 @@ impl<T> SegMap<T> {
         }
     }
 
+    /// True while housekeeping is due (see [`SegMap::tidy`]).
+    pub(crate) fn is_untidy(&self) -> bool {
+        self.untidy
+    }
+
     /// Notes that housekeeping is due (the shard was just unfixed: removals
     /// may have left it sparse).
     pub(crate) fn mark_untidy(&mut self) {
         self.untidy = true;
     }
 
-    /// Housekeeping of an unfixed shard, bounded to about `budget` items
-    /// per call (the caller holds the shard's write lock): moves overflow
-    /// items into the main table (which may grow), then gives memory back
-    /// if the main table is sparse and small enough to rehash within what
-    /// is left of the budget (bigger ones shrink on their next removal).
+    /// Housekeeping of an unfixed shard (the caller holds its write lock):
+    /// moves up to about `budget` overflow items into the main table, then
+    /// gives memory back if the main table is sparse (see
+    /// [`crate::set::shrink_sparse`]; at most what one removal may cost).
+    /// `unfixing` (the unfix itself, 64 shards in one call) moves items only
+    /// into room the main table has and shrinks only tables of at most
+    /// `budget` items: what needs a growth or a bigger rehash is left to
+    /// the shard's next writes.
     #[inline]
-    pub(crate) fn tidy(&mut self, hash: impl Fn(&T) -> u64, budget: usize) {
+    pub(crate) fn tidy(&mut self, hash: impl Fn(&T) -> u64, budget: usize, unfixing: bool) {
         if self.untidy {
-            self.tidy_some(hash, budget);
+            self.tidy_some(hash, budget, unfixing);
         }
     }
 
     #[cold]
-    fn tidy_some(&mut self, hash: impl Fn(&T) -> u64, mut budget: usize) {
+    fn tidy_some(&mut self, hash: impl Fn(&T) -> u64, mut budget: usize, unfixing: bool) {
         let SegMap {
             main,
             extra,
             drain_at,
             untidy,
         } = self;
-        while budget > 0 {
+        'drain: while budget > 0 {
             let Some(m) = extra.last_mut() else { break };
             if m.is_empty() {
                 extra.pop();
@@ -303,6 +312,10 @@ impl<T> SegMap<T> {
                 *drain_at = 0;
             }
             while budget > 0 && *drain_at < m.num_buckets() {
+                if unfixing && main.len() >= main.capacity() {
+                    // A move would grow the main table: the writers will.
+                    break 'drain;
+                }
                 budget -= 1;
                 if let Ok(o) = m.get_bucket_entry(*drain_at) {
                     let t = o.remove().0;
@@ -312,11 +325,12 @@ impl<T> SegMap<T> {
             }
         }
         if extra.is_empty() {
-            // A bigger sparse table shrinks on its next removal.
-            if main.len() <= budget {
+            if !crate::set::shrinkable(main) {
+                *untidy = false;
+            } else if !unfixing || main.len() <= budget {
                 crate::set::shrink_sparse(main, hash);
+                *untidy = false;
             }
-            *untidy = false;
         }
     }
 }
@@ -385,7 +399,7 @@ mod tests {
         // Unfixed: a few items per write move back into the main table.
         let mut writes = 0;
         while !m.extra.is_empty() {
-            m.tidy(h, 32);
+            m.tidy(h, 32, false);
             writes += 1;
             let mut all = walk(&m);
             all.sort_unstable();

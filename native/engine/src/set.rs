@@ -374,16 +374,18 @@ pub(crate) trait Counted {
     /// Bytes of memory held.
     fn bytes(&self) -> usize;
     /// Housekeeping due since the table was unfixed, about `budget` items
-    /// (see `SegMap::tidy`).
-    fn tidy(&mut self, budget: usize);
+    /// (see `SegMap::tidy`; `unfixing`: at the unfix itself, which does
+    /// only what needs no table growth or big rehash).
+    fn tidy(&mut self, budget: usize, unfixing: bool);
 }
 
 /// Items a shard's housekeeping moves or rehashes as a write releases its
 /// lock (see `SegMap::tidy`): a few microseconds.
 pub(crate) const TIDY: usize = 32;
 
-/// The same as a table is unfixed, per shard: about a millisecond for the
-/// whole table at most.
+/// The same as a table is unfixed, per shard (moves into main tables
+/// with room, shrinks of small ones): about a millisecond for the whole
+/// table at most.
 const UNFIX_TIDY: usize = 256;
 
 /// A shard's object count and memory as of its last write, readable
@@ -406,10 +408,18 @@ const SHRINK_MAX: usize = 1 << 15;
 /// item's hash. Traversals, which visit every bucket, speed up with it.
 #[inline]
 pub(crate) fn shrink_sparse<T>(map: &mut HashTable<T>, hash: impl Fn(&T) -> u64) {
-    let cap = map.capacity();
-    if cap > 64 && map.len() * 8 < cap && cap <= SHRINK_MAX {
+    if shrinkable(map) {
         map.shrink_to(map.len() * 2, hash);
     }
+}
+
+/// True when [`shrink_sparse`] would shrink `map`. Its capacity is counted
+/// from its buckets (hashbrown's `capacity()` shrinks as removals leave
+/// tombstones, which would hide a sparse table).
+#[inline]
+pub(crate) fn shrinkable<T>(map: &HashTable<T>) -> bool {
+    let cap = map.num_buckets() / 8 * 7;
+    cap > 64 && map.len() * 8 < cap && cap <= SHRINK_MAX
 }
 
 /// The shard of a key's hash. hashbrown uses the low bits for the bucket
@@ -449,13 +459,20 @@ impl<S: Counted> Sharded<S> {
         ShardWrite {
             guard: crate::lock::write(&self.shards[i].0),
             stats: &self.stats[i].0,
+            tidy: true,
         }
     }
 
     /// `f` of every shard, write-locked one after the other.
+    /// (Their housekeeping is left to `f` and to the shards' next writes:
+    /// 64 shards' worth of it would not be short.)
     pub(crate) fn each_mut<T>(&self, mut f: impl FnMut(&mut S) -> T) -> Vec<T> {
         (0..self.shards.len())
-            .map(|i| f(&mut self.write(i)))
+            .map(|i| {
+                let mut w = self.write(i);
+                w.tidy = false;
+                f(&mut w)
+            })
             .collect()
     }
 
@@ -485,13 +502,21 @@ impl<S: Counted + Fixable> Sharded<S> {
     /// returns what the shards kept.
     pub(crate) fn set_fixed(&self, fixed: bool) -> Released {
         let mut kept = Vec::new();
+        let mut untidy = false;
         self.each_mut(|s| {
             fixation::set_fixed(s, fixed, &mut kept);
             if !fixed {
-                s.tidy(UNFIX_TIDY);
+                s.tidy(UNFIX_TIDY, true);
+                untidy |= s.map().is_untidy();
             }
         });
-        Released(kept)
+        Released { kept, untidy }
+    }
+
+    /// All the housekeeping due since the table was unfixed, shard by
+    /// shard (moves, growths, shrinks: call it off the schedulers).
+    pub(crate) fn tidy_all(&self) {
+        self.each_mut(|s| s.tidy(usize::MAX, false));
     }
 }
 
@@ -507,6 +532,8 @@ impl<S> std::ops::Deref for Sharded<S> {
 pub(crate) struct ShardWrite<'t, S: Counted> {
     guard: RwLockWriteGuard<'t, S>,
     stats: &'t ShardStats,
+    /// Whether the release does the shard's due housekeeping.
+    tidy: bool,
 }
 
 impl<S: Counted> std::ops::Deref for ShardWrite<'_, S> {
@@ -532,7 +559,9 @@ impl<S: Counted> Drop for ShardWrite<'_, S> {
         // Unchanged values (a counter updated in place) are not stored, so
         // a hot key's writers on several cores do not pass this line back
         // and forth.
-        self.guard.tidy(TIDY);
+        if self.tidy {
+            self.guard.tidy(TIDY, false);
+        }
         let (count, bytes) = (self.guard.count(), self.guard.bytes());
         if self.stats.count.load(Ordering::Relaxed) != count {
             self.stats.count.store(count, Ordering::Relaxed);
@@ -564,9 +593,9 @@ impl Counted for Shard {
         Shard::bytes(self)
     }
     #[inline]
-    fn tidy(&mut self, budget: usize) {
+    fn tidy(&mut self, budget: usize, unfixing: bool) {
         if self.graves.is_none() {
-            self.map.tidy(|e| hash_key(e.key()), budget);
+            self.map.tidy(|e| hash_key(e.key()), budget, unfixing);
         }
     }
 }
@@ -770,6 +799,13 @@ impl SetTable {
     /// [`crate::fixation`]). Unfixing returns what was kept, to be dropped.
     pub fn set_fixed(&self, fixed: bool) -> Released {
         self.shards.set_fixed(fixed)
+    }
+
+    /// After [`SetTable::set_fixed`]`(false)` reported [`Released::untidy`]:
+    /// does the housekeeping the shards left to their next writes. Visits
+    /// every shard, may rehash them: call it off the schedulers.
+    pub fn tidy_all(&self) {
+        self.shards.tidy_all()
     }
 
     /// Number of entries (each shard's count as of its last write: no

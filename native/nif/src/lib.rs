@@ -34,6 +34,7 @@ mod atoms {
         already_registered,
         unknown_registry,
         duplicate,
+        untidy,
     }
 }
 

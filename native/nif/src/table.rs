@@ -67,6 +67,15 @@ pub enum Data {
 }
 
 impl Data {
+    /// The housekeeping an unfix left (see `SetTable::tidy_all`).
+    fn tidy_all(&self) {
+        match self {
+            Data::Set(s) => s.tidy_all(),
+            Data::Bag(b) => b.tidy_all(),
+            Data::Ordered(_) => {}
+        }
+    }
+
     /// Fixes or unfixes a hash table (see `SetTable::set_fixed`); an
     /// `ordered_set` needs nothing: its walks go on from any key.
     fn set_fixed(&self, fixed: bool) -> Released {
@@ -408,7 +417,8 @@ impl TableRes {
     fn down(&self, env: Env, pid: LocalPid) {
         let word = word_of(pid.encode(env).as_c_arg());
         self.monitored.lock().retain(|w| *w != word);
-        // A process's fixations end with it, as in ETS.
+        // A process's fixations end with it, as in ETS (what the unfix
+        // leaves is done by the shards' next writes).
         self.unfix(word, u64::MAX);
         match self.meta.owner_exited(word) {
             OwnerExit::NotOwner => self.meta.heir_exited(word),
@@ -461,24 +471,28 @@ impl TableRes {
     }
 
     /// Removes up to `n` fixations by `pid`; the table is unfixed when none
-    /// is left (what the fixation kept is freed off the scheduler).
-    fn unfix(&self, pid: u64, n: u64) {
+    /// is left (what the fixation kept is freed off the scheduler). Returns
+    /// true when the unfix left housekeeping to the shards' next writes
+    /// (see `SegMap::tidy`), which the caller may do at once off the
+    /// schedulers (`table_tidy`).
+    fn unfix(&self, pid: u64, n: u64) -> bool {
         let mut f = self.fixations.lock();
         let Some(i) = f.procs.iter().position(|p| p.0 == pid) else {
-            return;
+            return false;
         };
         f.procs[i].1 = f.procs[i].1.saturating_sub(n);
         if f.procs[i].1 == 0 {
             f.procs.remove(i);
             if f.procs.is_empty() {
-                // Each shard merges what it held back while fixed a few
-                // items per write from now on (see `SegMap::tidy`).
-                let kept = self.data.set_fixed(false);
-                if !kept.is_empty() {
-                    drop_later(kept);
+                let released = self.data.set_fixed(false);
+                let untidy = released.untidy();
+                if !released.is_empty() {
+                    drop_later(released);
                 }
+                return untidy;
             }
         }
+        false
     }
 }
 
@@ -510,15 +524,17 @@ fn delete_table(t: &TableRes) {
         cat.by_id.remove(&t.id)
     };
     // Fixations end with the table (or its shards would keep what it held
-    // until every fixer exits: a deleted table cannot be unfixed).
-    let kept = {
+    // until every fixer exits: a deleted table cannot be unfixed). Its
+    // contents are taken out first, so that unfixing tidies nothing.
+    let (contents, kept) = {
         let mut f = t.fixations.lock();
         f.procs.clear();
-        t.data.set_fixed(false)
+        let contents = t.data.take_all();
+        (contents, t.data.set_fixed(false))
     };
     // Freeing a big table takes time: do it off the scheduler. The resource
     // handle itself is released there too (it may be the last one).
-    drop_later((kept, t.data.take_all(), removed));
+    drop_later((kept, contents, removed));
 }
 
 /// A table argument: a resource term, or the name of a named table.
@@ -1807,17 +1823,33 @@ fn table_safe_fixtable<'a>(
     tab: Term<'a>,
     fix: Term<'a>,
     now: i64,
-) -> NifResult<bool> {
+) -> NifResult<Term<'a>> {
     let t = readable(env, tab)?;
     let fix: bool = fix.decode().map_err(|_| Error::BadArg)?;
     let me = caller(env);
     if fix {
         t.monitor_once(env, &env.pid());
         t.fix(me, now);
-    } else {
-        t.unfix(me, 1);
+    } else if t.unfix(me, 1) {
+        // The caller then runs `table_tidy` (a dirty NIF).
+        return Ok(atoms::untidy().encode(env));
     }
-    Ok(true)
+    Ok(true.encode(env))
+}
+
+/// The housekeeping an unfix left to the shards' next writes (moving what
+/// the fixation sent to overflow tables back, shrinking what removals left
+/// sparse), done at once on a dirty scheduler: `true`, or `:undefined`
+/// for a table that no longer exists.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn table_tidy<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
+    Ok(match info_target(tab)? {
+        Some(t) => {
+            t.data.tidy_all();
+            true.encode(env)
+        }
+        None => atoms::undefined().encode(env),
+    })
 }
 
 /// `false` when the table is not fixed, else `{since, [{pid, count}]}`
