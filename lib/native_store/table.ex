@@ -83,7 +83,8 @@ defmodule NativeStore.Table do
     they meet every object that stays exactly once. Walks the caller
     drives (`first/1`-`next/2`, `select/3` continuations) on an unfixed
     table may miss or repeat objects when other processes insert or delete
-    meanwhile (a shard grows or shrinks), as an ETS traversal without
+    meanwhile (a shard grows, shrinks, or takes back what a fixation kept
+    apart), as an ETS traversal without
     `safe_fixtable/2` can; nothing reorders a table that nobody writes.
   * `info/1` reports `memory` in words, counted from the bytes the native
     table really holds (entries, slots and shards).

@@ -18,6 +18,7 @@
 //! each overflow table's, in the order they were added.
 
 use hashbrown::HashTable;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A hash table plus the overflow tables of a fixation (see the module
 /// documentation).
@@ -26,6 +27,9 @@ pub(crate) struct SegMap<T> {
     /// Tables for the new keys of a fixed, full shard; empty otherwise
     /// (until the shard is unfixed and merged).
     extra: Vec<HashTable<T>>,
+    /// When each overflow table was made (a number from [`OVERFLOW_SEQ`]):
+    /// `slot/2` numbers them in that order across shards.
+    seqs: Vec<u64>,
     /// Where [`SegMap::tidy`] goes on draining the last overflow table.
     drain_at: usize,
     /// Housekeeping is due: overflow tables to merge, or a main table left
@@ -38,11 +42,15 @@ impl<T> Default for SegMap<T> {
         SegMap {
             main: HashTable::new(),
             extra: Vec::new(),
+            seqs: Vec::new(),
             drain_at: 0,
             untidy: false,
         }
     }
 }
+
+/// Numbers overflow tables in the order they are made, table-wide.
+static OVERFLOW_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// The smallest overflow table.
 const MIN_EXTRA: usize = 16;
@@ -139,6 +147,7 @@ impl<T> SegMap<T> {
         if !self.extra.last().is_some_and(room) {
             let size = (self.main.capacity() + self.extra_len()).max(MIN_EXTRA);
             self.extra.push(HashTable::with_capacity(size));
+            self.seqs.push(OVERFLOW_SEQ.fetch_add(1, Ordering::Relaxed));
         }
         let m = self.extra.last_mut().expect("an overflow table");
         m.insert_unique(hash, value, hasher).into_mut()
@@ -233,6 +242,30 @@ impl<T> SegMap<T> {
             .sum()
     }
 
+    /// Buckets of the main table.
+    pub(crate) fn main_buckets(&self) -> usize {
+        self.main.num_buckets()
+    }
+
+    /// The item in bucket `i` of the main table.
+    pub(crate) fn main_bucket(&self, i: usize) -> Option<&T> {
+        self.main.get_bucket(i)
+    }
+
+    /// The overflow tables: when each was made, and its buckets.
+    pub(crate) fn overflow(&self) -> impl Iterator<Item = (u64, usize)> + '_ {
+        self.seqs
+            .iter()
+            .copied()
+            .zip(self.extra.iter().map(HashTable::num_buckets))
+    }
+
+    /// The item in bucket `i` of the overflow table made as `seq`.
+    pub(crate) fn overflow_bucket(&self, seq: u64, i: usize) -> Option<&T> {
+        let at = self.seqs.iter().position(|&s| s == seq)?;
+        self.extra[at].get_bucket(i)
+    }
+
     /// Number of buckets, overflow tables included (global indexes run up
     /// to this).
     #[inline]
@@ -297,6 +330,7 @@ impl<T> SegMap<T> {
         let SegMap {
             main,
             extra,
+            seqs,
             drain_at,
             untidy,
         } = self;
@@ -304,6 +338,7 @@ impl<T> SegMap<T> {
             let Some(m) = extra.last_mut() else { break };
             if m.is_empty() {
                 extra.pop();
+                seqs.pop();
                 *drain_at = 0;
                 continue;
             }

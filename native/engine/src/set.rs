@@ -252,13 +252,30 @@ pub(crate) fn slot_in<S, T, R>(
     mut i: usize,
     f: impl FnOnce(Option<&T>) -> R,
 ) -> Slot<R> {
+    // The main tables shard after shard, then the overflow tables of a
+    // fixed table (see `segmap`) in the order they were made: a fixed
+    // table's main tables keep their size and new overflow tables come
+    // last, so the numbering of a fixed table only grows at the end.
     for s in shards {
         let g = s.0.read();
         let m = map(&g);
-        if i < m.num_buckets() {
-            return Slot::At(f(m.get_bucket(i)));
+        if i < m.main_buckets() {
+            return Slot::At(f(m.main_bucket(i)));
         }
-        i -= m.num_buckets();
+        i -= m.main_buckets();
+    }
+    let mut overflow: Vec<(u64, usize, usize)> = Vec::new();
+    for (k, s) in shards.iter().enumerate() {
+        let g = s.0.read();
+        overflow.extend(map(&g).overflow().map(|(seq, n)| (seq, k, n)));
+    }
+    overflow.sort_unstable();
+    for (seq, k, n) in overflow {
+        if i < n {
+            let g = shards[k].0.read();
+            return Slot::At(f(map(&g).overflow_bucket(seq, i)));
+        }
+        i -= n;
     }
     if i == 0 {
         Slot::End
