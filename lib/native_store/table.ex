@@ -84,12 +84,16 @@ defmodule NativeStore.Table do
     drives (`first/1`-`next/2`, `select/3` continuations) on an unfixed
     table may miss or repeat objects when other processes insert or delete
     meanwhile (a shard grows, shrinks, or takes back what a fixation kept
-    apart), as an ETS traversal without
-    `safe_fixtable/2` can; nothing reorders a table that nobody writes.
+    apart), as an ETS traversal without `safe_fixtable/2` can; nothing
+    reorders a table that nobody writes.
   * `info/1` reports `memory` in words, counted from the bytes the native
     table really holds (entries, slots and shards).
-  * One object's encoding is limited to 2 GiB: a bigger object raises
-    `ArgumentError` (ETS keeps big binaries off-heap and has no such limit).
+  * Binaries of 65 bytes or more that are elements of a `:set` or
+    `:ordered_set` object (other than its key) are kept out of line and
+    shared with the processes that look them up, as ETS shares its off-heap
+    binaries; other values (and every value of a bag) are copied in and out.
+    What is copied in is limited to 2 GiB per object: a bigger object
+    raises `ArgumentError` (ETS has no such limit).
   * The `info/2` item `:stats` has ETS's shape, but its numbers describe
     NativeStore's buckets (a bucket holds one key), not ETS's hash chains.
   * `ArgumentError` messages are NativeStore's own (ETS's badarg messages
@@ -474,9 +478,10 @@ defmodule NativeStore.Table do
   locks}`, describing NativeStore's own buckets (a bucket holds one key's
   objects; `buckets` is the number of `slot/2` slots, `kept` the keys
   removed while the table is fixed, `locks` its 64 shards); it visits every
-  bucket, on a dirty scheduler. `:binary` is always `[]` (binaries are copied into the table, none is
-  referred to). `:size` and `:memory` read per-shard counters without
-  locking the table.
+  bucket, on a dirty scheduler. `:binary` is always `[]`: the table
+  refers to none of the VM's binaries (large binary values are kept in
+  blocks of NativeStore's own, counted in `:memory`). `:size` and
+  `:memory` read per-shard counters without locking the table.
 
   The fixation items (see `safe_fixtable/2`): `:fixed` is whether any
   process has the table fixed; `:safe_fixed` and
@@ -507,7 +512,8 @@ defmodule NativeStore.Table do
     end
   end
 
-  # Off-heap binaries the table refers to: none (binaries are copied in).
+  # The VM's binaries the table refers to: none (large binary values live in
+  # NativeStore's own blocks).
   # ETS raises for this item of a missing table.
   def info(table, :binary) do
     if Nif.table_count(table, true) == :undefined,

@@ -537,8 +537,9 @@ impl BagTable {
     /// so a fixed traversal does not meet it again. Returns false, changing
     /// nothing, when the objects are not `expected` (the caller reads them
     /// again and retries). `new` must not be empty; entries must have the
-    /// key `key`.
-    pub fn swap_objects(&self, key: &Key, expected: &[Entry], new: &[Entry]) -> bool {
+    /// key `key`. (Blobs are written inline, as by [`BagTable::insert`].)
+    pub fn swap_objects(&self, key: &Key, expected: Vec<Entry>, new: Vec<Entry>) -> bool {
+        let (expected, new) = (Self::inline(expected), Self::inline(new));
         let Some((first, rest)) = new.split_first() else {
             return false;
         };
@@ -548,7 +549,7 @@ impl BagTable {
             return false;
         };
         let same =
-            b.len() == expected.len() && b.objects().zip(expected).all(|(o, e)| o == e.object());
+            b.len() == expected.len() && b.objects().zip(&expected).all(|(o, e)| o == e.object());
         if !same {
             return false;
         }
@@ -774,17 +775,21 @@ mod tests {
         let k = Key::new(&k1);
         let new = [pair(1, 10.0), pair(1, 20.0), pair(1, 30.0)];
         // Not what is stored (order, count): nothing changes.
-        assert!(!t.swap_objects(&k, &[pair(1, 2.0), pair(1, 1.0), pair(1, 1.0)], &new));
-        assert!(!t.swap_objects(&k, &old[..2], &new));
+        assert!(!t.swap_objects(
+            &k,
+            vec![pair(1, 2.0), pair(1, 1.0), pair(1, 1.0)],
+            new.to_vec()
+        ));
+        assert!(!t.swap_objects(&k, old[..2].to_vec(), new.to_vec()));
         let k3 = key(3);
-        assert!(!t.swap_objects(&Key::new(&k3), &[], &new));
+        assert!(!t.swap_objects(&Key::new(&k3), vec![], new.to_vec()));
         assert_eq!(values(&t, 1), objects(&old));
         // What is stored: rewritten in place, in order.
-        assert!(t.swap_objects(&k, &old, &new));
+        assert!(t.swap_objects(&k, old.to_vec(), new.to_vec()));
         assert_eq!(values(&t, 1), objects(&new));
         assert_eq!(t.len(), 4);
         assert_eq!(t.memory_bytes(), mem);
-        assert!(t.swap_objects(&k, &new, &[pair(1, 5.0)]));
+        assert!(t.swap_objects(&k, new.to_vec(), vec![pair(1, 5.0)]));
         assert_eq!(t.len(), 2);
         assert_eq!(values(&t, 1), objects(&[pair(1, 5.0)]));
     }

@@ -2036,7 +2036,7 @@ fn table_swap_objects<'a>(
     if new.is_empty() || new.iter().any(|e| !kb.key().matches(e.key())) {
         return Err(Error::BadArg);
     }
-    Ok(b.swap_objects(&kb.key(), &expected, &new))
+    Ok(b.swap_objects(&kb.key(), expected, new))
 }
 
 hot_nif!(table_replace, 4);
