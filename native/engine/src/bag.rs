@@ -276,9 +276,6 @@ impl Fixable for Shard {
     fn map(&mut self) -> &mut SegMap<Bucket> {
         &mut self.map
     }
-    fn untidy(&mut self) {
-        self.map.mark_untidy();
-    }
 }
 
 impl Counted for Shard {

@@ -93,9 +93,6 @@ pub(crate) trait Fixable {
     fn graves(&mut self) -> &mut Option<Box<Graves<Self::Item>>>;
     /// The shard's map.
     fn map(&mut self) -> &mut SegMap<Self::Item>;
-    /// Notes that the shard's housekeeping is due (it was just unfixed:
-    /// see `SegMap::tidy`, run as its write lock is released).
-    fn untidy(&mut self);
 }
 
 /// Takes the shard's map out (`delete_all_objects/1`): a fixed shard keeps
@@ -117,7 +114,8 @@ pub(crate) fn set_fixed<S: Fixable>(s: &mut S, fixed: bool, kept: &mut Vec<Box<d
     if fixed {
         s.graves().get_or_insert_with(Default::default);
     } else if let Some(g) = s.graves().take() {
-        s.untidy();
+        // Removals may have left it sparse (see `SegMap::tidy`).
+        s.map().mark_untidy();
         if !g.is_empty() {
             kept.push(g);
         }

@@ -597,9 +597,6 @@ impl Fixable for Shard {
     fn map(&mut self) -> &mut SegMap<Entry> {
         &mut self.map
     }
-    fn untidy(&mut self) {
-        self.map.mark_untidy();
-    }
 }
 
 impl Counted for Shard {
