@@ -53,8 +53,9 @@ defmodule NativeStore.Table.Match do
   end
 
   def select({@cont_tag, tab, ms, limit, buffer, source}) do
-    check_readable_now(tab)
-    step(tab, ms, limit, buffer, rebind(tab, source))
+    {tab, source} = rebind(tab, buffer, source)
+    check_readable_now(table_of(tab))
+    step(tab, ms, limit, buffer, source)
   end
 
   def select(@end_of_table), do: @end_of_table
@@ -122,7 +123,7 @@ defmodule NativeStore.Table.Match do
         {taken, @end_of_table}
 
       {taken, rest} ->
-        {taken, {@cont_tag, tab, ms, limit, rest, source}}
+        {taken, {@cont_tag, named(tab), ms, limit, rest, source}}
 
       :short ->
         fill(tab, ms, limit, :lists.reverse(buffer), length(buffer), source)
@@ -535,19 +536,42 @@ defmodule NativeStore.Table.Match do
 
   defp check_readable_now(tab), do: Nif.table_member(tab, make_ref())
 
+  # A continuation made through a name holds `{name, tid}`: the table it
+  # walks, and the name to check it by (and to find a table created again
+  # under it).
+  defp named(tab) when is_atom(tab), do: {tab, Nif.table_whereis(tab)}
+  defp named(tab), do: tab
+
+  defp table_of({name, _tid}), do: name
+  defp table_of(tab), do: tab
+
   # As in ETS, an ordered_set's continuation made through a name goes on
-  # in the table that has the name now (a table deleted and created again
-  # under it), after the last key returned; a hash table's continuation
-  # belongs to its table (a position there means nothing in another one).
-  defp rebind(tab, {:cursor, {old, last, reverse, size}} = source)
-       when is_atom(tab) and is_boolean(reverse) do
-    case Nif.table_whereis(tab) do
-      ^old -> source
-      new -> {:cursor, {ordered_set!(new), last, reverse, size}}
+  # in the table that has the name now (one deleted and created again
+  # under it), after the last key it read. Only when nothing it read is
+  # left to return, though: results buffered from the deleted table are
+  # not returned, and a continuation of a looked-up key, or with a buffer,
+  # raises instead (ETS goes on there too). A hash table's continuation
+  # belongs to its table (a position there means nothing in another one):
+  # it raises, as in ETS.
+  defp rebind({name, tid} = tab, buffer, source) do
+    case Nif.table_whereis(name) do
+      ^tid ->
+        {tab, source}
+
+      new ->
+        case source do
+          {:cursor, {^tid, last, reverse, size}} when buffer == [] and is_boolean(reverse) ->
+            new = ordered_set!(new)
+            {{name, new}, {:cursor, {new, last, reverse, size}}}
+
+          _ ->
+            raise ArgumentError,
+                  "the continuation's table #{inspect(name)} was deleted (and created again)"
+        end
     end
   end
 
-  defp rebind(_tab, source), do: source
+  defp rebind(tab, _buffer, source), do: {tab, source}
 
   defp ordered_set!(tab) do
     case is_reference(tab) and meta!(tab) do
