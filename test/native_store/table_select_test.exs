@@ -545,6 +545,39 @@ defmodule NativeStore.TableSelectTest do
     end
   end
 
+  test "select_replace/2 on a duplicate_bag is not starved by a process inserting under the key" do
+    # Found by review: the swap needed the key's objects unchanged, so a
+    # writer appending under the key made it retry (on a longer list) until
+    # the writer stopped. Appended objects now stay after the rewritten ones.
+    t = Table.new(:sr_starve, [:duplicate_bag, :public])
+    Table.insert(t, for(i <- 1..2000, do: {1, i, :old}))
+    flag = :atomics.new(1, [])
+
+    writer =
+      Task.async(fn ->
+        deadline = System.monotonic_time(:millisecond) + 5000
+
+        Enum.reduce_while(Stream.iterate(1, &(&1 + 1)), 0, fn i, _ ->
+          Table.insert(t, {1, -i, :w})
+
+          cond do
+            :atomics.get(flag, 1) == 1 -> {:halt, i}
+            System.monotonic_time(:millisecond) > deadline -> {:halt, :timed_out}
+            true -> {:cont, i}
+          end
+        end)
+      end)
+
+    Process.sleep(20)
+    ms = [{{:"$1", :"$2", :old}, [], [{{:"$1", :"$2", :new}}]}]
+    assert Table.select_replace(t, ms) == 2000
+    :atomics.put(flag, 1, 1)
+    assert is_integer(Task.await(writer, 10_000)), "select_replace waited for the writer to stop"
+    objs = Table.lookup(t, 1)
+    assert Enum.take(objs, 2000) == for(i <- 1..2000, do: {1, i, :new})
+    assert Enum.all?(Enum.drop(objs, 2000), &match?({1, _, :w}, &1))
+  end
+
   test "a named table deleted and created again: an ordered_set's continuation goes on in it, as in ETS" do
     # ETS's ordered_set continuation holds the name it was made with and
     # the last key; a hash table's holds the table, so it raises.
@@ -712,6 +745,13 @@ defmodule NativeStore.TableSelectTest do
     end
   end
 
+  # No match-spec variable (`:"$1"`, `:_`...) anywhere in `t`.
+  defp ground?(t) when is_atom(t), do: not String.starts_with?(Atom.to_string(t), "$") and t != :_
+  defp ground?(t) when is_tuple(t), do: t |> Tuple.to_list() |> Enum.all?(&ground?/1)
+  defp ground?(t) when is_list(t), do: Enum.all?(t, &ground?/1)
+  defp ground?(%{} = m), do: Enum.all?(m, fn {k, v} -> ground?(k) and ground?(v) end)
+  defp ground?(_), do: true
+
   test "a variable-free map in the key position is a key to look up, as in ETS (all types)" do
     # ETS looks such a key up instead of matching every map with the
     # pattern's pairs; with variables inside, the map is a pattern (found
@@ -737,16 +777,28 @@ defmodule NativeStore.TableSelectTest do
       :ets.insert(e, objs)
       Table.insert(t, objs)
       ms = [{{k, :"$1"}, [], [:"$1"]}]
-      sorted = fn l -> if type == :ordered_set, do: l, else: Enum.sort(l) end
-      assert sorted.(Table.select(t, ms)) == sorted.(:ets.select(e, ms)), inspect({type, k})
-
-      assert Table.select_count(t, [{{k, :_}, [], [true]}]) ==
-               :ets.select_count(e, [{{k, :_}, [], [true]}])
-
+      count = [{{k, :_}, [], [true]}]
       replace = [{{k, :"$1"}, [], [{{{:element, 1, :"$_"}, :"$1", :new}}]}]
 
-      assert Table.select_replace(t, replace) == :ets.select_replace(e, replace),
-             inspect({type, k})
+      if type == :set and ground?(k) do
+        # A looked-up key of a hash table: ETS also returns objects whose
+        # (different) map keys share its hash slot and match the key as a
+        # pattern (`%{}` matches every map), which depends on its hash
+        # layout and varied between runs (see the README); NativeStore
+        # returns the key's object, which ETS returns too.
+        ours = Table.select(t, ms)
+        assert ours == for({key, v} <- objs, key === k, do: v), inspect({type, k})
+        assert ours -- :ets.select(e, ms) == [], inspect({type, k})
+        assert Table.select_count(t, count) == length(ours)
+        assert Table.select_replace(t, replace) == length(ours)
+      else
+        sorted = fn l -> if type == :ordered_set, do: l, else: Enum.sort(l) end
+        assert sorted.(Table.select(t, ms)) == sorted.(:ets.select(e, ms)), inspect({type, k})
+        assert Table.select_count(t, count) == :ets.select_count(e, count)
+
+        assert Table.select_replace(t, replace) == :ets.select_replace(e, replace),
+               inspect({type, k})
+      end
     end
   end
 

@@ -240,9 +240,10 @@ defmodule NativeStore.Table.Match do
 
   # duplicate_bag: every object of a key that has a match is replaced in
   # place (ETS keeps the position), all the key's objects at once: read,
-  # rewritten, and swapped in atomically if the key's objects did not
-  # change meanwhile (else read again). `done` holds the keys already
-  # rewritten (a key's objects may span two chunks).
+  # rewritten, and swapped in atomically if the objects read are still the
+  # key's first ones (objects inserted meanwhile stay after them; else
+  # read again). `done` holds the keys already rewritten (a key's objects
+  # may span two chunks).
   defp replace_in_bag(tab, kp, ms, [{obj, new} | t], {n, done})
        when is_tuple(new) and tuple_size(new) >= kp and
               :erlang.element(kp, new) === :erlang.element(kp, obj) and

@@ -528,13 +528,16 @@ impl BagTable {
         self.remove_matching(obj, self.zero_eq)
     }
 
-    /// Atomically rewrites the objects of one key: when the key's objects
-    /// are exactly `expected` (their encodings, in order), they become
-    /// `new` (same key, in that order), in place: the key keeps its bucket,
-    /// so a fixed traversal does not meet it again. Returns false, changing
-    /// nothing, when the objects are not `expected` (the caller reads them
-    /// again and retries). `new` must not be empty; entries must have the
-    /// key `key`. (Blobs are written inline, as by [`BagTable::insert`].)
+    /// Atomically rewrites the objects of one key of a duplicate bag: when
+    /// the key's objects start with exactly `expected` (their encodings, in
+    /// order), those become `new` (same key, in that order) and the objects
+    /// inserted after them meanwhile stay after them (inserts only append:
+    /// a writer that keeps inserting under the key cannot starve the
+    /// caller). In place: the key keeps its bucket, so a fixed traversal
+    /// does not meet it again. Returns false, changing nothing, when the
+    /// objects do not start with `expected` (the caller reads them again
+    /// and retries). `new` must not be empty; entries must have the key
+    /// `key`. (Blobs are written inline, as by [`BagTable::insert`].)
     pub fn swap_objects(&self, key: &Key, expected: Vec<Entry>, new: Vec<Entry>) -> bool {
         let (expected, new) = (Self::inline(expected), Self::inline(new));
         let Some((first, rest)) = new.split_first() else {
@@ -545,17 +548,20 @@ impl BagTable {
         let Some(b) = g.map.find_mut(key.hash(), |b| key.matches(b.key())) else {
             return false;
         };
-        let same =
-            b.len() == expected.len() && b.objects().zip(&expected).all(|(o, e)| o == e.object());
-        if !same {
+        let n = expected.len();
+        let prefix = b.len() >= n && b.objects().zip(&expected).all(|(o, e)| o == e.object());
+        if !prefix {
             return false;
         }
         let mut nb = Bucket::new(b.hash, b.key(), first.object(), key_at(first));
         for e in rest {
             nb.push(e.object(), key_at(e));
         }
+        for (o, at) in b.raw().skip(n) {
+            nb.push(o, at);
+        }
         g.heap = g.heap + nb.heap_bytes() - b.heap_bytes();
-        g.count = g.count + new.len() - expected.len();
+        g.count = g.count + new.len() - n;
         *b = nb;
         true
     }
@@ -777,7 +783,7 @@ mod tests {
             vec![pair(1, 2.0), pair(1, 1.0), pair(1, 1.0)],
             new.to_vec()
         ));
-        assert!(!t.swap_objects(&k, old[..2].to_vec(), new.to_vec()));
+        assert!(!t.swap_objects(&k, old[1..].to_vec(), new.to_vec()));
         let k3 = key(3);
         assert!(!t.swap_objects(&Key::new(&k3), vec![], new.to_vec()));
         assert_eq!(values(&t, 1), objects(&old));
@@ -789,6 +795,15 @@ mod tests {
         assert!(t.swap_objects(&k, new.to_vec(), vec![pair(1, 5.0)]));
         assert_eq!(t.len(), 2);
         assert_eq!(values(&t, 1), objects(&[pair(1, 5.0)]));
+        // Objects inserted after those read stay, after the new ones.
+        t.insert(pair(1, 6.0));
+        t.insert(pair(1, 7.0));
+        assert!(t.swap_objects(&k, vec![pair(1, 5.0)], vec![pair(1, 8.0), pair(1, 9.0)]));
+        assert_eq!(
+            values(&t, 1),
+            objects(&[pair(1, 8.0), pair(1, 9.0), pair(1, 6.0), pair(1, 7.0)])
+        );
+        assert_eq!(t.len(), 5);
     }
 
     #[test]
