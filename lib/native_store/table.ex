@@ -473,7 +473,8 @@ defmodule NativeStore.Table do
   @doc """
   One item of `info/1`, as `:ets.info/2`; `:undefined` when the table does
   not exist. Raises `ArgumentError` for an unknown item. `:stats` is, as
-  in ETS, `false` for an `ordered_set` and for hash tables `{buckets,
+  in ETS, `false` for an `ordered_set` (`{0, 1, 0}`, one base node, with
+  `write_concurrency`) and for hash tables `{buckets,
   mean_chain, std_dev, expected_std_dev, min_chain, max_chain, kept,
   locks}`, describing NativeStore's own buckets (a bucket holds one key's
   objects; `buckets` is the number of `slot/2` slots, `kept` the keys
@@ -493,7 +494,16 @@ defmodule NativeStore.Table do
   @spec info(table(), info_item()) :: term()
   def info(table, :size), do: Nif.table_count(table, true)
   def info(table, :memory), do: Nif.table_count(table, false)
-  def info(table, :stats), do: Nif.table_stats(table)
+
+  def info(table, :stats) do
+    case Nif.table_stats(table) do
+      # ETS's contention-adapting tree (an ordered_set with
+      # write_concurrency) reports its route and base nodes: NativeStore's
+      # ordered_set is one base node under one lock.
+      false -> if info(table, :write_concurrency) == false, do: false, else: {0, 1, 0}
+      stats -> stats
+    end
+  end
 
   def info(table, item) when item in [:fixed, :safe_fixed, :safe_fixed_monotonic_time] do
     case {item, Nif.table_fixation(table)} do

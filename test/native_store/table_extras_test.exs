@@ -835,6 +835,12 @@ defmodule NativeStore.TableExtrasTest do
         Table.delete(t)
         assert Table.info(t, :stats) == :ets.info(e, :stats)
       end
+
+      for wc <- [true, :auto, false] do
+        e = :ets.new(:stats_oracle, [:ordered_set, {:write_concurrency, wc}])
+        t = Table.new(:stats_native, [:ordered_set, {:write_concurrency, wc}])
+        assert Table.info(t, :stats) == :ets.info(e, :stats), inspect(wc)
+      end
     end
   end
 
