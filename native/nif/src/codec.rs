@@ -635,6 +635,10 @@ pub struct Encoder<'o> {
     canonical: bool,
     /// Set when a faithful encoding differs from the canonical one.
     pub noncanonical: bool,
+    /// Whether [`Encoder::noncanonical`] is wanted for what is encoded now
+    /// (only a key's is): when not, values kept in external term format
+    /// are not put in canonical form to find out.
+    pub track: bool,
     zero_eq: bool,
 }
 
@@ -646,6 +650,7 @@ impl<'o> Encoder<'o> {
             out,
             canonical,
             noncanonical: false,
+            track: true,
             zero_eq: ZERO_EQ.load(Ordering::Relaxed),
         }
     }
@@ -670,6 +675,9 @@ impl<'o> Encoder<'o> {
     fn ext(&mut self, t: ErlNifTerm) -> Result<(), EncodeError> {
         let out = &mut *self.out;
         let (canonical, zero_eq) = (self.canonical, self.zero_eq);
+        if !canonical && !self.track {
+            return with_ext(self.env, t, |bytes| format::put_bytes(out, tag::EXT, bytes));
+        }
         let rewritten = with_ext(self.env, t, |bytes| {
             let c = crate::ext::canonical(bytes, zero_eq);
             format::put_bytes(

@@ -786,6 +786,7 @@ fn encode_into<'a, R>(
                 continue;
             }
             enc.noncanonical = false;
+            enc.track = i + 1 == keypos;
             enc.term(e, 0).map_err(|_| Error::BadArg)?;
             if i + 1 == keypos {
                 range = start..enc.len();
