@@ -102,9 +102,8 @@ defmodule NativeStore.Table do
   * Keys are compared by their canonical encoding, so keys that are equal
     (`=:=`) are one key, as in ETS: `-0.0` and `0.0` on OTP 25/26 (also
     nested deep or captured in a fun), equal funs made by different
-    processes. Objects keep their exact terms. (Objects compared whole by
-    `delete_object/2` and bag duplicates are compared by their exact
-    encoding: equal funs made by different processes differ there.)
+    processes. Objects keep their exact terms, and whole objects
+    (`delete_object/2`, bag duplicates) compare as terms too.
   """
 
   alias NativeStore.Nif

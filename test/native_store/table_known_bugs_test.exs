@@ -184,4 +184,37 @@ defmodule NativeStore.TableKnownBugsTest do
     [{d, :w}] = Table.lookup(t, deep(70, 0.0))
     assert :erlang.term_to_binary(d) == :erlang.term_to_binary(deep(70, -0.0))
   end
+
+  # Found by review: objects holding values in external format (funs,
+  # deep values) were compared byte for byte where whole objects are
+  # compared, so a bag kept two copies of equal objects and delete_object
+  # of an equal one deleted nothing.
+  test "whole objects with funs or deep values compare as terms, in every table type" do
+    mk = fn x -> fn -> x end end
+    me = self()
+    spawn(fn -> send(me, {:made, mk.(1), mk.(-0.0)}) end)
+    {theirs, their_negz} = receive do: ({:made, f, g} -> {f, g})
+
+    pairs = [
+      {theirs, mk.(1)},
+      {their_negz, mk.(0.0)},
+      {deep(70, -0.0), deep(70, 0.0)},
+      {deep(70, theirs), deep(70, mk.(1))}
+    ]
+
+    for type <- [:set, :ordered_set, :bag, :duplicate_bag], {a, b} <- pairs do
+      run = fn mod ->
+        t = mod.new(:ext_values, [type, :public])
+        mod.insert(t, {1, a})
+        mod.insert(t, {1, b})
+        size = mod.info(t, :size)
+        mod.delete_object(t, {1, b})
+        r = {size, mod.info(t, :size), mod.insert_new(t, {2, a})}
+        mod.delete(t)
+        r
+      end
+
+      assert run.(Table) == run.(:ets), inspect(type)
+    end
+  end
 end

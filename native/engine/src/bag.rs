@@ -54,14 +54,15 @@ fn key_at(e: &Entry) -> u32 {
     }
 }
 
-/// True when the encoded value holds a float anywhere (or cannot be read:
-/// then the caller falls back to the full comparison). Only a float can
-/// make two objects of different bytes identical (`0.0 =:= -0.0`).
+/// True when the encoded value holds a float or a value in external term
+/// format anywhere (or cannot be read: then the caller falls back to the
+/// full comparison). Only these can make two objects of different bytes
+/// identical (`0.0 =:= -0.0`; equal funs made by different processes).
 fn has_float(obj: &[u8]) -> bool {
     let mut pos = 0;
     while pos < obj.len() {
         match read_item(obj, &mut pos) {
-            Ok(Item::Float(_)) | Err(_) => return true,
+            Ok(Item::Float(_) | Item::Ext(_)) | Err(_) => return true,
             Ok(_) => {}
         }
     }
@@ -143,13 +144,13 @@ impl Bucket {
     /// True when an object identical to `obj` is in the bucket.
     fn contains(&self, obj: &[u8], zero_eq: bool) -> bool {
         // Identical objects have equal lengths, and differ in bytes only
-        // when they hold floats (decided once, when first needed).
+        // when they hold floats or external-format values (decided once,
+        // when first needed).
         let mut floats = None;
         self.objects().any(|o| {
             o.len() == obj.len()
                 && (o == obj
-                    || (zero_eq
-                        && *floats.get_or_insert_with(|| has_float(obj))
+                    || (*floats.get_or_insert_with(|| has_float(obj))
                         && identical(o, obj, zero_eq)))
         })
     }

@@ -12,6 +12,8 @@
 //! - `segmap`: a hash shard's map, whose items stay in place while the
 //!   table is fixed ([`fixation`]: `safe_fixtable/2`).
 //! - [`order`]: Erlang term order over encoded values.
+//! - [`ext`]: canonical form of values kept in the VM's external term
+//!   format (equal terms, equal bytes).
 //! - [`ordered`]: the `ordered_set` table (a B-tree in term order).
 //! - [`tuple_ops`]: counter and element updates of stored tuples.
 //! - [`meta`]: ownership and access rules of a table.
@@ -27,6 +29,7 @@ pub mod background;
 pub mod bag;
 pub mod blob;
 pub mod entry;
+pub mod ext;
 pub mod fixation;
 pub mod format;
 pub mod lock;

@@ -522,24 +522,39 @@ pub fn sort_prefix_with(key: &[u8], h: &Host) -> SortPrefix {
 
 /// True when two encoded values are the same term (`=:=`): equal bytes,
 /// except that floats compare by value when `zero_eq` (so `0.0` and `-0.0`
-/// are the same, as on OTP 25 and 26).
+/// are the same, as on OTP 25 and 26), and values kept in external term
+/// format by their canonical forms (see [`crate::ext`]: equal funs made by
+/// different processes, a `-0.0` inside).
 pub fn identical(a: &[u8], b: &[u8], zero_eq: bool) -> bool {
     if a == b {
         return true;
     }
-    if !zero_eq || a.len() != b.len() {
+    // (Canonical forms keep the lengths: equal terms have equal lengths.)
+    if a.len() != b.len() {
         return false;
     }
     let (mut pa, mut pb) = (0, 0);
     while pa < a.len() {
         match (read_item(a, &mut pa), read_item(b, &mut pb)) {
-            (Ok(Item::Float(x)), Ok(Item::Float(y))) if x == y => {}
+            (Ok(Item::Float(x)), Ok(Item::Float(y)))
+                if x.to_bits() == y.to_bits() || (zero_eq && x == y) => {}
             (Ok(Item::Float(_)), _) | (_, Ok(Item::Float(_))) => return false,
+            (Ok(Item::Ext(x)), Ok(Item::Ext(y))) if same_ext(x, y, zero_eq) => {}
+            (Ok(Item::Ext(_)), _) | (_, Ok(Item::Ext(_))) => return false,
             (Ok(x), Ok(y)) if x == y => {}
             _ => return false,
         }
     }
     pb == b.len()
+}
+
+/// Two values in external term format that are the same term.
+fn same_ext(x: &[u8], y: &[u8], zero_eq: bool) -> bool {
+    if x == y {
+        return true;
+    }
+    let canon = |v: &[u8]| crate::ext::canonical(v, zero_eq).unwrap_or_else(|| v.to_vec());
+    x.len() == y.len() && canon(x) == canon(y)
 }
 
 #[cfg(test)]

@@ -679,7 +679,7 @@ impl<'o> Encoder<'o> {
             return with_ext(self.env, t, |bytes| format::put_bytes(out, tag::EXT, bytes));
         }
         let rewritten = with_ext(self.env, t, |bytes| {
-            let c = crate::ext::canonical(bytes, zero_eq);
+            let c = native_store_engine::ext::canonical(bytes, zero_eq);
             format::put_bytes(
                 out,
                 tag::EXT,

@@ -1,7 +1,6 @@
 //! `native_store_nif`: the rustler glue between the BEAM and
-//! `native_store_engine`. It converts terms ([`codec`]; [`ext`] for keys
-//! kept in external term format), checks arguments, and calls the engine;
-//! all data structures live in the engine crate.
+//! `native_store_engine`. It converts terms ([`codec`]), checks arguments,
+//! and calls the engine; all data structures live in the engine crate.
 
 /// Small allocations dominate (one per stored object); mimalloc serves them
 /// faster than the system allocator, especially across scheduler threads.
@@ -10,7 +9,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod blob;
 mod codec;
-mod ext;
 mod registry;
 mod table;
 

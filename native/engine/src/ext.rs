@@ -173,3 +173,62 @@ fn rewrite(b: &mut [u8], zero_eq: bool) -> Option<()> {
     }
     (pos == b.len()).then_some(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `term_to_binary(fn -> x end)` of a closure made in `erl_eval` by a
+    /// process `<0.96.0>` on `nonode@nohost` (OTP 25), capturing `1`.
+    fn fun_bytes(pid_id: u8) -> Vec<u8> {
+        let mut b = vec![
+            131, 112, 0, 0, 0, 157, 0, 6, 83, 97, 170, 70, 21, 144, 209, 189, 241, 235, 98, 209,
+            166, 235, 8, 0, 0, 0, 43, 0, 0, 0, 1, 100, 0, 8, 101, 114, 108, 95, 101, 118, 97, 108,
+            97, 43, 98, 0, 50, 155, 13, 88, 100, 0, 13, 110, 111, 110, 111, 100, 101, 64, 110, 111,
+            104, 111, 115, 116, 0, 0, 0, 96, 0, 0, 0, 0, 0, 0, 0, 0, 104, 6, 97, 1, 116, 0, 0, 0,
+            1, 100, 0, 4, 95, 120, 64, 49, 97, 1, 100, 0, 4, 110, 111, 110, 101, 100, 0, 4, 110,
+            111, 110, 101, 116, 0, 0, 0, 0, 108, 0, 0, 0, 1, 104, 5, 100, 0, 6, 99, 108, 97, 117,
+            115, 101, 97, 1, 106, 106, 108, 0, 0, 0, 1, 104, 3, 100, 0, 3, 118, 97, 114, 97, 1,
+            100, 0, 4, 95, 120, 64, 49, 106, 106,
+        ];
+        b[69] = pid_id;
+        b
+    }
+
+    #[test]
+    fn funs_made_by_different_processes_have_one_canonical_form() {
+        let (a, b) = (fun_bytes(96), fun_bytes(97));
+        assert_ne!(a, b);
+        let (ca, cb) = (canonical(&a, true).unwrap(), canonical(&b, true).unwrap());
+        assert_eq!(ca, cb);
+        assert_eq!(ca.len(), a.len());
+        // Already canonical: nothing to rewrite.
+        assert_eq!(canonical(&ca, true), None);
+        // Truncated or unknown: left alone, no panic.
+        for n in 0..a.len() {
+            let _ = canonical(&a[..n], true);
+        }
+    }
+
+    #[test]
+    fn negative_zero_becomes_zero_when_equal() {
+        // {-0.0, 1}
+        let mut t = vec![131, 104, 2, 70];
+        t.extend_from_slice(&(-0.0f64).to_be_bytes());
+        t.extend_from_slice(&[97, 1]);
+        let c = canonical(&t, true).unwrap();
+        assert_eq!(&c[4..12], &0.0f64.to_be_bytes());
+        assert_eq!(canonical(&t, false), None);
+        // References, pids, ports: never rewritten (no walk).
+        assert_eq!(
+            canonical(
+                &[
+                    131, 90, 0, 3, 100, 0, 1, 97, 0, 0, 0, 1, 70, 70, 70, 70, 112, 112, 112, 112,
+                    0, 0, 0, 0
+                ],
+                true
+            ),
+            None
+        );
+    }
+}
