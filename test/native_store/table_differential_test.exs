@@ -311,7 +311,11 @@ defmodule NativeStore.TableDifferentialTest do
           else: []
       end
 
-    deletes = for obj <- :ets.tab2list(ctx.ets), chance(0.15), do: elem(obj, ctx.keypos - 1)
+    deletes =
+      for obj <- :ets.tab2list(ctx.ets) |> canonical_sort(),
+          chance(0.15),
+          do: elem(obj, ctx.keypos - 1)
+
     {inserts, deletes}
   end
 
