@@ -15,13 +15,17 @@ defmodule NativeStore.TableTypesDifferentialTest do
       SEED=1234 TYPE=bag mix test test/native_store/table_types_differential_test.exs
 
   Knobs: `SEED`, `SEEDS` (default 120), `OPS` (per seed and type, default
-  300), `TYPE` (one of the three types).
+  300), `TYPE` (one of the three types), `KNOWN_BUGS=1` (also generate
+  inputs that hit the known limitations of table_known_bugs_test.exs: bags
+  given equal keys spelled differently, compared in external format).
   """
   use ExUnit.Case, async: true
 
   import Bitwise
   import NativeStore.Test.Differential
   alias NativeStore.Table
+
+  @known_bugs env_flag?("KNOWN_BUGS")
 
   @moduletag timeout: 300_000
 
@@ -70,8 +74,8 @@ defmodule NativeStore.TableTypesDifferentialTest do
     # a bag compares whole objects by their stored bytes, so -0.0 and 0.0
     # inside a fun or deeper than 64 levels (and funs made by different
     # processes) make different objects there. Bags get one spelling of each
-    # group (its first).
-    ext = if type == :ordered_set, do: ext, else: for(g <- ext, do: [hd(g)])
+    # group (its first), unless KNOWN_BUGS is set.
+    ext = if type == :ordered_set or @known_bugs, do: ext, else: for(g <- ext, do: [hd(g)])
     ctx = %{seed: seed, type: type, keypos: keypos, pool: pool, ext: ext, opts: opts, ets: ets}
 
     try do
@@ -120,7 +124,7 @@ defmodule NativeStore.TableTypesDifferentialTest do
   # different processes), ETS's first/next/last/prev return the spelling of
   # the newest object, NativeStore's that of the oldest. The keys are =:=.
   defp bag_key_spelling_only?(%{type: type}, op, e, a)
-       when type in [:bag, :duplicate_bag] and
+       when not @known_bugs and type in [:bag, :duplicate_bag] and
               elem(op, 0) in [:walk, :walk_back, :next, :prev, :fixed_walk],
        do: same_loosely?(e, a)
 
@@ -284,12 +288,16 @@ defmodule NativeStore.TableTypesDifferentialTest do
   # integers, the same for both tables), and some stored keys to delete when
   # the walk visits them.
   defp gen_walk_plan(ctx) do
+    # Sometimes many new keys: fixed shards send what does not fit to
+    # overflow tables, walked after them.
+    most = if chance(0.1), do: int(5, 30), else: 3
+
     inserts =
       for _ <- 1..int(0, 120) do
         if chance(0.5),
           do:
             for(
-              _ <- 1..int(1, 3),
+              _ <- 1..int(1, most),
               do: gen_object(ctx, {:fresh_walk_key, :erlang.unique_integer([:positive])})
             ),
           else: []
