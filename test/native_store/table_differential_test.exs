@@ -9,16 +9,15 @@ defmodule NativeStore.TableDifferentialTest do
       SEED=1234 mix test test/native_store/table_differential_test.exs
 
   Knobs (environment variables): `SEED` (run only that seed), `SEEDS`
-  (number of seeds, default 300), `OPS` (operations per seed, default 500),
-  `KNOWN_BUGS=1` (also generate inputs that hit the known, reported bugs).
+  (number of seeds, default 300), `OPS` (operations per seed, default 500).
+  Inputs that hit the bugs 1-4 of table_known_bugs_test.exs (all fixed)
+  are generated always.
   """
   use ExUnit.Case, async: true
 
   import Bitwise
   import NativeStore.Test.Differential
   alias NativeStore.Table
-
-  @known_bugs env_flag?("KNOWN_BUGS")
 
   @moduletag timeout: 300_000
 
@@ -46,7 +45,14 @@ defmodule NativeStore.TableDifferentialTest do
     opts = [:set, access, {:keypos, keypos}]
     ets = :ets.new(:diff_oracle, opts)
     nst = Table.new(:diff_native, opts)
-    ctx = %{seed: seed, keypos: keypos, pool: key_pool(), opts: opts, ets: ets}
+    pool = key_pool()
+    # A few groups of keys kept in external term format, each group terms
+    # that are one key made differently (picked from small pools so that
+    # they collide often).
+    groups = ext_key_groups()
+    ext = for _ <- 1..6, do: pick(groups)
+    Process.put(:diff_ext, ext)
+    ctx = %{seed: seed, keypos: keypos, pool: pool, ext: ext, opts: opts, ets: ets}
 
     try do
       Enum.each(1..n, fn i ->
@@ -126,6 +132,17 @@ defmodule NativeStore.TableDifferentialTest do
   defp apply_op(m, t, {:update_element, k, spec}), do: m.update_element(t, k, spec)
   defp apply_op(m, t, {:tab2list}), do: canonical_sort(m.tab2list(t))
   defp apply_op(m, t, {:info_size}), do: m.info(t, :size)
+  defp apply_op(m, t, {:info_stats}), do: stats_shape(m.info(t, :stats))
+
+  defp apply_op(m, t, {:fixed_walk, plan}) do
+    met = fixed_walk(m, t, plan)
+    # The walk's own keys are dropped after the unfix, to keep tables small.
+    for objs <- elem(plan, 0),
+        o <- objs,
+        do: m.delete(t, o |> Tuple.to_list() |> Enum.find(&fresh?/1))
+
+    {fixed_walk_summary(met, &fresh?/1), m.info(t, :size)}
+  end
 
   # ------------------------------------------------------------------
   # Generators. Everything is drawn from :rand, seeded per seed; pick/1,
@@ -205,16 +222,11 @@ defmodule NativeStore.TableDifferentialTest do
       deep(70, 1.0)
     ]
 
-    bug_keys =
-      if @known_bugs do
-        # Known bug 1: -0.0 deeper than 64 levels or captured by a fun is not
-        # found by the 0.0 spelling of the same key (and vice versa).
-        zero = 0.0
-        neg = -0.0
-        [deep(70, zero), deep(70, neg), fn -> zero end, fn -> neg end]
-      else
-        []
-      end
+    # Bug 1 (fixed): -0.0 deeper than 64 levels or captured by a fun was not
+    # found by the 0.0 spelling of the same key (and vice versa).
+    zero = 0.0
+    neg = -0.0
+    bug_keys = [deep(70, zero), deep(70, neg), fn -> zero end, fn -> neg end]
 
     random = for _ <- 1..20, do: rand_term(3)
     List.to_tuple(fixed ++ bug_keys ++ random)
@@ -268,9 +280,41 @@ defmodule NativeStore.TableDifferentialTest do
   end
 
   defp gen_key(ctx) do
-    if chance(0.9),
-      do: elem(ctx.pool, :rand.uniform(tuple_size(ctx.pool)) - 1),
-      else: rand_term(2)
+    cond do
+      chance(0.08) -> pick(pick(ctx.ext))
+      chance(0.9) -> elem(ctx.pool, :rand.uniform(tuple_size(ctx.pool)) - 1)
+      true -> rand_term(2)
+    end
+  end
+
+  defp fresh?({:fresh_walk_key, _}), do: true
+  defp fresh?(_), do: false
+
+  # A plan for fixed_walk/3: at some steps, objects with new keys (unique
+  # integers, the same for both tables), and some stored keys to delete when
+  # the walk visits them.
+  defp gen_walk_plan(ctx) do
+    # Sometimes many new keys: fixed shards send what does not fit to
+    # overflow tables, walked after them.
+    most = if chance(0.1), do: int(5, 30), else: 3
+
+    inserts =
+      for _ <- 1..int(0, 120) do
+        if chance(0.5),
+          do:
+            for(
+              _ <- 1..int(1, most),
+              do: gen_object(ctx, {:fresh_walk_key, :erlang.unique_integer([:positive])})
+            ),
+          else: []
+      end
+
+    deletes =
+      for obj <- :ets.tab2list(ctx.ets) |> canonical_sort(),
+          chance(0.15),
+          do: elem(obj, ctx.keypos - 1)
+
+    {inserts, deletes}
   end
 
   # A value element of an object: mostly counters so update_counter works.
@@ -282,10 +326,12 @@ defmodule NativeStore.TableDifferentialTest do
       {1, (1 <<< 100) + int(0, 9)},
       {1, -(1 <<< 90)},
       {2, rand_term(2)},
-      {2, :large}
+      {2, :large},
+      {1, :ext}
     ])
     |> case do
       :large -> large_binary()
+      :ext -> pick(pick(Process.get(:diff_ext)))
       v -> v
     end
   end
@@ -327,8 +373,8 @@ defmodule NativeStore.TableDifferentialTest do
       # insert is scheduled): one object per key (=:=).
       |> distinct_keys(ctx.keypos, &(&1 === &2))
 
-    # Known bug 4: an improper list of objects panics in the NIF.
-    if @known_bugs and objs != [] and chance(0.05),
+    # Bug 4 (fixed): an improper list of objects panicked in the NIF.
+    if objs != [] and chance(0.05),
       do: objs ++ :tail,
       else: objs
   end
@@ -358,7 +404,9 @@ defmodule NativeStore.TableDifferentialTest do
       {14, fn -> gen_update_counter(ctx, key) end},
       {8, fn -> gen_update_element(ctx, key) end},
       {1, fn -> {:tab2list} end},
-      {2, fn -> {:info_size} end}
+      {2, fn -> {:info_size} end},
+      {1, fn -> {:info_stats} end},
+      {1, fn -> {:fixed_walk, gen_walk_plan(ctx)} end}
     ]).()
   end
 
@@ -460,9 +508,9 @@ defmodule NativeStore.TableDifferentialTest do
         {4, counter_op(ctx, obj)},
         {3, for(_ <- 1..int(0, 4), do: counter_op(ctx, obj))},
         {1, pick([:bad, [1], [{2}]])},
-        # Known bug 4: an improper list panics in the NIF (ErlangError
+        # Bug 4 (fixed): an improper list panicked in the NIF (ErlangError
         # :nif_panicked instead of ArgumentError).
-        {if(@known_bugs, do: 1, else: 0), pick([[1 | 2], [{2, 1} | :tail]])}
+        {1, pick([[1 | 2], [{2, 1} | :tail]])}
       ])
 
     if chance(0.35) do
@@ -483,10 +531,9 @@ defmodule NativeStore.TableDifferentialTest do
         # OTP 25.2's :ets inserts it anyway (`{0, -6}` in a keypos-3 table),
         # and `{}` even corrupts the VM's heap ("size_object: bad tag").
         obj == nil -> [:not_a_tuple, [good]]
-        # Existing key: :ets ignores a short default. Known bug 2: with a
-        # non-tuple default :ets raises but NativeStore updates the counter.
-        @known_bugs -> short ++ [:not_a_tuple, [good]]
-        true -> short
+        # Existing key: :ets ignores a short default. Bug 2 (fixed): with a
+        # non-tuple default :ets raises but NativeStore updated the counter.
+        true -> short ++ [:not_a_tuple, [good]]
       end
 
     if bad != [] and chance(0.1), do: pick(bad), else: good
@@ -516,19 +563,16 @@ defmodule NativeStore.TableDifferentialTest do
       ])
     end
 
-    # Known bug 3: on a missing key :ets returns false whatever the spec;
-    # NativeStore validates the spec first and raises. Generate bad specs
-    # only for existing keys unless KNOWN_BUGS is set.
-    bad_ok = obj != nil or @known_bugs
-
+    # Bug 3 (fixed): on a missing key :ets returns false whatever the spec;
+    # NativeStore validated the spec first and raised.
     spec =
       weighted([
         {4, good_spec.()},
         {4, for(_ <- 1..int(0, 3), do: good_spec.())},
-        {if(bad_ok, do: 2, else: 0), bad_spec.()},
-        {if(bad_ok, do: 1, else: 0), [good_spec.(), bad_spec.()]},
-        # Known bug 4 (improper list panics).
-        {if(bad_ok and @known_bugs, do: 1, else: 0), [good_spec.() | :improper]}
+        {2, bad_spec.()},
+        {1, [good_spec.(), bad_spec.()]},
+        # Bug 4 (fixed: an improper list panicked).
+        {1, [good_spec.() | :improper]}
       ])
 
     {:update_element, key, spec}

@@ -217,4 +217,53 @@ defmodule NativeStore.TableKnownBugsTest do
       assert run.(Table) == run.(:ets), inspect(type)
     end
   end
+
+  # Found by the types differential (bag, SEED=6 and SEED=109 with ext keys),
+  # fixed: a bag compared whole objects (its duplicate check on insert, and
+  # delete_object/2 in bags and duplicate_bags) by their stored bytes, so
+  # -0.0 and 0.0 inside a fun's environment or nested deeper than 64 levels
+  # made different objects; in ETS (OTP 25) they are =:= and one object.
+  test "bag object equality: -0.0 and 0.0 inside funs or deeper than 64 levels" do
+    mk = fn x -> fn -> x end end
+
+    cases = [
+      {{mk.(-0.0)}, {mk.(0.0)}},
+      {{:k, mk.(-0.0)}, {:k, mk.(0.0)}},
+      {{deep(70, -0.0)}, {deep(70, 0.0)}},
+      {{:k, deep(70, -0.0)}, {:k, deep(70, 0.0)}}
+    ]
+
+    for type <- [:bag, :duplicate_bag], {a, b} <- cases do
+      {e, n} =
+        both([type, :public], fn m, t ->
+          m.insert(t, a)
+          m.insert(t, b)
+          s = m.info(t, :size)
+          m.delete_object(t, a)
+          {s, m.info(t, :size)}
+        end)
+
+      assert n == e, "#{type} #{inspect(a)}: :ets #{inspect(e)}, native #{inspect(n)}"
+    end
+  end
+
+  # Found by the types differential once results were compared in external
+  # format: when a bag key's objects spell it differently (0.0 and -0.0, or
+  # equal funs made by different processes), first/last/next/prev return the
+  # spelling of the key's oldest object; ETS returns the newest's. The keys
+  # are =:= (only the external format differs). Bag/duplicate_bag key walks
+  # in native/engine/src/bag.rs.
+  @tag :known_limitation
+  test "bag walks: first/last return the key as the newest object spells it" do
+    for type <- [:bag, :duplicate_bag], {a, b} <- [{0.0, -0.0}, {-0.0, 0.0}] do
+      {e, n} =
+        both([type, :public], fn m, t ->
+          m.insert(t, {a, 1})
+          m.insert(t, {b, 2})
+          Enum.map([m.first(t), m.last(t)], &:erlang.term_to_binary/1)
+        end)
+
+      assert n == e, "#{type} #{inspect({a, b})}: :ets #{inspect(e)}, native #{inspect(n)}"
+    end
+  end
 end

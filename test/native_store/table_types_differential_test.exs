@@ -15,13 +15,17 @@ defmodule NativeStore.TableTypesDifferentialTest do
       SEED=1234 TYPE=bag mix test test/native_store/table_types_differential_test.exs
 
   Knobs: `SEED`, `SEEDS` (default 120), `OPS` (per seed and type, default
-  300), `TYPE` (one of the three types).
+  300), `TYPE` (one of the three types), `KNOWN_BUGS=1` (also generate
+  inputs that hit the known limitations of table_known_bugs_test.exs: bags
+  given equal keys spelled differently, compared in external format).
   """
   use ExUnit.Case, async: true
 
   import Bitwise
   import NativeStore.Test.Differential
   alias NativeStore.Table
+
+  @known_bugs env_flag?("KNOWN_BUGS")
 
   @moduletag timeout: 300_000
 
@@ -60,7 +64,19 @@ defmodule NativeStore.TableTypesDifferentialTest do
     opts = [type, access, {:keypos, keypos}]
     ets = :ets.new(:types_oracle, opts)
     nst = Table.new(:types_native, opts)
-    ctx = %{seed: seed, type: type, keypos: keypos, pool: key_pool(), opts: opts, ets: ets}
+    pool = key_pool()
+    # A few groups of keys kept in external term format, each group terms
+    # that are one key made differently (small pools: they collide often).
+    groups = ext_key_groups()
+    ext = for _ <- 1..6, do: pick(groups)
+
+    # Known limitation (table_known_bugs_test.exs, "bag object equality"):
+    # a bag compares whole objects by their stored bytes, so -0.0 and 0.0
+    # inside a fun or deeper than 64 levels (and funs made by different
+    # processes) make different objects there. Bags get one spelling of each
+    # group (its first), unless KNOWN_BUGS is set.
+    ext = if type == :ordered_set or @known_bugs, do: ext, else: for(g <- ext, do: [hd(g)])
+    ctx = %{seed: seed, type: type, keypos: keypos, pool: pool, ext: ext, opts: opts, ets: ets}
 
     try do
       Enum.each(1..n, fn i -> compare!(ctx, i, gen_op(ctx), ets, nst) end)
@@ -78,7 +94,8 @@ defmodule NativeStore.TableTypesDifferentialTest do
     expected = run(ctx, :ets, ets, op)
     actual = run(ctx, Table, nst, op)
 
-    unless same?(expected, actual) or bag_order_only?(ctx, op, expected, actual) do
+    unless same?(expected, actual) or bag_order_only?(ctx, op, expected, actual) or
+             bag_key_spelling_only?(ctx, op, expected, actual) do
       flunk("""
       NativeStore.Table differs from :ets
         seed:     #{ctx.seed}   (replay: SEED=#{ctx.seed} TYPE=#{ctx.type} mix test #{__ENV__.file})
@@ -102,6 +119,17 @@ defmodule NativeStore.TableTypesDifferentialTest do
 
   defp bag_order_only?(_, _, _, _), do: false
 
+  # Known limitation (table_known_bugs_test.exs, "bag walks"): when a bag
+  # key's objects spell it differently (0.0 and -0.0, or equal funs made by
+  # different processes), ETS's first/next/last/prev return the spelling of
+  # the newest object, NativeStore's that of the oldest. The keys are =:=.
+  defp bag_key_spelling_only?(%{type: type}, op, e, a)
+       when not @known_bugs and type in [:bag, :duplicate_bag] and
+              elem(op, 0) in [:walk, :walk_back, :next, :prev, :fixed_walk],
+       do: same_loosely?(e, a)
+
+  defp bag_key_spelling_only?(_, _, _, _), do: false
+
   defp run(ctx, mod, tab, op), do: outcome(fn -> apply_op(ctx, mod, tab, op) end)
 
   defp ordered?(ctx), do: ctx.type == :ordered_set
@@ -120,6 +148,21 @@ defmodule NativeStore.TableTypesDifferentialTest do
   defp apply_op(_, m, t, {:update_element, k, spec}), do: m.update_element(t, k, spec)
   defp apply_op(_, m, t, {:info_size}), do: m.info(t, :size)
   defp apply_op(_, m, t, {:info_type}), do: m.info(t, :type)
+  defp apply_op(_, m, t, {:info_stats}), do: stats_shape(m.info(t, :stats))
+
+  # An ordered_set walk is compared key by key (the keys inserted on the
+  # way included); a hash table's as the set of stored keys met, and how
+  # many keys were met twice.
+  defp apply_op(ctx, m, t, {:fixed_walk, plan}) do
+    met = fixed_walk(m, t, plan)
+
+    for objs <- elem(plan, 0),
+        o <- objs,
+        do: m.delete(t, o |> Tuple.to_list() |> Enum.find(&fresh?/1))
+
+    walk = if ordered?(ctx), do: met, else: fixed_walk_summary(met, &fresh?/1)
+    {walk, m.info(t, :size)}
+  end
 
   defp apply_op(ctx, m, t, {:tab2list}) do
     l = m.tab2list(t)
@@ -231,9 +274,42 @@ defmodule NativeStore.TableTypesDifferentialTest do
   end
 
   defp gen_key(ctx) do
-    if chance(0.9),
-      do: elem(ctx.pool, :rand.uniform(tuple_size(ctx.pool)) - 1),
-      else: rand_term(2)
+    cond do
+      chance(0.08) -> pick(pick(ctx.ext))
+      chance(0.9) -> elem(ctx.pool, :rand.uniform(tuple_size(ctx.pool)) - 1)
+      true -> rand_term(2)
+    end
+  end
+
+  defp fresh?({:fresh_walk_key, _}), do: true
+  defp fresh?(_), do: false
+
+  # A plan for fixed_walk/3: at some steps, objects with new keys (unique
+  # integers, the same for both tables), and some stored keys to delete when
+  # the walk visits them.
+  defp gen_walk_plan(ctx) do
+    # Sometimes many new keys: fixed shards send what does not fit to
+    # overflow tables, walked after them.
+    most = if chance(0.1), do: int(5, 30), else: 3
+
+    inserts =
+      for _ <- 1..int(0, 120) do
+        if chance(0.5),
+          do:
+            for(
+              _ <- 1..int(1, most),
+              do: gen_object(ctx, {:fresh_walk_key, :erlang.unique_integer([:positive])})
+            ),
+          else: []
+      end
+
+    deletes =
+      for obj <- :ets.tab2list(ctx.ets) |> canonical_sort(),
+          chance(0.15),
+          uniq: true,
+          do: elem(obj, ctx.keypos - 1)
+
+    {inserts, deletes}
   end
 
   # Few distinct values, so that bags see identical objects often.
@@ -292,7 +368,9 @@ defmodule NativeStore.TableTypesDifferentialTest do
       {1, fn -> pick([{:walk}, {:walk_back}, {:info_type}]) end},
       {3, fn -> {:next, key} end},
       {3, fn -> {:prev, key} end},
-      {2, fn -> {:info_size} end}
+      {2, fn -> {:info_size} end},
+      {1, fn -> {:info_stats} end},
+      {1, fn -> {:fixed_walk, gen_walk_plan(ctx)} end}
     ]).()
   end
 

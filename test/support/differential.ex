@@ -30,6 +30,8 @@ defmodule NativeStore.Test.Differential do
   the tests seed per seed.
   """
 
+  import Bitwise
+
   # ------------------------------------------------------------------
   # Knobs
 
@@ -81,12 +83,26 @@ defmodule NativeStore.Test.Differential do
 
   @doc """
   Whether two `outcome/1` results agree: results exactly (`===`, so `1` is
-  not `1.0` and `0.0` is not `-0.0`), exceptions by module.
+  not `1.0`) and with the same external format (on OTP 25 `0.0 === -0.0`,
+  and funs made by different processes are `===`: ETS returns what was
+  stored, sign of zero and fun creator included), exceptions by module.
   """
   @spec same?(term(), term()) :: boolean()
-  def same?({:ok, a}, {:ok, b}), do: a === b
+  def same?({:ok, a}, {:ok, b}),
+    do:
+      a === b and
+        :erlang.term_to_binary(a, [:deterministic]) == :erlang.term_to_binary(b, [:deterministic])
+
   def same?({:raise, a}, {:raise, b}), do: a == b
   def same?(_, _), do: false
+
+  @doc """
+  Like `same?/2` but results compared with `===` only (`0.0` and `-0.0`, and
+  equal funs made by different processes, agree).
+  """
+  @spec same_loosely?(term(), term()) :: boolean()
+  def same_loosely?({:ok, a}, {:ok, b}), do: a === b
+  def same_loosely?(a, b), do: same?(a, b)
 
   @doc """
   Sorts a list into a total order on distinct terms: term order, then the
@@ -161,6 +177,157 @@ defmodule NativeStore.Test.Differential do
     end)
     |> elem(0)
     |> Enum.reverse()
+  end
+
+  # ------------------------------------------------------------------
+  # Shared operations
+
+  @doc """
+  The shape of `info(tab, :stats)` (ETS's numbers describe its own hash
+  chains, NativeStore's its buckets): `false`, or the tuple with each
+  number replaced by its type.
+  """
+  @spec stats_shape(term()) :: term()
+  def stats_shape(false), do: false
+
+  def stats_shape(t) when is_tuple(t),
+    do: t |> Tuple.to_list() |> Enum.map(&number_kind/1) |> List.to_tuple()
+
+  def stats_shape(other), do: {:unexpected, other}
+
+  defp number_kind(n) when is_integer(n) and n >= 0, do: :non_neg_integer
+  defp number_kind(n) when is_float(n), do: :float
+  defp number_kind(other), do: {:unexpected, other}
+
+  @doc """
+  A `first/next` walk of `tab` (module `m`) fixed by `safe_fixtable/2`,
+  driven by `{inserts, deletes}`: at step i, the objects `Enum.at(inserts,
+  i)` (new keys) are inserted before `next/2`, and the visited key is
+  deleted first if it is one of `deletes` (by key, not by step: the walks
+  of two hash tables meet keys in different orders). Returns the keys met,
+  in order. The table is unfixed after.
+  """
+  @spec fixed_walk(module(), term(), {[[tuple()]], [term()]}) :: [term()]
+  def fixed_walk(m, tab, {inserts, deletes}) do
+    m.safe_fixtable(tab, true)
+
+    try do
+      fixed_walk_steps(m, tab, m.first(tab), {inserts, deletes}, [])
+    after
+      m.safe_fixtable(tab, false)
+    end
+  end
+
+  defp fixed_walk_steps(_m, _tab, :"$end_of_table", _plan, acc), do: Enum.reverse(acc)
+
+  defp fixed_walk_steps(m, tab, k, {inserts, deletes}, acc) do
+    {objs, rest} =
+      case inserts do
+        [step | rest] -> {step, rest}
+        [] -> {[], []}
+      end
+
+    if objs != [], do: m.insert(tab, objs)
+    if Enum.any?(deletes, &(&1 === k)), do: m.delete(tab, k)
+    fixed_walk_steps(m, tab, m.next(tab, k), {rest, deletes}, [k | acc])
+  end
+
+  @doc """
+  What a `fixed_walk/3` must agree on in a hash table, whose order is
+  unspecified: the keys met other than the ones the walk inserted (`new?`),
+  canonically sorted, and how many keys were met more than once (0).
+  """
+  @spec fixed_walk_summary([term()], (term() -> boolean())) :: {[term()], non_neg_integer()}
+  def fixed_walk_summary(met, new?) do
+    {met |> Enum.reject(new?) |> canonical_sort(), length(met) - length(Enum.uniq(met))}
+  end
+
+  # ------------------------------------------------------------------
+  # Keys kept in the VM's external term format
+
+  @doc """
+  A closure capturing `x` (the same fun whoever calls this, so closures made
+  by different processes are `=:=` when their captured values are).
+  """
+  @spec closure(term()) :: (() -> term())
+  def closure(x), do: fn -> x end
+
+  @doc "A two-argument closure capturing `x` and `y`."
+  @spec closure2(term(), term()) :: (term() -> term())
+  def closure2(x, y), do: fn z -> {x, y, z} end
+
+  @doc """
+  Groups of keys that NativeStore keeps in external term format, each group
+  a list of terms that are one key in ETS on OTP 25 (`=:=`) but are made
+  differently: closures made here and by a helper process (their creator
+  pid differs) capturing `0.0` or `-0.0` at any depth, export funs,
+  references, ports, pids, tuples nested deeper than 64 levels holding
+  `-0.0`/`0.0`, bit strings and big integers. Draws nothing from `:rand`
+  (a seed's stream is the same with or without it); call once per seed.
+  """
+  @spec ext_key_groups() :: [[term(), ...], ...]
+  def ext_key_groups do
+    nz = -0.0
+    pz = 0.0
+
+    captured = [
+      {nz, pz},
+      {{nz, [1.5, nz]}, {pz, [1.5, pz]}},
+      {%{a: nz, b: [nz | pz]}, %{a: pz, b: [pz | nz]}},
+      {deep(3, [nz]), deep(3, [pz])},
+      {deep(70, nz), deep(70, pz)},
+      {1, 1},
+      {1 <<< 100, (1 <<< 100) - 1 + 1}
+    ]
+
+    me = self()
+    tag = make_ref()
+
+    helper =
+      spawn(fn ->
+        made =
+          for {n, p} <- captured do
+            {closure(n), closure(p), closure2(n, "b"), closure2(p, "b")}
+          end
+
+        send(me, {tag, made, self()})
+        receive do: (:stop -> :ok)
+      end)
+
+    {theirs, helper_pid} = receive do: ({^tag, made, pid} -> {made, pid})
+    send(helper, :stop)
+
+    fun_groups =
+      Enum.zip(captured, theirs)
+      |> Enum.flat_map(fn {{n, p}, {tn, tp, tn2, tp2}} ->
+        [[closure(n), closure(p), tn, tp], [closure2(n, "b"), closure2(p, "b"), tn2, tp2]]
+      end)
+
+    ref = make_ref()
+    port = hd(Port.list())
+    bits = <<1::3>>
+    <<_::5, sliced::bitstring>> = <<7::5, 1::3>>
+    [{tf_neg, _, _, _} | _] = theirs
+
+    fun_groups ++
+      [
+        [&Enum.map/2, Function.capture(Enum, :map, 2)],
+        [ref, :erlang.binary_to_term(:erlang.term_to_binary(ref))],
+        [port],
+        [self(), helper_pid],
+        [deep(70, nz), deep(70, pz)],
+        [deep(66, {pz, closure(nz)}), deep(66, {nz, tf_neg})],
+        [deep(65, [nz | %{a: pz}]), deep(65, [pz | %{a: nz}])],
+        [deep(70, %{a: nz, b: bits}), deep(70, %{a: pz, b: sliced})],
+        [bits, sliced, <<0::1, 0::1, 1::1>>],
+        [<<255, 1::1>>],
+        [{bits, nz}, {sliced, pz}],
+        [1 <<< 100, (1 <<< 100) + 1 - 1],
+        [-(1 <<< 90)],
+        [{1 <<< 100, nz}, {1 <<< 100, pz}],
+        [{ref, port, &Enum.map/2}, {ref, port, Function.capture(Enum, :map, 2)}],
+        [deep(70, {ref, self(), port}), deep(70, {ref, self(), port})]
+      ]
   end
 
   @doc """
