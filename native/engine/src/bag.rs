@@ -79,6 +79,10 @@ fn has_float(obj: &[u8]) -> bool {
 pub struct Bucket {
     hash: u64,
     buf: Vec<u8>,
+    /// Where the newest object (its header) starts in `buf`: a walk gives
+    /// the key as that object spells it, as ETS does (`0.0` and `-0.0`, or
+    /// equal funs made by different processes, are one key).
+    newest: u32,
 }
 
 impl Bucket {
@@ -88,7 +92,8 @@ impl Bucket {
         buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
         buf.extend_from_slice(key);
         Self::put(&mut buf, obj, key_at);
-        Bucket { hash, buf }
+        let newest = (HEAD + key.len()) as u32;
+        Bucket { hash, buf, newest }
     }
 
     #[inline]
@@ -100,6 +105,7 @@ impl Bucket {
 
     /// Appends an object.
     fn push(&mut self, obj: &[u8], key_at: u32) {
+        self.newest = self.buf.len() as u32;
         Self::put(&mut self.buf, obj, key_at);
         let n = u32_at(&self.buf, 0) + 1;
         set_u32(&mut self.buf, 0, n);
@@ -125,6 +131,14 @@ impl Bucket {
     #[inline]
     fn first_object(&self) -> usize {
         HEAD + u32_at(&self.buf, 4) as usize
+    }
+
+    /// The newest object's bytes (a bucket in a table is never empty).
+    #[inline]
+    pub fn newest(&self) -> &[u8] {
+        let pos = self.newest as usize;
+        let len = u32_at(&self.buf, pos) as usize;
+        &self.buf[pos + OBJ_HEAD..pos + OBJ_HEAD + len]
     }
 
     /// The objects' bytes, in insertion order.
@@ -175,6 +189,12 @@ impl Bucket {
         if gone > 0 {
             self.buf.truncate(write);
             set_u32(&mut self.buf, 0, (n - gone) as u32);
+            // The newest object left: the last one (none left: unused).
+            let mut pos = self.first_object();
+            for _ in 1..n - gone {
+                pos += OBJ_HEAD + u32_at(&self.buf, pos) as usize;
+            }
+            self.newest = pos as u32;
             if self.buf.capacity() > 2 * self.buf.len() + 64 {
                 self.buf.shrink_to_fit();
             }
@@ -708,18 +728,19 @@ impl BagTable {
         )
     }
 
-    /// Runs `f` on the first object of the first key in traversal order.
+    /// Runs `f` on the newest object of the first key in traversal order
+    /// (whose key is that key as ETS's walks spell it).
     pub fn read_first<R>(&self, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
         read_from(
             &self.shards,
             0,
             None,
             |s| &s.map,
-            |b| f(b.and_then(|b| b.objects().next())),
+            |b| f(b.map(Bucket::newest)),
         )
     }
 
-    /// Runs `f` on the first object of the key after `key` in traversal
+    /// Runs `f` on the newest object of the key after `key` in traversal
     /// order; `None` without calling `f` when `key` is not in the table.
     pub fn read_next<R>(&self, key: &Key, f: impl FnOnce(Option<&[u8]>) -> R) -> Option<R> {
         let shard = shard_index(key.hash());
@@ -736,7 +757,7 @@ impl BagTable {
             shard,
             Some((g, at + 1)),
             |s| &s.map,
-            |b| f(b.and_then(|b| b.objects().next())),
+            |b| f(b.map(Bucket::newest)),
         ))
     }
 }
