@@ -15,17 +15,13 @@ defmodule NativeStore.TableTypesDifferentialTest do
       SEED=1234 TYPE=bag mix test test/native_store/table_types_differential_test.exs
 
   Knobs: `SEED`, `SEEDS` (default 120), `OPS` (per seed and type, default
-  300), `TYPE` (one of the three types), `KNOWN_BUGS=1` (also generate
-  inputs that hit the known limitations of table_known_bugs_test.exs: bags
-  given equal keys spelled differently, compared in external format).
+  300), `TYPE` (one of the three types).
   """
   use ExUnit.Case, async: true
 
   import Bitwise
   import NativeStore.Test.Differential
   alias NativeStore.Table
-
-  @known_bugs env_flag?("KNOWN_BUGS")
 
   @moduletag timeout: 300_000
 
@@ -70,12 +66,6 @@ defmodule NativeStore.TableTypesDifferentialTest do
     groups = ext_key_groups()
     ext = for _ <- 1..6, do: pick(groups)
 
-    # Known limitation (table_known_bugs_test.exs, "bag object equality"):
-    # a bag compares whole objects by their stored bytes, so -0.0 and 0.0
-    # inside a fun or deeper than 64 levels (and funs made by different
-    # processes) make different objects there. Bags get one spelling of each
-    # group (its first), unless KNOWN_BUGS is set.
-    ext = if type == :ordered_set or @known_bugs, do: ext, else: for(g <- ext, do: [hd(g)])
     ctx = %{seed: seed, type: type, keypos: keypos, pool: pool, ext: ext, opts: opts, ets: ets}
 
     try do
@@ -94,8 +84,7 @@ defmodule NativeStore.TableTypesDifferentialTest do
     expected = run(ctx, :ets, ets, op)
     actual = run(ctx, Table, nst, op)
 
-    unless same?(expected, actual) or bag_order_only?(ctx, op, expected, actual) or
-             bag_key_spelling_only?(ctx, op, expected, actual) do
+    unless same?(expected, actual) or bag_order_only?(ctx, op, expected, actual) do
       flunk("""
       NativeStore.Table differs from :ets
         seed:     #{ctx.seed}   (replay: SEED=#{ctx.seed} TYPE=#{ctx.type} mix test #{__ENV__.file})
@@ -118,17 +107,6 @@ defmodule NativeStore.TableTypesDifferentialTest do
        do: canonical_sort(e) == canonical_sort(a)
 
   defp bag_order_only?(_, _, _, _), do: false
-
-  # Known limitation (table_known_bugs_test.exs, "bag walks"): when a bag
-  # key's objects spell it differently (0.0 and -0.0, or equal funs made by
-  # different processes), ETS's first/next/last/prev return the spelling of
-  # the newest object, NativeStore's that of the oldest. The keys are =:=.
-  defp bag_key_spelling_only?(%{type: type}, op, e, a)
-       when not @known_bugs and type in [:bag, :duplicate_bag] and
-              elem(op, 0) in [:walk, :walk_back, :next, :prev, :fixed_walk],
-       do: same_loosely?(e, a)
-
-  defp bag_key_spelling_only?(_, _, _, _), do: false
 
   defp run(ctx, mod, tab, op), do: outcome(fn -> apply_op(ctx, mod, tab, op) end)
 

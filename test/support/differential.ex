@@ -97,14 +97,6 @@ defmodule NativeStore.Test.Differential do
   def same?(_, _), do: false
 
   @doc """
-  Like `same?/2` but results compared with `===` only (`0.0` and `-0.0`, and
-  equal funs made by different processes, agree).
-  """
-  @spec same_loosely?(term(), term()) :: boolean()
-  def same_loosely?({:ok, a}, {:ok, b}), do: a === b
-  def same_loosely?(a, b), do: same?(a, b)
-
-  @doc """
   Sorts a list into a total order on distinct terms: term order, then the
   external format (which tells `1` from `1.0` and `0.0` from `-0.0`, equal in
   term order). Used to compare results whose order is unspecified.
