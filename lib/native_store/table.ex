@@ -112,10 +112,6 @@ defmodule NativeStore.Table do
   # takes longer than a normal scheduler may be held (about 1 ms).
   @dirty_list 1000
 
-  # slot/2 of an ordered_set walks `i` objects: past this many, on a dirty
-  # scheduler.
-  @dirty_slot 20_000
-
   @typedoc "A table: the reference returned by `new/2`, or the name of a named table."
   @type table :: reference() | atom()
   @typedoc "An object: a tuple with at least `keypos` elements."
@@ -565,10 +561,14 @@ defmodule NativeStore.Table do
       :"$end_of_table"
   """
   @spec slot(table(), non_neg_integer()) :: [object()] | :"$end_of_table"
-  def slot(table, i) when is_integer(i) and i > @dirty_slot,
-    do: Nif.table_slot_dirty(table, i)
-
-  def slot(table, i), do: Nif.table_slot(table, i)
+  def slot(table, i) do
+    # An ordered_set's slot `i` walks `i` objects: far in, the NIF asks for
+    # its dirty-scheduler twin.
+    case Nif.table_slot(table, i) do
+      :dirty -> Nif.table_slot_dirty(table, i)
+      objects -> objects
+    end
+  end
 
   @doc """
   Fixes (`true`) or releases (`false`) the table for the calling process,

@@ -653,7 +653,7 @@ defmodule NativeStore.TableExtrasTest do
       # that grew (or got an overflow table) shifted every later slot.
       for type <- [:set, :bag, :duplicate_bag], mod <- [:ets, Table] do
         t = mod.new(:slot_fixed, [type, :public])
-        mod.insert(t, for(i <- 1..20_000, do: {{:k, i}, i}))
+        mod.insert(t, for(i <- 1..5000, do: {{:k, i}, i}))
         mod.safe_fixtable(t, true)
 
         walk = fn walk, i, acc ->
@@ -662,7 +662,7 @@ defmodule NativeStore.TableExtrasTest do
               acc
 
             objs ->
-              if rem(i, 50) == 0 and i < 20_000,
+              if rem(i, 25) == 0 and i < 5000,
                 do: mod.insert(t, for(j <- 1..100, do: {{:n, i, j}, 0}))
 
               walk.(walk, i + 1, Enum.reverse(objs, acc))
@@ -673,7 +673,7 @@ defmodule NativeStore.TableExtrasTest do
         mod.safe_fixtable(t, false)
         assert length(keys) == length(Enum.uniq(keys)), "#{type} #{mod}"
 
-        assert MapSet.subset?(MapSet.new(1..20_000, &{:k, &1}), MapSet.new(keys)),
+        assert MapSet.subset?(MapSet.new(1..5000, &{:k, &1}), MapSet.new(keys)),
                "#{type} #{mod}"
 
         mod.delete(t)

@@ -33,6 +33,7 @@ mod atoms {
         unknown_registry,
         duplicate,
         untidy,
+        dirty,
     }
 }
 

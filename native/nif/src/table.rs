@@ -1120,22 +1120,36 @@ fn table_lookup<'a>(env: Env<'a>, [tab, key]: [Term<'a>; 2]) -> NifResult<Term<'
 /// `slot(tab, i)`: the objects in slot `i` (see `SetTable::slot`; for an
 /// `ordered_set`, the `i`th object in key order), `:"$end_of_table"` when
 /// `i` is the number of slots, `badarg` past it or for a negative or
-/// non-integer `i`.
+/// non-integer `i`. `:dirty` when `i` is too far into an `ordered_set`
+/// for a normal scheduler (the caller then calls `table_slot_dirty`).
 #[rustler::nif]
 fn table_slot<'a>(env: Env<'a>, tab: Term<'a>, i: Term<'a>) -> NifResult<Term<'a>> {
-    slot(env, tab, i)
+    slot(env, tab, i, Some(DIRTY_SLOT))
 }
+
+/// Objects an `ordered_set`'s `slot/2` walks on a normal scheduler at most.
+const DIRTY_SLOT: usize = 20_000;
 
 /// `table_slot/2` on a dirty CPU scheduler: an `ordered_set`'s slot `i`
 /// walks `i` objects. (`NativeStore.Table.slot/2` sends big indexes here.)
 #[rustler::nif(schedule = "DirtyCpu")]
 fn table_slot_dirty<'a>(env: Env<'a>, tab: Term<'a>, i: Term<'a>) -> NifResult<Term<'a>> {
-    slot(env, tab, i)
+    slot(env, tab, i, None)
 }
 
-fn slot<'a>(env: Env<'a>, tab: Term<'a>, i: Term<'a>) -> NifResult<Term<'a>> {
+/// `slot/2`; an `ordered_set`'s slot past `walk_max` (objects to walk) is
+/// answered `:dirty`.
+fn slot<'a>(
+    env: Env<'a>,
+    tab: Term<'a>,
+    i: Term<'a>,
+    walk_max: Option<usize>,
+) -> NifResult<Term<'a>> {
     let t = readable(env, tab)?;
     let i: usize = i.decode().map_err(|_| Error::BadArg)?;
+    if matches!(t.data, Data::Ordered(_)) && walk_max.is_some_and(|m| i > m) {
+        return Ok(atoms::dirty().encode(env));
+    }
     let nil = Term::list_new_empty(env);
     let one = |e: Option<&Entry>| match e {
         None => Ok(nil),
