@@ -139,9 +139,9 @@ defmodule NativeStore.TableDifferentialTest do
     # The walk's own keys are dropped after the unfix, to keep tables small.
     for objs <- elem(plan, 0),
         o <- objs,
-        do: m.delete(t, o |> Tuple.to_list() |> Enum.find(&fresh?/1))
+        do: m.delete(t, o |> Tuple.to_list() |> Enum.find(&fresh_walk_key?/1))
 
-    {fixed_walk_summary(met, &fresh?/1), m.info(t, :size)}
+    {fixed_walk_summary(met), m.info(t, :size)}
   end
 
   # ------------------------------------------------------------------
@@ -287,36 +287,6 @@ defmodule NativeStore.TableDifferentialTest do
     end
   end
 
-  defp fresh?({:fresh_walk_key, _}), do: true
-  defp fresh?(_), do: false
-
-  # A plan for fixed_walk/3: at some steps, objects with new keys (unique
-  # integers, the same for both tables), and some stored keys to delete when
-  # the walk visits them.
-  defp gen_walk_plan(ctx) do
-    # Sometimes many new keys: fixed shards send what does not fit to
-    # overflow tables, walked after them.
-    most = if chance(0.1), do: int(5, 30), else: 3
-
-    inserts =
-      for _ <- 1..int(0, 120) do
-        if chance(0.5),
-          do:
-            for(
-              _ <- 1..int(1, most),
-              do: gen_object(ctx, {:fresh_walk_key, :erlang.unique_integer([:positive])})
-            ),
-          else: []
-      end
-
-    deletes =
-      for obj <- :ets.tab2list(ctx.ets) |> canonical_sort(),
-          chance(0.15),
-          do: elem(obj, ctx.keypos - 1)
-
-    {inserts, deletes}
-  end
-
   # A value element of an object: mostly counters so update_counter works.
   defp gen_value do
     weighted([
@@ -406,7 +376,7 @@ defmodule NativeStore.TableDifferentialTest do
       {1, fn -> {:tab2list} end},
       {2, fn -> {:info_size} end},
       {1, fn -> {:info_stats} end},
-      {1, fn -> {:fixed_walk, gen_walk_plan(ctx)} end}
+      {1, fn -> {:fixed_walk, gen_walk_plan(ctx.ets, ctx.keypos, &gen_object(ctx, &1))} end}
     ]).()
   end
 

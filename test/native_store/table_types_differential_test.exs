@@ -136,9 +136,9 @@ defmodule NativeStore.TableTypesDifferentialTest do
 
     for objs <- elem(plan, 0),
         o <- objs,
-        do: m.delete(t, o |> Tuple.to_list() |> Enum.find(&fresh?/1))
+        do: m.delete(t, o |> Tuple.to_list() |> Enum.find(&fresh_walk_key?/1))
 
-    walk = if ordered?(ctx), do: met, else: fixed_walk_summary(met, &fresh?/1)
+    walk = if ordered?(ctx), do: met, else: fixed_walk_summary(met)
     {walk, m.info(t, :size)}
   end
 
@@ -259,37 +259,6 @@ defmodule NativeStore.TableTypesDifferentialTest do
     end
   end
 
-  defp fresh?({:fresh_walk_key, _}), do: true
-  defp fresh?(_), do: false
-
-  # A plan for fixed_walk/3: at some steps, objects with new keys (unique
-  # integers, the same for both tables), and some stored keys to delete when
-  # the walk visits them.
-  defp gen_walk_plan(ctx) do
-    # Sometimes many new keys: fixed shards send what does not fit to
-    # overflow tables, walked after them.
-    most = if chance(0.1), do: int(5, 30), else: 3
-
-    inserts =
-      for _ <- 1..int(0, 120) do
-        if chance(0.5),
-          do:
-            for(
-              _ <- 1..int(1, most),
-              do: gen_object(ctx, {:fresh_walk_key, :erlang.unique_integer([:positive])})
-            ),
-          else: []
-      end
-
-    deletes =
-      for obj <- :ets.tab2list(ctx.ets) |> canonical_sort(),
-          chance(0.15),
-          uniq: true,
-          do: elem(obj, ctx.keypos - 1)
-
-    {inserts, deletes}
-  end
-
   # Few distinct values, so that bags see identical objects often.
   defp gen_value do
     weighted([
@@ -348,7 +317,7 @@ defmodule NativeStore.TableTypesDifferentialTest do
       {3, fn -> {:prev, key} end},
       {2, fn -> {:info_size} end},
       {1, fn -> {:info_stats} end},
-      {1, fn -> {:fixed_walk, gen_walk_plan(ctx)} end}
+      {1, fn -> {:fixed_walk, gen_walk_plan(ctx.ets, ctx.keypos, &gen_object(ctx, &1))} end}
     ]).()
   end
 
