@@ -977,25 +977,14 @@ impl OrderedTable {
         &self,
         after: Option<&[u8]>,
         max: usize,
-        mut f: impl FnMut(&Entry),
+        f: impl FnMut(&Entry),
     ) -> (usize, usize, Option<Box<[u8]>>) {
         let p = after.map(probe);
         let g = self.inner.read();
-        let entries = match &p {
-            Some(p) => p.after(&g),
-            None => g.iter(),
-        };
-        let (mut n, mut bytes, mut last) = (0, 0, None);
-        for e in entries.take(max) {
-            if bytes >= CHUNK_BYTES {
-                break;
-            }
-            bytes += e.heap_bytes();
-            n += 1;
-            f(e);
-            last = Some(e);
+        match &p {
+            Some(p) => visit_chunk(p.after(&g), max, f),
+            None => visit_chunk(g.iter(), max, f),
         }
-        (n, bytes, last.map(|e| e.key().into()))
     }
 
     /// Up to `max` entries, in descending key order, whose keys are smaller
@@ -1013,10 +1002,9 @@ impl OrderedTable {
         &self,
         before: Option<&[u8]>,
         max: usize,
-        mut f: impl FnMut(&Entry),
+        f: impl FnMut(&Entry),
     ) -> (usize, usize, Option<Box<[u8]>>) {
         let g = self.inner.read();
-        let (mut n, mut bytes) = (0, 0);
         if g.map.is_empty() {
             // Integer keys only: step through the tree's positions.
             let start = match before.map(probe) {
@@ -1024,43 +1012,42 @@ impl OrderedTable {
                 Some(Search::Int(v)) => Some(g.ints.upper_bound(|k| k.cmp(&v), true)),
                 Some(Search::Key(_)) => None,
             };
-            if let Some(mut pos) = start {
-                let mut last = None;
-                while let Some(p) = pos {
-                    if n >= max || bytes >= CHUNK_BYTES {
-                        break;
-                    }
-                    match g.ints.at(p) {
-                        Some((_, e)) => {
-                            bytes += e.heap_bytes();
-                            n += 1;
-                            f(e);
-                            last = Some(e);
-                        }
-                        None => break,
-                    }
-                    pos = g.ints.before(p);
-                }
-                return (n, bytes, last.map(|e| e.key().into()));
+            if let Some(start) = start {
+                let steps = std::iter::successors(start, |&p| g.ints.before(p));
+                return visit_chunk(steps.map_while(|p| g.ints.at(p).map(|(_, e)| e)), max, f);
             }
         }
-        let mut cur = match before {
+        let first = match before {
             Some(k) => probe(k).before(&g),
             None => g.last(),
         };
-        let mut last = None;
-        while let Some(e) = cur {
-            if n >= max || bytes >= CHUNK_BYTES {
-                break;
-            }
-            bytes += e.heap_bytes();
-            n += 1;
-            f(e);
-            last = Some(e);
-            cur = probe(e.key()).before(&g);
-        }
-        (n, bytes, last.map(|e| e.key().into()))
+        visit_chunk(
+            std::iter::successors(first, |e| probe(e.key()).before(&g)),
+            max,
+            f,
+        )
     }
+}
+
+/// Runs `f` on `entries` in turn, up to `max` of them and about
+/// [`CHUNK_BYTES`]: how many, their [`Entry::heap_bytes`], and the key of
+/// the last one (see [`OrderedTable::visit_after`]).
+fn visit_chunk<'e>(
+    entries: impl Iterator<Item = &'e Entry>,
+    max: usize,
+    mut f: impl FnMut(&Entry),
+) -> (usize, usize, Option<Box<[u8]>>) {
+    let (mut n, mut bytes, mut last) = (0, 0, None);
+    for e in entries.take(max) {
+        if bytes >= CHUNK_BYTES {
+            break;
+        }
+        bytes += e.heap_bytes();
+        n += 1;
+        f(e);
+        last = Some(e);
+    }
+    (n, bytes, last.map(|e| e.key().into()))
 }
 
 #[cfg(test)]
