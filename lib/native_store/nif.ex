@@ -62,6 +62,9 @@ defmodule NativeStore.Nif do
   # :undefined.
   def table_safe_fixtable(_tab, _fix, _now), do: nif_error()
   def table_tidy(_tab), do: nif_error()
+  # For tests: `table_split_parts(tab)` splits every key range of an
+  # ordered_set in two (dirty) and returns the number of parts.
+  def table_split_parts(_tab), do: nif_error()
   def table_fixation(_tab), do: nif_error()
   def table_swap_objects(_tab, _key, _expected, _new), do: nif_error()
   def table_stats(_tab), do: nif_error()

@@ -57,7 +57,13 @@ defmodule NativeStore.TableTypesDifferentialTest do
     :rand.seed(:exsss, {seed, seed * 7 + 1, :erlang.phash2(type)})
     keypos = Enum.at([1, 1, 2], rem(seed, 3))
     access = if rem(seed, 4) == 0, do: :protected, else: :public
-    opts = [type, access, {:keypos, keypos}]
+    # Half the ordered_sets get write_concurrency: their key ranges are
+    # split into parts (by `{:split}` operations) under every operation.
+    parted = type == :ordered_set and rem(seed, 2) == 1
+
+    opts =
+      [type, access, {:keypos, keypos}] ++ if parted, do: [{:write_concurrency, true}], else: []
+
     ets = :ets.new(:types_oracle, opts)
     nst = Table.new(:types_native, opts)
     pool = key_pool()
@@ -66,7 +72,16 @@ defmodule NativeStore.TableTypesDifferentialTest do
     groups = ext_key_groups()
     ext = for _ <- 1..6, do: pick(groups)
 
-    ctx = %{seed: seed, type: type, keypos: keypos, pool: pool, ext: ext, opts: opts, ets: ets}
+    ctx = %{
+      seed: seed,
+      type: type,
+      keypos: keypos,
+      pool: pool,
+      ext: ext,
+      opts: opts,
+      ets: ets,
+      parted: parted
+    }
 
     try do
       Enum.each(1..n, fn i -> compare!(ctx, i, gen_op(ctx), ets, nst) end)
@@ -112,6 +127,8 @@ defmodule NativeStore.TableTypesDifferentialTest do
 
   defp ordered?(ctx), do: ctx.type == :ordered_set
 
+  defp apply_op(_, :ets, _, {:split}), do: :ok
+  defp apply_op(_, Table, t, {:split}), do: NativeStore.Nif.table_split_parts(t) && :ok
   defp apply_op(_, m, t, {:insert, objs}), do: m.insert(t, objs)
   defp apply_op(_, m, t, {:insert_new, objs}), do: m.insert_new(t, objs)
   defp apply_op(_, m, t, {:lookup, k}), do: m.lookup(t, k)
@@ -317,7 +334,8 @@ defmodule NativeStore.TableTypesDifferentialTest do
       {3, fn -> {:prev, key} end},
       {2, fn -> {:info_size} end},
       {1, fn -> {:info_stats} end},
-      {1, fn -> {:fixed_walk, gen_walk_plan(ctx.ets, ctx.keypos, &gen_object(ctx, &1))} end}
+      {1, fn -> {:fixed_walk, gen_walk_plan(ctx.ets, ctx.keypos, &gen_object(ctx, &1))} end},
+      {if(ctx.parted, do: 3, else: 0), fn -> {:split} end}
     ]).()
   end
 

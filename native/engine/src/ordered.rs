@@ -31,14 +31,15 @@ use crate::entry::Entry;
 use crate::format::tag;
 use crate::order::{compare, SortPrefix};
 use crate::set::{Change, Slot, CHUNK_BYTES};
-use parking_lot::{RwLock, RwLockWriteGuard};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::borrow::Borrow;
 use std::cell::{Cell, RefCell};
 use std::cmp::Ordering;
 use std::collections::{btree_map, BTreeMap};
 use std::iter::Peekable;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering as AtomicOrdering};
+use std::sync::Arc;
 use tree::{Pos, Tree};
 
 /// Something that can be ordered as a key: stored keys and probes.
@@ -52,6 +53,15 @@ trait AsKey {
 struct OrdKey {
     prefix: SortPrefix,
     bytes: Box<[u8]>,
+}
+
+impl OrdKey {
+    fn copy(&self) -> OrdKey {
+        OrdKey {
+            prefix: self.prefix,
+            bytes: self.bytes.clone(),
+        }
+    }
 }
 
 /// A key to look up, borrowed, with its sort prefix.
@@ -325,6 +335,12 @@ struct Inner {
     heap: usize,
     /// Bumped by every change of the trees or of an entry in them.
     version: u64,
+    /// Set when a split moved the entries into two new parts: this part
+    /// is no longer in the table's route (an operation that finds it so
+    /// starts again from the current route).
+    dead: bool,
+    /// Lock contention seen by writers (see [`Inner::note_write`]).
+    contention: i32,
 }
 
 impl Inner {
@@ -448,22 +464,69 @@ impl Inner {
             others: self.map.range::<OrdKey, _>(..).peekable(),
         }
     }
+
+    /// Records a write that found the lock `contended` (or not), as ETS's
+    /// contention-adapting trees do: +250 for a contended write, -1 for
+    /// another. True when the part should be split (then the count starts
+    /// again).
+    fn note_write(&mut self, contended: bool) -> bool {
+        self.contention = if contended {
+            self.contention + 250
+        } else {
+            (self.contention - 1).max(-1000)
+        };
+        if self.contention > SPLIT_CONTENTION {
+            self.contention = 0;
+            return true;
+        }
+        false
+    }
+
+    /// Moves the entries from the middle key on into a new `Inner`, and
+    /// returns it with that key (`None` with fewer than two entries). O(n).
+    fn split_off(&mut self) -> Option<(OrdKey, Inner)> {
+        let n = self.len();
+        if n < 2 {
+            return None;
+        }
+        let mid = self.iter().nth(n / 2)?.key();
+        let low = OrdKey {
+            prefix: SortPrefix::of(mid),
+            bytes: mid.into(),
+        };
+        let ints = self.ints.split_off(|v| cmp_int(*v, &low) != Ordering::Less);
+        let map = self.map.split_off(&low as &dyn AsKey);
+        let heap = ints.iter().map(|(_, e)| e.heap_bytes()).sum::<usize>()
+            + map
+                .iter()
+                .map(|(k, e)| e.heap_bytes() + Self::key_bytes(&k.bytes))
+                .sum::<usize>();
+        self.heap -= heap;
+        self.version += 1;
+        let upper = Inner {
+            map,
+            ints,
+            heap,
+            ..Inner::default()
+        };
+        Some((low, upper))
+    }
 }
 
 /// The contents of a table taken out by [`OrderedTable::take_all`];
 /// dropping it frees every entry.
 #[allow(dead_code)]
-pub struct OrderedContents(Map, IntMap);
+pub struct OrderedContents(Vec<(Map, IntMap)>);
 
 impl OrderedContents {
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.0.len() + self.1.len()
+        self.0.iter().map(|(m, i)| m.len() + i.len()).sum()
     }
 
     /// True when there are no entries.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty() && self.1.is_empty()
+        self.0.iter().all(|(m, i)| m.is_empty() && i.is_empty())
     }
 }
 
@@ -556,19 +619,122 @@ thread_local! {
     };
 }
 
-/// Ids of tables (for walk caches), never reused.
+/// Ids of parts (for walk caches), never reused.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// An ordered table with set semantics under `==`.
-pub struct OrderedTable {
+/// A part's contention count above which it is split.
+const SPLIT_CONTENTION: i32 = 1000;
+/// Parts a table is split into at most.
+const MAX_PARTS: usize = 64;
+/// Entries a part may hold to be split: a split holds the part's write
+/// lock while it finds the middle key (a walk over half the general
+/// tree's keys) and moves the integer tree's leaves (about 0.3-0.7 ms at
+/// this size, measured); bigger parts are left whole.
+const SPLIT_MAX: usize = 1 << 17;
+
+/// One key range of a table: its trees under their own lock.
+struct Part {
     inner: RwLock<Inner>,
+    /// For walk caches (never reused).
     id: u64,
-    /// The tree's version, published by each writer before it unlocks:
+    /// The trees' version, published by each writer before it unlocks:
     /// walk caches are checked against it without taking the lock.
     version: AtomicU64,
 }
 
-/// A write lock on a table that publishes the tree's version on release.
+impl Part {
+    fn new(inner: Inner) -> Arc<Self> {
+        Arc::new(Part {
+            version: AtomicU64::new(inner.version),
+            inner: RwLock::new(inner),
+            id: NEXT_ID.fetch_add(1, AtomicOrdering::Relaxed),
+        })
+    }
+
+    /// Write-locks the part; also says whether the lock was busy.
+    #[inline]
+    fn write(&self) -> (WriteGuard<'_>, bool) {
+        let (g, contended) = match self.inner.try_write() {
+            Some(g) => (g, false),
+            None => (self.inner.write(), true),
+        };
+        let g = WriteGuard {
+            g,
+            published: &self.version,
+        };
+        (g, contended)
+    }
+}
+
+/// How a table's keys are divided into parts: `parts[i]` holds the keys
+/// from `lows[i - 1]` (included) to `lows[i]` (excluded).
+struct Route {
+    lows: Vec<OrdKey>,
+    /// The lows as integers, when they all are small integers (then
+    /// integer keys are routed by integer compares).
+    int_lows: Option<Vec<i64>>,
+    parts: Vec<Arc<Part>>,
+}
+
+impl Route {
+    fn new(lows: Vec<OrdKey>, parts: Vec<Arc<Part>>) -> Self {
+        let int_lows = lows.iter().map(|l| l.prefix.integer()).collect();
+        Route {
+            lows,
+            int_lows,
+            parts,
+        }
+    }
+
+    /// The index of the part for the key searched.
+    #[inline]
+    fn index(&self, s: &Search) -> usize {
+        match s {
+            Search::Int(v) => match &self.int_lows {
+                Some(lows) => lows.partition_point(|low| v >= low),
+                None => self
+                    .lows
+                    .partition_point(|low| cmp_int(*v, low) != Ordering::Less),
+            },
+            Search::Key(p) => self
+                .lows
+                .partition_point(|low| cmp_keys(p, low) != Ordering::Less),
+        }
+    }
+
+    /// The index of the part for `key`.
+    #[inline]
+    fn index_of(&self, key: &[u8]) -> usize {
+        if self.lows.is_empty() {
+            return 0;
+        }
+        self.index(&probe(key))
+    }
+}
+
+/// An ordered table with set semantics under `==`.
+///
+/// Its keys are divided into parts by key range (one at first), each with
+/// its own lock. With `write_concurrency`, a part whose writers keep
+/// finding its lock busy is split in two at its middle key, as ETS's
+/// contention-adapting trees do (parts are not joined again). Point
+/// operations lock one part; walks lock one part at a time; operations on
+/// many keys at once (`insert/2` of a list, `take_all`, `slot`) lock every
+/// part.
+pub struct OrderedTable {
+    /// The current route: one of `routes`.
+    route: AtomicPtr<Route>,
+    /// Every route the table has had (the current one last): routes are
+    /// only freed with the table, so a route loaded by any operation stays
+    /// valid. Also serializes splits. (Boxed: `route` points into a box,
+    /// which does not move when the vector grows.)
+    #[allow(clippy::vec_box)]
+    routes: Mutex<Vec<Box<Route>>>,
+    /// Whether contention splits parts (`write_concurrency`).
+    adaptive: bool,
+}
+
+/// A write lock on a part that publishes its version on release.
 struct WriteGuard<'a> {
     g: RwLockWriteGuard<'a, Inner>,
     published: &'a AtomicU64,
@@ -597,32 +763,165 @@ impl Drop for WriteGuard<'_> {
 
 impl Default for OrderedTable {
     fn default() -> Self {
-        Self {
-            inner: RwLock::default(),
-            id: NEXT_ID.fetch_add(1, AtomicOrdering::Relaxed),
-            version: AtomicU64::new(0),
-        }
+        Self::with_concurrency(false)
     }
 }
 
+/// Outcome of a step on one part of a walk: the answer, or `f` back to go
+/// on in the neighbouring part.
+type Step<R, F> = Result<R, F>;
+
 impl OrderedTable {
-    /// An empty table.
+    /// An empty table (one part, never split).
     pub fn new() -> Self {
         Self::default()
     }
 
-    fn write(&self) -> WriteGuard<'_> {
-        WriteGuard {
-            g: self.inner.write(),
-            published: &self.version,
+    /// An empty table; with `write_concurrency`, parts that writers
+    /// contend for are split.
+    pub fn with_concurrency(write_concurrency: bool) -> Self {
+        let mut route = Box::new(Route::new(Vec::new(), vec![Part::new(Inner::default())]));
+        Self {
+            route: AtomicPtr::new(&mut *route),
+            routes: Mutex::new(vec![route]),
+            adaptive: write_concurrency,
         }
+    }
+
+    /// The current route.
+    #[inline]
+    #[allow(unsafe_code)]
+    fn route(&self) -> &Route {
+        // SAFETY: `route` always points at a route boxed in `self.routes`,
+        // which only frees its routes when the table is dropped (a box's
+        // contents do not move when the vector grows), and a route is
+        // never changed after it is published; the Acquire load pairs with
+        // the Release store that published it.
+        unsafe { &*self.route.load(AtomicOrdering::Acquire) }
+    }
+
+    /// The live part for `s`, read-locked.
+    #[inline]
+    fn read_part(&self, s: &Search) -> (&Part, RwLockReadGuard<'_, Inner>) {
+        loop {
+            let r = self.route();
+            let part = &r.parts[if r.lows.is_empty() { 0 } else { r.index(s) }];
+            let g = part.inner.read();
+            if !g.dead {
+                return (part, g);
+            }
+        }
+    }
+
+    /// The live part at `index(route)`, write-locked, and whether its lock
+    /// was busy (`index` is called only when the table has several parts).
+    #[inline]
+    fn write_part(&self, index: impl Fn(&Route) -> usize) -> (&Part, WriteGuard<'_>, bool) {
+        loop {
+            let r = self.route();
+            let part = &r.parts[if r.lows.is_empty() { 0 } else { index(r) }];
+            let (g, contended) = part.write();
+            if !g.dead {
+                return (part, g, contended);
+            }
+        }
+    }
+
+    /// Unlocks a part written to, and splits it if writers contend for it.
+    #[inline]
+    fn written(&self, part: &Part, mut g: WriteGuard<'_>, contended: bool) {
+        let split = self.adaptive && g.note_write(contended);
+        drop(g);
+        if split {
+            self.split(part, false);
+        }
+    }
+
+    /// Runs `f` on the live part for `s`, write-locked (see
+    /// [`OrderedTable::written`]).
+    #[inline]
+    fn write_at<R>(&self, s: &Search, f: impl FnOnce(&mut Inner) -> R) -> R {
+        let (part, mut g, contended) = self.write_part(|r| r.index(s));
+        let out = f(&mut g);
+        self.written(part, g, contended);
+        out
+    }
+
+    /// Every part of the current route, write-locked in order.
+    fn write_all(&self) -> Vec<WriteGuard<'_>> {
+        loop {
+            let gs: Vec<_> = self.route().parts.iter().map(|p| p.write().0).collect();
+            // Every part is live only if no split happened since the route
+            // was loaded (a split kills the part it splits).
+            if gs.iter().all(|g| !g.dead) {
+                return gs;
+            }
+        }
+    }
+
+    /// Every part of the current route, read-locked in order.
+    fn read_all(&self) -> Vec<RwLockReadGuard<'_, Inner>> {
+        loop {
+            let gs: Vec<_> = self.route().parts.iter().map(|p| p.inner.read()).collect();
+            if gs.iter().all(|g| !g.dead) {
+                return gs;
+            }
+        }
+    }
+
+    /// Splits `part` in two at its middle key (if it is still in the
+    /// route, holds at least two entries, and, unless `any_size`, at most
+    /// [`SPLIT_MAX`]).
+    fn split(&self, part: &Part, any_size: bool) {
+        let mut routes = self.routes.lock();
+        let r = self.route();
+        if r.parts.len() >= MAX_PARTS && !any_size {
+            return;
+        }
+        let Some(i) = r.parts.iter().position(|p| std::ptr::eq(&**p, part)) else {
+            return;
+        };
+        let (mut g, _) = part.write();
+        if g.dead || (g.len() > SPLIT_MAX && !any_size) {
+            return;
+        }
+        let Some((low, upper)) = g.split_off() else {
+            return;
+        };
+        let lower = std::mem::take(&mut *g);
+        g.dead = true;
+        g.version = lower.version + 1;
+        let mut lows = Vec::with_capacity(r.lows.len() + 1);
+        lows.extend(r.lows[..i].iter().map(OrdKey::copy));
+        lows.push(low);
+        lows.extend(r.lows[i..].iter().map(OrdKey::copy));
+        let mut parts = r.parts.clone();
+        parts.splice(i..=i, [Part::new(lower), Part::new(upper)]);
+        let mut next = Box::new(Route::new(lows, parts));
+        self.route.store(&mut *next, AtomicOrdering::Release);
+        routes.push(next);
+    }
+
+    /// Splits every part of at least two entries in two (whatever their
+    /// size or contention; for tests of walks across parts). O(n).
+    #[doc(hidden)]
+    pub fn split_parts(&self) {
+        let parts = self.route().parts.clone();
+        for p in &parts {
+            self.split(p, true);
+        }
+    }
+
+    /// Number of parts (see [`OrderedTable`]).
+    pub fn parts(&self) -> usize {
+        self.route().parts.len()
     }
 
     /// Runs `f` on the entry under `key` (or `None`) while it is read-locked.
     pub fn read<R>(&self, key: &[u8], f: impl FnOnce(Option<&Entry>) -> R) -> R {
         // The probe's prefix is computed before the lock is taken.
         let p = probe(key);
-        let g = self.inner.read();
+        let (_, g) = self.read_part(&p);
         f(match p {
             Search::Int(v) => g.ints.get(|k| k.cmp(&v)),
             Search::Key(p) => g.map.get(&p as &dyn AsKey),
@@ -631,7 +930,7 @@ impl OrderedTable {
 
     /// [`OrderedTable::read`] of the key that is the small integer `v`.
     pub fn read_int<R>(&self, v: i64, f: impl FnOnce(Option<&Entry>) -> R) -> R {
-        f(self.inner.read().ints.get(|k| k.cmp(&v)))
+        f(self.read_part(&Search::Int(v)).1.ints.get(|k| k.cmp(&v)))
     }
 
     /// A copy of the entry under `key`.
@@ -647,42 +946,62 @@ impl OrderedTable {
     /// Inserts or replaces (key included); returns the replaced entry.
     pub fn insert(&self, entry: Entry) -> Option<Entry> {
         let prefix = SortPrefix::of(entry.key());
-        self.write().put_with(prefix, entry)
+        let (part, mut g, contended) = self.write_part(|r| {
+            r.index(&match prefix.integer() {
+                Some(v) => Search::Int(v),
+                None => Search::Key(Probe {
+                    prefix,
+                    bytes: entry.key(),
+                }),
+            })
+        });
+        let old = g.put_with(prefix, entry);
+        self.written(part, g, contended);
+        old
     }
 
     /// Inserts only if the key is absent; returns whether it inserted.
     pub fn insert_new(&self, entry: Entry) -> bool {
-        let mut g = self.write();
-        if g.get(entry.key()).is_some() {
-            return false;
+        let (part, mut g, contended) = self.write_part(|r| r.index_of(entry.key()));
+        let new = g.get(entry.key()).is_none();
+        if new {
+            g.put(entry);
         }
-        g.put(entry);
-        true
+        self.written(part, g, contended);
+        new
     }
 
     /// Inserts all entries atomically (for equal keys the last one wins);
     /// returns the replaced entries.
     pub fn insert_all(&self, entries: Vec<Entry>) -> Vec<Entry> {
-        let mut g = self.write();
-        entries.into_iter().filter_map(|e| g.put(e)).collect()
+        let mut gs = self.write_all();
+        let r = self.route();
+        entries
+            .into_iter()
+            .filter_map(|e| gs[r.index_of(e.key())].put(e))
+            .collect()
     }
 
     /// Inserts all entries atomically if none of their keys is present;
     /// otherwise inserts nothing. Returns whether it inserted.
     pub fn insert_new_all(&self, entries: Vec<Entry>) -> bool {
-        let mut g = self.write();
-        if entries.iter().any(|e| g.get(e.key()).is_some()) {
+        let mut gs = self.write_all();
+        let r = self.route();
+        if entries
+            .iter()
+            .any(|e| gs[r.index_of(e.key())].get(e.key()).is_some())
+        {
             return false;
         }
         for e in entries {
-            g.put(e);
+            gs[r.index_of(e.key())].put(e);
         }
         true
     }
 
     /// Removes and returns the entry under `key`.
     pub fn remove(&self, key: &[u8]) -> Option<Entry> {
-        self.write().remove(key)
+        self.write_at(&probe(key), |g| g.remove(key))
     }
 
     /// Atomic read-modify-write of the entry under `key` (see
@@ -693,34 +1012,41 @@ impl OrderedTable {
         key: &[u8],
         f: impl FnOnce(Option<&mut Entry>) -> (Change, R),
     ) -> R {
-        let mut g = self.write();
-        // `f` may change the entry in place.
-        g.version += 1;
-        let (change, r) = f(g.get_mut(key));
-        match change {
-            Change::Keep => {}
-            Change::Put(e) => {
-                debug_assert_eq!(compare(e.key(), key), Ordering::Equal);
-                g.put(e);
+        self.write_at(&probe(key), |g| {
+            // `f` may change the entry in place.
+            g.version += 1;
+            let (change, r) = f(g.get_mut(key));
+            match change {
+                Change::Keep => {}
+                Change::Put(e) => {
+                    debug_assert_eq!(compare(e.key(), key), Ordering::Equal);
+                    g.put(e);
+                }
+                Change::Remove => {
+                    g.remove(key);
+                }
             }
-            Change::Remove => {
-                g.remove(key);
-            }
-        }
-        r
+            r
+        })
     }
 
     /// Takes every entry out of the table.
     pub fn take_all(&self) -> OrderedContents {
-        let mut g = self.write();
-        g.heap = 0;
-        g.version += 1;
-        OrderedContents(std::mem::take(&mut g.map), std::mem::take(&mut g.ints))
+        let mut gs = self.write_all();
+        OrderedContents(
+            gs.iter_mut()
+                .map(|g| {
+                    g.heap = 0;
+                    g.version += 1;
+                    (std::mem::take(&mut g.map), std::mem::take(&mut g.ints))
+                })
+                .collect(),
+        )
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.inner.read().len()
+        self.read_all().iter().map(|g| g.len()).sum()
     }
 
     /// True when the table has no entries.
@@ -732,39 +1058,51 @@ impl OrderedTable {
     /// one's estimated from its slots, with B-tree nodes about 2/3 full),
     /// key copies and entries.
     pub fn memory_bytes(&self) -> usize {
-        let g = self.inner.read();
         let slot = std::mem::size_of::<OrdKey>() + std::mem::size_of::<Entry>();
-        std::mem::size_of::<Self>() + g.map.len() * slot * 3 / 2 + g.ints.node_bytes() + g.heap
+        let parts: usize = self
+            .read_all()
+            .iter()
+            .map(|g| {
+                std::mem::size_of::<Part>()
+                    + g.map.len() * slot * 3 / 2
+                    + g.ints.node_bytes()
+                    + g.heap
+            })
+            .sum();
+        std::mem::size_of::<Self>() + parts
     }
 
-    /// Remembers `pos` (if any) as this thread's place in this table's
-    /// integer tree and returns its entry.
-    fn int_settle<'g>(&self, g: &'g Inner, pos: Option<Pos>) -> Option<&'g Entry> {
+    /// Remembers `pos` (if any) as this thread's place in `part`'s integer
+    /// tree and returns its entry.
+    #[inline]
+    fn int_settle<'g>(part: &Part, g: &'g Inner, pos: Option<Pos>) -> Option<&'g Entry> {
         let pos = pos?;
         INT_WALK.with(|c| {
             c.set(IntWalk {
-                table: self.id,
+                table: part.id,
                 pos,
             })
         });
         g.ints.at(pos).map(|(_, e)| e)
     }
 
-    /// This thread's place in this table's integer tree, if the entry there
-    /// has the key bytes `key` and the table has no other keys (then what
-    /// follows or precedes the place follows or precedes `key`).
-    fn int_walk_at(&self, g: &Inner, key: &[u8]) -> Option<Pos> {
+    /// This thread's place in `part`'s integer tree, if the entry there
+    /// has the key bytes `key` and the part has no other keys (then what
+    /// follows or precedes the place in the part follows or precedes
+    /// `key`).
+    #[inline]
+    fn int_walk_at(part: &Part, g: &Inner, key: &[u8]) -> Option<Pos> {
         let w = INT_WALK.with(|c| c.get());
-        let hit = w.table == self.id
+        let hit = w.table == part.id
             && g.map.is_empty()
             && g.ints.at(w.pos).is_some_and(|(_, e)| e.key() == key);
         hit.then_some(w.pos)
     }
 
-    /// Copies the keys from `pos` on of this table of integer keys only
-    /// for a walk (see [`IntKeys`]), and leaves this thread's place in the
-    /// tree at the last one copied.
-    fn copy_keys_ahead(&self, g: &Inner, pos: Pos) {
+    /// Copies the keys from `pos` on of `part` (integer keys only) for a
+    /// walk (see [`IntKeys`]), and leaves this thread's place in the tree
+    /// at the last one copied.
+    fn copy_keys_ahead(part: &Part, g: &Inner, pos: Pos) {
         let mut last = pos;
         INT_KEYS.with(|c| {
             let Ok(mut c) = c.try_borrow_mut() else {
@@ -781,46 +1119,88 @@ impl OrderedTable {
                 c.len += 1;
                 true
             });
-            c.table = self.id;
+            c.table = part.id;
             c.version = g.version;
         });
         INT_WALK.with(|c| {
             c.set(IntWalk {
-                table: self.id,
+                table: part.id,
                 pos: last,
             })
         });
     }
 
-    /// Runs `f` on the entry with the smallest key.
-    pub fn read_first<R>(&self, f: impl FnOnce(Option<&Entry>) -> R) -> R {
-        let g = self.inner.read();
-        if g.map.is_empty() {
-            return f(self.int_settle(&g, g.ints.first_pos()));
+    /// Runs `f` on the first entry (`forward`) or the last one of the
+    /// parts from `from` on (or before it, and `from` itself), or on `None`
+    /// when they are empty; `Err(f)` when one of them is dead.
+    fn read_end<R, F: FnOnce(Option<&Entry>) -> R>(
+        r: &Route,
+        from: usize,
+        forward: bool,
+        f: F,
+    ) -> Step<R, F> {
+        let mut i = from;
+        while let Some(part) = r.parts.get(i) {
+            i = if forward { i + 1 } else { i.wrapping_sub(1) };
+            let g = part.inner.read();
+            if g.dead {
+                return Err(f);
+            }
+            if g.len() == 0 {
+                continue;
+            }
+            if g.map.is_empty() {
+                let pos = if forward {
+                    g.ints.first_pos()
+                } else {
+                    g.ints.last_pos()
+                };
+                return Ok(f(Self::int_settle(part, &g, pos)));
+            }
+            return Ok(f(if forward { g.first() } else { g.last() }));
         }
-        f(g.first())
+        Ok(f(None))
+    }
+
+    /// Runs `f` on the entry with the smallest key.
+    pub fn read_first<R>(&self, mut f: impl FnOnce(Option<&Entry>) -> R) -> R {
+        loop {
+            match Self::read_end(self.route(), 0, true, f) {
+                Ok(r) => return r,
+                Err(back) => f = back,
+            }
+        }
     }
 
     /// Runs `f` on the entry with the greatest key.
-    pub fn read_last<R>(&self, f: impl FnOnce(Option<&Entry>) -> R) -> R {
-        let g = self.inner.read();
-        if g.map.is_empty() {
-            return f(self.int_settle(&g, g.ints.last_pos()));
+    pub fn read_last<R>(&self, mut f: impl FnOnce(Option<&Entry>) -> R) -> R {
+        loop {
+            let r = self.route();
+            match Self::read_end(r, r.parts.len() - 1, false, f) {
+                Ok(r) => return r,
+                Err(back) => f = back,
+            }
         }
-        f(g.last())
     }
 
-    /// A step of a walk over integer keys only (see [`IntWalk`]): from the
-    /// walk's place when `key` is found there, else by a search. `None`
-    /// when the table has other keys.
-    fn int_step<'g>(&self, g: &'g Inner, key: &[u8], forward: bool) -> Option<Option<&'g Entry>> {
+    /// A step of a walk over a part of integer keys only (see [`IntWalk`]):
+    /// from the walk's place when `key` is found there, else by a search.
+    /// `None` when the part has other keys; `Some(None)` when the part
+    /// holds nothing beyond `key`.
+    #[inline]
+    fn int_step<'g>(
+        part: &Part,
+        g: &'g Inner,
+        key: &[u8],
+        forward: bool,
+    ) -> Option<Option<&'g Entry>> {
         if !g.map.is_empty() {
             return None;
         }
         // Keys are copied ahead only for a walk that continues from its
         // place (first/1 or a searched next/2 just record the place, so a
         // `first` + `delete` queue or random `next` calls copy nothing).
-        let (pos, walking) = match self.int_walk_at(g, key) {
+        let (pos, walking) = match Self::int_walk_at(part, g, key) {
             Some(p) if forward => (g.ints.after(p), true),
             Some(p) => (g.ints.before(p), false),
             None => {
@@ -837,11 +1217,11 @@ impl OrderedTable {
         };
         if walking {
             if let Some(p) = pos {
-                self.copy_keys_ahead(g, p);
+                Self::copy_keys_ahead(part, g, p);
                 return Some(g.ints.at(p).map(|(_, e)| e));
             }
         }
-        Some(self.int_settle(g, pos))
+        Some(Self::int_settle(part, g, pos))
     }
 
     /// Runs `f` on what follows `key` (which need not be in the table):
@@ -850,12 +1230,14 @@ impl OrderedTable {
     pub fn read_next_key<R>(&self, key: &[u8], f: impl FnOnce(Next<'_>) -> R) -> R {
         // (As for the walk cache of `read_next`: a version still equal to
         // the copy's means no change is visible yet.)
+        let r = self.route();
+        let part = &r.parts[r.index_of(key)];
         let f = match INT_KEYS.with(|c| {
             let Ok(mut c) = c.try_borrow_mut() else {
                 return Err(f);
             };
-            let hit = c.table == self.id
-                && c.version == self.version.load(AtomicOrdering::Acquire)
+            let hit = c.table == part.id
+                && c.version == part.version.load(AtomicOrdering::Acquire)
                 && c.at + 1 < c.len
                 && <&[u8; 9]>::try_from(key).is_ok_and(|k| c.keys[c.at] == *k);
             if !hit {
@@ -870,19 +1252,23 @@ impl OrderedTable {
         self.read_next(key, |e| f(e.map_or(Next::End, Next::Entry)))
     }
 
-    /// Runs `f` on the entry with the smallest key greater than `key`
-    /// (which need not be in the table).
-    pub fn read_next<R>(&self, key: &[u8], f: impl FnOnce(Option<&Entry>) -> R) -> R {
-        // A walk in progress over an unchanged tree: no lock needed. (A
-        // writer publishes its version before it unlocks, so a version
-        // still equal to the cache's means no change is visible yet: the
-        // cached copies are the tree's entries at this point in time.)
-        let f = match WALK.with(|cell| {
+    /// Runs `f` on the entry after `key` in this thread's walk cache, if
+    /// it holds a walk of `part` at `key` (see [`WalkCache`]); `version` is
+    /// the part's version (`None`: read it).
+    #[inline]
+    fn cached_next<R, F: FnOnce(Option<&Entry>) -> R>(
+        part: &Part,
+        version: Option<u64>,
+        key: &[u8],
+        f: F,
+    ) -> Step<R, F> {
+        WALK.with(|cell| {
             let Ok(mut w) = cell.try_borrow_mut() else {
                 return Err(f);
             };
-            let hit = w.table == self.id
-                && w.version == self.version.load(AtomicOrdering::Acquire)
+            let hit = w.table == part.id
+                && w.version
+                    == version.unwrap_or_else(|| part.version.load(AtomicOrdering::Acquire))
                 && w.entries.get(w.at).is_some_and(|e| e.key() == key)
                 && w.at + 1 < w.entries.len();
             if !hit {
@@ -890,31 +1276,37 @@ impl OrderedTable {
             }
             w.at += 1;
             Ok(f(w.entries.get(w.at)))
-        }) {
-            Ok(r) => return r,
-            Err(f) => f,
-        };
-        let g = self.inner.read();
-        if let Some(e) = self.int_step(&g, key, true) {
-            return f(e);
+        })
+    }
+
+    /// Runs `f` on the entry of `part` (read-locked as `g`) after `key`,
+    /// filling this thread's walk cache; `Err(f)` when there is none.
+    #[inline]
+    fn next_in_part<R, F: FnOnce(Option<&Entry>) -> R>(
+        part: &Part,
+        g: &Inner,
+        key: &[u8],
+        f: F,
+    ) -> Step<R, F> {
+        if let Some(e) = Self::int_step(part, g, key, true) {
+            return match e {
+                Some(e) => Ok(f(Some(e))),
+                None => Err(f),
+            };
         }
         // A walk in progress (the key is the one returned last, and the
-        // tree has not changed since): the next entry is in the cache.
-        let cached = WALK.with(|cell| {
+        // part has not changed since): the next entry is in the cache.
+        let f = match Self::cached_next(part, Some(g.version), key, f) {
+            Ok(r) => return Ok(r),
+            Err(f) => f,
+        };
+        let mut range = probe(key).after(g);
+        let Some(first) = range.next() else {
+            return Err(f);
+        };
+        WALK.with(|cell| {
             let Ok(mut w) = cell.try_borrow_mut() else {
-                return Err(f);
-            };
-            let hit = w.table == self.id
-                && w.version == g.version
-                && w.entries.get(w.at).is_some_and(|e| e.key() == key)
-                && w.at + 1 < w.entries.len();
-            if hit {
-                w.at += 1;
-                return Ok(f(w.entries.get(w.at)));
-            }
-            let mut range = probe(key).after(&g);
-            let Some(first) = range.next() else {
-                return Ok(f(None));
+                return;
             };
             // Copy what follows while it is small (copies of big objects
             // would cost more than the searches they save).
@@ -927,69 +1319,115 @@ impl OrderedTable {
                 };
                 w.entries.push(e.clone());
             }
-            w.table = self.id;
+            w.table = part.id;
             w.version = g.version;
             w.at = 0;
-            Ok(f(Some(first)))
         });
-        let f = match cached {
-            Ok(r) => return r,
-            Err(f) => f,
-        };
-        f(probe(key).after(&g).next())
+        Ok(f(Some(first)))
+    }
+
+    /// Runs `f` on the entry with the smallest key greater than `key`
+    /// (which need not be in the table).
+    pub fn read_next<R>(&self, key: &[u8], mut f: impl FnOnce(Option<&Entry>) -> R) -> R {
+        loop {
+            let r = self.route();
+            let i = r.index_of(key);
+            let part = &r.parts[i];
+            // A walk in progress over an unchanged part: no lock needed. (A
+            // writer publishes its version before it unlocks, so a version
+            // still equal to the cache's means no change is visible yet:
+            // the cached copies are the part's entries at this point in
+            // time.)
+            f = match Self::cached_next(part, None, key, f) {
+                Ok(r) => return r,
+                Err(f) => f,
+            };
+            let g = part.inner.read();
+            if g.dead {
+                continue;
+            }
+            f = match Self::next_in_part(part, &g, key, f) {
+                Ok(r) => return r,
+                Err(f) => f,
+            };
+            drop(g);
+            if i + 1 == r.parts.len() {
+                return f(None);
+            }
+            // Every key of the next parts is greater than `key`.
+            f = match Self::read_end(r, i + 1, true, f) {
+                Ok(r) => return r,
+                Err(f) => f,
+            };
+        }
     }
 
     /// Runs `f` on the entry with the greatest key smaller than `key`.
-    pub fn read_prev<R>(&self, key: &[u8], f: impl FnOnce(Option<&Entry>) -> R) -> R {
-        let g = self.inner.read();
-        if let Some(e) = self.int_step(&g, key, false) {
-            return f(e);
+    pub fn read_prev<R>(&self, key: &[u8], mut f: impl FnOnce(Option<&Entry>) -> R) -> R {
+        loop {
+            let r = self.route();
+            let i = r.index_of(key);
+            let part = &r.parts[i];
+            let g = part.inner.read();
+            if g.dead {
+                continue;
+            }
+            let e = match Self::int_step(part, &g, key, false) {
+                Some(e) => e,
+                None => probe(key).before(&g),
+            };
+            if e.is_some() {
+                return f(e);
+            }
+            drop(g);
+            if i == 0 {
+                return f(None);
+            }
+            f = match Self::read_end(r, i - 1, false, f) {
+                Ok(r) => return r,
+                Err(f) => f,
+            };
         }
-        f(probe(key).before(&g))
     }
 
     /// Runs `f` on the object at position `i` in key order, as ETS's
     /// `slot/2` on an `ordered_set` (it walks `i` objects: linear time, as
     /// in ETS).
     pub fn slot<R>(&self, i: usize, f: impl FnOnce(&Entry) -> R) -> Slot<R> {
-        let g = self.inner.read();
-        match g.iter().nth(i) {
+        let gs = self.read_all();
+        let len: usize = gs.iter().map(|g| g.len()).sum();
+        match gs.iter().flat_map(|g| g.iter()).nth(i) {
             Some(e) => Slot::At(f(e)),
-            None if i == g.len() => Slot::End,
+            None if i == len => Slot::End,
             None => Slot::Beyond,
         }
     }
 
     /// Up to `max` entries (and about [`CHUNK_BYTES`]), in key order, whose
     /// keys are greater than `after` (all keys when `None`); copies, taken
-    /// under one read lock.
+    /// part by part under a read lock.
     pub fn chunk_after(&self, after: Option<&[u8]>, max: usize) -> Vec<Entry> {
         let mut out = Vec::new();
         self.visit_after(after, max, |e| out.push(e.clone()));
         out
     }
 
-    /// Runs `f`, under one read lock, on the entries [`OrderedTable::chunk_after`]
-    /// would copy, in order (so a caller can read them without copying
-    /// them). Returns how many there were, their [`Entry::heap_bytes`], and
-    /// the key of the last one.
+    /// Runs `f`, part by part under a read lock, on the entries
+    /// [`OrderedTable::chunk_after`] would copy, in order (so a caller can
+    /// read them without copying them). Returns how many there were, their
+    /// [`Entry::heap_bytes`], and the key of the last one.
     pub fn visit_after(
         &self,
         after: Option<&[u8]>,
         max: usize,
         f: impl FnMut(&Entry),
     ) -> (usize, usize, Option<Box<[u8]>>) {
-        let p = after.map(probe);
-        let g = self.inner.read();
-        match &p {
-            Some(p) => visit_chunk(p.after(&g), max, f),
-            None => visit_chunk(g.iter(), max, f),
-        }
+        self.visit(after, max, true, f)
     }
 
     /// Up to `max` entries, in descending key order, whose keys are smaller
-    /// than `before` (all keys when `None`); copies, taken under one read
-    /// lock (each step is a search: O(max log n)).
+    /// than `before` (all keys when `None`); copies, taken part by part
+    /// under a read lock (each step is a search: O(max log n)).
     pub fn chunk_before(&self, before: Option<&[u8]>, max: usize) -> Vec<Entry> {
         let mut out = Vec::new();
         self.visit_before(before, max, |e| out.push(e.clone()));
@@ -1004,50 +1442,136 @@ impl OrderedTable {
         max: usize,
         f: impl FnMut(&Entry),
     ) -> (usize, usize, Option<Box<[u8]>>) {
-        let g = self.inner.read();
-        if g.map.is_empty() {
-            // Integer keys only: step through the tree's positions.
-            let start = match before.map(probe) {
-                None => Some(g.ints.last_pos()),
-                Some(Search::Int(v)) => Some(g.ints.upper_bound(|k| k.cmp(&v), true)),
-                Some(Search::Key(_)) => None,
+        self.visit(before, max, false, f)
+    }
+
+    /// [`OrderedTable::visit_after`] (`forward`) or
+    /// [`OrderedTable::visit_before`]: part by part from the one holding
+    /// `from`; when a part turns out dead, again from the last key visited.
+    fn visit(
+        &self,
+        from: Option<&[u8]>,
+        max: usize,
+        forward: bool,
+        mut f: impl FnMut(&Entry),
+    ) -> (usize, usize, Option<Box<[u8]>>) {
+        let mut seen = Visited {
+            n: 0,
+            bytes: 0,
+            last: None,
+        };
+        'route: loop {
+            let r = self.route();
+            // (Taken out of `seen` while it is the cursor: put back when
+            // nothing more is visited.)
+            let resume = seen.last.take();
+            let cursor = resume.as_deref().or(from);
+            let mut i = match cursor {
+                Some(k) => r.index_of(k),
+                None if forward => 0,
+                None => r.parts.len() - 1,
             };
-            if let Some(start) = start {
-                let steps = std::iter::successors(start, |&p| g.ints.before(p));
-                return visit_chunk(steps.map_while(|p| g.ints.at(p).map(|(_, e)| e)), max, f);
+            let mut cursor = cursor;
+            loop {
+                let g = r.parts[i].inner.read();
+                if g.dead {
+                    drop(g);
+                    if seen.last.is_none() {
+                        seen.last = resume;
+                    }
+                    continue 'route;
+                }
+                let done = if forward {
+                    match cursor.map(probe) {
+                        Some(p) => seen.visit(p.after(&g), max, &mut f),
+                        None => seen.visit(g.iter(), max, &mut f),
+                    }
+                } else {
+                    visit_down(&g, cursor, max, &mut seen, &mut f)
+                };
+                drop(g);
+                // Every key of the parts beyond is beyond `cursor`.
+                cursor = None;
+                let next = if forward { i + 1 } else { i.wrapping_sub(1) };
+                if done || next >= r.parts.len() {
+                    return (seen.n, seen.bytes, seen.last.or(resume));
+                }
+                i = next;
             }
         }
-        let first = match before {
-            Some(k) => probe(k).before(&g),
-            None => g.last(),
-        };
-        visit_chunk(
-            std::iter::successors(first, |e| probe(e.key()).before(&g)),
-            max,
-            f,
-        )
     }
 }
 
-/// Runs `f` on `entries` in turn, up to `max` of them and about
-/// [`CHUNK_BYTES`]: how many, their [`Entry::heap_bytes`], and the key of
-/// the last one (see [`OrderedTable::visit_after`]).
-fn visit_chunk<'e>(
-    entries: impl Iterator<Item = &'e Entry>,
-    max: usize,
-    mut f: impl FnMut(&Entry),
-) -> (usize, usize, Option<Box<[u8]>>) {
-    let (mut n, mut bytes, mut last) = (0, 0, None);
-    for e in entries.take(max) {
-        if bytes >= CHUNK_BYTES {
-            break;
+/// What a walk has visited so far (see [`OrderedTable::visit`]).
+struct Visited {
+    n: usize,
+    /// Their [`Entry::heap_bytes`].
+    bytes: usize,
+    /// The key of the last one.
+    last: Option<Box<[u8]>>,
+}
+
+impl Visited {
+    /// Runs `f` on `entries` in turn, up to `max` entries visited in all
+    /// and about [`CHUNK_BYTES`]; true when the walk is done (the limits
+    /// reached), false when `entries` ran out first.
+    fn visit<'e>(
+        &mut self,
+        entries: impl Iterator<Item = &'e Entry>,
+        max: usize,
+        f: &mut impl FnMut(&Entry),
+    ) -> bool {
+        let mut last = None;
+        let mut entries = entries;
+        let done = loop {
+            if self.n >= max || self.bytes >= CHUNK_BYTES {
+                break true;
+            }
+            let Some(e) = entries.next() else {
+                break false;
+            };
+            self.bytes += e.heap_bytes();
+            self.n += 1;
+            f(e);
+            last = Some(e);
+        };
+        if let Some(e) = last {
+            self.last = Some(e.key().into());
         }
-        bytes += e.heap_bytes();
-        n += 1;
-        f(e);
-        last = Some(e);
+        done
     }
-    (n, bytes, last.map(|e| e.key().into()))
+}
+
+/// [`Visited::visit`] of the entries of a part below `before` (all when
+/// `None`), in descending key order.
+fn visit_down(
+    g: &Inner,
+    before: Option<&[u8]>,
+    max: usize,
+    seen: &mut Visited,
+    f: &mut impl FnMut(&Entry),
+) -> bool {
+    if g.map.is_empty() {
+        // Integer keys only: step through the tree's positions.
+        let start = match before.map(probe) {
+            None => Some(g.ints.last_pos()),
+            Some(Search::Int(v)) => Some(g.ints.upper_bound(|k| k.cmp(&v), true)),
+            Some(Search::Key(_)) => None,
+        };
+        if let Some(start) = start {
+            let steps = std::iter::successors(start, |&p| g.ints.before(p));
+            return seen.visit(steps.map_while(|p| g.ints.at(p).map(|(_, e)| e)), max, f);
+        }
+    }
+    let first = match before {
+        Some(k) => probe(k).before(g),
+        None => g.last(),
+    };
+    seen.visit(
+        std::iter::successors(first, |e| probe(e.key()).before(g)),
+        max,
+        f,
+    )
 }
 
 #[cfg(test)]
@@ -1113,7 +1637,7 @@ mod tests {
         assert!(!t.insert_new(obj(1.0, false, 12)));
         assert!(t.remove(&ik(1)).is_some());
         assert!(t.is_empty());
-        assert_eq!(t.memory_bytes(), std::mem::size_of::<OrderedTable>());
+        assert_eq!(t.memory_bytes(), OrderedTable::new().memory_bytes());
     }
 
     #[test]
@@ -1217,17 +1741,61 @@ mod tests {
         assert!(t.remove(&fk(8.0)).is_some());
         assert!(!t.contains(&ik(8)));
         assert_eq!(t.take_all().len(), floats.len() - 1);
-        assert_eq!(t.memory_bytes(), std::mem::size_of::<OrderedTable>());
+        assert_eq!(t.memory_bytes(), OrderedTable::new().memory_bytes());
     }
 
     fn check_mixed(keys: &[Vec<u8>], probes: &[Vec<u8>]) {
+        // In one part, and divided into 2, 4, 8 and 16 parts (as far as
+        // the keys go).
+        for splits in 0..5 {
+            check_mixed_parts(keys, probes, splits);
+        }
+    }
+
+    fn check_mixed_parts(keys: &[Vec<u8>], probes: &[Vec<u8>], splits: usize) {
         let mut sorted = keys.to_vec();
         sorted.sort_by(|a, b| compare(a, b));
         let t = OrderedTable::new();
         for k in keys {
             assert!(t.insert(keyed(k)).is_none());
         }
+        for _ in 0..splits {
+            t.split_parts();
+        }
+        assert_eq!(t.parts(), (1 << splits).min(keys.len()));
         assert_eq!(t.len(), keys.len());
+        for (i, k) in sorted.iter().enumerate() {
+            let at = t.slot(i, |e| e.key().to_vec());
+            assert!(matches!(at, Slot::At(ref got) if got == k));
+        }
+        assert!(matches!(t.slot(keys.len(), |_| ()), Slot::End));
+        for max in [1, 2, 5] {
+            // Chunked walks both ways, as select/3 continuations go.
+            let mut walked = Vec::new();
+            let mut from: Option<Box<[u8]>> = None;
+            loop {
+                let (n, _, last) =
+                    t.visit_after(from.as_deref(), max, |e| walked.push(e.key().to_vec()));
+                assert!(n <= max);
+                if n < max {
+                    break;
+                }
+                from = last;
+            }
+            assert_eq!(walked, sorted);
+            let mut walked = Vec::new();
+            let mut from: Option<Box<[u8]>> = None;
+            loop {
+                let (n, _, last) =
+                    t.visit_before(from.as_deref(), max, |e| walked.push(e.key().to_vec()));
+                if n < max {
+                    break;
+                }
+                from = last;
+            }
+            walked.reverse();
+            assert_eq!(walked, sorted);
+        }
         let all: Vec<Vec<u8>> = t
             .chunk_after(None, 1000)
             .iter()
@@ -1292,6 +1860,153 @@ mod tests {
             walked.push(key);
         }
         assert_eq!(walked, sorted);
+    }
+
+    /// Keys an ordered walk visited, checked ascending.
+    fn ascending(keys: &[Vec<u8>]) {
+        for w in keys.windows(2) {
+            assert_eq!(compare(&w[0], &w[1]), Ordering::Less);
+        }
+    }
+
+    #[test]
+    fn walks_across_parts_split_under_them() {
+        // Keys 0, 2, 4, ... stay; writers insert and remove the others (odd
+        // integers, and floats k + 0.5) while parts are split under walks
+        // of every kind; every walk must be ascending and see every key
+        // that stays.
+        let t = OrderedTable::with_concurrency(true);
+        let stable: Vec<Vec<u8>> = (0..2000).step_by(2).map(ik).collect();
+        for k in &stable {
+            t.insert(keyed(k));
+        }
+        let has_stable = |walked: &[Vec<u8>]| {
+            let set: std::collections::HashSet<&Vec<u8>> = walked.iter().collect();
+            stable.iter().all(|k| set.contains(k))
+        };
+        let present = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for w in 0..2u64 {
+                let t = &t;
+                let present = &present;
+                s.spawn(move || {
+                    let mut mine = std::collections::BTreeSet::new();
+                    let mut x = w + 1;
+                    for _ in 0..20_000 {
+                        x = x
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        let v = ((x >> 33) % 1000) as i64 * 4 + 1 + 2 * w as i64;
+                        let k = if x & 1 == 0 {
+                            ik(v)
+                        } else {
+                            fk(v as f64 + 0.5)
+                        };
+                        if x & 2 == 0 {
+                            t.insert(keyed(&k));
+                            mine.insert(k);
+                        } else {
+                            t.remove(&k);
+                            mine.remove(&k);
+                        }
+                    }
+                    present.lock().unwrap().extend(mine);
+                });
+            }
+            s.spawn(|| {
+                for _ in 0..5 {
+                    t.split_parts();
+                    std::thread::yield_now();
+                }
+            });
+            for round in 0..30 {
+                let mut walked = Vec::new();
+                let mut k = t.read_first(|e| e.map(|e| e.key().to_vec()));
+                while let Some(key) = k {
+                    k = t.read_next(&key, |e| e.map(|e| e.key().to_vec()));
+                    walked.push(key);
+                }
+                ascending(&walked);
+                assert!(has_stable(&walked));
+                let mut walked = Vec::new();
+                let mut k = t.read_last(|e| e.map(|e| e.key().to_vec()));
+                while let Some(key) = k {
+                    k = t.read_prev(&key, |e| e.map(|e| e.key().to_vec()));
+                    walked.push(key);
+                }
+                walked.reverse();
+                ascending(&walked);
+                assert!(has_stable(&walked));
+                let max = 1 + round % 9;
+                let mut walked = Vec::new();
+                let mut from: Option<Box<[u8]>> = None;
+                loop {
+                    let (n, _, last) =
+                        t.visit_after(from.as_deref(), max, |e| walked.push(e.key().to_vec()));
+                    if n < max {
+                        break;
+                    }
+                    from = last;
+                }
+                ascending(&walked);
+                assert!(has_stable(&walked));
+                let mut walked = Vec::new();
+                let mut from: Option<Box<[u8]>> = None;
+                loop {
+                    let (n, _, last) =
+                        t.visit_before(from.as_deref(), max, |e| walked.push(e.key().to_vec()));
+                    if n < max {
+                        break;
+                    }
+                    from = last;
+                }
+                walked.reverse();
+                ascending(&walked);
+                assert!(has_stable(&walked));
+            }
+        });
+        assert!(t.parts() > 1);
+        let present = present.into_inner().unwrap();
+        assert_eq!(t.len(), stable.len() + present.len());
+        for k in stable.iter().chain(&present) {
+            assert!(t.contains(k));
+        }
+        let mut all: Vec<Vec<u8>> = Vec::new();
+        t.visit_after(None, usize::MAX, |e| all.push(e.key().to_vec()));
+        ascending(&all);
+        assert_eq!(all.len(), t.len());
+        assert_eq!(t.take_all().len(), all.len());
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn contention_splits_parts() {
+        // Writers that find the lock busy split the part they write
+        // (write_concurrency); without it a table stays in one part.
+        for adaptive in [true, false] {
+            let t = OrderedTable::with_concurrency(adaptive);
+            for v in 0..1000 {
+                t.insert(keyed(&ik(v)));
+            }
+            // Writers that find the part's lock held (here by a reader):
+            // 1000 uncontended writes took the count to its floor, -1000;
+            // each contended one adds 250 (9 are needed; a writer thread
+            // that starts late finds the lock free).
+            for v in 0..40 {
+                let hold = t.route().parts[0].inner.read();
+                std::thread::scope(|s| {
+                    let writer = s.spawn(|| t.insert(keyed(&ik(v))));
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    drop(hold);
+                    assert!(writer.join().unwrap().is_some());
+                });
+                if t.parts() > 1 {
+                    break;
+                }
+            }
+            assert_eq!(t.parts() > 1, adaptive);
+            assert_eq!(t.len(), 1000);
+        }
     }
 
     #[test]

@@ -86,12 +86,14 @@ impl Data {
         }
     }
 
-    /// The table of type `kind` (an atom of `:ets.new/2`'s types).
-    fn new(kind: Atom) -> NifResult<Self> {
+    /// The table of type `kind` (an atom of `:ets.new/2`'s types); an
+    /// `ordered_set` with `write_concurrency` splits the key ranges its
+    /// writers contend for.
+    fn new(kind: Atom, write_concurrency: bool) -> NifResult<Self> {
         Ok(if kind == atoms::set() {
             Data::Set(SetTable::new())
         } else if kind == atoms::ordered_set() {
-            Data::Ordered(OrderedTable::new())
+            Data::Ordered(OrderedTable::with_concurrency(write_concurrency))
         } else if kind == atoms::bag() {
             Data::Bag(BagTable::new(false, codec::zero_eq()))
         } else if kind == atoms::duplicate_bag() {
@@ -890,7 +892,8 @@ fn table_new<'a>(
     flags: (Atom, Atom, Atom, Atom),
     kind: Atom,
 ) -> NifResult<Term<'a>> {
-    let data = Data::new(kind)?;
+    // (`write_concurrency` is `true`, `false` or `auto`.)
+    let data = Data::new(kind, flags.1 != rustler::types::atom::false_())?;
     let access = access_of(access)?;
     if keypos < 1 {
         return Err(Error::BadArg);
@@ -1863,6 +1866,24 @@ fn table_tidy<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
             t.data.tidy_all();
             true.encode(env)
         }
+        None => atoms::undefined().encode(env),
+    })
+}
+
+/// For tests: splits every key-range part of an `ordered_set` of at least
+/// two objects in two (whatever its size; dirty scheduler) and returns how
+/// many parts it has; 1 for other tables; `:undefined` when there is no
+/// such table.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn table_split_parts<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
+    Ok(match info_target(tab)? {
+        Some(t) => match &t.data {
+            Data::Ordered(o) => {
+                o.split_parts();
+                o.parts().encode(env)
+            }
+            _ => 1.encode(env),
+        },
         None => atoms::undefined().encode(env),
     })
 }

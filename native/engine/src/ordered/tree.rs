@@ -471,6 +471,76 @@ impl<K: TreeKey> Tree<K> {
         None
     }
 
+    /// Moves the entries whose keys satisfy `right` (a suffix of the keys:
+    /// once it holds, it holds for every greater key) into a new tree.
+    /// Leaves move whole (only the one holding the boundary is cut) and the
+    /// inner nodes of both trees are built anew: O(leaves).
+    pub fn split_off(&mut self, right: impl Fn(&K) -> bool) -> Self {
+        let mut old = std::mem::take(self);
+        let (mut lower, mut upper) = (Vec::new(), Vec::new());
+        let mut leaf = old.first;
+        while let Some(l) = old.leaves.get_mut(leaf as usize) {
+            let mut keys = std::mem::take(&mut l.keys);
+            let mut vals = std::mem::take(&mut l.vals);
+            leaf = l.next;
+            if !upper.is_empty() {
+                upper.push((keys, vals));
+                continue;
+            }
+            let at = keys.partition_point(|k| !right(k));
+            if at < keys.len() {
+                upper.push((keys.split_off(at), vals.split_off(at)));
+            }
+            if at > 0 {
+                lower.push((keys, vals));
+            }
+        }
+        *self = Self::from_leaves(lower);
+        Self::from_leaves(upper)
+    }
+
+    /// A tree of these leaves (non-empty, in key order).
+    fn from_leaves(leaves: Vec<(Vec<K>, Vec<Entry>)>) -> Self {
+        let mut t = Self::default();
+        // Each node of the level being built, with its smallest key.
+        let mut level: Vec<(K, u32)> = Vec::with_capacity(leaves.len());
+        for (keys, vals) in leaves {
+            let Some(min) = keys.first().cloned() else {
+                continue;
+            };
+            t.len += keys.len();
+            let prev = t.last;
+            let i = t.new_leaf(keys, vals, prev, NONE);
+            match t.leaves.get_mut(prev as usize) {
+                Some(p) => p.next = i,
+                None => t.first = i,
+            }
+            t.last = i;
+            level.push((min, i));
+        }
+        while level.len() > 1 {
+            // Groups as even as can be: each of at least INNER_CAP / 2.
+            let groups = level.len().div_ceil(K::INNER_CAP);
+            let (base, extra) = (level.len() / groups, level.len() % groups);
+            let mut nodes = level.into_iter();
+            level = Vec::with_capacity(groups);
+            for g in 0..groups {
+                let group: Vec<(K, u32)> =
+                    nodes.by_ref().take(base + usize::from(g < extra)).collect();
+                let min = group[0].0.clone();
+                let keys = group[1..].iter().map(|(k, _)| k.clone()).collect();
+                let children = group.iter().map(|&(_, c)| c).collect();
+                let node = t.new_inner(keys, children);
+                level.push((min, node));
+            }
+            t.height += 1;
+        }
+        if let Some(&(_, root)) = level.first() {
+            t.root = root;
+        }
+        t
+    }
+
     /// Rebuilds the tree with full nodes.
     fn rebuild(&mut self) {
         let mut old = std::mem::take(self);
@@ -973,6 +1043,68 @@ mod tests {
             })
             .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn split_off_makes_two_valid_trees() {
+        // Trees of many shapes (ascending, descending, sparse after
+        // removals), split at every kind of place; both halves stay valid
+        // B+ trees that take further inserts and removals.
+        for n in [0i64, 1, 2, 15, 16, 17, 100, 1040, 5000] {
+            for shape in 0..3 {
+                let mut t: Tree<i64> = Tree::default();
+                let keys: Vec<i64> = match shape {
+                    0 => (0..n).collect(),
+                    1 => (0..n).rev().collect(),
+                    _ => (0..n * 2).step_by(2).collect(),
+                };
+                for &k in &keys {
+                    t.insert(k, entry(k), |a, b| a.cmp(b));
+                }
+                if shape == 2 {
+                    for k in (0..n * 2).step_by(6) {
+                        t.remove(|x| x.cmp(&k));
+                    }
+                }
+                let all: Vec<i64> = t.iter().map(|(k, _)| *k).collect();
+                let top = all.last().copied().unwrap_or(0);
+                for at in [-1, 0, 1, top / 3, top / 2 + 1, top, top + 1] {
+                    let mut lower = rebuild_copy(&t);
+                    let upper = lower.split_off(|k| *k >= at);
+                    lower.check(|a, b| a.cmp(b));
+                    upper.check(|a, b| a.cmp(b));
+                    let lo: Vec<i64> = lower.iter().map(|(k, _)| *k).collect();
+                    let hi: Vec<i64> = upper.iter().map(|(k, _)| *k).collect();
+                    assert_eq!(
+                        lo,
+                        all.iter().copied().filter(|k| *k < at).collect::<Vec<_>>()
+                    );
+                    assert_eq!(
+                        hi,
+                        all.iter().copied().filter(|k| *k >= at).collect::<Vec<_>>()
+                    );
+                    assert_eq!(lower.len() + upper.len(), all.len());
+                    for mut half in [lower, upper] {
+                        for k in (-50..60).map(|k| k * 7) {
+                            half.insert(k, entry(k), |a, b| a.cmp(b));
+                        }
+                        for k in (-50..60).map(|k| k * 5) {
+                            half.remove(|x| x.cmp(&k));
+                        }
+                        half.check(|a, b| a.cmp(b));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A copy of an `i64` tree (entries rebuilt from their keys).
+    fn rebuild_copy(t: &Tree<i64>) -> Tree<i64> {
+        let mut c = Tree::default();
+        for (k, _) in t.iter() {
+            c.insert(*k, entry(*k), |a, b| a.cmp(b));
+        }
+        c
     }
 
     #[test]
