@@ -219,25 +219,51 @@ defmodule NativeStore.TableConcurrencyTest do
     end
   end
 
-  test "ordered_set: concurrent inserts and deletes keep term order and every key" do
-    t = Table.new(:conc_ord, [:ordered_set, :public])
+  for {label, opts} <- [
+        {"", []},
+        {" (write_concurrency, parts split meanwhile)", [{:write_concurrency, true}]}
+      ] do
+    test "ordered_set: concurrent inserts and deletes keep term order and every key#{label}" do
+      t = Table.new(:conc_ord, [:ordered_set, :public | unquote(opts)])
+      splitter = if unquote(opts) != [], do: spawn_link(fn -> split_parts(t, 6) end)
 
-    kept =
-      run_all(@procs, fn p ->
-        for i <- 1..1_000, reduce: [] do
-          acc ->
-            # Integer keys interleaved across processes, and tuple keys.
-            k = if rem(i, 4) == 0, do: {:t, p, i}, else: i * @procs + p
-            Table.insert(t, {k, p})
-            if rem(i, 5) == 0, do: Table.delete(t, k), else: nil
-            if rem(i, 5) == 0, do: acc, else: [k | acc]
-        end
-      end)
+      kept =
+        run_all(@procs, fn p ->
+          for i <- 1..1_000, reduce: [] do
+            acc ->
+              # Integer keys interleaved across processes, and tuple keys.
+              k = if rem(i, 4) == 0, do: {:t, p, i}, else: i * @procs + p
+              Table.insert(t, {k, p})
+              if rem(i, 5) == 0, do: Table.delete(t, k), else: nil
+              if rem(i, 5) == 0, do: acc, else: [k | acc]
+          end
+        end)
 
-    expected = kept |> List.flatten() |> Enum.sort()
-    assert Enum.map(Table.tab2list(t), &elem(&1, 0)) == expected
-    assert Table.info(t, :size) == length(expected)
+      if splitter, do: wait_exit(splitter)
+      expected = kept |> List.flatten() |> Enum.sort()
+      assert Enum.map(Table.tab2list(t), &elem(&1, 0)) == expected
+      assert Table.info(t, :size) == length(expected)
+      assert Enum.map(Table.select(t, [{{:"$1", :_}, [], [:"$1"]}]), & &1) == expected
+      assert walk_keys(t, Table.first(t)) == expected
+    end
   end
+
+  # Splits every part of an ordered_set in two, `n` times, a little apart.
+  defp split_parts(_t, 0), do: :ok
+
+  defp split_parts(t, n) do
+    Process.sleep(2)
+    NativeStore.Nif.table_split_parts(t)
+    split_parts(t, n - 1)
+  end
+
+  defp wait_exit(pid) do
+    ref = Process.monitor(pid)
+    assert_receive {:DOWN, ^ref, _, _, _}, 30_000
+  end
+
+  defp walk_keys(_t, :"$end_of_table"), do: []
+  defp walk_keys(t, k), do: [k | walk_keys(t, Table.next(t, k))]
 
   test "the owner dies while 6 processes use its table: they see results or ArgumentError" do
     ops = [

@@ -21,9 +21,25 @@ defmodule NativeStore.TableWalkConcurrencyTest do
   @n 100_000
   @readers 2
 
-  test "next/2 never returns a key deleted before the call nor skips one inserted before it" do
-    t = Table.new(:walk_conc, [:ordered_set, :public, {:read_concurrency, true}])
+  for {label, opts} <- [
+        {"", []},
+        {" (write_concurrency, parts split meanwhile)", [{:write_concurrency, true}]}
+      ] do
+    test "next/2 never returns a key deleted before the call nor skips one inserted before it#{label}" do
+      run_walks(unquote(opts))
+    end
+  end
+
+  defp run_walks(opts) do
+    t = Table.new(:walk_conc, [:ordered_set, :public, {:read_concurrency, true} | opts])
     for k <- 2..@n//2, do: Table.insert(t, {k, k})
+
+    # With write_concurrency: the key ranges are split under the walks.
+    if opts != [],
+      do:
+        spawn_link(fn ->
+          for _ <- 1..7, do: Process.sleep(5) && NativeStore.Nif.table_split_parts(t)
+        end)
 
     deleted = :atomics.new(@n + 1, [])
     inserted = :atomics.new(@n + 1, [])
