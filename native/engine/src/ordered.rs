@@ -872,6 +872,8 @@ impl OrderedTable {
     /// Splits `part` in two at its middle key (if it is still in the
     /// route, holds at least two entries, and, unless `any_size`, at most
     /// [`SPLIT_MAX`]).
+    #[cold]
+    #[inline(never)]
     fn split(&self, part: &Part, any_size: bool) {
         let mut routes = self.routes.lock();
         let r = self.route();
