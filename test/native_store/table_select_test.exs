@@ -784,6 +784,40 @@ defmodule NativeStore.TableSelectTest do
     assert_received :checked
   end
 
+  test "select/2 with a bound key: the spec kept for the next key is the table's own, as ETS answers" do
+    objs = [{1, 0.0, :a}, {2, -0.0, :b}, {3, 1, :c}, {4, 1.0, :d}, {:k, 2, 5}]
+
+    tables =
+      for type <- [:set, :bag, :duplicate_bag], keypos <- [1, 2, 3] do
+        e = :ets.new(:bound_reuse, [type, :public, keypos: keypos])
+        t = Table.new(:bound_reuse, [type, :public, keypos: keypos])
+        :ets.insert(e, objs)
+        Table.insert(t, objs)
+        {type, e, t}
+      end
+
+    specs =
+      for key <- [1, 2, 3, 4, :k, 5, 0.0, -0.0, :a],
+          rest <- [{0.0, :"$1"}, {-0.0, :"$1"}, {:_, :"$1"}, {:"$1", :_}] do
+        [{:erlang.insert_element(1, rest, key), [], [{{:"$1", :"$_"}}]}]
+      end
+
+    # The same specs, shifted so that each key position of each table gets
+    # a bound key, in rounds that alternate the tables.
+    for _round <- 1..2, spec <- specs, {type, e, t} <- tables do
+      assert Enum.sort(Table.select(t, spec)) == Enum.sort(:ets.select(e, spec)),
+             "#{type} keypos #{:ets.info(e, :keypos)} #{inspect(spec)}"
+
+      [{head, g, b}] = spec
+      shifted = [{List.to_tuple(Enum.reverse(Tuple.to_list(head))), g, b}]
+
+      assert Enum.sort(Table.select(t, shifted)) == Enum.sort(:ets.select(e, shifted)),
+             "#{type} keypos #{:ets.info(e, :keypos)} #{inspect(shifted)}"
+
+      assert Table.select_count(t, shifted) == :ets.select_count(e, shifted)
+    end
+  end
+
   test "a select/3 with a small limit is charged for the objects it copies, not a full chunk" do
     t = Table.new(:limit_reductions, [:ordered_set, :public])
     Table.insert(t, for(i <- 1..50_000, do: {i, i}))

@@ -422,6 +422,24 @@ defmodule NativeStore.Table.Match do
   # ------------------------------------------------------------------
   # Plans: compiled spec, table meta and where the objects come from
 
+  # The last spec of the common case below (one clause binding a hash
+  # table's key), used again on the same table reference with another key:
+  # its compiled spec and the table's meta come from one
+  # process-dictionary read.
+  defp plan(tab, [{head, guards, body}] = spec) when is_reference(tab) and is_tuple(head) do
+    case :erlang.get(@last_key) do
+      {any_key_head, ^guards, ^body, kp, type, ms, nil, ^tab} when tuple_size(head) >= kp ->
+        key = :erlang.element(kp, head)
+
+        if plain?(key) and :erlang.setelement(kp, head, :_) === any_key_head,
+          do: {:keys, ms, {kp, type}, [key]},
+          else: plan(tab, spec, meta!(tab))
+
+      _ ->
+        plan(tab, spec, meta!(tab))
+    end
+  end
+
   defp plan(tab, spec), do: plan(tab, spec, meta!(tab))
 
   # `plan/2` for `select/3` and `select_reverse/3`, whose callers tend to
@@ -472,12 +490,12 @@ defmodule NativeStore.Table.Match do
   # is `=:=` to it and contains no float, so the head's key always matches
   # them), so the spec is compiled with `:_` in the key position and cached
   # once for every key. The last such spec is kept apart and checked first.
-  defp plan(_tab, [{head, guards, body}] = spec, {kp, type} = meta)
+  defp plan(tab, [{head, guards, body}] = spec, {kp, type} = meta)
        when type != :ordered_set and is_tuple(head) and tuple_size(head) >= kp do
     key = :erlang.element(kp, head)
 
     if plain?(key) do
-      case compile_any_key(:erlang.setelement(kp, head, :_), guards, body, kp, type) do
+      case compile_any_key(:erlang.setelement(kp, head, :_), guards, body, meta, tab) do
         :error -> plan_compiled(spec, meta)
         ms -> {:keys, ms, meta, [key]}
       end
@@ -504,12 +522,17 @@ defmodule NativeStore.Table.Match do
     end
   end
 
-  # Compiles `[{head, guards, body}]` (`head` with `:_` as its key); returns
-  # `:error` when the compiler rejects it (the caller then compiles the
-  # original spec, which fails the same way).
-  defp compile_any_key(head, guards, body, kp, type) do
-    case Process.get(@last_key) do
-      {^head, ^guards, ^body, ^kp, ^type, ms, nil} ->
+  # Compiles `[{head, guards, body}]` (`head` with `:_` as its key) for a
+  # table `tab` of meta `{kp, type}`; returns `:error` when the compiler
+  # rejects it (the caller then compiles the original spec, which fails
+  # the same way). The last one is kept with `tab` (see `plan/2`).
+  defp compile_any_key(head, guards, body, {kp, type}, tab) do
+    case :erlang.get(@last_key) do
+      {^head, ^guards, ^body, ^kp, ^type, ms, nil, ^tab} ->
+        ms
+
+      {^head, ^guards, ^body, ^kp, ^type, ms, nil, _other} ->
+        :erlang.put(@last_key, {head, guards, body, kp, type, ms, nil, tab})
         ms
 
       _ ->
@@ -519,7 +542,7 @@ defmodule NativeStore.Table.Match do
 
         case cached(cache, key, spec) do
           {:ok, ms, exact} ->
-            Process.put(@last_key, {head, guards, body, kp, type, ms, exact})
+            :erlang.put(@last_key, {head, guards, body, kp, type, ms, exact, tab})
             ms
 
           :miss ->
@@ -532,7 +555,7 @@ defmodule NativeStore.Table.Match do
                 exact = exact_key(spec)
                 cache = if map_size(cache) >= @cache_max, do: %{}, else: cache
                 Process.put(@cache_key, Map.put(cache, key, {ms, exact}))
-                Process.put(@last_key, {head, guards, body, kp, type, ms, exact})
+                :erlang.put(@last_key, {head, guards, body, kp, type, ms, exact, tab})
                 ms
             end
         end
@@ -796,6 +819,8 @@ defmodule NativeStore.Table.Match do
   # Running and scanning
 
   defp run([], _ms), do: []
+  # One object gives at most one result: nothing to reverse.
+  defp run([_] = objects, ms), do: :ets.match_spec_run_r(objects, ms, [])
   defp run(objects, ms), do: :lists.reverse(:ets.match_spec_run_r(objects, ms, []))
 
   # All results of a scan, in the order of the walk (see `first_chunk/2`).
