@@ -119,6 +119,53 @@ defmodule NativeStore.TableCodecTest do
     end
   end
 
+  test "short binaries in flat tuples and alone (rebuilt without the general decoder) come back as stored" do
+    b127 = :binary.copy("x", 127)
+    b128 = :binary.copy("y", 128)
+    sub = binary_part("abcdefgh", 2, 3)
+
+    keys = [
+      "",
+      "k",
+      b127,
+      b128,
+      sub,
+      {:users, "id-1"},
+      {:users, ""},
+      {:orders, b127},
+      {:orders, b128},
+      {"a", "b", 1, :c, []},
+      {"a", 1.5},
+      {"a", <<1::3>>},
+      {%{a: 1}, "m"},
+      {"m", %{a: "x"}},
+      {"m", %{a: 1}, "n"}
+    ]
+
+    for type <- [:set, :ordered_set, :bag] do
+      e = :ets.new(:codec_bin, [type, :public])
+      t = Table.new(:codec_bin, [type, :public])
+      objs = for {k, i} <- Enum.with_index(keys), do: {k, i, "v#{i}", {"w", i}}
+      for o <- objs, do: {Table.insert(t, o), :ets.insert(e, o)}
+
+      for k <- keys do
+        assert Table.lookup(t, k) === :ets.lookup(e, k), "#{type} #{inspect(k)}"
+      end
+
+      if type == :ordered_set do
+        assert walk(Table, t, Table.first(t)) === walk(:ets, e, :ets.first(e))
+
+        assert Table.select(t, [{{:"$1", :_, :_, :_}, [], [:"$1"]}], 4) |> elem(0) ===
+                 :ets.select(e, [{{:"$1", :_, :_, :_}, [], [:"$1"]}], 4) |> elem(0)
+      end
+
+      assert Enum.sort(walk(Table, t, Table.first(t))) === Enum.sort(keys)
+    end
+  end
+
+  defp walk(_m, _t, :"$end_of_table"), do: []
+  defp walk(m, t, k), do: [k | walk(m, t, m.next(t, k))]
+
   test "counters and elements after long lists, whatever their header size" do
     e = :ets.new(:codec, [:set, :public])
     t = Table.new(:codec, [:set, :public])
