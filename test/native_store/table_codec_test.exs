@@ -119,7 +119,7 @@ defmodule NativeStore.TableCodecTest do
     end
   end
 
-  test "short binaries in flat tuples and alone (rebuilt without the general decoder) come back as stored" do
+  test "short binaries and small tuples as keys and in objects (encoded and rebuilt on fast paths) are found and come back as stored" do
     b127 = :binary.copy("x", 127)
     b128 = :binary.copy("y", 128)
     sub = binary_part("abcdefgh", 2, 3)
@@ -139,7 +139,25 @@ defmodule NativeStore.TableCodecTest do
       {"a", <<1::3>>},
       {%{a: 1}, "m"},
       {"m", %{a: "x"}},
-      {"m", %{a: 1}, "n"}
+      {"m", %{a: 1}, "n"},
+      # Keys encoded on the stack up to 64 bytes (a tuple header, an atom,
+      # and a binary of 51 bytes fill them), in full past that; pids,
+      # `[]`, small integers at their limits; bignums, floats, nested
+      # tuples, 9-element tuples and ports fall back to the full encoder.
+      {:users, :binary.copy("z", 51)},
+      {:users, :binary.copy("z", 52)},
+      {self(), [], @min_small, @max_small},
+      {[], @min_small - 1},
+      {@max_small + 1},
+      {},
+      {[]},
+      {1, 2, 3, 4, 5, 6},
+      {1, 2, 3, 4, 5, 6, 7, 8},
+      {1, 2, 3, 4, 5, 6, 7, 8, 9},
+      {{:nested}, "x"},
+      {:a, 1.0},
+      {:a, -0.0},
+      {hd(Port.list()), "p"}
     ]
 
     for type <- [:set, :ordered_set, :bag] do
@@ -150,6 +168,20 @@ defmodule NativeStore.TableCodecTest do
 
       for k <- keys do
         assert Table.lookup(t, k) === :ets.lookup(e, k), "#{type} #{inspect(k)}"
+
+        assert Table.member(t, k) and
+                 Table.lookup_element(t, k, 3) === :ets.lookup_element(e, k, 3)
+      end
+
+      # Keys equal to stored ones but built here (other binaries, other
+      # tuples) are found too; near misses are not.
+      for k <- keys, is_tuple(k) or is_binary(k) do
+        copy = :erlang.binary_to_term(:erlang.term_to_binary(k))
+        assert Table.lookup(t, copy) === :ets.lookup(e, copy), "#{type} #{inspect(k)}"
+      end
+
+      for miss <- [{:users, "id-2"}, {:users, "id-1", 1}, "kk", {1, 2, 3, 4, 5, 7}, {self()}] do
+        assert Table.lookup(t, miss) === :ets.lookup(e, miss), "#{type} #{inspect(miss)}"
       end
 
       if type == :ordered_set do

@@ -147,6 +147,7 @@ fn with_key<R>(kb: &KeyBytes, f: impl FnOnce(&[u8]) -> R) -> R {
             b[1..].copy_from_slice(&w.to_le_bytes());
             f(&b)
         }
+        KeyBytes::Small(b, n) => f(&b[..*n as usize]),
         KeyBytes::Pooled(s) => f(s),
     }
 }
