@@ -119,6 +119,85 @@ defmodule NativeStore.TableCodecTest do
     end
   end
 
+  test "short binaries and small tuples as keys and in objects (encoded and rebuilt on fast paths) are found and come back as stored" do
+    b127 = :binary.copy("x", 127)
+    b128 = :binary.copy("y", 128)
+    sub = binary_part("abcdefgh", 2, 3)
+
+    keys = [
+      "",
+      "k",
+      b127,
+      b128,
+      sub,
+      {:users, "id-1"},
+      {:users, ""},
+      {:orders, b127},
+      {:orders, b128},
+      {"a", "b", 1, :c, []},
+      {"a", 1.5},
+      {"a", <<1::3>>},
+      {%{a: 1}, "m"},
+      {"m", %{a: "x"}},
+      {"m", %{a: 1}, "n"},
+      # Keys encoded on the stack up to 64 bytes (a tuple header, an atom,
+      # and a binary of 51 bytes fill them), in full past that; pids,
+      # `[]`, small integers at their limits; bignums, floats, nested
+      # tuples, 9-element tuples and ports fall back to the full encoder.
+      {:users, :binary.copy("z", 51)},
+      {:users, :binary.copy("z", 52)},
+      {self(), [], @min_small, @max_small},
+      {[], @min_small - 1},
+      {@max_small + 1},
+      {},
+      {[]},
+      {1, 2, 3, 4, 5, 6},
+      {1, 2, 3, 4, 5, 6, 7, 8},
+      {1, 2, 3, 4, 5, 6, 7, 8, 9},
+      {{:nested}, "x"},
+      {:a, 1.0},
+      {:a, -0.0},
+      {hd(Port.list()), "p"}
+    ]
+
+    for type <- [:set, :ordered_set, :bag] do
+      e = :ets.new(:codec_bin, [type, :public])
+      t = Table.new(:codec_bin, [type, :public])
+      objs = for {k, i} <- Enum.with_index(keys), do: {k, i, "v#{i}", {"w", i}}
+      for o <- objs, do: {Table.insert(t, o), :ets.insert(e, o)}
+
+      for k <- keys do
+        assert Table.lookup(t, k) === :ets.lookup(e, k), "#{type} #{inspect(k)}"
+
+        assert Table.member(t, k) and
+                 Table.lookup_element(t, k, 3) === :ets.lookup_element(e, k, 3)
+      end
+
+      # Keys equal to stored ones but built here (other binaries, other
+      # tuples) are found too; near misses are not.
+      for k <- keys, is_tuple(k) or is_binary(k) do
+        copy = :erlang.binary_to_term(:erlang.term_to_binary(k))
+        assert Table.lookup(t, copy) === :ets.lookup(e, copy), "#{type} #{inspect(k)}"
+      end
+
+      for miss <- [{:users, "id-2"}, {:users, "id-1", 1}, "kk", {1, 2, 3, 4, 5, 7}, {self()}] do
+        assert Table.lookup(t, miss) === :ets.lookup(e, miss), "#{type} #{inspect(miss)}"
+      end
+
+      if type == :ordered_set do
+        assert walk(Table, t, Table.first(t)) === walk(:ets, e, :ets.first(e))
+
+        assert Table.select(t, [{{:"$1", :_, :_, :_}, [], [:"$1"]}], 4) |> elem(0) ===
+                 :ets.select(e, [{{:"$1", :_, :_, :_}, [], [:"$1"]}], 4) |> elem(0)
+      end
+
+      assert Enum.sort(walk(Table, t, Table.first(t))) === Enum.sort(keys)
+    end
+  end
+
+  defp walk(_m, _t, :"$end_of_table"), do: []
+  defp walk(m, t, k), do: [k | walk(m, t, m.next(t, k))]
+
   test "counters and elements after long lists, whatever their header size" do
     e = :ets.new(:codec, [:set, :public])
     t = Table.new(:codec, [:set, :public])

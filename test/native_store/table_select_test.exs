@@ -727,6 +727,117 @@ defmodule NativeStore.TableSelectTest do
     end
   end
 
+  test "a repeated select/3 reuses its plan only for the same table and the same spec, as in ETS" do
+    objs = [{1, 0.0}, {2, -0.0}, {3, 1}, {4, 1.0}, {5, 0.0}]
+    zero = [{{:"$1", 0.0}, [], [:"$1"]}]
+    neg_zero = [{{:"$1", -0.0}, [], [:"$1"]}]
+    one = [{{:"$1", 1}, [], [:"$1"]}]
+    bound = [{{2, :"$1"}, [], [:"$1"]}]
+
+    pairs =
+      for type <- [:ordered_set, :set, :duplicate_bag] do
+        e = :ets.new(:plan_reuse, [type, :public])
+        t = Table.new(:plan_reuse, [type, :public])
+        :ets.insert(e, objs)
+        Table.insert(t, objs)
+        {type, e, t}
+      end
+
+    # Specs equal under `==` (and, on OTP 25, `=:=`: 0.0 and -0.0), bound
+    # keys, other tables between two uses: every call as ETS answers it.
+    for _round <- 1..2,
+        {type, e, t} <- pairs,
+        spec <- [zero, zero, neg_zero, zero, one, bound, bound, one],
+        {f, limit} <- [select: 1, select: 10, select_reverse: 2] do
+      expected = drain(:ets, apply(:ets, f, [e, spec, limit]), %{type: type})
+
+      assert drain(Table, apply(Table, f, [t, spec, limit]), %{type: type}) == expected,
+             "#{type} #{f} #{inspect(spec)} limit #{limit}"
+    end
+
+    # A deleted table raises on each call (nothing kept answers for it).
+    for {_type, e, t} <- pairs do
+      assert {_, _} = Table.select(t, one, 1)
+      :ets.delete(e)
+      Table.delete(t)
+      assert_raise ArgumentError, fn -> Table.select(t, one, 1) end
+      assert_raise ArgumentError, fn -> Table.select(t, one, 1) end
+      assert_raise ArgumentError, fn -> Table.select_reverse(t, bound, 1) end
+    end
+
+    # Access is checked on each call, also for specs that need no walk.
+    owner = self()
+    t = Table.new(:plan_private, [:ordered_set, :private])
+    Table.insert(t, objs)
+    assert {[1], _} = Table.select(t, zero, 1)
+
+    task =
+      Task.async(fn ->
+        for spec <- [zero, zero, [], [], bound, bound] do
+          assert_raise ArgumentError, fn -> Table.select(t, spec, 1) end
+        end
+
+        send(owner, :checked)
+      end)
+
+    Task.await(task)
+    assert_received :checked
+  end
+
+  test "select/2 with a bound key: the spec kept for the next key is the table's own, as ETS answers" do
+    objs = [{1, 0.0, :a}, {2, -0.0, :b}, {3, 1, :c}, {4, 1.0, :d}, {:k, 2, 5}]
+
+    tables =
+      for type <- [:set, :bag, :duplicate_bag], keypos <- [1, 2, 3] do
+        e = :ets.new(:bound_reuse, [type, :public, keypos: keypos])
+        t = Table.new(:bound_reuse, [type, :public, keypos: keypos])
+        :ets.insert(e, objs)
+        Table.insert(t, objs)
+        {type, e, t}
+      end
+
+    specs =
+      for key <- [1, 2, 3, 4, :k, 5, 0.0, -0.0, :a],
+          rest <- [{0.0, :"$1"}, {-0.0, :"$1"}, {:_, :"$1"}, {:"$1", :_}] do
+        [{:erlang.insert_element(1, rest, key), [], [{{:"$1", :"$_"}}]}]
+      end
+
+    # The same specs, shifted so that each key position of each table gets
+    # a bound key, in rounds that alternate the tables.
+    for _round <- 1..2, spec <- specs, {type, e, t} <- tables do
+      assert Enum.sort(Table.select(t, spec)) == Enum.sort(:ets.select(e, spec)),
+             "#{type} keypos #{:ets.info(e, :keypos)} #{inspect(spec)}"
+
+      [{head, g, b}] = spec
+      shifted = [{List.to_tuple(Enum.reverse(Tuple.to_list(head))), g, b}]
+
+      assert Enum.sort(Table.select(t, shifted)) == Enum.sort(:ets.select(e, shifted)),
+             "#{type} keypos #{:ets.info(e, :keypos)} #{inspect(shifted)}"
+
+      assert Table.select_count(t, shifted) == :ets.select_count(e, shifted)
+    end
+  end
+
+  test "a select/3 with a small limit is charged for the objects it copies, not a full chunk" do
+    t = Table.new(:limit_reductions, [:ordered_set, :public])
+    Table.insert(t, for(i <- 1..50_000, do: {i, i}))
+    ms = [{{:"$1", :_}, [], [:"$1"]}]
+    # Plan and compiled spec cached.
+    {_, cont} = Table.select_reverse(t, ms, 10)
+
+    reductions = fn f ->
+      {:reductions, r0} = Process.info(self(), :reductions)
+      f.()
+      {:reductions, r1} = Process.info(self(), :reductions)
+      r1 - r0
+    end
+
+    assert reductions.(fn -> {[50_000 | _], _} = Table.select_reverse(t, ms, 10) end) < 500
+    assert reductions.(fn -> {[49_990 | _], _} = Table.select_reverse(cont) end) < 500
+    # A full scan still charges its chunks (about 1000 reductions each).
+    assert reductions.(fn -> 50_000 = length(Table.select(t, ms)) end) > 20_000
+  end
+
   # Same batch as ETS where the order is defined, same size elsewhere.
   defp same_batch(:ordered_set, native, ets), do: assert(native == ets)
   defp same_batch(_type, native, ets) when is_atom(ets), do: assert(native == ets)

@@ -35,6 +35,9 @@ defmodule NativeStore.Table.Match do
   @chunks_key {__MODULE__, :chunks}
   @meta_key {__MODULE__, :meta}
   @last_key {__MODULE__, :last}
+  @limited_key {__MODULE__, :limited}
+  # Objects a walk's NIF call copies at most (`CHUNK` in `table.rs`).
+  @chunk 2000
 
   # ------------------------------------------------------------------
   # select
@@ -86,7 +89,7 @@ defmodule NativeStore.Table.Match do
   def select_reverse(cont), do: select(cont)
 
   defp select_limited(tab, spec, limit, direction) do
-    case plan(tab, spec) do
+    case limited_plan(tab, spec) do
       :empty ->
         @end_of_table
 
@@ -104,12 +107,19 @@ defmodule NativeStore.Table.Match do
         # A cursor walking down from the greatest key: `limit` results
         # cost about `limit` objects, not a scan of the table.
         {chunk, source} = first_chunk(tab, :backward, limit)
-        step(tab, ms, limit, run(chunk, ms), source)
+        first_fill(tab, ms, limit, chunk, source)
 
       {:scan, ms, _meta} ->
         {chunk, source} = first_chunk(tab, :forward, limit)
-        step(tab, ms, limit, run(chunk, ms), source)
+        first_fill(tab, ms, limit, chunk, source)
     end
+  end
+
+  # `step/5` of the results of a walk's first chunk, from the reversed
+  # results as the match-spec run gives them (`fill/6` reverses them once).
+  defp first_fill(tab, ms, limit, chunk, source) do
+    rev = :ets.match_spec_run_r(chunk, ms, [])
+    fill(tab, ms, limit, rev, length(rev), source)
   end
 
   # Returns `limit` results from `buffer` (results not yet returned, in
@@ -141,6 +151,11 @@ defmodule NativeStore.Table.Match do
 
   defp fill(_tab, _ms, limit, rev, count, source) when count < limit and source in [:done, :keys],
     do: {:lists.reverse(rev), @end_of_table}
+
+  # Exactly a batch (the usual first chunk of `select/3`): as `step/5`
+  # would return it.
+  defp fill(tab, ms, limit, rev, limit, source) when source != :keys,
+    do: {:lists.reverse(rev), {@cont_tag, named(tab), ms, limit, [], source}}
 
   defp fill(tab, ms, limit, rev, _count, source),
     do: step(tab, ms, limit, :lists.reverse(rev), source)
@@ -407,7 +422,62 @@ defmodule NativeStore.Table.Match do
   # ------------------------------------------------------------------
   # Plans: compiled spec, table meta and where the objects come from
 
+  # The last spec of the common case below (one clause binding a hash
+  # table's key), used again on the same table reference with another key:
+  # its compiled spec and the table's meta come from one
+  # process-dictionary read.
+  defp plan(tab, [{head, guards, body}] = spec) when is_reference(tab) and is_tuple(head) do
+    case :erlang.get(@last_key) do
+      {any_key_head, ^guards, ^body, kp, type, ms, nil, ^tab} when tuple_size(head) >= kp ->
+        key = :erlang.element(kp, head)
+
+        if plain?(key) and :erlang.setelement(kp, head, :_) === any_key_head,
+          do: {:keys, ms, {kp, type}, [key]},
+          else: plan(tab, spec, meta!(tab))
+
+      _ ->
+        plan(tab, spec, meta!(tab))
+    end
+  end
+
   defp plan(tab, spec), do: plan(tab, spec, meta!(tab))
+
+  # `plan/2` for `select/3` and `select_reverse/3`, whose callers tend to
+  # repeat one spec on one table (paging through it): the last plan of a
+  # table reference is kept and found with one process-dictionary read,
+  # instead of the table's meta and the compiled spec (two reads and two
+  # map lookups). Only plans without a side effect are kept (`:empty` and
+  # `{:keys, _, _, []}` check the table's access on each call); a spec
+  # holding a zero float is compared by its encoding, as in `cached/3`.
+  defp limited_plan(tab, spec) when is_reference(tab) do
+    case :erlang.get(@limited_key) do
+      {^tab, ^spec, planned, nil} ->
+        planned
+
+      {^tab, ^spec, planned, exact} ->
+        if exact == :erlang.term_to_binary(spec), do: planned, else: keep_plan(tab, spec)
+
+      _ ->
+        keep_plan(tab, spec)
+    end
+  end
+
+  defp limited_plan(tab, spec), do: plan(tab, spec)
+
+  defp keep_plan(tab, spec) do
+    case plan(tab, spec) do
+      {:scan, _ms, _meta} = planned ->
+        :erlang.put(@limited_key, {tab, spec, planned, exact_key(spec)})
+        planned
+
+      {:keys, _ms, _meta, [_ | _]} = planned ->
+        :erlang.put(@limited_key, {tab, spec, planned, exact_key(spec)})
+        planned
+
+      planned ->
+        planned
+    end
+  end
 
   defp plan(tab, [], _meta) do
     # ETS accepts the empty spec (it matches nothing); the compiler does not.
@@ -420,12 +490,12 @@ defmodule NativeStore.Table.Match do
   # is `=:=` to it and contains no float, so the head's key always matches
   # them), so the spec is compiled with `:_` in the key position and cached
   # once for every key. The last such spec is kept apart and checked first.
-  defp plan(_tab, [{head, guards, body}] = spec, {kp, type} = meta)
+  defp plan(tab, [{head, guards, body}] = spec, {kp, type} = meta)
        when type != :ordered_set and is_tuple(head) and tuple_size(head) >= kp do
     key = :erlang.element(kp, head)
 
     if plain?(key) do
-      case compile_any_key(:erlang.setelement(kp, head, :_), guards, body, kp, type) do
+      case compile_any_key(:erlang.setelement(kp, head, :_), guards, body, meta, tab) do
         :error -> plan_compiled(spec, meta)
         ms -> {:keys, ms, meta, [key]}
       end
@@ -452,12 +522,17 @@ defmodule NativeStore.Table.Match do
     end
   end
 
-  # Compiles `[{head, guards, body}]` (`head` with `:_` as its key); returns
-  # `:error` when the compiler rejects it (the caller then compiles the
-  # original spec, which fails the same way).
-  defp compile_any_key(head, guards, body, kp, type) do
-    case Process.get(@last_key) do
-      {^head, ^guards, ^body, ^kp, ^type, ms, nil} ->
+  # Compiles `[{head, guards, body}]` (`head` with `:_` as its key) for a
+  # table `tab` of meta `{kp, type}`; returns `:error` when the compiler
+  # rejects it (the caller then compiles the original spec, which fails
+  # the same way). The last one is kept with `tab` (see `plan/2`).
+  defp compile_any_key(head, guards, body, {kp, type}, tab) do
+    case :erlang.get(@last_key) do
+      {^head, ^guards, ^body, ^kp, ^type, ms, nil, ^tab} ->
+        ms
+
+      {^head, ^guards, ^body, ^kp, ^type, ms, nil, _other} ->
+        :erlang.put(@last_key, {head, guards, body, kp, type, ms, nil, tab})
         ms
 
       _ ->
@@ -467,7 +542,7 @@ defmodule NativeStore.Table.Match do
 
         case cached(cache, key, spec) do
           {:ok, ms, exact} ->
-            Process.put(@last_key, {head, guards, body, kp, type, ms, exact})
+            :erlang.put(@last_key, {head, guards, body, kp, type, ms, exact, tab})
             ms
 
           :miss ->
@@ -480,7 +555,7 @@ defmodule NativeStore.Table.Match do
                 exact = exact_key(spec)
                 cache = if map_size(cache) >= @cache_max, do: %{}, else: cache
                 Process.put(@cache_key, Map.put(cache, key, {ms, exact}))
-                Process.put(@last_key, {head, guards, body, kp, type, ms, exact})
+                :erlang.put(@last_key, {head, guards, body, kp, type, ms, exact, tab})
                 ms
             end
         end
@@ -744,6 +819,8 @@ defmodule NativeStore.Table.Match do
   # Running and scanning
 
   defp run([], _ms), do: []
+  # One object gives at most one result: nothing to reverse.
+  defp run([_] = objects, ms), do: :ets.match_spec_run_r(objects, ms, [])
   defp run(objects, ms), do: :lists.reverse(:ets.match_spec_run_r(objects, ms, []))
 
   # All results of a scan, in the order of the walk (see `first_chunk/2`).
@@ -822,7 +899,7 @@ defmodule NativeStore.Table.Match do
 
     case result do
       {:done, list} -> {list, :done}
-      {:more, list, cursor} -> yielded({list, {:cursor, cursor}})
+      {:more, list, cursor} -> yielded({list, {:cursor, cursor}}, limit || @chunk)
     end
   end
 
@@ -831,22 +908,36 @@ defmodule NativeStore.Table.Match do
 
     case Nif.cursor_next(cursor, []) do
       {:done, list} -> {list, :done}
-      {:more, list, next} -> yielded({list, {:cursor, next}})
+      # (The position records how many objects its call copies.)
+      {:more, list, next} -> yielded({list, {:cursor, next}}, :erlang.element(4, cursor))
     end
   end
 
-  # A chunk NIF counts as one reduction; charge it as the work it was so
-  # the process is scheduled out between chunks.
-  defp yielded(result) do
-    :erlang.bump_reductions(1000)
+  # A chunk NIF counts as one reduction; charge it as the work it was
+  # (half a reduction per object it may have copied, 1000 for a full
+  # chunk) so the process is scheduled out between big chunks, not after
+  # the few objects of a `select/3` with a small limit.
+  defp yielded(result, size) do
+    :erlang.bump_reductions(div(min(size, @chunk), 2))
     result
   end
 
+  # Test instrumentation (see `chunks_fetched/0`): one process-dictionary
+  # read and write (`Process.get/2` with a default, a remote call, cost
+  # about 100 instructions more per chunk).
   defp count_chunk do
-    Process.put(@chunks_key, Process.get(@chunks_key, 0) + 1)
+    case :erlang.get(@chunks_key) do
+      n when is_integer(n) -> :erlang.put(@chunks_key, n + 1)
+      _ -> :erlang.put(@chunks_key, 1)
+    end
   end
 
   @doc false
   # For tests: how many chunks this process has fetched from the tables.
-  def chunks_fetched, do: Process.get(@chunks_key, 0)
+  def chunks_fetched do
+    case :erlang.get(@chunks_key) do
+      n when is_integer(n) -> n
+      _ -> 0
+    end
+  end
 end

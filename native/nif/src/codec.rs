@@ -925,8 +925,116 @@ pub enum KeyBytes {
     /// (the bytes [`Encoder`] writes for it are `[tag, word LE]`), kept in
     /// registers rather than written out and read back.
     Inline(u64, u64),
+    /// A short binary, or a tuple of at most 8 small integers, atoms, local
+    /// pids, `[]` and short binaries (`{:users, "id-1"}`), encoded on the
+    /// stack (the bytes are `.0[...1]`): [`Encoder`]'s bytes for it,
+    /// without a pooled buffer and the general encoder's calls into the VM.
+    Small([u8; SMALL_KEY], u8),
     /// Any other key, encoded in a pooled buffer.
     Pooled(Scratch),
+}
+
+/// Bytes a [`KeyBytes::Small`] key holds at most.
+pub const SMALL_KEY: usize = 64;
+
+/// The bytes of a [`KeyBytes::Small`] key.
+struct SmallKey {
+    buf: [u8; SMALL_KEY],
+    len: usize,
+}
+
+impl SmallKey {
+    /// Appends `bytes`; `None` when they do not fit.
+    #[inline(always)]
+    fn put(&mut self, bytes: &[u8]) -> Option<()> {
+        let end = self.len + bytes.len();
+        self.buf.get_mut(self.len..end)?.copy_from_slice(bytes);
+        self.len = end;
+        Some(())
+    }
+
+    /// `[tag, word LE]`, as `format::put_word` and `format::put_int` write.
+    #[inline(always)]
+    fn word(&mut self, t: u8, w: u64) -> Option<()> {
+        self.put(&[t])?;
+        self.put(&w.to_le_bytes())
+    }
+
+    /// A binary of fewer than 128 bytes, as `format::put_bytes` writes it
+    /// (its varint length is one byte). `None` for anything else.
+    #[inline(always)]
+    fn binary(&mut self, env: *mut ErlNifEnv, t: ErlNifTerm) -> Option<()> {
+        let mut bin = std::mem::MaybeUninit::<ErlNifBinary>::uninit();
+        // SAFETY: `t` is a valid term of `env`; `bin` is a live out-pointer,
+        // initialised when the call succeeds. The bytes stay valid while
+        // `t` does (this call).
+        let bytes = unsafe {
+            if enif_inspect_binary(env, t, bin.as_mut_ptr()) == 0 {
+                return None;
+            }
+            let bin = bin.assume_init();
+            if bin.size >= 0x80 {
+                return None;
+            }
+            if bin.size == 0 {
+                &[][..]
+            } else {
+                std::slice::from_raw_parts(bin.data, bin.size)
+            }
+        };
+        self.put(&[tag::BINARY, bytes.len() as u8])?;
+        self.put(bytes)
+    }
+
+    /// An element of a small tuple key: an immediate the encoder writes
+    /// from its word, or a short binary.
+    #[inline(always)]
+    fn element(&mut self, env: *mut ErlNifEnv, t: ErlNifTerm) -> Option<()> {
+        let w = word_of(t);
+        if w & SMALL_MASK == SMALL_TAG {
+            self.word(tag::INT, ((w as i64) >> 4) as u64)
+        } else if w & ATOM_MASK == ATOM_TAG {
+            self.word(tag::WORD, w)
+        } else if w & PID_MASK == PID_TAG {
+            self.word(tag::PID, w)
+        } else if w == NIL_WORD.load(Ordering::Relaxed) {
+            self.put(&[tag::NIL])
+        } else {
+            self.binary(env, t)
+        }
+    }
+}
+
+/// [`KeyBytes::Small`] of `t`, or `None` (the caller then encodes it in
+/// full). Only where the load-time layout checks passed.
+#[inline]
+fn small_key(env: *mut ErlNifEnv, t: ErlNifTerm) -> Option<KeyBytes> {
+    if !TAGGED_WORDS.load(Ordering::Relaxed) {
+        return None;
+    }
+    let mut k = SmallKey {
+        buf: [0; SMALL_KEY],
+        len: 0,
+    };
+    let mut arity: c_int = 0;
+    let mut elems: *const ErlNifTerm = std::ptr::null();
+    // SAFETY: `t` is a valid term of `env`; `arity` and `elems` are live
+    // out-pointers. On success `elems` points at `arity` terms of the
+    // tuple, valid while `t` is.
+    if unsafe { enif_get_tuple(env, t, &mut arity, &mut elems) } != 0 {
+        if !(0..=8).contains(&arity) {
+            return None;
+        }
+        // `format::put_header` of a tuple: its count is one varint byte.
+        k.put(&[tag::TUPLE, arity as u8])?;
+        for i in 0..arity as usize {
+            // SAFETY: `i < arity` (see above).
+            k.element(env, unsafe { *elems.add(i) })?;
+        }
+    } else {
+        k.binary(env, t)?;
+    }
+    Some(KeyBytes::Small(k.buf, k.len as u8))
 }
 
 #[inline(always)]
@@ -943,6 +1051,7 @@ impl KeyBytes {
     pub fn key(&self) -> Key<'_> {
         match self {
             KeyBytes::Inline(t, w) => Key::word(*t as u8, *w),
+            KeyBytes::Small(b, n) => Key::new(&b[..*n as usize]),
             KeyBytes::Pooled(s) => Key::new(s),
         }
     }
@@ -979,6 +1088,9 @@ pub fn encode_key_bytes(env: Env, term: Term) -> Result<KeyBytes, EncodeError> {
     }
     if TAGGED_WORDS.load(Ordering::Relaxed) && w & ATOM_MASK == ATOM_TAG {
         return Ok(inline_key(tag::WORD, w));
+    }
+    if let Some(k) = small_key(env.as_c_arg(), t) {
+        return Ok(k);
     }
     // SAFETY: `t` is a valid term of `env`; `i` is a live out-pointer.
     unsafe {
@@ -1192,19 +1304,23 @@ fn lone_immediate(buf: &[u8]) -> Option<ErlNifTerm> {
 }
 
 /// A tuple of at most 8 immediates (small integers, atoms, local pids,
-/// `[]`: counters, bag rows, registry-style objects) or maps of at most 16
-/// pairs of immediates, rebuilt without the general decoder's
-/// item-by-item machinery: the words are the terms (where the load-time
-/// layout checks passed). `None` for anything else. (A lookup of `{k, v}`
-/// from a bag: ~110 instructions less per object; of `{k, %{a: 1, b: 2,
-/// c: 3, d: 4}, 0}`: ~100 less.) A lone immediate is rebuilt from its
-/// word too.
+/// `[]`: counters, bag rows, registry-style objects), maps of at most 16
+/// pairs of immediates or binaries of fewer than 128 bytes, rebuilt
+/// without the general decoder's item-by-item machinery: the words are
+/// the terms (where the load-time layout checks passed). `None` for
+/// anything else. (A lookup of `{k, v}` from a bag: ~110 instructions
+/// less per object; of `{k, %{a: 1, b: 2, c: 3, d: 4}, 0}`: ~100 less; a
+/// `next/2` step over `{atom, "id-123"}` keys: ~200 less.) A lone
+/// immediate or short binary is rebuilt that way too.
 #[inline]
 fn flat_tuple(env: *mut ErlNifEnv, buf: &[u8]) -> Option<ErlNifTerm> {
     if !(TAGGED_WORDS.load(Ordering::Relaxed) && SMALL_IMMEDIATE.load(Ordering::Relaxed)) {
         return None;
     }
     let (&tag::TUPLE, rest) = buf.split_first()? else {
+        if buf.first() == Some(&tag::BINARY) {
+            return short_binary(env, buf, &mut 0);
+        }
         return lone_immediate(buf);
     };
     let n = *rest.first()? as usize;
@@ -1241,6 +1357,14 @@ fn flat_tuple(env: *mut ErlNifEnv, buf: &[u8]) -> Option<ErlNifTerm> {
                 checked = true;
                 flat_map(env, buf, &mut p)?
             }
+            tag::BINARY => {
+                // As for a map: nothing is made unless the rest is flat.
+                if !checked && !flat_rest(buf, p, n - i) {
+                    return None;
+                }
+                checked = true;
+                short_binary(env, buf, &mut p)?
+            }
             _ => return None,
         };
     }
@@ -1249,14 +1373,45 @@ fn flat_tuple(env: *mut ErlNifEnv, buf: &[u8]) -> Option<ErlNifTerm> {
     Some(unsafe { enif_make_tuple_from_array(env, arr.as_ptr(), n as c_uint) })
 }
 
+/// The binary of fewer than 128 bytes (its length is one byte) at `*p`,
+/// an element of a [`flat_tuple`] (an `{atom, binary}` key, say), made
+/// as the general decoder makes it; advances `*p` past it.
+#[inline]
+fn short_binary(env: *mut ErlNifEnv, buf: &[u8], p: &mut usize) -> Option<ErlNifTerm> {
+    let len = *buf.get(*p + 1)? as usize;
+    if len >= 0x80 {
+        return None;
+    }
+    let bytes = buf.get(*p + 2..*p + 2 + len)?;
+    let mut t = ErlNifTerm::default();
+    // SAFETY: `env` is the caller's live environment and `t` a live
+    // out-pointer; the new binary has `len` writable bytes at `data`.
+    unsafe {
+        let data = enif_make_new_binary(env, len, &mut t);
+        if len > 0 {
+            if data.is_null() {
+                return None;
+            }
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), data, len);
+        }
+    }
+    *p += 2 + len;
+    Some(t)
+}
+
 /// True when the `count` values from `p` on look like what [`flat_tuple`]
-/// builds: immediates, or maps (stepped over by their recorded length:
-/// their pairs are checked by [`flat_map`] before it makes anything).
+/// builds: immediates, short binaries, or maps (stepped over by their
+/// recorded length: their pairs are checked by [`flat_map`] before it
+/// makes anything).
 fn flat_rest(buf: &[u8], mut p: usize, count: usize) -> bool {
     for _ in 0..count {
         p += match buf.get(p) {
             Some(&(tag::INT | tag::WORD | tag::PID)) => 9,
             Some(&tag::NIL) => 1,
+            Some(&tag::BINARY) => match buf.get(p + 1) {
+                Some(&len) if len < 0x80 => 2 + len as usize,
+                _ => return false,
+            },
             Some(&tag::MAP) => match buf.get(p + 2..p + 6) {
                 Some(len) => 6 + u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize,
                 None => return false,

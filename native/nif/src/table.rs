@@ -149,6 +149,7 @@ fn with_key<R>(kb: &KeyBytes, f: impl FnOnce(&[u8]) -> R) -> R {
             b[1..].copy_from_slice(&w.to_le_bytes());
             f(&b)
         }
+        KeyBytes::Small(b, n) => f(&b[..*n as usize]),
         KeyBytes::Pooled(s) => f(s),
     }
 }
@@ -1674,7 +1675,9 @@ fn ordered_walk<'a>(
     }
     let size = st.size.clamp(1, CHUNK);
     st.size = (size * 2).min(CHUNK);
-    let mut terms = Vec::with_capacity(size.min(DECODE_LOCKED));
+    // A small chunk's terms go to an array on the stack (no allocation).
+    let mut small = [acc.as_c_arg(); DECODE_LOCKED];
+    let mut len = 0;
     let mut copies = Vec::with_capacity(if size > DECODE_LOCKED { size } else { 0 });
     let mut failed = false;
     let each = |e: &Entry| {
@@ -1682,9 +1685,12 @@ fn ordered_walk<'a>(
             copies.push(e.clone());
             return;
         }
-        match decode_entry(env, e) {
-            Ok(t) => terms.push(t),
-            Err(_) => failed = true,
+        match (decode_entry(env, e), small.get_mut(len)) {
+            (Ok(t), Some(slot)) => {
+                *slot = t.as_c_arg();
+                len += 1;
+            }
+            _ => failed = true,
         }
     };
     let (n, bytes, last) = if st.reverse {
@@ -1695,19 +1701,33 @@ fn ordered_walk<'a>(
     if failed {
         return Err(Error::BadArg);
     }
-    if !copies.is_empty() {
-        terms = copies
-            .iter()
-            .map(|e| decode_entry(env, e))
-            .collect::<NifResult<_>>()?;
-    }
     // A short chunk is the end, unless it stopped at the byte limit.
     match last {
         Some(k) if n == size || bytes >= CHUNK_BYTES => st.after = Some(k),
         _ => st.done = true,
     }
-    for t in terms.into_iter().rev() {
-        *acc = acc.list_prepend(t);
+    if !copies.is_empty() {
+        let terms = copies
+            .iter()
+            .map(|e| decode_entry(env, e))
+            .collect::<NifResult<Vec<_>>>()?;
+        for t in terms.into_iter().rev() {
+            *acc = acc.list_prepend(t);
+        }
+    } else if acc.is_empty_list() {
+        // SAFETY: the first `len` slots hold terms of `env` made above
+        // (`len <= DECODE_LOCKED`); the array outlives the call.
+        *acc = unsafe {
+            Term::new(
+                env,
+                rustler::sys::enif_make_list_from_array(env.as_c_arg(), small.as_ptr(), len as u32),
+            )
+        };
+    } else {
+        for t in small[..len].iter().rev() {
+            // SAFETY: a term of `env` made above.
+            *acc = acc.list_prepend(unsafe { Term::new(env, *t) });
+        }
     }
     Ok(st.done)
 }
@@ -1744,29 +1764,38 @@ fn start_walk<'a>(env: Env<'a>, tab: Term<'a>, reverse: bool, first: usize) -> N
         size: first,
         ..CursorState::default()
     };
-    continue_walk(env, &t, st, Term::list_new_empty(env))
+    // A table reference goes into the position as it is (a name does not).
+    let tid = TableArc::get(tab).is_some().then_some(tab);
+    continue_walk(env, &t, tid, st, Term::list_new_empty(env))
 }
 
 /// Copies the next chunk of the walk at `st` onto `acc` and returns
-/// `{:done, objects}` or `{:more, objects, position}`.
+/// `{:done, objects}` or `{:more, objects, position}`. `tid` is the term
+/// of the table's reference when the caller has it (else one is made).
 fn continue_walk<'a>(
     env: Env<'a>,
     t: &TableRes,
+    tid: Option<Term<'a>>,
     mut st: CursorState,
     mut acc: Term<'a>,
 ) -> NifResult<Term<'a>> {
     if walk(env, t, &mut st, &mut acc)? {
         return Ok(make_tuple(env, &[atoms::done().encode(env), acc]));
     }
-    let pos = position_term(env, t, &st)?;
+    let pos = position_term(env, t, tid, &st)?;
     Ok(make_tuple(env, &[atoms::more().encode(env), acc, pos]))
 }
 
 /// `st` as a term: `{tid, shard, bucket, size}` for set and bag tables,
 /// `{tid, last_key, reverse, size}` for an `ordered_set` (the key as a
 /// term, so the walk continues after it even if it has been deleted since).
-fn position_term<'a>(env: Env<'a>, t: &TableRes, st: &CursorState) -> NifResult<Term<'a>> {
-    let tid = TableArc::from_ref(t).encode(env);
+fn position_term<'a>(
+    env: Env<'a>,
+    t: &TableRes,
+    tid: Option<Term<'a>>,
+    st: &CursorState,
+) -> NifResult<Term<'a>> {
+    let tid = tid.unwrap_or_else(|| TableArc::from_ref(t).encode(env));
     let size = st.size.encode(env);
     Ok(match (&t.data, &st.after) {
         (Data::Ordered(_), Some(key)) => {
@@ -1828,7 +1857,7 @@ fn cursor_next<'a>(env: Env<'a>, position: Term<'a>, acc: Term<'a>) -> NifResult
             }
         }
     };
-    continue_walk(env, &t, st, acc)
+    continue_walk(env, &t, Some(el(0)?), st, acc)
 }
 
 /// `safe_fixtable(tab, fix)`: `fix` must be a boolean; `now` is the
@@ -2452,11 +2481,28 @@ fn key_or_end<'a>(env: Env<'a>, t: &TableRes, obj: Option<&[u8]>) -> NifResult<T
     decode(env, &obj[r]).map_err(|_| Error::BadArg)
 }
 
+/// The key of the entry `e` as stored in its object, or `'$end_of_table'`
+/// (as [`key_or_end`]). An entry's key is usually the key element itself,
+/// a slice of the object: it is decoded as it is, without finding the
+/// element in the object. (A canonical key appended after the object, see
+/// `entry.rs`, may be spelled differently: the element is decoded then.)
+#[inline]
+fn entry_key_or_end<'a>(env: Env<'a>, t: &TableRes, e: Option<&Entry>) -> NifResult<Term<'a>> {
+    let Some(e) = e else {
+        return Ok(atoms::end_of_table().encode(env));
+    };
+    let (obj, key) = (e.object().as_ptr_range(), e.key().as_ptr_range());
+    if obj.start <= key.start && key.end <= obj.end {
+        return decode(env, e.key()).map_err(|_| Error::BadArg);
+    }
+    key_or_end(env, t, Some(e.object()))
+}
+
 /// `first/1` (`last/1` when `last` and the table is an `ordered_set`; other
 /// types have no order, and `last/1` is `first/1` there, as in ETS).
 fn first_or_last<'a>(env: Env<'a>, tab: Term<'a>, last: bool) -> NifResult<Term<'a>> {
     let t = readable(env, tab)?;
-    let f = |e: Option<&Entry>| key_or_end(env, &t, e.map(Entry::object));
+    let f = |e: Option<&Entry>| entry_key_or_end(env, &t, e);
     match &t.data {
         Data::Set(s) => s.read_first(f),
         Data::Ordered(o) if last => o.read_last(f),
@@ -2471,7 +2517,7 @@ fn first_or_last<'a>(env: Env<'a>, tab: Term<'a>, last: bool) -> NifResult<Term<
 fn next_or_prev<'a>(env: Env<'a>, tab: Term<'a>, key: Term<'a>, prev: bool) -> NifResult<Term<'a>> {
     let t = readable(env, tab)?;
     let kb = key_bytes(env, key)?;
-    let f = |e: Option<&Entry>| key_or_end(env, &t, e.map(Entry::object));
+    let f = |e: Option<&Entry>| entry_key_or_end(env, &t, e);
     match &t.data {
         Data::Set(s) => s.read_next(&kb.key(), f).ok_or(Error::BadArg)?,
         Data::Ordered(o) if prev => with_key(&kb, |k| o.read_prev(k, f)),
