@@ -13,17 +13,16 @@
 //! most comparisons are decided by three integer compares without reading
 //! the key bytes (or calling the host for atoms).
 //!
-//! Walks rely on the table's version, bumped by every change and published
+//! Walks rely on each part's version, bumped by every change and published
 //! by each writer before it unlocks. A `next/2` (or `prev/2`) walk over
-//! integer keys (no other key in the table) keeps its place in the integer
+//! integer keys (no other key in the part) keeps its place in the integer
 //! tree per thread: when the key given is the one found at that place, the
 //! answer is the entry beside it, without a search; and `next/2` copies the
 //! (9-byte) keys of the next 32 entries, then serves them without the lock
 //! while the version is unchanged ([`OrderedTable::read_next_key`]). Other
-//! `next/2` walks are served from a per-thread cache of the entries that
-//! follow the key returned last, valid while the version is unchanged; so
-//! such a walk searches the tree once per 32 steps (at most 4 KB of copies)
-//! instead of once per step.
+//! `next/2` walks copy the keys of the next 64 entries (at most 4 KB, into
+//! one per-thread buffer) and serve them the same way; so such a walk
+//! searches the tree once per 64 steps instead of once per step.
 
 mod tree;
 
@@ -530,26 +529,40 @@ impl OrderedContents {
     }
 }
 
-/// Entries that follow a key, copied from one version of one table's tree:
-/// a walk with `next/2` finds the following entry here without a tree
-/// search. One per thread (no lock to take); valid while the table's id and
-/// version match.
+/// The keys that follow a key in a part holding other keys than integers,
+/// copied from one version of the part (a walk with `next/2` needs only
+/// keys: these are served without the lock while the part's version is
+/// unchanged). One per thread; the keys are those of their objects' key
+/// elements, back to back in one buffer (no allocation per key).
 #[derive(Default)]
-struct WalkCache {
-    /// The table the entries were copied from.
-    table: u64,
-    /// The tree's version when the entries were copied.
+struct KeyRun {
+    /// The part the keys were copied from.
+    part: u64,
+    /// The part's version when the keys were copied.
     version: u64,
-    /// Consecutive entries of the tree, in key order.
-    entries: Vec<Entry>,
-    /// The position of the entry returned last.
+    /// The keys' bytes, back to back.
+    bytes: Vec<u8>,
+    /// Where each key ends in `bytes`.
+    ends: Vec<u32>,
+    /// The index of the key returned last.
     at: usize,
 }
 
-/// Entries a walk cache copies at a time.
-const WALK_AHEAD: usize = 32;
-/// Bytes of entries a walk cache copies at most at a time.
-const WALK_BYTES: usize = 4096;
+impl KeyRun {
+    fn key(&self, i: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(i)? as usize;
+        let start = match i {
+            0 => 0,
+            _ => self.ends[i - 1] as usize,
+        };
+        self.bytes.get(start..end)
+    }
+}
+
+/// Keys a [`KeyRun`] copies at most at a time.
+const RUN_AHEAD: usize = 64;
+/// Bytes of keys a [`KeyRun`] copies at most at a time.
+const RUN_BYTES: usize = 4096;
 
 /// Where this thread's last `first`/`last`/`next`/`prev` on a table of
 /// integer keys only ended: a place in its integer tree.
@@ -601,7 +614,7 @@ fn int_key_element(e: &Entry) -> Option<[u8; 9]> {
 }
 
 thread_local! {
-    static WALK: RefCell<WalkCache> = RefCell::default();
+    static KEY_RUN: RefCell<KeyRun> = RefCell::default();
     static INT_KEYS: RefCell<IntKeys> = const {
         RefCell::new(IntKeys {
             table: 0,
@@ -1227,11 +1240,12 @@ impl OrderedTable {
     }
 
     /// Runs `f` on what follows `key` (which need not be in the table):
-    /// like [`OrderedTable::read_next`], but in a walk over integer keys
-    /// the next key may come alone, without the lock.
+    /// like [`OrderedTable::read_next`], but in a walk the next key may come
+    /// alone, copied ahead, without the lock (see [`IntKeys`], [`KeyRun`]).
     pub fn read_next_key<R>(&self, key: &[u8], f: impl FnOnce(Next<'_>) -> R) -> R {
-        // (As for the walk cache of `read_next`: a version still equal to
-        // the copy's means no change is visible yet.)
+        // (A writer publishes its part's version before it unlocks, so a
+        // version still equal to the copy's means no change is visible
+        // yet: the copied keys are the part's keys at this point in time.)
         let r = self.route();
         let part = &r.parts[r.index_of(key)];
         let f = match INT_KEYS.with(|c| {
@@ -1251,81 +1265,63 @@ impl OrderedTable {
             Ok(r) => return r,
             Err(f) => f,
         };
-        self.read_next(key, |e| f(e.map_or(Next::End, Next::Entry)))
-    }
-
-    /// Runs `f` on the entry after `key` in this thread's walk cache, if
-    /// it holds a walk of `part` at `key` (see [`WalkCache`]); `version` is
-    /// the part's version (`None`: read it).
-    #[inline]
-    fn cached_next<R, F: FnOnce(Option<&Entry>) -> R>(
-        part: &Part,
-        version: Option<u64>,
-        key: &[u8],
-        f: F,
-    ) -> Step<R, F> {
-        WALK.with(|cell| {
-            let Ok(mut w) = cell.try_borrow_mut() else {
+        let f = match KEY_RUN.with(|c| {
+            let Ok(mut c) = c.try_borrow_mut() else {
                 return Err(f);
             };
-            let hit = w.table == part.id
-                && w.version
-                    == version.unwrap_or_else(|| part.version.load(AtomicOrdering::Acquire))
-                && w.entries.get(w.at).is_some_and(|e| e.key() == key)
-                && w.at + 1 < w.entries.len();
+            let hit = c.part == part.id
+                && c.version == part.version.load(AtomicOrdering::Acquire)
+                && c.at + 1 < c.ends.len()
+                && c.key(c.at) == Some(key);
             if !hit {
                 return Err(f);
             }
-            w.at += 1;
-            Ok(f(w.entries.get(w.at)))
-        })
-    }
-
-    /// Runs `f` on the entry of `part` (read-locked as `g`) after `key`,
-    /// filling this thread's walk cache; `Err(f)` when there is none.
-    #[inline]
-    fn next_in_part<R, F: FnOnce(Option<&Entry>) -> R>(
-        part: &Part,
-        g: &Inner,
-        key: &[u8],
-        f: F,
-    ) -> Step<R, F> {
-        if let Some(e) = Self::int_step(part, g, key, true) {
-            return match e {
-                Some(e) => Ok(f(Some(e))),
-                None => Err(f),
-            };
-        }
-        // A walk in progress (the key is the one returned last, and the
-        // part has not changed since): the next entry is in the cache.
-        let f = match Self::cached_next(part, Some(g.version), key, f) {
-            Ok(r) => return Ok(r),
+            c.at += 1;
+            Ok(f(Next::Key(c.key(c.at).unwrap_or_default())))
+        }) {
+            Ok(r) => return r,
             Err(f) => f,
         };
-        let mut range = probe(key).after(g);
-        let Some(first) = range.next() else {
-            return Err(f);
-        };
-        WALK.with(|cell| {
-            let Ok(mut w) = cell.try_borrow_mut() else {
+        self.read_next(key, |e| f(e.map_or(Next::End, Next::Entry)))
+    }
+
+    /// Copies the keys of `entries` (which follow a key in `part`) into this
+    /// thread's [`KeyRun`] for a walk, while they are their objects' key
+    /// elements and small.
+    fn copy_run<'e>(part: &Part, version: u64, entries: impl Iterator<Item = &'e Entry>) {
+        KEY_RUN.with(|c| {
+            let Ok(mut c) = c.try_borrow_mut() else {
                 return;
             };
-            // Copy what follows while it is small (copies of big objects
-            // would cost more than the searches they save).
-            w.entries.clear();
-            let mut budget = WALK_BYTES;
-            for e in std::iter::once(first).chain(range).take(WALK_AHEAD) {
-                budget = match budget.checked_sub(e.heap_bytes()) {
-                    Some(b) => b,
-                    None => break,
-                };
-                w.entries.push(e.clone());
+            let c = &mut *c;
+            c.bytes.clear();
+            c.ends.clear();
+            c.at = 0;
+            c.part = part.id;
+            c.version = version;
+            for e in entries.take(RUN_AHEAD) {
+                let k = e.key();
+                let in_place = e.object().as_ptr_range().contains(&k.as_ptr());
+                if !in_place || c.bytes.len() + k.len() > RUN_BYTES {
+                    break;
+                }
+                c.bytes.extend_from_slice(k);
+                c.ends.push(c.bytes.len() as u32);
             }
-            w.table = part.id;
-            w.version = g.version;
-            w.at = 0;
         });
-        Ok(f(Some(first)))
+    }
+
+    /// The entry of `part` (read-locked as `g`) after `key`, if any; a walk
+    /// over a part of integer keys only keeps its place (see [`IntWalk`]),
+    /// another copies the keys that follow (see [`KeyRun`]).
+    fn next_in_part<'g>(part: &Part, g: &'g Inner, key: &[u8]) -> Option<&'g Entry> {
+        if let Some(e) = Self::int_step(part, g, key, true) {
+            return e;
+        }
+        let mut range = probe(key).after(g);
+        let first = range.next()?;
+        Self::copy_run(part, g.version, std::iter::once(first).chain(range));
+        Some(first)
     }
 
     /// Runs `f` on the entry with the smallest key greater than `key`
@@ -1335,23 +1331,13 @@ impl OrderedTable {
             let r = self.route();
             let i = r.index_of(key);
             let part = &r.parts[i];
-            // A walk in progress over an unchanged part: no lock needed. (A
-            // writer publishes its version before it unlocks, so a version
-            // still equal to the cache's means no change is visible yet:
-            // the cached copies are the part's entries at this point in
-            // time.)
-            f = match Self::cached_next(part, None, key, f) {
-                Ok(r) => return r,
-                Err(f) => f,
-            };
             let g = part.inner.read();
             if g.dead {
                 continue;
             }
-            f = match Self::next_in_part(part, &g, key, f) {
-                Ok(r) => return r,
-                Err(f) => f,
-            };
+            if let Some(e) = Self::next_in_part(part, &g, key) {
+                return f(Some(e));
+            }
             drop(g);
             if i + 1 == r.parts.len() {
                 return f(None);
@@ -2008,6 +1994,68 @@ mod tests {
             }
             assert_eq!(t.parts() > 1, adaptive);
             assert_eq!(t.len(), 1000);
+        }
+    }
+
+    #[test]
+    fn key_runs_of_general_keys_see_every_change() {
+        use crate::format::put_bytes;
+        // Tuple keys {1, i} (and some 3 KB binary keys, too big to copy
+        // many): a `next/2` walk served from copied keys sees what changed
+        // since they were copied.
+        let tk = |i: i64| {
+            let mut o = Vec::new();
+            put_header(&mut o, tag::TUPLE, 2);
+            put_int(&mut o, 1);
+            put_int(&mut o, i);
+            o
+        };
+        let bk = |i: u8| {
+            let mut o = Vec::new();
+            put_bytes(&mut o, tag::BINARY, &[i; 3000]);
+            o
+        };
+        for splits in 0..3 {
+            let t = OrderedTable::with_concurrency(true);
+            for i in (0..300).step_by(2) {
+                t.insert(keyed(&tk(i)));
+            }
+            for i in 0..5 {
+                t.insert(keyed(&bk(i)));
+            }
+            for _ in 0..splits {
+                t.split_parts();
+            }
+            let next = |k: &[u8]| {
+                t.read_next_key(k, |n| match n {
+                    Next::End => None,
+                    Next::Entry(e) => Some(e.key().to_vec()),
+                    Next::Key(b) => Some(b.to_vec()),
+                })
+            };
+            let mut want: Vec<Vec<u8>> =
+                (0..300).step_by(2).map(tk).chain((0..5).map(bk)).collect();
+            want.sort_by(|a, b| compare(a, b));
+            let mut walked = vec![t.read_first(|e| e.unwrap().key().to_vec())];
+            while let Some(k) = next(walked.last().unwrap()) {
+                walked.push(k);
+            }
+            assert_eq!(walked, want);
+            // Mid-walk: the next key is copied; a key inserted before it
+            // and one removed after it are seen.
+            assert_eq!(next(&tk(10)), Some(tk(12)));
+            t.insert(keyed(&tk(13)));
+            assert_eq!(next(&tk(12)), Some(tk(13)));
+            assert_eq!(next(&tk(13)), Some(tk(14)));
+            t.remove(&tk(16));
+            assert_eq!(next(&tk(14)), Some(tk(18)));
+            // Same-key rewrite (the version changes, the keys do not).
+            t.insert(keyed(&tk(20)));
+            assert_eq!(next(&tk(18)), Some(tk(20)));
+            // A key not in the table: searched.
+            assert_eq!(next(&tk(21)), Some(tk(22)));
+            assert_eq!(next(&tk(298)), Some(bk(0)));
+            assert_eq!(next(&bk(4)), None);
         }
     }
 
