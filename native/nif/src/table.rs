@@ -1037,7 +1037,9 @@ fn table_insert<'a>(env: Env<'a>, [tab, objs]: [Term<'a>; 2]) -> NifResult<Term<
         }
         Data::Bag(b) => {
             if objs.is_tuple() {
-                b.insert(encode_object(env, objs, keypos, None)?);
+                // One object: its bytes go straight into the key's bucket
+                // (no entry is allocated for it).
+                with_encoded_object(env, objs, keypos, None, false, |img| b.insert_image(img))?;
             } else {
                 b.insert_all(encode_objects(env, objs, keypos, &t.data)?);
             }
