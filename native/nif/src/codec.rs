@@ -1161,6 +1161,11 @@ fn decode_with<'a>(env: Env<'a>, buf: &[u8], removed: bool) -> Result<Term<'a>, 
         // SAFETY: `t` was made in `env`.
         return Ok(unsafe { Term::new(env, t) });
     }
+    decode_general(env, buf, removed)
+}
+
+/// [`decode_with`] by the general decoder (no [`flat_tuple`] attempt).
+fn decode_general<'a>(env: Env<'a>, buf: &[u8], removed: bool) -> Result<Term<'a>, DecodeError> {
     let mut pos = 0;
     let mut d = Decoder {
         env: env.as_c_arg(),
@@ -1201,9 +1206,21 @@ fn lone_immediate(buf: &[u8]) -> Option<ErlNifTerm> {
 /// word too.
 #[inline]
 fn flat_tuple(env: *mut ErlNifEnv, buf: &[u8]) -> Option<ErlNifTerm> {
-    if !(TAGGED_WORDS.load(Ordering::Relaxed) && SMALL_IMMEDIATE.load(Ordering::Relaxed)) {
+    if !flat_ok() {
         return None;
     }
+    flat_tuple_unchecked(env, buf)
+}
+
+/// True when the load-time layout checks behind [`flat_tuple`] passed.
+#[inline(always)]
+pub fn flat_ok() -> bool {
+    TAGGED_WORDS.load(Ordering::Relaxed) && SMALL_IMMEDIATE.load(Ordering::Relaxed)
+}
+
+/// [`flat_tuple`] once [`flat_ok`] is known to hold.
+#[inline(always)]
+fn flat_tuple_unchecked(env: *mut ErlNifEnv, buf: &[u8]) -> Option<ErlNifTerm> {
     let (&tag::TUPLE, rest) = buf.split_first()? else {
         return lone_immediate(buf);
     };
@@ -1211,7 +1228,7 @@ fn flat_tuple(env: *mut ErlNifEnv, buf: &[u8]) -> Option<ErlNifTerm> {
     if n > 8 {
         return None;
     }
-    let word = |p: usize| Some(u64::from_le_bytes(buf.get(p..p + 8)?.try_into().ok()?));
+    let word = |p: usize| Some(u64::from_le_bytes(*buf.get(p..)?.first_chunk::<8>()?));
     let mut arr = [ErlNifTerm::default(); 8];
     let mut p = 2;
     let mut checked = false;
@@ -1239,7 +1256,9 @@ fn flat_tuple(env: *mut ErlNifEnv, buf: &[u8]) -> Option<ErlNifTerm> {
                     return None;
                 }
                 checked = true;
-                flat_map(env, buf, &mut p)?
+                let (m, q) = flat_map(env, buf, p)?;
+                p = q;
+                m
             }
             _ => return None,
         };
@@ -1247,6 +1266,88 @@ fn flat_tuple(env: *mut ErlNifEnv, buf: &[u8]) -> Option<ErlNifTerm> {
     // SAFETY: `env` is the caller's live environment; the array holds `n`
     // valid terms made in it and lives for the call.
     Some(unsafe { enif_make_tuple_from_array(env, arr.as_ptr(), n as c_uint) })
+}
+
+/// A tuple of at most 8 small integers, atoms and local pids (each nine
+/// bytes: tag and word), as [`flat_tuple`] rebuilds it once [`flat_ok`]
+/// holds, but told from its length and read without per-element bounds
+/// checks (the common bag row); `None` for anything else.
+#[inline(always)]
+fn word_tuple(env: *mut ErlNifEnv, o: &[u8]) -> Option<ErlNifTerm> {
+    let ([t, n], body) = o.split_first_chunk::<2>()?;
+    let n = *n as usize;
+    if *t != tag::TUPLE || n > 8 || body.len() != 9 * n {
+        return None;
+    }
+    let mut arr = [ErlNifTerm::default(); 8];
+    for (slot, c) in arr.iter_mut().zip(body.chunks_exact(9)) {
+        let w = u64::from_le_bytes(c[1..9].try_into().ok()?);
+        *slot = match c[0] {
+            tag::INT if (MIN_SMALL..=MAX_SMALL).contains(&(w as i64)) => {
+                term_of(small_word(w as i64))
+            }
+            tag::WORD | tag::PID => term_of(w),
+            _ => return None,
+        };
+    }
+    // SAFETY: `env` is the caller's live environment; the array holds `n`
+    // immediate terms and lives for the call.
+    Some(unsafe { enif_make_tuple_from_array(env, arr.as_ptr(), n as c_uint) })
+}
+
+/// The list of the objects `objs` (the objects of one bag key, in order),
+/// decoded: the layout check of [`flat_tuple`] is made once for all of
+/// them, tuples of immediate words are rebuilt inline ([`word_tuple`]),
+/// others by [`decode_other`]; the list is made in one call from an array
+/// on the stack (up to 32 objects, else from one vector).
+pub fn decode_list<'a, 'b>(
+    env: Env<'a>,
+    objs: impl ExactSizeIterator<Item = &'b [u8]>,
+) -> Result<Term<'a>, DecodeError> {
+    const STACK: usize = 32;
+    let n = objs.len();
+    if n == 0 {
+        return Ok(nil(env));
+    }
+    let flat = flat_ok();
+    // (Left uninitialised: only the slots written are read.)
+    let mut stack = [std::mem::MaybeUninit::<ErlNifTerm>::uninit(); STACK];
+    let mut heap = Vec::new();
+    let terms: &mut [std::mem::MaybeUninit<ErlNifTerm>] = if n <= STACK {
+        &mut stack
+    } else {
+        heap.resize(n, std::mem::MaybeUninit::uninit());
+        &mut heap
+    };
+    let mut len = 0;
+    for (slot, o) in terms.iter_mut().zip(objs) {
+        let t = match flat.then(|| word_tuple(env.as_c_arg(), o)).flatten() {
+            Some(t) => t,
+            None => decode_other(env, o, flat)?,
+        };
+        slot.write(t);
+        len += 1;
+    }
+    // SAFETY: `env` is the caller's live environment and the first `len`
+    // slots were written with valid terms made in it.
+    Ok(unsafe {
+        Term::new(
+            env,
+            enif_make_list_from_array(env.as_c_arg(), terms.as_ptr().cast(), len as c_uint),
+        )
+    })
+}
+
+/// An object of [`decode_list`] that is not a tuple of immediate words:
+/// by [`flat_tuple`] (when `flat`, i.e. [`flat_ok`]) or the general decoder.
+#[inline(never)]
+fn decode_other(env: Env<'_>, o: &[u8], flat: bool) -> Result<ErlNifTerm, DecodeError> {
+    if flat {
+        if let Some(t) = flat_tuple_unchecked(env.as_c_arg(), o) {
+            return Ok(t);
+        }
+    }
+    decode_general(env, o, false).map(|t| t.as_c_arg())
 }
 
 /// True when the `count` values from `p` on look like what [`flat_tuple`]
@@ -1268,17 +1369,17 @@ fn flat_rest(buf: &[u8], mut p: usize, count: usize) -> bool {
 }
 
 /// A map of at most 16 pairs of immediates at `*p` (an element of a
-/// [`flat_tuple`]), advancing `*p` past it; `None` for anything else. The
+/// [`flat_tuple`]), with the position just past it; `None` for anything else. The
 /// words are checked before the map is made, so `None` allocates nothing.
 #[inline(never)]
-fn flat_map(env: *mut ErlNifEnv, buf: &[u8], p: &mut usize) -> Option<ErlNifTerm> {
-    let n = *buf.get(*p + 1)? as usize;
+fn flat_map(env: *mut ErlNifEnv, buf: &[u8], p: usize) -> Option<(ErlNifTerm, usize)> {
+    let n = *buf.get(p + 1)? as usize;
     if n > 16 {
         return None;
     }
     let word = |q: usize| Some(u64::from_le_bytes(buf.get(q..q + 8)?.try_into().ok()?));
     let mut kv = [ErlNifTerm::default(); 32];
-    let mut q = *p + 6;
+    let mut q = p + 6;
     for slot in kv.iter_mut().take(2 * n) {
         *slot = match *buf.get(q)? {
             tag::INT => {
@@ -1312,8 +1413,7 @@ fn flat_map(env: *mut ErlNifEnv, buf: &[u8], p: &mut usize) -> Option<ErlNifTerm
     if unsafe { enif_make_map_from_arrays(env, ks.as_ptr(), vs.as_ptr(), n, &mut m) } == 0 {
         return None;
     }
-    *p = q;
-    Some(m)
+    Some((m, q))
 }
 
 thread_local! {
