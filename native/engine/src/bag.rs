@@ -33,9 +33,11 @@ const OBJ_HEAD: usize = 8;
 /// Buckets whose buffers traversal reads ahead (see `snapshot_part`).
 const LOOKAHEAD: usize = 16;
 
-#[inline]
+#[inline(always)]
 fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    // One bounds check and one load (not one per byte).
+    let w: [u8; 4] = b[at..at + 4].try_into().expect("four bytes");
+    u32::from_le_bytes(w)
 }
 
 #[inline]

@@ -1279,46 +1279,79 @@ fn word_tuple(env: *mut ErlNifEnv, o: &[u8]) -> Option<ErlNifTerm> {
     if *t != tag::TUPLE || n > 8 || body.len() != 9 * n {
         return None;
     }
-    let mut arr = [ErlNifTerm::default(); 8];
+    // (Left uninitialised: the loop writes exactly the first `n` slots.)
+    let mut arr = [std::mem::MaybeUninit::<ErlNifTerm>::uninit(); 8];
     for (slot, c) in arr.iter_mut().zip(body.chunks_exact(9)) {
         let w = u64::from_le_bytes(c[1..9].try_into().ok()?);
-        *slot = match c[0] {
-            tag::INT if (MIN_SMALL..=MAX_SMALL).contains(&(w as i64)) => {
-                term_of(small_word(w as i64))
+        // Integers first: the most common element.
+        let t = if c[0] == tag::INT {
+            if !(MIN_SMALL..=MAX_SMALL).contains(&(w as i64)) {
+                return None;
             }
-            tag::WORD | tag::PID => term_of(w),
-            _ => return None,
+            small_word(w as i64)
+        } else if c[0] == tag::WORD || c[0] == tag::PID {
+            w
+        } else {
+            return None;
         };
+        slot.write(term_of(t));
     }
-    // SAFETY: `env` is the caller's live environment; the array holds `n`
-    // immediate terms and lives for the call.
-    Some(unsafe { enif_make_tuple_from_array(env, arr.as_ptr(), n as c_uint) })
+    // SAFETY: `env` is the caller's live environment; `body` holds exactly
+    // `n <= 8` nine-byte elements, so the loop wrote the array's first `n`
+    // slots with immediate terms; the array lives for the call.
+    Some(unsafe { enif_make_tuple_from_array(env, arr.as_ptr().cast(), n as c_uint) })
 }
+
+/// Objects [`decode_list`] decodes into an array on the stack.
+const LIST_STACK: usize = 32;
 
 /// The list of the objects `objs` (the objects of one bag key, in order),
 /// decoded: the layout check of [`flat_tuple`] is made once for all of
 /// them, tuples of immediate words are rebuilt inline ([`word_tuple`]),
 /// others by [`decode_other`]; the list is made in one call from an array
-/// on the stack (up to 32 objects, else from one vector).
+/// on the stack (up to [`LIST_STACK`] objects; more through
+/// [`decode_many`], into one vector). Inlined into its callers (the hot
+/// path of a bag lookup): no call, frame or vector of its own.
+#[inline(always)]
 pub fn decode_list<'a, 'b>(
     env: Env<'a>,
     objs: impl ExactSizeIterator<Item = &'b [u8]>,
 ) -> Result<Term<'a>, DecodeError> {
-    const STACK: usize = 32;
     let n = objs.len();
     if n == 0 {
         return Ok(nil(env));
     }
-    let flat = flat_ok();
+    if n > LIST_STACK {
+        return decode_many(env, objs);
+    }
     // (Left uninitialised: only the slots written are read.)
-    let mut stack = [std::mem::MaybeUninit::<ErlNifTerm>::uninit(); STACK];
-    let mut heap = Vec::new();
-    let terms: &mut [std::mem::MaybeUninit<ErlNifTerm>] = if n <= STACK {
-        &mut stack
-    } else {
-        heap.resize(n, std::mem::MaybeUninit::uninit());
-        &mut heap
-    };
+    let mut terms = [std::mem::MaybeUninit::<ErlNifTerm>::uninit(); LIST_STACK];
+    let len = decode_into(env, objs, &mut terms)?;
+    // SAFETY: see `list_of`.
+    Ok(unsafe { list_of(env, &terms[..len]) })
+}
+
+/// [`decode_list`] of more than [`LIST_STACK`] objects.
+#[inline(never)]
+fn decode_many<'a, 'b>(
+    env: Env<'a>,
+    objs: impl ExactSizeIterator<Item = &'b [u8]>,
+) -> Result<Term<'a>, DecodeError> {
+    let mut terms = vec![std::mem::MaybeUninit::<ErlNifTerm>::uninit(); objs.len()];
+    let len = decode_into(env, objs, &mut terms)?;
+    // SAFETY: see `list_of`.
+    Ok(unsafe { list_of(env, &terms[..len]) })
+}
+
+/// Decodes `objs` into the first slots of `terms` (as many as both have);
+/// returns how many it wrote.
+#[inline(always)]
+fn decode_into<'b>(
+    env: Env<'_>,
+    objs: impl Iterator<Item = &'b [u8]>,
+    terms: &mut [std::mem::MaybeUninit<ErlNifTerm>],
+) -> Result<usize, DecodeError> {
+    let flat = flat_ok();
     let mut len = 0;
     for (slot, o) in terms.iter_mut().zip(objs) {
         let t = match flat.then(|| word_tuple(env.as_c_arg(), o)).flatten() {
@@ -1328,14 +1361,23 @@ pub fn decode_list<'a, 'b>(
         slot.write(t);
         len += 1;
     }
-    // SAFETY: `env` is the caller's live environment and the first `len`
-    // slots were written with valid terms made in it.
-    Ok(unsafe {
+    Ok(len)
+}
+
+/// The list of `terms`.
+///
+/// # Safety
+/// Every slot of `terms` must have been written with a valid term made in
+/// `env` (the caller's live environment).
+#[inline(always)]
+unsafe fn list_of<'a>(env: Env<'a>, terms: &[std::mem::MaybeUninit<ErlNifTerm>]) -> Term<'a> {
+    // SAFETY: the slots hold valid terms of `env` (the function's contract).
+    unsafe {
         Term::new(
             env,
-            enif_make_list_from_array(env.as_c_arg(), terms.as_ptr().cast(), len as c_uint),
+            enif_make_list_from_array(env.as_c_arg(), terms.as_ptr().cast(), terms.len() as c_uint),
         )
-    })
+    }
 }
 
 /// An object of [`decode_list`] that is not a tuple of immediate words:
