@@ -269,6 +269,26 @@ impl<'a> Objects<'a> {
     pub fn empty() -> Self {
         Objects { buf: &[], left: 0 }
     }
+
+    /// The next object, and whether it holds the key's canonical bytes
+    /// (those the key is looked up by) at byte `at` of it (false when it
+    /// spells its key otherwise, e.g. `-0.0` for `0.0`, or elsewhere).
+    #[inline]
+    pub fn next_key_at(&mut self, at: usize) -> Option<(&'a [u8], bool)> {
+        if self.left == 0 {
+            return None;
+        }
+        let head = self.buf.get(..OBJ_HEAD)?;
+        let len = u32_at(head, 0) as usize;
+        let key_at = u32_at(head, 4);
+        let Some(obj) = self.buf.get(OBJ_HEAD..OBJ_HEAD + len) else {
+            self.left = 0;
+            return None;
+        };
+        self.left -= 1;
+        self.buf = &self.buf[OBJ_HEAD + len..];
+        Some((obj, key_at as usize == at && key_at != APPENDED))
+    }
 }
 
 impl<'a> Iterator for Objects<'a> {

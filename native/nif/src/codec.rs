@@ -16,6 +16,7 @@
 //! Each of these layouts is checked on sample terms at load ([`init`]);
 //! when a check fails the codec uses the `enif_*` calls.
 
+use native_store_engine::bag::Objects;
 use native_store_engine::format::{self, tag, Item};
 use native_store_engine::set::Key;
 use rustler::sys::*;
@@ -1300,6 +1301,77 @@ fn word_tuple(env: *mut ErlNifEnv, o: &[u8]) -> Option<ErlNifTerm> {
     // `n <= 8` nine-byte elements, so the loop wrote the array's first `n`
     // slots with immediate terms; the array lives for the call.
     Some(unsafe { enif_make_tuple_from_array(env, arr.as_ptr().cast(), n as c_uint) })
+}
+
+/// [`word_tuple`] of a tuple whose first element is known to be `key`
+/// (not read).
+#[inline(always)]
+fn word_tuple_key_first(env: *mut ErlNifEnv, o: &[u8], key: ErlNifTerm) -> Option<ErlNifTerm> {
+    let ([t, n], body) = o.split_first_chunk::<2>()?;
+    let n = *n as usize;
+    if *t != tag::TUPLE || n == 0 || n > 8 || body.len() != 9 * n {
+        return None;
+    }
+    // (Left uninitialised: the first slot and the loop write exactly the
+    // first `n` slots.)
+    let mut arr = [std::mem::MaybeUninit::<ErlNifTerm>::uninit(); 8];
+    arr[0].write(key);
+    for (slot, c) in arr[1..].iter_mut().zip(body[9..].chunks_exact(9)) {
+        let w = u64::from_le_bytes(c[1..9].try_into().ok()?);
+        let t = if c[0] == tag::INT {
+            if !(MIN_SMALL..=MAX_SMALL).contains(&(w as i64)) {
+                return None;
+            }
+            small_word(w as i64)
+        } else if c[0] == tag::WORD || c[0] == tag::PID {
+            w
+        } else {
+            return None;
+        };
+        slot.write(term_of(t));
+    }
+    // SAFETY: as in `word_tuple`: `body` holds exactly `n` nine-byte
+    // elements, so the first `n` slots were written with immediate terms.
+    Some(unsafe { enif_make_tuple_from_array(env, arr.as_ptr().cast(), n as c_uint) })
+}
+
+/// [`decode_list`] of the objects of a key looked up by `key`, an atom or
+/// an integer (see [`KeyBytes::Inline`]): an object whose first element is
+/// the key's canonical bytes gets the term `key` there (the same term,
+/// which those bytes decode to) without reading it again.
+#[inline(never)]
+pub fn decode_list_by<'a>(
+    env: Env<'a>,
+    mut objs: Objects<'_>,
+    key: Term<'a>,
+) -> Result<Term<'a>, DecodeError> {
+    let n = objs.len();
+    if n == 0 || n > LIST_STACK || !flat_ok() {
+        return decode_list(env, objs);
+    }
+    let k = key.as_c_arg();
+    // (Left uninitialised: only the slots written are read.)
+    let mut terms = [std::mem::MaybeUninit::<ErlNifTerm>::uninit(); LIST_STACK];
+    let mut len = 0;
+    for slot in terms.iter_mut() {
+        // The first element starts after the tuple tag and arity bytes.
+        let Some((o, key_first)) = objs.next_key_at(2) else {
+            break;
+        };
+        let t = if key_first {
+            word_tuple_key_first(env.as_c_arg(), o, k)
+        } else {
+            word_tuple(env.as_c_arg(), o)
+        };
+        let t = match t {
+            Some(t) => t,
+            None => decode_other(env, o, true)?,
+        };
+        slot.write(t);
+        len += 1;
+    }
+    // SAFETY: see `list_of`.
+    Ok(unsafe { list_of(env, &terms[..len]) })
 }
 
 /// Objects [`decode_list`] decodes into an array on the stack.

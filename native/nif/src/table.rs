@@ -1115,7 +1115,12 @@ fn table_lookup<'a>(env: Env<'a>, [tab, key]: [Term<'a>; 2]) -> NifResult<Term<'
             KeyBytes::Inline(t, w) if t == u64::from(tag::INT) => o.read_int(w as i64, one),
             _ => with_key(&kb, |k| o.read(k, one)),
         },
-        Data::Bag(b) => b.read(&kb.key(), |os| bag_objects(env, os)),
+        Data::Bag(b) => b.read(&kb.key(), |os| match kb {
+            // An atom or integer key: the same term in every object that
+            // spells it as its canonical bytes.
+            KeyBytes::Inline(..) => codec::decode_list_by(env, os, key).map_err(|_| Error::BadArg),
+            KeyBytes::Pooled(_) => bag_objects(env, os),
+        }),
     }
 }
 
