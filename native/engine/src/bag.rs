@@ -971,6 +971,16 @@ mod tests {
             t.insert(e.clone());
         }
         assert_eq!(values(&t, 0), objects(&all));
+        // Only the objects holding the key's canonical bytes in place (at
+        // byte 2: after the tuple header) say so.
+        let key_first: Vec<bool> = t.read(&Key::new(&canon), |mut os| {
+            std::iter::from_fn(|| os.next_key_at(2).map(|(_, k)| k)).collect()
+        });
+        assert_eq!(key_first, [true, false, true, false]);
+        let at_3: Vec<bool> = t.read(&Key::new(&canon), |mut os| {
+            std::iter::from_fn(|| os.next_key_at(3).map(|(_, k)| k)).collect()
+        });
+        assert_eq!(at_3, [false; 4]);
         let snap: Vec<Entry> = (0..t.shard_count())
             .flat_map(|s| t.snapshot_shard(s))
             .collect();
