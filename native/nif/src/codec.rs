@@ -1215,7 +1215,7 @@ fn flat_tuple(env: *mut ErlNifEnv, buf: &[u8]) -> Option<ErlNifTerm> {
 
 /// True when the load-time layout checks behind [`flat_tuple`] passed.
 #[inline(always)]
-pub fn flat_ok() -> bool {
+fn flat_ok() -> bool {
     TAGGED_WORDS.load(Ordering::Relaxed) && SMALL_IMMEDIATE.load(Ordering::Relaxed)
 }
 
@@ -1283,24 +1283,31 @@ fn word_tuple(env: *mut ErlNifEnv, o: &[u8]) -> Option<ErlNifTerm> {
     // (Left uninitialised: the loop writes exactly the first `n` slots.)
     let mut arr = [std::mem::MaybeUninit::<ErlNifTerm>::uninit(); 8];
     for (slot, c) in arr.iter_mut().zip(body.chunks_exact(9)) {
-        let w = u64::from_le_bytes(c[1..9].try_into().ok()?);
-        // Integers first: the most common element.
-        let t = if c[0] == tag::INT {
-            if !(MIN_SMALL..=MAX_SMALL).contains(&(w as i64)) {
-                return None;
-            }
-            small_word(w as i64)
-        } else if c[0] == tag::WORD || c[0] == tag::PID {
-            w
-        } else {
-            return None;
-        };
-        slot.write(term_of(t));
+        slot.write(word_element(c)?);
     }
     // SAFETY: `env` is the caller's live environment; `body` holds exactly
     // `n <= 8` nine-byte elements, so the loop wrote the array's first `n`
     // slots with immediate terms; the array lives for the call.
     Some(unsafe { enif_make_tuple_from_array(env, arr.as_ptr().cast(), n as c_uint) })
+}
+
+/// One nine-byte element of a [`word_tuple`] (tag, then word): a small
+/// integer, an atom or a local pid; `None` for anything else.
+#[inline(always)]
+fn word_element(c: &[u8]) -> Option<ErlNifTerm> {
+    let w = u64::from_le_bytes(c.get(1..9)?.try_into().ok()?);
+    // Integers first: the most common element.
+    let t = if c[0] == tag::INT {
+        if !(MIN_SMALL..=MAX_SMALL).contains(&(w as i64)) {
+            return None;
+        }
+        small_word(w as i64)
+    } else if c[0] == tag::WORD || c[0] == tag::PID {
+        w
+    } else {
+        return None;
+    };
+    Some(term_of(t))
 }
 
 /// [`word_tuple`] of a tuple whose first element is known to be `key`
@@ -1317,18 +1324,7 @@ fn word_tuple_key_first(env: *mut ErlNifEnv, o: &[u8], key: ErlNifTerm) -> Optio
     let mut arr = [std::mem::MaybeUninit::<ErlNifTerm>::uninit(); 8];
     arr[0].write(key);
     for (slot, c) in arr[1..].iter_mut().zip(body[9..].chunks_exact(9)) {
-        let w = u64::from_le_bytes(c[1..9].try_into().ok()?);
-        let t = if c[0] == tag::INT {
-            if !(MIN_SMALL..=MAX_SMALL).contains(&(w as i64)) {
-                return None;
-            }
-            small_word(w as i64)
-        } else if c[0] == tag::WORD || c[0] == tag::PID {
-            w
-        } else {
-            return None;
-        };
-        slot.write(term_of(t));
+        slot.write(word_element(c)?);
     }
     // SAFETY: as in `word_tuple`: `body` holds exactly `n` nine-byte
     // elements, so the first `n` slots were written with immediate terms.
