@@ -1229,7 +1229,7 @@ fn flat_tuple_unchecked(env: *mut ErlNifEnv, buf: &[u8]) -> Option<ErlNifTerm> {
     if n > 8 {
         return None;
     }
-    let word = |p: usize| Some(u64::from_le_bytes(*buf.get(p..)?.first_chunk::<8>()?));
+    let word = |p: usize| Some(u64::from_le_bytes(buf.get(p..p + 8)?.try_into().ok()?));
     let mut arr = [ErlNifTerm::default(); 8];
     let mut p = 2;
     let mut checked = false;
