@@ -1116,6 +1116,7 @@ fn table_lookup<'a>(env: Env<'a>, [tab, key]: [Term<'a>; 2]) -> NifResult<Term<'
             _ => with_key(&kb, |k| o.read(k, one)),
         },
         Data::Bag(b) => b.read(&kb.key(), |os| match kb {
+            _ if os.len() == 0 => Ok(nil),
             // An atom or integer key: the same term in every object that
             // spells it as its canonical bytes.
             KeyBytes::Inline(..) => codec::decode_list_by(env, os, key).map_err(|_| Error::BadArg),
