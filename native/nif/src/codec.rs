@@ -1338,13 +1338,15 @@ fn word_tuple_key_first(env: *mut ErlNifEnv, o: &[u8], key: ErlNifTerm) -> Optio
 #[inline(never)]
 pub fn decode_list_by<'a>(
     env: Env<'a>,
-    mut objs: Objects<'_>,
+    objs: Objects<'_>,
     key: Term<'a>,
 ) -> Result<Term<'a>, DecodeError> {
     let n = objs.len();
     if n == 0 || n > LIST_STACK || !flat_ok() {
         return decode_list(env, objs);
     }
+    // (A local copy: the walk stays in registers.)
+    let mut objs = objs.clone();
     let k = key.as_c_arg();
     // (Left uninitialised: only the slots written are read.)
     let mut terms = [std::mem::MaybeUninit::<ErlNifTerm>::uninit(); LIST_STACK];
