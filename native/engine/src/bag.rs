@@ -12,7 +12,7 @@
 //! allocation. Objects leave the table as [`Entry`]s only when copied out
 //! for traversal.
 
-use crate::entry::{Entry, EntryBuf};
+use crate::entry::{Entry, EntryBuf, EntryImage};
 use crate::fixation::{self, Fixable, Graves, Released};
 use crate::format::{read_item, Item};
 use crate::order::identical;
@@ -33,9 +33,11 @@ const OBJ_HEAD: usize = 8;
 /// Buckets whose buffers traversal reads ahead (see `snapshot_part`).
 const LOOKAHEAD: usize = 16;
 
-#[inline]
+#[inline(always)]
 fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    // One bounds check and one load (not one per byte).
+    let w: [u8; 4] = b[at..at + 4].try_into().expect("four bytes");
+    u32::from_le_bytes(w)
 }
 
 #[inline]
@@ -44,14 +46,9 @@ fn set_u32(b: &mut [u8], at: usize, v: u32) {
 }
 
 /// Where `e`'s key starts inside its object, or [`APPENDED`].
+#[inline]
 fn key_at(e: &Entry) -> u32 {
-    let (obj, key) = (e.object(), e.key());
-    let (o, k) = (obj.as_ptr() as usize, key.as_ptr() as usize);
-    if k >= o && k + key.len() <= o + obj.len() {
-        (k - o) as u32
-    } else {
-        APPENDED
-    }
+    e.key_offset().map_or(APPENDED, |o| o as u32)
 }
 
 /// True when the encoded value holds a float or a value in external term
@@ -59,14 +56,37 @@ fn key_at(e: &Entry) -> u32 {
 /// full comparison). Only these can make two objects of different bytes
 /// identical (`0.0 =:= -0.0`; equal funs made by different processes).
 fn has_float(obj: &[u8]) -> bool {
+    use crate::format::tag;
     let mut pos = 0;
-    while pos < obj.len() {
-        match read_item(obj, &mut pos) {
-            Ok(Item::Float(_) | Item::Ext(_)) | Err(_) => return true,
-            Ok(_) => {}
+    while let Some(&t) = obj.get(pos) {
+        // The usual items by their tags alone (words, tuple headers of one
+        // byte); anything else through `read_item`.
+        match t {
+            tag::INT | tag::WORD | tag::PID if pos + 9 <= obj.len() => pos += 9,
+            tag::NIL => pos += 1,
+            tag::TUPLE if obj.get(pos + 1).is_some_and(|&n| n < 0x80) => pos += 2,
+            tag::FLOAT | tag::EXT => return true,
+            _ => match read_item(obj, &mut pos) {
+                Ok(Item::Float(_) | Item::Ext(_)) | Err(_) => return true,
+                Ok(_) => {}
+            },
         }
     }
     false
+}
+
+/// True when `a` and `b` (objects of one key) have the same bytes:
+/// compared from their last word first, as objects of one key often
+/// begin alike (with the key) and differ towards their end.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    match (a.last_chunk::<8>(), b.last_chunk::<8>()) {
+        (Some(x), Some(y)) if x != y => false,
+        _ => a == b,
+    }
 }
 
 /// The objects of one key, in insertion order (never empty in a table),
@@ -163,7 +183,7 @@ impl Bucket {
         let mut floats = None;
         self.objects().any(|o| {
             o.len() == obj.len()
-                && (o == obj
+                && (same_bytes(o, obj)
                     || (*floats.get_or_insert_with(|| has_float(obj))
                         && identical(o, obj, zero_eq)))
         })
@@ -249,6 +269,26 @@ impl<'a> Objects<'a> {
     pub fn empty() -> Self {
         Objects { buf: &[], left: 0 }
     }
+
+    /// The next object, and whether it holds the key's canonical bytes
+    /// (those the key is looked up by) at byte `at` of it (false when it
+    /// spells its key otherwise, e.g. `-0.0` for `0.0`, or elsewhere).
+    #[inline]
+    pub fn next_key_at(&mut self, at: usize) -> Option<(&'a [u8], bool)> {
+        if self.left == 0 {
+            return None;
+        }
+        let head = self.buf.get(..OBJ_HEAD)?;
+        let len = u32_at(head, 0) as usize;
+        let key_at = u32_at(head, 4);
+        let Some(obj) = self.buf.get(OBJ_HEAD..OBJ_HEAD + len) else {
+            self.left = 0;
+            return None;
+        };
+        self.left -= 1;
+        self.buf = &self.buf[OBJ_HEAD + len..];
+        Some((obj, key_at as usize == at && key_at != APPENDED))
+    }
 }
 
 impl<'a> Iterator for Objects<'a> {
@@ -276,6 +316,14 @@ impl<'a> Iterator for Objects<'a> {
 }
 
 impl ExactSizeIterator for Objects<'_> {}
+
+/// An object to add: its canonical key, its bytes, and where the key
+/// starts inside them (or [`APPENDED`]).
+struct Obj<'a> {
+    key: &'a [u8],
+    bytes: &'a [u8],
+    key_at: u32,
+}
 
 #[derive(Default)]
 struct Shard {
@@ -315,22 +363,35 @@ impl Counted for Shard {
 }
 
 impl Shard {
-    #[inline]
+    #[inline(always)]
     fn find(&self, key: &Key) -> Option<&Bucket> {
         self.map.find(key.hash(), |b| key.matches(b.key()))
     }
 
     /// Adds `entry`, whose key hashes to `hash` (bag: unless an identical
     /// object is there).
+    #[inline]
     fn add(&mut self, hash: u64, entry: &Entry, duplicate: bool, zero_eq: bool) {
-        let (key, obj) = (entry.key(), entry.object());
+        let obj = Obj {
+            key: entry.key(),
+            bytes: entry.object(),
+            key_at: key_at(entry),
+        };
+        self.add_obj(hash, &obj, duplicate, zero_eq)
+    }
+
+    /// Adds the object `o`, whose key hashes to `hash` (bag: unless an
+    /// identical object is there).
+    #[inline]
+    fn add_obj(&mut self, hash: u64, o: &Obj, duplicate: bool, zero_eq: bool) {
+        let (key, obj, at) = (o.key, o.bytes, o.key_at);
         let fixed = self.graves.is_some();
         let found = match self.map.plain_mut(fixed) {
             // One probe: find the key's bucket or where a new one goes.
             Some(main) => match main.entry(hash, |b| b.key() == key, |b| b.hash) {
                 hashbrown::hash_table::Entry::Occupied(o) => Some(o.into_mut()),
                 hashbrown::hash_table::Entry::Vacant(v) => {
-                    let b = Bucket::new(hash, key, obj, key_at(entry));
+                    let b = Bucket::new(hash, key, obj, at);
                     self.heap += b.heap_bytes();
                     v.insert(b);
                     None
@@ -339,7 +400,7 @@ impl Shard {
             None => match self.map.find_mut(hash, |b| b.key() == key) {
                 Some(b) => Some(b),
                 None => {
-                    let b = Bucket::new(hash, key, obj, key_at(entry));
+                    let b = Bucket::new(hash, key, obj, at);
                     self.heap += b.heap_bytes();
                     self.map.insert_new(hash, b, |b| b.hash, fixed);
                     None
@@ -351,7 +412,7 @@ impl Shard {
                 return;
             }
             let before = b.heap_bytes();
-            b.push(obj, key_at(entry));
+            b.push(obj, at);
             self.heap = self.heap + b.heap_bytes() - before;
         }
         self.count += 1;
@@ -439,9 +500,14 @@ impl BagTable {
 
     /// Runs `f` on the objects under `key` (none when the key is absent),
     /// read-locked.
+    #[inline]
     pub fn read<R>(&self, key: &Key, f: impl FnOnce(Objects<'_>) -> R) -> R {
         let g = crate::lock::read(self.shard(key.hash()));
-        f(g.find(key).map_or_else(Objects::empty, Bucket::objects))
+        let objects = match g.find(key) {
+            Some(b) => b.objects(),
+            None => Objects::empty(),
+        };
+        f(objects)
     }
 
     /// True when some object has `key`.
@@ -461,6 +527,23 @@ impl BagTable {
         let hash = hash_key(entry.key());
         self.write(hash)
             .add(hash, &entry, self.duplicate, self.zero_eq);
+    }
+
+    /// Adds the object of `image` (as [`BagTable::insert`], without making
+    /// an entry first: its bytes are copied straight into the key's bucket).
+    #[inline]
+    pub fn insert_image(&self, image: &EntryImage) {
+        if image.has_blobs() {
+            return self.insert(image.to_entry());
+        }
+        let obj = Obj {
+            key: image.key(),
+            bytes: image.object(),
+            key_at: image.key_offset().map_or(APPENDED, |o| o as u32),
+        };
+        let hash = hash_key(obj.key);
+        self.write(hash)
+            .add_obj(hash, &obj, self.duplicate, self.zero_eq);
     }
 
     /// Locks the shards of all `hashes` (in shard order).
@@ -888,6 +971,16 @@ mod tests {
             t.insert(e.clone());
         }
         assert_eq!(values(&t, 0), objects(&all));
+        // Only the objects holding the key's canonical bytes in place (at
+        // byte 2: after the tuple header) say so.
+        let key_first: Vec<bool> = t.read(&Key::new(&canon), |mut os| {
+            std::iter::from_fn(|| os.next_key_at(2).map(|(_, k)| k)).collect()
+        });
+        assert_eq!(key_first, [true, false, true, false]);
+        let at_3: Vec<bool> = t.read(&Key::new(&canon), |mut os| {
+            std::iter::from_fn(|| os.next_key_at(3).map(|(_, k)| k)).collect()
+        });
+        assert_eq!(at_3, [false; 4]);
         let snap: Vec<Entry> = (0..t.shard_count())
             .flat_map(|s| t.snapshot_shard(s))
             .collect();

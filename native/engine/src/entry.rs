@@ -171,6 +171,25 @@ impl EntryImage<'_> {
     pub fn has_blobs(&self) -> bool {
         has_blobs(self.0)
     }
+
+    /// The encoded object.
+    #[inline]
+    pub fn object(&self) -> &[u8] {
+        object_of(self.0)
+    }
+
+    /// Where the key starts inside the object, or `None` when the image
+    /// carries an appended canonical key (see [`Entry::key_offset`]).
+    #[inline]
+    pub fn key_offset(&self) -> Option<usize> {
+        key_offset_of(self.0)
+    }
+}
+
+#[inline]
+fn key_offset_of(b: &[u8]) -> Option<usize> {
+    let (off, len) = header_of(b);
+    (len & APPENDED == 0).then(|| off - HEADER)
 }
 
 #[inline]
@@ -268,6 +287,13 @@ impl Entry {
     #[inline]
     pub fn object(&self) -> &[u8] {
         object_of(&self.0)
+    }
+
+    /// Where the key starts inside [`Entry::object`], or `None` when the
+    /// entry carries an appended canonical key.
+    #[inline]
+    pub fn key_offset(&self) -> Option<usize> {
+        key_offset_of(&self.0)
     }
 
     /// The object bytes for in-place modification (the caller holds the

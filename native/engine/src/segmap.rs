@@ -57,7 +57,7 @@ const MIN_EXTRA: usize = 16;
 
 impl<T> SegMap<T> {
     /// The item `eq` accepts among those hashing to `hash`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn find(&self, hash: u64, mut eq: impl FnMut(&T) -> bool) -> Option<&T> {
         match self.main.find(hash, &mut eq) {
             Some(t) => Some(t),

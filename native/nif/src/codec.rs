@@ -16,6 +16,7 @@
 //! Each of these layouts is checked on sample terms at load ([`init`]);
 //! when a check fails the codec uses the `enif_*` calls.
 
+use native_store_engine::bag::Objects;
 use native_store_engine::format::{self, tag, Item};
 use native_store_engine::set::Key;
 use rustler::sys::*;
@@ -1273,6 +1274,11 @@ fn decode_with<'a>(env: Env<'a>, buf: &[u8], removed: bool) -> Result<Term<'a>, 
         // SAFETY: `t` was made in `env`.
         return Ok(unsafe { Term::new(env, t) });
     }
+    decode_general(env, buf, removed)
+}
+
+/// [`decode_with`] by the general decoder (no [`flat_tuple`] attempt).
+fn decode_general<'a>(env: Env<'a>, buf: &[u8], removed: bool) -> Result<Term<'a>, DecodeError> {
     let mut pos = 0;
     let mut d = Decoder {
         env: env.as_c_arg(),
@@ -1314,9 +1320,21 @@ fn lone_immediate(buf: &[u8]) -> Option<ErlNifTerm> {
 /// immediate or short binary is rebuilt that way too.
 #[inline]
 fn flat_tuple(env: *mut ErlNifEnv, buf: &[u8]) -> Option<ErlNifTerm> {
-    if !(TAGGED_WORDS.load(Ordering::Relaxed) && SMALL_IMMEDIATE.load(Ordering::Relaxed)) {
+    if !flat_ok() {
         return None;
     }
+    flat_tuple_unchecked(env, buf)
+}
+
+/// True when the load-time layout checks behind [`flat_tuple`] passed.
+#[inline(always)]
+fn flat_ok() -> bool {
+    TAGGED_WORDS.load(Ordering::Relaxed) && SMALL_IMMEDIATE.load(Ordering::Relaxed)
+}
+
+/// [`flat_tuple`] once [`flat_ok`] is known to hold.
+#[inline(always)]
+fn flat_tuple_unchecked(env: *mut ErlNifEnv, buf: &[u8]) -> Option<ErlNifTerm> {
     let (&tag::TUPLE, rest) = buf.split_first()? else {
         if buf.first() == Some(&tag::BINARY) {
             return short_binary(env, buf, &mut 0);
@@ -1355,7 +1373,9 @@ fn flat_tuple(env: *mut ErlNifEnv, buf: &[u8]) -> Option<ErlNifTerm> {
                     return None;
                 }
                 checked = true;
-                flat_map(env, buf, &mut p)?
+                let (m, q) = flat_map(env, buf, p)?;
+                p = q;
+                m
             }
             tag::BINARY => {
                 // As for a map: nothing is made unless the rest is flat.
@@ -1399,6 +1419,199 @@ fn short_binary(env: *mut ErlNifEnv, buf: &[u8], p: &mut usize) -> Option<ErlNif
     Some(t)
 }
 
+/// A tuple of at most 8 small integers, atoms and local pids (each nine
+/// bytes: tag and word), as [`flat_tuple`] rebuilds it once [`flat_ok`]
+/// holds, but told from its length and read without per-element bounds
+/// checks (the common bag row); `None` for anything else.
+#[inline(always)]
+fn word_tuple(env: *mut ErlNifEnv, o: &[u8]) -> Option<ErlNifTerm> {
+    let ([t, n], body) = o.split_first_chunk::<2>()?;
+    let n = *n as usize;
+    if *t != tag::TUPLE || n > 8 || body.len() != 9 * n {
+        return None;
+    }
+    // (Left uninitialised: the loop writes exactly the first `n` slots.)
+    let mut arr = [std::mem::MaybeUninit::<ErlNifTerm>::uninit(); 8];
+    for (slot, c) in arr.iter_mut().zip(body.chunks_exact(9)) {
+        slot.write(word_element(c)?);
+    }
+    // SAFETY: `env` is the caller's live environment; `body` holds exactly
+    // `n <= 8` nine-byte elements, so the loop wrote the array's first `n`
+    // slots with immediate terms; the array lives for the call.
+    Some(unsafe { enif_make_tuple_from_array(env, arr.as_ptr().cast(), n as c_uint) })
+}
+
+/// One nine-byte element of a [`word_tuple`] (tag, then word): a small
+/// integer, an atom or a local pid; `None` for anything else.
+#[inline(always)]
+fn word_element(c: &[u8]) -> Option<ErlNifTerm> {
+    let w = u64::from_le_bytes(c.get(1..9)?.try_into().ok()?);
+    // Integers first: the most common element.
+    let t = if c[0] == tag::INT {
+        if !(MIN_SMALL..=MAX_SMALL).contains(&(w as i64)) {
+            return None;
+        }
+        small_word(w as i64)
+    } else if c[0] == tag::WORD || c[0] == tag::PID {
+        w
+    } else {
+        return None;
+    };
+    Some(term_of(t))
+}
+
+/// [`word_tuple`] of a tuple whose first element is known to be `key`
+/// (not read).
+#[inline(always)]
+fn word_tuple_key_first(env: *mut ErlNifEnv, o: &[u8], key: ErlNifTerm) -> Option<ErlNifTerm> {
+    let ([t, n], body) = o.split_first_chunk::<2>()?;
+    let n = *n as usize;
+    if *t != tag::TUPLE || n == 0 || n > 8 || body.len() != 9 * n {
+        return None;
+    }
+    // (Left uninitialised: the first slot and the loop write exactly the
+    // first `n` slots.)
+    let mut arr = [std::mem::MaybeUninit::<ErlNifTerm>::uninit(); 8];
+    arr[0].write(key);
+    for (slot, c) in arr[1..].iter_mut().zip(body[9..].chunks_exact(9)) {
+        slot.write(word_element(c)?);
+    }
+    // SAFETY: as in `word_tuple`: `body` holds exactly `n` nine-byte
+    // elements, so the first `n` slots were written with immediate terms.
+    Some(unsafe { enif_make_tuple_from_array(env, arr.as_ptr().cast(), n as c_uint) })
+}
+
+/// [`decode_list`] of the objects of a key looked up by `key`, an atom or
+/// an integer (see [`KeyBytes::Inline`]): an object whose first element is
+/// the key's canonical bytes gets the term `key` there (the same term,
+/// which those bytes decode to) without reading it again.
+#[inline(never)]
+pub fn decode_list_by<'a>(
+    env: Env<'a>,
+    objs: Objects<'_>,
+    key: Term<'a>,
+) -> Result<Term<'a>, DecodeError> {
+    let n = objs.len();
+    if n == 0 || n > LIST_STACK || !flat_ok() {
+        return decode_list(env, objs);
+    }
+    // (A local copy: the walk stays in registers.)
+    let mut objs = objs.clone();
+    let k = key.as_c_arg();
+    // (Left uninitialised: only the slots written are read.)
+    let mut terms = [std::mem::MaybeUninit::<ErlNifTerm>::uninit(); LIST_STACK];
+    let mut len = 0;
+    for slot in terms.iter_mut() {
+        // The first element starts after the tuple tag and arity bytes.
+        let Some((o, key_first)) = objs.next_key_at(2) else {
+            break;
+        };
+        let t = if key_first {
+            word_tuple_key_first(env.as_c_arg(), o, k)
+        } else {
+            word_tuple(env.as_c_arg(), o)
+        };
+        let t = match t {
+            Some(t) => t,
+            None => decode_other(env, o, true)?,
+        };
+        slot.write(t);
+        len += 1;
+    }
+    // SAFETY: see `list_of`.
+    Ok(unsafe { list_of(env, &terms[..len]) })
+}
+
+/// Objects [`decode_list`] decodes into an array on the stack.
+const LIST_STACK: usize = 32;
+
+/// The list of the objects `objs` (the objects of one bag key, in order),
+/// decoded: the layout check of [`flat_tuple`] is made once for all of
+/// them, tuples of immediate words are rebuilt inline ([`word_tuple`]),
+/// others by [`decode_other`]; the list is made in one call from an array
+/// on the stack (up to [`LIST_STACK`] objects; more through
+/// [`decode_many`], into one vector). Inlined into its callers (the hot
+/// path of a bag lookup): no call, frame or vector of its own.
+#[inline(always)]
+pub fn decode_list<'a, 'b>(
+    env: Env<'a>,
+    objs: impl ExactSizeIterator<Item = &'b [u8]>,
+) -> Result<Term<'a>, DecodeError> {
+    let n = objs.len();
+    if n == 0 {
+        return Ok(nil(env));
+    }
+    if n > LIST_STACK {
+        return decode_many(env, objs);
+    }
+    // (Left uninitialised: only the slots written are read.)
+    let mut terms = [std::mem::MaybeUninit::<ErlNifTerm>::uninit(); LIST_STACK];
+    let len = decode_into(env, objs, &mut terms)?;
+    // SAFETY: see `list_of`.
+    Ok(unsafe { list_of(env, &terms[..len]) })
+}
+
+/// [`decode_list`] of more than [`LIST_STACK`] objects.
+#[inline(never)]
+fn decode_many<'a, 'b>(
+    env: Env<'a>,
+    objs: impl ExactSizeIterator<Item = &'b [u8]>,
+) -> Result<Term<'a>, DecodeError> {
+    let mut terms = vec![std::mem::MaybeUninit::<ErlNifTerm>::uninit(); objs.len()];
+    let len = decode_into(env, objs, &mut terms)?;
+    // SAFETY: see `list_of`.
+    Ok(unsafe { list_of(env, &terms[..len]) })
+}
+
+/// Decodes `objs` into the first slots of `terms` (as many as both have);
+/// returns how many it wrote.
+#[inline(always)]
+fn decode_into<'b>(
+    env: Env<'_>,
+    objs: impl Iterator<Item = &'b [u8]>,
+    terms: &mut [std::mem::MaybeUninit<ErlNifTerm>],
+) -> Result<usize, DecodeError> {
+    let flat = flat_ok();
+    let mut len = 0;
+    for (slot, o) in terms.iter_mut().zip(objs) {
+        let t = match flat.then(|| word_tuple(env.as_c_arg(), o)).flatten() {
+            Some(t) => t,
+            None => decode_other(env, o, flat)?,
+        };
+        slot.write(t);
+        len += 1;
+    }
+    Ok(len)
+}
+
+/// The list of `terms`.
+///
+/// # Safety
+/// Every slot of `terms` must have been written with a valid term made in
+/// `env` (the caller's live environment).
+#[inline(always)]
+unsafe fn list_of<'a>(env: Env<'a>, terms: &[std::mem::MaybeUninit<ErlNifTerm>]) -> Term<'a> {
+    // SAFETY: the slots hold valid terms of `env` (the function's contract).
+    unsafe {
+        Term::new(
+            env,
+            enif_make_list_from_array(env.as_c_arg(), terms.as_ptr().cast(), terms.len() as c_uint),
+        )
+    }
+}
+
+/// An object of [`decode_list`] that is not a tuple of immediate words:
+/// by [`flat_tuple`] (when `flat`, i.e. [`flat_ok`]) or the general decoder.
+#[inline(never)]
+fn decode_other(env: Env<'_>, o: &[u8], flat: bool) -> Result<ErlNifTerm, DecodeError> {
+    if flat {
+        if let Some(t) = flat_tuple_unchecked(env.as_c_arg(), o) {
+            return Ok(t);
+        }
+    }
+    decode_general(env, o, false).map(|t| t.as_c_arg())
+}
+
 /// True when the `count` values from `p` on look like what [`flat_tuple`]
 /// builds: immediates, short binaries, or maps (stepped over by their
 /// recorded length: their pairs are checked by [`flat_map`] before it
@@ -1423,17 +1636,17 @@ fn flat_rest(buf: &[u8], mut p: usize, count: usize) -> bool {
 }
 
 /// A map of at most 16 pairs of immediates at `*p` (an element of a
-/// [`flat_tuple`]), advancing `*p` past it; `None` for anything else. The
+/// [`flat_tuple`]), with the position just past it; `None` for anything else. The
 /// words are checked before the map is made, so `None` allocates nothing.
 #[inline(never)]
-fn flat_map(env: *mut ErlNifEnv, buf: &[u8], p: &mut usize) -> Option<ErlNifTerm> {
-    let n = *buf.get(*p + 1)? as usize;
+fn flat_map(env: *mut ErlNifEnv, buf: &[u8], p: usize) -> Option<(ErlNifTerm, usize)> {
+    let n = *buf.get(p + 1)? as usize;
     if n > 16 {
         return None;
     }
     let word = |q: usize| Some(u64::from_le_bytes(buf.get(q..q + 8)?.try_into().ok()?));
     let mut kv = [ErlNifTerm::default(); 32];
-    let mut q = *p + 6;
+    let mut q = p + 6;
     for slot in kv.iter_mut().take(2 * n) {
         *slot = match *buf.get(q)? {
             tag::INT => {
@@ -1467,8 +1680,7 @@ fn flat_map(env: *mut ErlNifEnv, buf: &[u8], p: &mut usize) -> Option<ErlNifTerm
     if unsafe { enif_make_map_from_arrays(env, ks.as_ptr(), vs.as_ptr(), n, &mut m) } == 0 {
         return None;
     }
-    *p = q;
-    Some(m)
+    Some((m, q))
 }
 
 thread_local! {

@@ -1041,7 +1041,9 @@ fn table_insert<'a>(env: Env<'a>, [tab, objs]: [Term<'a>; 2]) -> NifResult<Term<
         }
         Data::Bag(b) => {
             if objs.is_tuple() {
-                b.insert(encode_object(env, objs, keypos, None)?);
+                // One object: its bytes go straight into the key's bucket
+                // (no entry is allocated for it).
+                with_encoded_object(env, objs, keypos, None, false, |img| b.insert_image(img))?;
             } else {
                 b.insert_all(encode_objects(env, objs, keypos, &t.data)?);
             }
@@ -1117,7 +1119,13 @@ fn table_lookup<'a>(env: Env<'a>, [tab, key]: [Term<'a>; 2]) -> NifResult<Term<'
             KeyBytes::Inline(t, w) if t == u64::from(tag::INT) => o.read_int(w as i64, one),
             _ => with_key(&kb, |k| o.read(k, one)),
         },
-        Data::Bag(b) => b.read(&kb.key(), |os| objects_list(env, os, decode_object(env))),
+        Data::Bag(b) => b.read(&kb.key(), |os| match kb {
+            _ if os.len() == 0 => Ok(nil),
+            // An atom or integer key: the same term in every object that
+            // spells it as its canonical bytes.
+            KeyBytes::Inline(..) => codec::decode_list_by(env, os, key).map_err(|_| Error::BadArg),
+            KeyBytes::Small(..) | KeyBytes::Pooled(_) => bag_objects(env, os),
+        }),
     }
 }
 
@@ -1162,7 +1170,7 @@ fn slot<'a>(
     let found = match &t.data {
         Data::Set(s) => s.slot(i, one),
         Data::Ordered(o) => o.slot(i, |e| one(Some(e))),
-        Data::Bag(b) => b.slot(i, |os| objects_list(env, os, decode_object(env))),
+        Data::Bag(b) => b.slot(i, |os| bag_objects(env, os)),
     };
     match found {
         Slot::At(objects) => objects,
@@ -1171,9 +1179,10 @@ fn slot<'a>(
     }
 }
 
-/// Decodes a whole object.
-fn decode_object<'a>(env: Env<'a>) -> impl Fn(&[u8]) -> NifResult<Term<'a>> {
-    move |o| decode(env, o).map_err(|_| Error::BadArg)
+/// The list of the objects `objs` of a bag key, in order.
+#[inline]
+fn bag_objects<'a>(env: Env<'a>, objs: Objects) -> NifResult<Term<'a>> {
+    codec::decode_list(env, objs).map_err(|_| Error::BadArg)
 }
 
 /// The list of `f` of each of the objects `objs` of a bag key, in order.
@@ -1251,9 +1260,9 @@ fn table_take<'a>(env: Env<'a>, [tab, key]: [Term<'a>; 2]) -> NifResult<Term<'a>
         Data::Set(s) => s.remove(&kb.key()),
         Data::Ordered(o) => with_key(&kb, |k| o.remove(k)),
         Data::Bag(b) => {
-            return b.remove(&kb.key()).map_or(Ok(nil), |objs| {
-                objects_list(env, objs.objects(), decode_object(env))
-            })
+            return b
+                .remove(&kb.key())
+                .map_or(Ok(nil), |objs| bag_objects(env, objs.objects()))
         }
     };
     match removed {
