@@ -24,6 +24,8 @@
 //! one per-thread buffer) and serve them the same way; so such a walk
 //! searches the tree once per 64 steps instead of once per step.
 
+#[cfg(test)]
+mod concurrent_tests;
 mod tree;
 
 use crate::entry::Entry;
@@ -52,15 +54,6 @@ trait AsKey {
 struct OrdKey {
     prefix: SortPrefix,
     bytes: Box<[u8]>,
-}
-
-impl OrdKey {
-    fn copy(&self) -> OrdKey {
-        OrdKey {
-            prefix: self.prefix,
-            bytes: self.bytes.clone(),
-        }
-    }
 }
 
 /// A key to look up, borrowed, with its sort prefix.
@@ -481,6 +474,17 @@ impl Inner {
         false
     }
 
+    /// True when the part is small enough to be split on a normal
+    /// scheduler (see [`SPLIT_MAX`]).
+    fn splittable(&self) -> bool {
+        let max = if self.map.is_empty() {
+            SPLIT_MAX_INTS
+        } else {
+            SPLIT_MAX
+        };
+        self.len() <= max
+    }
+
     /// Moves the entries from the middle key on into a new `Inner`, and
     /// returns it with that key (`None` with fewer than two entries). O(n).
     fn split_off(&mut self) -> Option<(OrdKey, Inner)> {
@@ -639,11 +643,15 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 const SPLIT_CONTENTION: i32 = 1000;
 /// Parts a table is split into at most.
 const MAX_PARTS: usize = 64;
-/// Entries a part may hold to be split: a split holds the part's write
-/// lock while it finds the middle key (a walk over half the general
-/// tree's keys) and moves the integer tree's leaves (about 0.3-0.7 ms at
-/// this size, measured); bigger parts are left whole.
-const SPLIT_MAX: usize = 1 << 17;
+/// Entries a part of integer keys only may hold to be split: a split
+/// holds the part's write lock while it finds the middle key and moves the
+/// integer tree's leaves (about 0.65-0.75 ms at this size, measured on a
+/// loaded machine); bigger parts are left whole.
+const SPLIT_MAX_INTS: usize = 1 << 17;
+/// [`SPLIT_MAX_INTS`] for a part with other keys: finding the middle key
+/// walks half the keys, and the upper half's memory is counted (at 2^17
+/// `{int, binary}` keys, 2.7-2.9 ms; at this size about a quarter).
+const SPLIT_MAX: usize = 1 << 15;
 
 /// One key range of a table: its trees under their own lock.
 struct Part {
@@ -682,7 +690,8 @@ impl Part {
 /// How a table's keys are divided into parts: `parts[i]` holds the keys
 /// from `lows[i - 1]` (included) to `lows[i]` (excluded).
 struct Route {
-    lows: Vec<OrdKey>,
+    /// (Shared by the routes that have them.)
+    lows: Vec<Arc<OrdKey>>,
     /// The lows as integers, when they all are small integers (then
     /// integer keys are routed by integer compares).
     int_lows: Option<Vec<i64>>,
@@ -690,7 +699,7 @@ struct Route {
 }
 
 impl Route {
-    fn new(lows: Vec<OrdKey>, parts: Vec<Arc<Part>>) -> Self {
+    fn new(lows: Vec<Arc<OrdKey>>, parts: Vec<Arc<Part>>) -> Self {
         let int_lows = lows.iter().map(|l| l.prefix.integer()).collect();
         Route {
             lows,
@@ -711,7 +720,7 @@ impl Route {
             },
             Search::Key(p) => self
                 .lows
-                .partition_point(|low| cmp_keys(p, low) != Ordering::Less),
+                .partition_point(|low| cmp_keys(p, &**low) != Ordering::Less),
         }
     }
 
@@ -766,6 +775,17 @@ impl std::ops::DerefMut for WriteGuard<'_> {
     }
 }
 
+/// Publishes the versions of every part written under `gs` before any of
+/// them is unlocked: a change of several parts (a list insert,
+/// `take_all`) is then seen whole by the walk caches, which read the
+/// versions without the locks (the guards' drops, in order, would let a
+/// reader see a part's new contents beside another part's old version).
+fn publish_all(gs: &[WriteGuard<'_>]) {
+    for g in gs {
+        g.published.store(g.g.version, AtomicOrdering::Release);
+    }
+}
+
 impl Drop for WriteGuard<'_> {
     fn drop(&mut self) {
         // Before the lock is released (the guard field drops after this).
@@ -793,10 +813,16 @@ impl OrderedTable {
     /// An empty table; with `write_concurrency`, parts that writers
     /// contend for are split.
     pub fn with_concurrency(write_concurrency: bool) -> Self {
-        let mut route = Box::new(Route::new(Vec::new(), vec![Part::new(Inner::default())]));
+        // (The pointer is taken from the box in its place: moving a box
+        // after taking a pointer to its contents would invalidate it.)
+        let routes = vec![Box::new(Route::new(
+            Vec::new(),
+            vec![Part::new(Inner::default())],
+        ))];
+        let route: *const Route = &*routes[0];
         Self {
-            route: AtomicPtr::new(&mut *route),
-            routes: Mutex::new(vec![route]),
+            route: AtomicPtr::new(route.cast_mut()),
+            routes: Mutex::new(routes),
             adaptive: write_concurrency,
         }
     }
@@ -843,7 +869,10 @@ impl OrderedTable {
     /// Unlocks a part written to, and splits it if writers contend for it.
     #[inline]
     fn written(&self, part: &Part, mut g: WriteGuard<'_>, contended: bool) {
-        let split = self.adaptive && g.note_write(contended);
+        let split = self.adaptive
+            && g.note_write(contended)
+            && g.splittable()
+            && self.route().parts.len() < MAX_PARTS;
         drop(g);
         if split {
             self.split(part, false);
@@ -883,21 +912,22 @@ impl OrderedTable {
     }
 
     /// Splits `part` in two at its middle key (if it is still in the
-    /// route, holds at least two entries, and, unless `any_size`, at most
-    /// [`SPLIT_MAX`]).
+    /// route, the table has fewer than [`MAX_PARTS`] parts, and the part
+    /// holds at least two entries and, unless `any_size`, is
+    /// [`Inner::splittable`]).
     #[cold]
     #[inline(never)]
     fn split(&self, part: &Part, any_size: bool) {
         let mut routes = self.routes.lock();
         let r = self.route();
-        if r.parts.len() >= MAX_PARTS && !any_size {
+        if r.parts.len() >= MAX_PARTS {
             return;
         }
         let Some(i) = r.parts.iter().position(|p| std::ptr::eq(&**p, part)) else {
             return;
         };
         let (mut g, _) = part.write();
-        if g.dead || (g.len() > SPLIT_MAX && !any_size) {
+        if g.dead || !(any_size || g.splittable()) {
             return;
         }
         let Some((low, upper)) = g.split_off() else {
@@ -907,18 +937,19 @@ impl OrderedTable {
         g.dead = true;
         g.version = lower.version + 1;
         let mut lows = Vec::with_capacity(r.lows.len() + 1);
-        lows.extend(r.lows[..i].iter().map(OrdKey::copy));
-        lows.push(low);
-        lows.extend(r.lows[i..].iter().map(OrdKey::copy));
+        lows.extend(r.lows[..i].iter().cloned());
+        lows.push(Arc::new(low));
+        lows.extend(r.lows[i..].iter().cloned());
         let mut parts = r.parts.clone();
         parts.splice(i..=i, [Part::new(lower), Part::new(upper)]);
-        let mut next = Box::new(Route::new(lows, parts));
-        self.route.store(&mut *next, AtomicOrdering::Release);
-        routes.push(next);
+        routes.push(Box::new(Route::new(lows, parts)));
+        let next: *const Route = &*routes[routes.len() - 1];
+        self.route.store(next.cast_mut(), AtomicOrdering::Release);
     }
 
-    /// Splits every part of at least two entries in two (whatever their
-    /// size or contention; for tests of walks across parts). O(n).
+    /// Splits every part of at least two entries in two, up to
+    /// [`MAX_PARTS`] parts (whatever their size or contention; for tests of
+    /// walks across parts). O(n).
     #[doc(hidden)]
     pub fn split_parts(&self) {
         let parts = self.route().parts.clone();
@@ -991,10 +1022,12 @@ impl OrderedTable {
     pub fn insert_all(&self, entries: Vec<Entry>) -> Vec<Entry> {
         let mut gs = self.write_all();
         let r = self.route();
-        entries
+        let old = entries
             .into_iter()
             .filter_map(|e| gs[r.index_of(e.key())].put(e))
-            .collect()
+            .collect();
+        publish_all(&gs);
+        old
     }
 
     /// Inserts all entries atomically if none of their keys is present;
@@ -1011,6 +1044,7 @@ impl OrderedTable {
         for e in entries {
             gs[r.index_of(e.key())].put(e);
         }
+        publish_all(&gs);
         true
     }
 
@@ -1048,15 +1082,16 @@ impl OrderedTable {
     /// Takes every entry out of the table.
     pub fn take_all(&self) -> OrderedContents {
         let mut gs = self.write_all();
-        OrderedContents(
-            gs.iter_mut()
-                .map(|g| {
-                    g.heap = 0;
-                    g.version += 1;
-                    (std::mem::take(&mut g.map), std::mem::take(&mut g.ints))
-                })
-                .collect(),
-        )
+        let contents = gs
+            .iter_mut()
+            .map(|g| {
+                g.heap = 0;
+                g.version += 1;
+                (std::mem::take(&mut g.map), std::mem::take(&mut g.ints))
+            })
+            .collect();
+        publish_all(&gs);
+        OrderedContents(contents)
     }
 
     /// Number of entries.
@@ -1147,22 +1182,40 @@ impl OrderedTable {
 
     /// Runs `f` on the first entry (`forward`) or the last one of the
     /// parts from `from` on (or before it, and `from` itself), or on `None`
-    /// when they are empty; `Err(f)` when one of them is dead.
+    /// when they are empty; `Err(f)` when one of them is dead, or when a
+    /// part of `passed` (parts found with nothing to give, and their
+    /// versions) changed before the answer was found: the answer would
+    /// then not have been the right one at any single instant.
     fn read_end<R, F: FnOnce(Option<&Entry>) -> R>(
         r: &Route,
         from: usize,
         forward: bool,
+        passed: &mut Vec<(usize, u64)>,
         f: F,
     ) -> Step<R, F> {
+        let unchanged = |passed: &Vec<(usize, u64)>| {
+            passed
+                .iter()
+                .all(|&(j, v)| r.parts[j].version.load(AtomicOrdering::Acquire) == v)
+        };
         let mut i = from;
         while let Some(part) = r.parts.get(i) {
+            let at = i;
             i = if forward { i + 1 } else { i.wrapping_sub(1) };
             let g = part.inner.read();
             if g.dead {
                 return Err(f);
             }
             if g.len() == 0 {
+                passed.push((at, g.version));
                 continue;
+            }
+            // (Checked while this part is locked: the passed parts were
+            // empty beyond the key, and this part holds the answer, at
+            // this instant.)
+            if !unchanged(passed) {
+                passed.clear();
+                return Err(f);
             }
             if g.map.is_empty() {
                 let pos = if forward {
@@ -1174,13 +1227,17 @@ impl OrderedTable {
             }
             return Ok(f(if forward { g.first() } else { g.last() }));
         }
+        if !unchanged(passed) {
+            passed.clear();
+            return Err(f);
+        }
         Ok(f(None))
     }
 
     /// Runs `f` on the entry with the smallest key.
     pub fn read_first<R>(&self, mut f: impl FnOnce(Option<&Entry>) -> R) -> R {
         loop {
-            match Self::read_end(self.route(), 0, true, f) {
+            match Self::read_end(self.route(), 0, true, &mut Vec::new(), f) {
                 Ok(r) => return r,
                 Err(back) => f = back,
             }
@@ -1191,7 +1248,7 @@ impl OrderedTable {
     pub fn read_last<R>(&self, mut f: impl FnOnce(Option<&Entry>) -> R) -> R {
         loop {
             let r = self.route();
-            match Self::read_end(r, r.parts.len() - 1, false, f) {
+            match Self::read_end(r, r.parts.len() - 1, false, &mut Vec::new(), f) {
                 Ok(r) => return r,
                 Err(back) => f = back,
             }
@@ -1338,12 +1395,13 @@ impl OrderedTable {
             if let Some(e) = Self::next_in_part(part, &g, key) {
                 return f(Some(e));
             }
-            drop(g);
             if i + 1 == r.parts.len() {
                 return f(None);
             }
+            let mut passed = vec![(i, g.version)];
+            drop(g);
             // Every key of the next parts is greater than `key`.
-            f = match Self::read_end(r, i + 1, true, f) {
+            f = match Self::read_end(r, i + 1, true, &mut passed, f) {
                 Ok(r) => return r,
                 Err(f) => f,
             };
@@ -1364,14 +1422,12 @@ impl OrderedTable {
                 Some(e) => e,
                 None => probe(key).before(&g),
             };
-            if e.is_some() {
+            if e.is_some() || i == 0 {
                 return f(e);
             }
+            let mut passed = vec![(i, g.version)];
             drop(g);
-            if i == 0 {
-                return f(None);
-            }
-            f = match Self::read_end(r, i - 1, false, f) {
+            f = match Self::read_end(r, i - 1, false, &mut passed, f) {
                 Ok(r) => return r,
                 Err(f) => f,
             };
