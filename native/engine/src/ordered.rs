@@ -1381,35 +1381,34 @@ impl OrderedTable {
         Some(first)
     }
 
-    /// Runs `f` on the entry with the smallest key greater than `key`
-    /// (which need not be in the table).
-    pub fn read_next<R>(&self, key: &[u8], mut f: impl FnOnce(Option<&Entry>) -> R) -> R {
-        loop {
-            let r = self.route();
-            let i = r.index_of(key);
-            let part = &r.parts[i];
-            let g = part.inner.read();
-            if g.dead {
-                continue;
-            }
-            if let Some(e) = Self::next_in_part(part, &g, key) {
-                return f(Some(e));
-            }
-            if i + 1 == r.parts.len() {
-                return f(None);
-            }
-            let mut passed = vec![(i, g.version)];
-            drop(g);
-            // Every key of the next parts is greater than `key`.
-            f = match Self::read_end(r, i + 1, true, &mut passed, f) {
-                Ok(r) => return r,
-                Err(f) => f,
-            };
+    /// The entry of `part` (read-locked as `g`) before `key`, if any.
+    fn prev_in_part<'g>(part: &Part, g: &'g Inner, key: &[u8]) -> Option<&'g Entry> {
+        match Self::int_step(part, g, key, false) {
+            Some(e) => e,
+            None => probe(key).before(g),
         }
     }
 
+    /// Runs `f` on the entry with the smallest key greater than `key`
+    /// (which need not be in the table).
+    pub fn read_next<R>(&self, key: &[u8], f: impl FnOnce(Option<&Entry>) -> R) -> R {
+        self.read_beside(key, true, f)
+    }
+
     /// Runs `f` on the entry with the greatest key smaller than `key`.
-    pub fn read_prev<R>(&self, key: &[u8], mut f: impl FnOnce(Option<&Entry>) -> R) -> R {
+    pub fn read_prev<R>(&self, key: &[u8], f: impl FnOnce(Option<&Entry>) -> R) -> R {
+        self.read_beside(key, false, f)
+    }
+
+    /// [`OrderedTable::read_next`] (`forward`) or
+    /// [`OrderedTable::read_prev`]: in the part of `key`, else at the near
+    /// end of the parts beyond it.
+    fn read_beside<R>(
+        &self,
+        key: &[u8],
+        forward: bool,
+        mut f: impl FnOnce(Option<&Entry>) -> R,
+    ) -> R {
         loop {
             let r = self.route();
             let i = r.index_of(key);
@@ -1418,16 +1417,19 @@ impl OrderedTable {
             if g.dead {
                 continue;
             }
-            let e = match Self::int_step(part, &g, key, false) {
-                Some(e) => e,
-                None => probe(key).before(&g),
+            let e = if forward {
+                Self::next_in_part(part, &g, key)
+            } else {
+                Self::prev_in_part(part, &g, key)
             };
-            if e.is_some() || i == 0 {
+            let beyond = if forward { i + 1 } else { i.wrapping_sub(1) };
+            if e.is_some() || beyond >= r.parts.len() {
                 return f(e);
             }
             let mut passed = vec![(i, g.version)];
             drop(g);
-            f = match Self::read_end(r, i - 1, false, &mut passed, f) {
+            // Every key of the parts beyond is beyond `key`.
+            f = match Self::read_end(r, beyond, forward, &mut passed, f) {
                 Ok(r) => return r,
                 Err(f) => f,
             };
@@ -1624,7 +1626,7 @@ mod tests {
     use crate::entry::EntryBuf;
     use crate::format::{get_integer, put_float, put_header, put_int, tag};
 
-    fn obj(k: f64, is_float: bool, v: i64) -> Entry {
+    pub(super) fn obj(k: f64, is_float: bool, v: i64) -> Entry {
         let mut b = EntryBuf::new();
         put_header(&mut b.out, tag::TUPLE, 2);
         let ks = b.out.len();
@@ -1637,12 +1639,12 @@ mod tests {
         put_int(&mut b.out, v);
         b.finish(ks..ke, None)
     }
-    fn ik(k: i64) -> Vec<u8> {
+    pub(super) fn ik(k: i64) -> Vec<u8> {
         let mut o = Vec::new();
         put_int(&mut o, k);
         o
     }
-    fn fk(k: f64) -> Vec<u8> {
+    pub(super) fn fk(k: f64) -> Vec<u8> {
         let mut o = Vec::new();
         put_float(&mut o, k);
         o
@@ -1725,7 +1727,7 @@ mod tests {
     }
 
     /// An object `{key}` with an encoded key.
-    fn keyed(key: &[u8]) -> Entry {
+    pub(super) fn keyed(key: &[u8]) -> Entry {
         let mut b = EntryBuf::new();
         put_header(&mut b.out, tag::TUPLE, 1);
         let ks = b.out.len();
@@ -1815,29 +1817,9 @@ mod tests {
         assert!(matches!(t.slot(keys.len(), |_| ()), Slot::End));
         for max in [1, 2, 5] {
             // Chunked walks both ways, as select/3 continuations go.
-            let mut walked = Vec::new();
-            let mut from: Option<Box<[u8]>> = None;
-            loop {
-                let (n, _, last) =
-                    t.visit_after(from.as_deref(), max, |e| walked.push(e.key().to_vec()));
-                assert!(n <= max);
-                if n < max {
-                    break;
-                }
-                from = last;
-            }
+            let walked = chunked_walk(&t, max, true);
             assert_eq!(walked, sorted);
-            let mut walked = Vec::new();
-            let mut from: Option<Box<[u8]>> = None;
-            loop {
-                let (n, _, last) =
-                    t.visit_before(from.as_deref(), max, |e| walked.push(e.key().to_vec()));
-                if n < max {
-                    break;
-                }
-                from = last;
-            }
-            walked.reverse();
+            let walked = chunked_walk(&t, max, false);
             assert_eq!(walked, sorted);
         }
         let all: Vec<Vec<u8>> = t
@@ -1904,6 +1886,30 @@ mod tests {
             walked.push(key);
         }
         assert_eq!(walked, sorted);
+    }
+
+    /// The keys of a walk in chunks of `max` (as select/3 continuations
+    /// go), up or down, in ascending order.
+    fn chunked_walk(t: &OrderedTable, max: usize, up: bool) -> Vec<Vec<u8>> {
+        let mut walked = Vec::new();
+        let mut from: Option<Box<[u8]>> = None;
+        loop {
+            let mut push = |e: &Entry| walked.push(e.key().to_vec());
+            let (n, _, last) = if up {
+                t.visit_after(from.as_deref(), max, &mut push)
+            } else {
+                t.visit_before(from.as_deref(), max, &mut push)
+            };
+            assert!(n <= max);
+            if n < max {
+                break;
+            }
+            from = last;
+        }
+        if !up {
+            walked.reverse();
+        }
+        walked
     }
 
     /// Keys an ordered walk visited, checked ascending.
@@ -1982,29 +1988,10 @@ mod tests {
                 ascending(&walked);
                 assert!(has_stable(&walked));
                 let max = 1 + round % 9;
-                let mut walked = Vec::new();
-                let mut from: Option<Box<[u8]>> = None;
-                loop {
-                    let (n, _, last) =
-                        t.visit_after(from.as_deref(), max, |e| walked.push(e.key().to_vec()));
-                    if n < max {
-                        break;
-                    }
-                    from = last;
-                }
+                let walked = chunked_walk(&t, max, true);
                 ascending(&walked);
                 assert!(has_stable(&walked));
-                let mut walked = Vec::new();
-                let mut from: Option<Box<[u8]>> = None;
-                loop {
-                    let (n, _, last) =
-                        t.visit_before(from.as_deref(), max, |e| walked.push(e.key().to_vec()));
-                    if n < max {
-                        break;
-                    }
-                    from = last;
-                }
-                walked.reverse();
+                let walked = chunked_walk(&t, max, false);
                 ascending(&walked);
                 assert!(has_stable(&walked));
             }

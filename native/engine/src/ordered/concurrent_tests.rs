@@ -1,46 +1,35 @@
 //! Concurrency and boundary tests of the ordered table's parts (from a
 //! review of the parts design: each failed before its fix).
 
+use super::tests::{fk, ik, keyed, obj};
 use super::*;
-use crate::entry::EntryBuf;
-use crate::format::{put_float, put_header, put_int, tag};
+use crate::format::tag;
 use std::sync::atomic::{AtomicBool, AtomicU64 as AU64, Ordering as O};
-
-fn obj(k: f64, is_float: bool, v: i64) -> Entry {
-    let mut b = EntryBuf::new();
-    put_header(&mut b.out, tag::TUPLE, 2);
-    let ks = b.out.len();
-    if is_float {
-        put_float(&mut b.out, k);
-    } else {
-        put_int(&mut b.out, k as i64);
-    }
-    let ke = b.out.len();
-    put_int(&mut b.out, v);
-    b.finish(ks..ke, None)
-}
-fn ik(k: i64) -> Vec<u8> {
-    let mut o = Vec::new();
-    put_int(&mut o, k);
-    o
-}
-fn fk(k: f64) -> Vec<u8> {
-    let mut o = Vec::new();
-    put_float(&mut o, k);
-    o
-}
 
 /// insert/2 of a list must be atomic: a reader that sees the list's
 /// object in the first part, then walks the last part, must see the list's
-/// object there too. The lock-free key run (KEY_RUN) of the last part is
-/// checked against that part's version, which insert_all must publish for
-/// every part before it unlocks any.
-#[test]
-fn insert_all_atomic_vs_key_run() {
+/// object there too. The lock-free key copies (KEY_RUN for general keys,
+/// INT_KEYS for integer keys) of the last part are checked against that
+/// part's version, which insert_all must publish for every part before it
+/// unlocks any.
+///
+/// `key(x)` is the key of the number `x` (float or integer); the table
+/// holds `key(j * step + base)` for j in 0..64, in 16 parts; the writer
+/// inserts `low` (part 0) and `high` together, then removes `high`, then
+/// `low`; the reader steps through `walk` (a walk whose last step copies
+/// keys ahead), checks `low`, then steps from `from`: it must get `high`
+/// unless a removal came between.
+fn insert_all_stays_atomic(
+    key: fn(f64) -> Vec<u8>,
+    entry: fn(f64) -> Entry,
+    (step, base): (f64, f64),
+    (low, high): (f64, f64),
+    walk: &[f64],
+    from: f64,
+) {
     let t = &OrderedTable::new();
-    // 64 float keys j + 0.5, 16 parts of 4.
     for j in 0..64 {
-        t.insert(obj(j as f64 + 0.5, true, 0));
+        t.insert(entry(j as f64 * step + base));
     }
     for _ in 0..4 {
         t.split_parts();
@@ -50,14 +39,12 @@ fn insert_all_atomic_vs_key_run() {
     let violations = AU64::new(0);
     let gen = &AU64::new(0);
     std::thread::scope(|s| {
-        // Writer: 1.25 (part 0) and 61.75 (part 15) inserted together,
-        // then removed (61.75 first).
         s.spawn(move || {
             while !stop.load(O::Relaxed) {
-                t.insert_all(vec![obj(1.25, true, 1), obj(61.75, true, 1)]);
+                t.insert_all(vec![entry(low), entry(high)]);
                 gen.fetch_add(1, O::SeqCst);
-                t.remove(&fk(61.75));
-                t.remove(&fk(1.25));
+                t.remove(&key(high));
+                t.remove(&key(low));
                 gen.fetch_add(1, O::SeqCst);
             }
         });
@@ -67,12 +54,12 @@ fn insert_all_atomic_vs_key_run() {
                 let mut j = m;
                 while !stop.load(O::Relaxed) {
                     j = (j + 7) % 56 + 4;
-                    t.get(&fk(j as f64 + 0.5));
+                    t.get(&key(j as f64 * step + base));
                 }
             });
         }
         let next = |k: f64| {
-            t.read_next_key(&fk(k), |n| match n {
+            t.read_next_key(&key(k), |n| match n {
                 Next::End => None,
                 Next::Entry(e) => Some(e.key().to_vec()),
                 Next::Key(b) => Some(b.to_vec()),
@@ -80,16 +67,16 @@ fn insert_all_atomic_vs_key_run() {
         };
         let start = std::time::Instant::now();
         while start.elapsed() < std::time::Duration::from_millis(1500) {
-            // Prime: the keys after 60.5 are copied (61.5, [61.75,] 62.5..).
-            let first = next(60.5);
-            if first != Some(fk(61.5)) {
-                continue;
+            for &k in walk {
+                next(k);
             }
             let g0 = gen.load(O::SeqCst);
-            let has = t.contains(&fk(1.25));
-            let n = next(61.5); // lock-free while part 15's version holds
+            let has = t.contains(&key(low));
+            let n = next(from); // lock-free while the part's version holds
             let g1 = gen.load(O::SeqCst);
-            if has && n != Some(fk(61.75)) && g0 == g1 && g0.is_multiple_of(2) {
+            // Both present from the insert to the first removal: flagged
+            // only when no write came between the two reads.
+            if has && n != Some(key(high)) && g0 == g1 && g0.is_multiple_of(2) {
                 violations.fetch_add(1, O::Relaxed);
             }
         }
@@ -98,76 +85,30 @@ fn insert_all_atomic_vs_key_run() {
     assert_eq!(violations.load(O::Relaxed), 0);
 }
 
-/// Same, with the integer-key fast path (INT_KEYS, read_next_key).
+#[test]
+fn insert_all_atomic_vs_key_run() {
+    // Float keys j + 0.5: the keys after 60.5 are copied (61.5, 62.5...).
+    insert_all_stays_atomic(
+        fk,
+        |x| obj(x, true, 1),
+        (1.0, 0.5),
+        (1.25, 61.75),
+        &[60.5],
+        61.5,
+    );
+}
+
 #[test]
 fn insert_all_atomic_vs_int_keys() {
-    let t = OrderedTable::new();
-    for j in 0..64 {
-        t.insert(obj(j as f64 * 10.0, false, 0));
-    }
-    for _ in 0..4 {
-        t.split_parts();
-    }
-    assert_eq!(t.parts(), 16);
-    let stop = &AtomicBool::new(false);
-    let violations = AU64::new(0);
-    let gen = &AU64::new(0);
-    let t = &t;
-    std::thread::scope(|s| {
-        // Writer: inserts 15 (part 0) and 605 (part 15) together, then
-        // removes 605 and then 15 (so "15 present, 605 absent" is never a
-        // state of the table... except that the reader reads at two
-        // instants: it checks that no removal happened in between).
-        s.spawn(move || {
-            while !stop.load(O::Relaxed) {
-                t.insert_all(vec![obj(15.0, false, 1), obj(615.0, false, 1)]);
-                gen.fetch_add(1, O::SeqCst);
-                t.remove(&ik(615));
-                t.remove(&ik(15));
-                gen.fetch_add(1, O::SeqCst);
-            }
-        });
-        for m in 0..2 {
-            s.spawn(move || {
-                let mut j = m;
-                while !stop.load(O::Relaxed) {
-                    j = (j + 7) % 56 + 4;
-                    t.get(&ik(j * 10));
-                }
-            });
-        }
-        let next = |k: i64| {
-            t.read_next_key(&ik(k), |n| match n {
-                Next::End => None,
-                Next::Entry(e) => Some(e.key().to_vec()),
-                Next::Key(b) => Some(b.to_vec()),
-            })
-        };
-        let start = std::time::Instant::now();
-        while start.elapsed() < std::time::Duration::from_millis(1500) {
-            // Prime: a walk from 580 (place at 590, keys 600.. copied).
-            let _ = next(580);
-            let _ = next(590);
-            let _ = next(600); // copies keys ahead after 600
-            let g0 = gen.load(O::SeqCst);
-            let has15 = t.contains(&ik(15));
-            let n = next(610); // lock-free if part 15's version unchanged
-            let g1 = gen.load(O::SeqCst);
-            // g0 odd = 15 and 605 were both present at g0 (after insert_all,
-            // before removals); only flag when no removal could have
-            // happened between the two reads: g0 == g1 and g0 even means
-            // the insert_all was in progress or not started...
-            if has15 && n != Some(ik(615)) && g0 == g1 && g0.is_multiple_of(2) {
-                violations.fetch_add(1, O::Relaxed);
-                eprintln!(
-                    "non-atomic insert/2 (int keys): 15 present, next(600) = {:?}",
-                    n
-                );
-            }
-        }
-        stop.store(true, O::Relaxed);
-    });
-    assert_eq!(violations.load(O::Relaxed), 0);
+    // Integer keys j * 10: a walk from 580 copies the keys after 600.
+    insert_all_stays_atomic(
+        |x| ik(x as i64),
+        |x| obj(x, false, 1),
+        (10.0, 0.0),
+        (15.0, 615.0),
+        &[580.0, 590.0, 600.0],
+        610.0,
+    );
 }
 
 /// next/2 across a part boundary: the part of the key is read and
@@ -247,15 +188,6 @@ fn first_across_parts_is_linearizable() {
         bad.load(O::Relaxed)
     );
     assert_eq!(bad.load(O::Relaxed), 0);
-}
-
-fn keyed(key: &[u8]) -> Entry {
-    let mut b = EntryBuf::new();
-    put_header(&mut b.out, tag::TUPLE, 1);
-    let ks = b.out.len();
-    b.out.extend_from_slice(key);
-    let ke = b.out.len();
-    b.finish(ks..ke, None)
 }
 
 /// How long a contention split holds the part's write lock at SPLIT_MAX.
