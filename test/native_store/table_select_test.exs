@@ -825,6 +825,68 @@ defmodule NativeStore.TableSelectTest do
     end
   end
 
+  test "bound keys of a hash table: results and pages in ETS's order, exactly" do
+    # ETS gives the objects of the keys in reverse order of their first
+    # clause (each key's objects in insertion order) and pages them from
+    # the end, keeping the rest of a continuation reversed.
+    :rand.seed(:exsss, {7, 11, 13})
+
+    for type <- [:set, :bag, :duplicate_bag, :ordered_set], round <- 1..60 do
+      e = :ets.new(:bound_pages, [type, :public])
+      t = Table.new(:bound_pages, [type, :public])
+      keys = [1, 2, 1.0, :a, {:t, 1}, "k"]
+
+      for _ <- 1..:rand.uniform(40) do
+        obj = {Enum.random(keys), :rand.uniform(6)}
+        :ets.insert(e, obj)
+        Table.insert(t, obj)
+      end
+
+      clauses =
+        for _ <- 1..:rand.uniform(5) do
+          k = Enum.random(keys ++ [:absent])
+          body = Enum.random([[:"$_"], [{{:"$1"}}], [round]])
+          {{k, :"$1"}, Enum.random([[], [{:>, :"$1", 2}]]), body}
+        end
+
+      pattern = {Enum.random(keys), :_}
+      limit = :rand.uniform(7)
+      pages = fn first, next -> drain_pages(first, next) end
+      label = "#{type}, #{inspect(clauses)}, limit #{limit}"
+
+      assert Table.select(t, clauses) == :ets.select(e, clauses), label
+      assert Table.select_reverse(t, clauses) == :ets.select_reverse(e, clauses), label
+      assert Table.match_object(t, pattern) == :ets.match_object(e, pattern), label
+
+      assert pages.(Table.select(t, clauses, limit), &Table.select/1) ==
+               pages.(:ets.select(e, clauses, limit), &:ets.select/1),
+             label
+
+      assert pages.(Table.select_reverse(t, clauses, limit), &Table.select_reverse/1) ==
+               pages.(:ets.select_reverse(e, clauses, limit), &:ets.select_reverse/1),
+             label
+
+      assert pages.(Table.match(t, pattern, limit), &Table.match/1) ==
+               pages.(:ets.match(e, pattern, limit), &:ets.match/1),
+             label
+
+      assert pages.(Table.match_object(t, pattern, limit), &Table.match_object/1) ==
+               pages.(:ets.match_object(e, pattern, limit), &:ets.match_object/1),
+             label
+
+      :ets.delete(e)
+      Table.delete(t)
+    end
+  end
+
+  # Every page of a limited select, and whether each came with a
+  # continuation or :"$end_of_table".
+  defp drain_pages(:"$end_of_table", _next), do: []
+
+  defp drain_pages({page, :"$end_of_table"}, _next), do: [{page, :end}]
+
+  defp drain_pages({page, cont}, next), do: [{page, :more} | drain_pages(next.(cont), next)]
+
   test "a select/3 with a small limit is charged for the objects it copies, not a full chunk" do
     t = Table.new(:limit_reductions, [:ordered_set, :public])
     Table.insert(t, for(i <- 1..50_000, do: {i, i}))

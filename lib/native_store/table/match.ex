@@ -58,7 +58,11 @@ defmodule NativeStore.Table.Match do
   def select({@cont_tag, tab, ms, limit, buffer, source}) do
     {tab, source} = rebind(tab, buffer, source)
     check_readable_now(table_of(tab))
-    step(tab, ms, limit, buffer, source)
+
+    case source do
+      :hash_keys -> keys_page(tab, ms, limit, buffer, false)
+      _ -> step(tab, ms, limit, buffer, source)
+    end
   end
 
   def select(@end_of_table), do: @end_of_table
@@ -93,15 +97,16 @@ defmodule NativeStore.Table.Match do
       :empty ->
         @end_of_table
 
-      {:keys, ms, {_kp, type} = meta, keys} ->
+      {:keys, ms, {_kp, :ordered_set} = meta, keys} ->
         results = run(lookup_keys(tab, meta, keys), ms)
+        results = if direction == :reverse, do: :lists.reverse(results), else: results
+        # One key: ETS looks it up and knows the end; several: it walks the
+        # range between them, and a full batch comes with a continuation.
+        source = if match?([_], keys |> Enum.sort() |> dedup_equal()), do: :keys, else: :done
+        step(tab, ms, limit, results, source)
 
-        results =
-          if direction == :reverse and type == :ordered_set,
-            do: :lists.reverse(results),
-            else: results
-
-        step(tab, ms, limit, results, :keys)
+      {:keys, ms, meta, keys} ->
+        keys_page(tab, ms, limit, run(lookup_keys(tab, meta, keys), ms), true)
 
       {:scan, ms, {_kp, :ordered_set}} when direction == :reverse ->
         # A cursor walking down from the greatest key: `limit` results
@@ -120,6 +125,25 @@ defmodule NativeStore.Table.Match do
   defp first_fill(tab, ms, limit, chunk, source) do
     rev = :ets.match_spec_run_r(chunk, ms, [])
     fill(tab, ms, limit, rev, length(rev), source)
+  end
+
+  # The results of looked-up keys of a hash table, paged as ETS pages them
+  # (erl_db_hash.c): all results first (keys in reverse order of their first
+  # clause, each key's objects in insertion order); a call returns the last
+  # `limit` of them and keeps the others for the continuation, which keeps
+  # them reversed; the last page comes with `:"$end_of_table"`.
+  defp keys_page(_tab, _ms, _limit, [], _first?), do: @end_of_table
+
+  defp keys_page(tab, ms, limit, results, first?) do
+    case length(results) - limit do
+      over when over <= 0 ->
+        {results, @end_of_table}
+
+      over ->
+        {rest, page} = Enum.split(results, over)
+        rest = if first?, do: rest, else: :lists.reverse(rest)
+        {page, {@cont_tag, named(tab), ms, limit, rest, :hash_keys}}
+    end
   end
 
   # Returns `limit` results from `buffer` (results not yet returned, in
@@ -804,8 +828,10 @@ defmodule NativeStore.Table.Match do
       case type do
         # Term order, and one lookup per `==` class (1 and 1.0 are one key).
         :ordered_set -> keys |> Enum.sort() |> dedup_equal()
-        # Both 1 and 1.0 are keys of their own; `--`/uniq use `=:=`.
-        _ -> keys |> :lists.reverse() |> Enum.uniq()
+        # Both 1 and 1.0 are keys of their own; `--`/uniq use `=:=`. ETS
+        # visits the keys in the order of their first clause and gives
+        # the last one's objects first.
+        _ -> keys |> :lists.reverse() |> Enum.uniq() |> :lists.reverse()
       end
 
     Enum.flat_map(keys, &Table.lookup(tab, &1))

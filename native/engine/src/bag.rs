@@ -102,7 +102,7 @@ pub struct Bucket {
     /// Where the newest object (its header) starts in `buf`: a walk gives
     /// the key as that object spells it, as ETS does (`0.0` and `-0.0`, or
     /// equal funs made by different processes, are one key).
-    newest: u32,
+    newest: usize,
 }
 
 impl Bucket {
@@ -112,7 +112,7 @@ impl Bucket {
         buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
         buf.extend_from_slice(key);
         Self::put(&mut buf, obj, key_at);
-        let newest = (HEAD + key.len()) as u32;
+        let newest = HEAD + key.len();
         Bucket { hash, buf, newest }
     }
 
@@ -125,7 +125,7 @@ impl Bucket {
 
     /// Appends an object.
     fn push(&mut self, obj: &[u8], key_at: u32) {
-        self.newest = self.buf.len() as u32;
+        self.newest = self.buf.len();
         Self::put(&mut self.buf, obj, key_at);
         let n = u32_at(&self.buf, 0) + 1;
         set_u32(&mut self.buf, 0, n);
@@ -156,7 +156,7 @@ impl Bucket {
     /// The newest object's bytes (a bucket in a table is never empty).
     #[inline]
     pub fn newest(&self) -> &[u8] {
-        let pos = self.newest as usize;
+        let pos = self.newest;
         let len = u32_at(&self.buf, pos) as usize;
         &self.buf[pos + OBJ_HEAD..pos + OBJ_HEAD + len]
     }
@@ -214,7 +214,7 @@ impl Bucket {
             for _ in 1..n - gone {
                 pos += OBJ_HEAD + u32_at(&self.buf, pos) as usize;
             }
-            self.newest = pos as u32;
+            self.newest = pos;
             if self.buf.capacity() > 2 * self.buf.len() + 64 {
                 self.buf.shrink_to_fit();
             }
