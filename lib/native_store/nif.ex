@@ -54,6 +54,12 @@ defmodule NativeStore.Nif do
   def table_to_list_reverse(_tab), do: nif_error()
   def table_walk(_tab, _reverse?, _first), do: nif_error()
   def cursor_next(_position, _acc), do: nif_error()
+  # `table_scan(tab, reverse?, filter)` / `cursor_scan(position, acc,
+  # filter)`: a walk whose chunks leave out the objects no clause of a match
+  # specification can match (`filter`: per clause `{arity, [{index,
+  # literal}], [{index, op, number}]}`, see `NativeStore.Table.Match`).
+  def table_scan(_tab, _reverse?, _filter), do: nif_error()
+  def cursor_scan(_position, _acc, _filter), do: nif_error()
 
   # safe_fixtable/2: `table_safe_fixtable(tab, fix?, erlang:monotonic_time())`
   # returns true, or :untidy when the unfix left housekeeping that

@@ -341,7 +341,12 @@ defmodule NativeStore.TableSelectTest do
   defp gen_guard(vars) do
     v = pick(vars)
 
-    case int(1, 12) do
+    case int(1, 15) do
+      # (Comparisons with numbers are also checked natively before objects
+      # are decoded: both sides, floats, `{:const, n}`.)
+      13 -> {:<, 2.5, v}
+      14 -> {:>=, v, pick([-1, 1.0, 4])}
+      15 -> {:"=<", v, {:const, 7}}
       1 -> {:>, v, 3}
       2 -> {:is_integer, v}
       3 -> {:andalso, {:is_number, v}, {:<, v, 50}}

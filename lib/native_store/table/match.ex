@@ -46,7 +46,7 @@ defmodule NativeStore.Table.Match do
     case plan(tab, spec) do
       :empty -> []
       {:keys, ms, meta, keys} -> run(lookup_keys(tab, meta, keys), ms)
-      {:scan, ms, _meta} -> scan_results(tab, ms, :forward)
+      {:scan, ms, _meta} -> scan_results(tab, ms, :forward, prefilter(spec))
     end
   end
 
@@ -78,10 +78,10 @@ defmodule NativeStore.Table.Match do
         if type == :ordered_set, do: :lists.reverse(results), else: results
 
       {:scan, ms, {_kp, :ordered_set}} ->
-        scan_results(tab, ms, :backward)
+        scan_results(tab, ms, :backward, prefilter(spec))
 
       {:scan, ms, _meta} ->
-        scan_results(tab, ms, :forward)
+        scan_results(tab, ms, :forward, prefilter(spec))
     end
   end
 
@@ -203,9 +203,15 @@ defmodule NativeStore.Table.Match do
 
   def select_count(tab, spec) do
     case plan(tab, spec) do
-      :empty -> 0
-      {:keys, ms, meta, keys} -> count_true(run(lookup_keys(tab, meta, keys), ms), 0)
-      {:scan, ms, _meta} -> fold_chunks(tab, 0, fn chunk, n -> count_true(run(chunk, ms), n) end)
+      :empty ->
+        0
+
+      {:keys, ms, meta, keys} ->
+        count_true(run(lookup_keys(tab, meta, keys), ms), 0)
+
+      {:scan, ms, _meta} ->
+        count = fn chunk, n -> count_true(run(chunk, ms), n) end
+        fold_chunks(tab, 0, count, :forward, prefilter(spec))
     end
   end
 
@@ -226,7 +232,8 @@ defmodule NativeStore.Table.Match do
         delete_matched(tab, type, kp, run(lookup_keys(tab, meta, keys), ms), 0)
 
       {:scan, ms, _meta} ->
-        fold_chunks(tab, 0, fn chunk, n -> delete_matched(tab, type, kp, run(chunk, ms), n) end)
+        delete = fn chunk, n -> delete_matched(tab, type, kp, run(chunk, ms), n) end
+        fold_chunks(tab, 0, delete, :forward, prefilter(spec))
     end
   end
 
@@ -270,10 +277,12 @@ defmodule NativeStore.Table.Match do
         replace_matched(tab, kp, run(lookup_keys(tab, meta, keys), ms), 0)
 
       {:scan, ms, _meta} when type == :duplicate_bag ->
-        fold_chunks(tab, {0, %{}}, &replace_in_bag(tab, kp, ms, run(&1, ms), &2)) |> elem(0)
+        replace = &replace_in_bag(tab, kp, ms, run(&1, ms), &2)
+        fold_chunks(tab, {0, %{}}, replace, :forward, prefilter(spec)) |> elem(0)
 
       {:scan, ms, _meta} ->
-        fold_chunks(tab, 0, fn chunk, n -> replace_matched(tab, kp, run(chunk, ms), n) end)
+        replace = fn chunk, n -> replace_matched(tab, kp, run(chunk, ms), n) end
+        fold_chunks(tab, 0, replace, :forward, prefilter(spec))
     end
   end
 
@@ -850,10 +859,78 @@ defmodule NativeStore.Table.Match do
   defp run(objects, ms), do: :lists.reverse(:ets.match_spec_run_r(objects, ms, []))
 
   # All results of a scan, in the order of the walk (see `first_chunk/2`).
-  defp scan_results(tab, ms, walk) do
-    rev = fold_chunks(tab, [], fn chunk, acc -> :ets.match_spec_run_r(chunk, ms, acc) end, walk)
-    :lists.reverse(rev)
+  defp scan_results(tab, ms, walk, filter) do
+    run = fn chunk, acc -> :ets.match_spec_run_r(chunk, ms, acc) end
+    :lists.reverse(fold_chunks(tab, [], run, walk, filter))
   end
+
+  # Necessary conditions of `spec` on the objects it can match, for the NIF
+  # to leave the others out of a scan's chunks (see `Nif.table_scan/3`):
+  # per clause, the object's arity, top-level elements equal to literals
+  # (atoms, integers, binaries of at most 64 bytes: their encoding is
+  # unique, so equal means `=:=`) and top-level elements a guard compares
+  # with a number (`<`, `=<`, `>`, `>=`, `==`; `=:=` implies `==`). `nil`
+  # when a clause's head is not a tuple (it may match any object).
+  defp prefilter(spec) do
+    Enum.reduce_while(spec, [], fn
+      {head, guards, _body}, acc when is_tuple(head) and is_list(guards) ->
+        {:cont, [clause_filter(head, guards) | acc]}
+
+      _clause, _acc ->
+        {:halt, nil}
+    end)
+    |> case do
+      nil -> nil
+      clauses -> :lists.reverse(clauses)
+    end
+  end
+
+  # Elements past the 16th are not looked at (see `prefilter::MAX_ELEMENT`).
+  @filter_reach 16
+
+  defp clause_filter(head, guards) do
+    elements = head |> Tuple.to_list() |> Enum.with_index() |> Enum.take(@filter_reach)
+    equal = for {el, i} <- elements, filter_literal?(el), do: {i, el}
+
+    vars =
+      Enum.reduce(elements, %{}, fn {el, i}, vars ->
+        if match_var?(el), do: Map.put_new(vars, el, i), else: vars
+      end)
+
+    compare = for g <- guards, c = guard_filter(g, vars), do: c
+    {tuple_size(head), equal, compare}
+  end
+
+  defp filter_literal?(a) when is_atom(a),
+    do: not String.starts_with?(Atom.to_string(a), ["$", "_"])
+
+  defp filter_literal?(i) when is_integer(i), do: true
+  defp filter_literal?(b) when is_binary(b), do: byte_size(b) <= 64
+  defp filter_literal?(_), do: false
+
+  @flip %{:< => :>, :"=<" => :>=, :> => :<, :>= => :"=<", :== => :==}
+
+  defp guard_filter({op, a, b}, vars) when op in [:<, :"=<", :>, :>=, :==, :"=:="] do
+    op = if op == :"=:=", do: :==, else: op
+
+    case {filter_var(a, vars), filter_number(b), filter_var(b, vars), filter_number(a)} do
+      {i, n, _, _} when i != nil and n != nil -> {i, op, n}
+      {_, _, i, n} when i != nil and n != nil -> {i, Map.fetch!(@flip, op), n}
+      _ -> nil
+    end
+  end
+
+  defp guard_filter(_guard, _vars), do: nil
+
+  defp filter_var(a, vars) when is_atom(a), do: Map.get(vars, a)
+  defp filter_var(_, _), do: nil
+
+  defp match_var?(a) when is_atom(a), do: Atom.to_string(a) =~ ~r/^\$\d+$/
+  defp match_var?(_), do: false
+
+  defp filter_number(n) when is_number(n), do: n
+  defp filter_number({:const, n}) when is_number(n), do: n
+  defp filter_number(_), do: nil
 
   # Folds `fun.(chunk, acc)` over the table's chunks, in walk order. A
   # table of more than one chunk is fixed (`safe_fixtable/2`) meanwhile, as
@@ -861,8 +938,8 @@ defmodule NativeStore.Table.Match do
   # (by `fun`, e.g. select_delete/2, or by other processes) then do not
   # shrink, that is reorder, the shards under the walk, which would make it
   # miss objects after a shrunk shard's saved position.
-  defp fold_chunks(tab, acc, fun, walk \\ :forward),
-    do: scan_fixed(tab, fn -> fold_walk(tab, acc, fun, walk) end)
+  defp fold_chunks(tab, acc, fun, walk \\ :forward, filter \\ nil),
+    do: scan_fixed(tab, fn -> fold_walk(tab, acc, fun, walk, filter) end)
 
   @doc false
   # Runs the walk `fun` over `tab` with the table fixed when the walk may
@@ -896,16 +973,16 @@ defmodule NativeStore.Table.Match do
 
   defp id_of(tab), do: tab
 
-  defp fold_walk(tab, acc, fun, walk) do
-    {chunk, source} = first_chunk(tab, walk)
-    fold_chunks_from(fun.(chunk, acc), source, fun)
+  defp fold_walk(tab, acc, fun, walk, filter) do
+    {chunk, source} = first_chunk(tab, walk, nil, filter)
+    fold_chunks_from(fun.(chunk, acc), source, fun, filter)
   end
 
-  defp fold_chunks_from(acc, :done, _fun), do: acc
+  defp fold_chunks_from(acc, :done, _fun, _filter), do: acc
 
-  defp fold_chunks_from(acc, {:cursor, cursor}, fun) do
-    {chunk, source} = next_chunk(cursor)
-    fold_chunks_from(fun.(chunk, acc), source, fun)
+  defp fold_chunks_from(acc, {:cursor, cursor}, fun, filter) do
+    {chunk, source} = next_chunk(cursor, filter)
+    fold_chunks_from(fun.(chunk, acc), source, fun, filter)
   end
 
   # The first chunk of a walk over the table: `:forward` is traversal order
@@ -913,12 +990,15 @@ defmodule NativeStore.Table.Match do
   # ordered_set (traversal order on other types). With a `limit` (select/3)
   # the walk starts with that many objects and doubles its chunks, so a
   # small limit on a big table copies few objects.
-  defp first_chunk(tab, walk, limit \\ nil) do
+  # With a `filter` (see `prefilter/1`), the chunks leave out the objects
+  # that no clause of the scan's specification can match.
+  defp first_chunk(tab, walk, limit, filter \\ nil) do
     count_chunk()
 
     result =
       cond do
         limit != nil -> Nif.table_walk(tab, walk == :backward, limit)
+        filter != nil -> Nif.table_scan(tab, walk == :backward, filter)
         walk == :forward -> Nif.table_to_list(tab)
         true -> Nif.table_to_list_reverse(tab)
       end
@@ -929,10 +1009,11 @@ defmodule NativeStore.Table.Match do
     end
   end
 
-  defp next_chunk(cursor) do
+  defp next_chunk(cursor, filter \\ nil) do
     count_chunk()
+    result = if filter, do: Nif.cursor_scan(cursor, [], filter), else: Nif.cursor_next(cursor, [])
 
-    case Nif.cursor_next(cursor, []) do
+    case result do
       {:done, list} -> {list, :done}
       # (The position records how many objects its call copies.)
       {:more, list, next} -> yielded({list, {:cursor, next}}, :erlang.element(4, cursor))

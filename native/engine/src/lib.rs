@@ -14,7 +14,10 @@
 //! - [`order`]: Erlang term order over encoded values.
 //! - [`ext`]: canonical form of values kept in the VM's external term
 //!   format (equal terms, equal bytes).
-//! - [`ordered`]: the `ordered_set` table (a B-tree in term order).
+//! - [`ordered`]: the `ordered_set` table (B-trees in term order, in key
+//!   ranges with their own locks).
+//! - [`prefilter`]: necessary conditions of a match specification, checked
+//!   on encoded objects so that scans decode only possible matches.
 //! - [`tuple_ops`]: counter and element updates of stored tuples.
 //! - [`meta`]: ownership and access rules of a table.
 //! - [`lock`]: hash shard locks, taken with a short spin before parking.
@@ -37,6 +40,7 @@ pub mod map_merge;
 pub mod meta;
 pub mod order;
 pub mod ordered;
+pub mod prefilter;
 pub mod reclaim;
 pub mod registry;
 mod segmap;

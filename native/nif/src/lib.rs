@@ -33,6 +33,11 @@ mod atoms {
         unknown_registry,
         duplicate,
         untidy,
+        lt = "<",
+        le = "=<",
+        gt = ">",
+        ge = ">=",
+        eq = "==",
         dirty,
     }
 }

@@ -15,6 +15,7 @@ use native_store_engine::map_merge;
 use native_store_engine::meta::{Access, Heir, Meta, OwnerExit};
 use native_store_engine::order::{self, Host};
 use native_store_engine::ordered::{Next, OrderedTable};
+use native_store_engine::prefilter::{self, Cmp, Filter};
 use native_store_engine::reclaim::drop_later;
 use native_store_engine::set::{Change, Key, SetTable, Slot, CHUNK_BYTES};
 use native_store_engine::tuple_ops::{self, CounterOp};
@@ -1598,6 +1599,9 @@ struct CursorState {
     /// [`CHUNK`].
     size: usize,
     done: bool,
+    /// Objects no clause of the scan's match specification can match are
+    /// left out of the chunks (see `table_scan`).
+    filter: Option<Filter>,
 }
 
 /// The next at most `CHUNK` objects of a walk, in traversal order: term
@@ -1658,8 +1662,11 @@ fn walk<'a>(
         return ordered_walk(env, o, st, acc);
     }
     let chunk = next_chunk(t, st);
+    let filter = st.filter.as_ref();
     for e in chunk.iter().rev() {
-        *acc = acc.list_prepend(decode_entry(env, e)?);
+        if filter.is_none_or(|f| f.pass(e.object())) {
+            *acc = acc.list_prepend(decode_entry(env, e)?);
+        }
     }
     Ok(st.done)
 }
@@ -1689,7 +1696,11 @@ fn ordered_walk<'a>(
     let mut len = 0;
     let mut copies = Vec::with_capacity(if size > DECODE_LOCKED { size } else { 0 });
     let mut failed = false;
+    let filter = st.filter.as_ref();
     let each = |e: &Entry| {
+        if filter.is_some_and(|f| !f.pass(e.object())) {
+            return;
+        }
         if size > DECODE_LOCKED {
             copies.push(e.clone());
             return;
@@ -1767,10 +1778,22 @@ fn table_to_list_reverse<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>>
 /// The first chunk of a walk: `{:done, objects}`, or `{:more, objects,
 /// position}` whose `cursor_next/2` continues it.
 fn start_walk<'a>(env: Env<'a>, tab: Term<'a>, reverse: bool, first: usize) -> NifResult<Term<'a>> {
+    start_scan(env, tab, reverse, first, None)
+}
+
+/// [`start_walk`] leaving out what `filter` rejects.
+fn start_scan<'a>(
+    env: Env<'a>,
+    tab: Term<'a>,
+    reverse: bool,
+    first: usize,
+    filter: Option<Filter>,
+) -> NifResult<Term<'a>> {
     let t = readable(env, tab)?;
     let st = CursorState {
         reverse,
         size: first,
+        filter,
         ..CursorState::default()
     };
     // A table reference goes into the position as it is (a name does not).
@@ -1826,6 +1849,94 @@ fn position_term<'a>(
 /// anything that is not a position of a readable table is `badarg`.
 #[rustler::nif]
 fn cursor_next<'a>(env: Env<'a>, position: Term<'a>, acc: Term<'a>) -> NifResult<Term<'a>> {
+    continue_scan(env, position, acc, None)
+}
+
+/// A scan for a match specification: a walk like `table_to_list/1`
+/// (`table_to_list_reverse/1` when `reverse`) whose chunks leave out the
+/// objects that no clause of the specification can match, by `filter`:
+/// `nil`, or one `{arity, [{index, literal}], [{index, op, literal}]}`
+/// per clause (see `prefilter`; indexes 0-based; `op` one of `<`, `=<`,
+/// `>`, `>=`, `==`). `cursor_scan/3` continues it.
+#[rustler::nif]
+fn table_scan<'a>(
+    env: Env<'a>,
+    tab: Term<'a>,
+    reverse: bool,
+    filter: Term<'a>,
+) -> NifResult<Term<'a>> {
+    start_scan(env, tab, reverse, CHUNK, filter_arg(env, filter)?)
+}
+
+/// `cursor_next/2` of a `table_scan/3` (the filter again).
+#[rustler::nif]
+fn cursor_scan<'a>(
+    env: Env<'a>,
+    position: Term<'a>,
+    acc: Term<'a>,
+    filter: Term<'a>,
+) -> NifResult<Term<'a>> {
+    continue_scan(env, position, acc, filter_arg(env, filter)?)
+}
+
+/// The filter of `table_scan/3` (`None` for `nil`, or when a clause
+/// reaches past the elements a filter reads).
+fn filter_arg<'a>(env: Env<'a>, filter: Term<'a>) -> NifResult<Option<Filter>> {
+    if filter.is_atom() {
+        return Ok(None);
+    }
+    let index = |t: Term| -> NifResult<usize> {
+        let i: usize = t.decode().map_err(|_| Error::BadArg)?;
+        Ok(i.min(prefilter::MAX_ELEMENT))
+    };
+    let literal = |t: Term| encode_value(env, t).map_err(|_| Error::BadArg);
+    let mut clauses = Vec::new();
+    for c in proper_list(filter)? {
+        let (arity, equal, compare): (usize, Vec<Term>, Vec<Term>) =
+            c.decode().map_err(|_| Error::BadArg)?;
+        let equal = equal
+            .into_iter()
+            .map(|e| {
+                let (i, lit): (Term, Term) = e.decode().map_err(|_| Error::BadArg)?;
+                Ok((index(i)?, literal(lit)?))
+            })
+            .collect::<NifResult<Vec<_>>>()?;
+        let compare = compare
+            .into_iter()
+            .map(|e| {
+                let (i, op, lit): (Term, Atom, Term) = e.decode().map_err(|_| Error::BadArg)?;
+                let op = if op == atoms::lt() {
+                    Cmp::Lt
+                } else if op == atoms::le() {
+                    Cmp::Le
+                } else if op == atoms::gt() {
+                    Cmp::Gt
+                } else if op == atoms::ge() {
+                    Cmp::Ge
+                } else if op == atoms::eq() {
+                    Cmp::Eq
+                } else {
+                    return Err(Error::BadArg);
+                };
+                Ok((index(i)?, op, literal(lit)?))
+            })
+            .collect::<NifResult<Vec<_>>>()?;
+        clauses.push(prefilter::Clause {
+            arity,
+            equal,
+            compare,
+        });
+    }
+    Ok(Filter::new(clauses))
+}
+
+/// [`cursor_next`] of a walk that leaves out what `filter` rejects.
+fn continue_scan<'a>(
+    env: Env<'a>,
+    position: Term<'a>,
+    acc: Term<'a>,
+    filter: Option<Filter>,
+) -> NifResult<Term<'a>> {
     let els = TupleTerms::of(position).ok_or(Error::BadArg)?;
     let el = |i| els.get(i).ok_or(Error::BadArg);
     if els.len() != 4 || !acc.is_list() {
@@ -1866,6 +1977,7 @@ fn cursor_next<'a>(env: Env<'a>, position: Term<'a>, acc: Term<'a>) -> NifResult
             }
         }
     };
+    let st = CursorState { filter, ..st };
     continue_walk(env, &t, Some(el(0)?), st, acc)
 }
 
