@@ -892,6 +892,32 @@ defmodule NativeStore.TableSelectTest do
 
   defp drain_pages({page, cont}, next), do: [{page, :more} | drain_pages(next.(cont), next)]
 
+  test "the scan NIFs raise ArgumentError for a malformed filter" do
+    # (Filters are built by NativeStore.Table.Match; the NIFs are public.)
+    for type <- [:set, :ordered_set, :bag] do
+      t = Table.new(:bad_filter, [type, :public])
+      Table.insert(t, {1, 2})
+
+      for filter <- [
+            [{2, [{0, 1} | :x], []}],
+            [{2, [], [{0, :<, 1} | :x]}],
+            [{2, [], [{0, :"/=", 1}]}],
+            [{2, [{-1, 1}], []}],
+            [{2, [], []} | :x],
+            [{}],
+            "filter"
+          ] do
+        assert_raise ArgumentError, fn -> NativeStore.Nif.table_scan(t, false, filter) end
+      end
+
+      # A valid filter; an atom is no filter.
+      assert {:done, [{1, 2}]} = NativeStore.Nif.table_scan(t, false, [{2, [{0, 1}], []}])
+      assert {:done, []} = NativeStore.Nif.table_scan(t, false, [{2, [], [{1, :>, 2}]}])
+      assert {:done, [{1, 2}]} = NativeStore.Nif.table_scan(t, false, nil)
+      Table.delete(t)
+    end
+  end
+
   test "a select/3 with a small limit is charged for the objects it copies, not a full chunk" do
     t = Table.new(:limit_reductions, [:ordered_set, :public])
     Table.insert(t, for(i <- 1..50_000, do: {i, i}))

@@ -908,6 +908,8 @@ defmodule NativeStore.Table.Match do
   defp filter_literal?(b) when is_binary(b), do: byte_size(b) <= 64
   defp filter_literal?(_), do: false
 
+  @i64 -0x8000000000000000..0x7FFFFFFFFFFFFFFF
+
   @flip %{:< => :>, :"=<" => :>=, :> => :<, :>= => :"=<", :== => :==}
 
   defp guard_filter({op, a, b}, vars) when op in [:<, :"=<", :>, :>=, :==, :"=:="] do
@@ -928,8 +930,10 @@ defmodule NativeStore.Table.Match do
   defp match_var?(a) when is_atom(a), do: Atom.to_string(a) =~ ~r/^\$\d+$/
   defp match_var?(_), do: false
 
-  defp filter_number(n) when is_number(n), do: n
-  defp filter_number({:const, n}) when is_number(n), do: n
+  # (Integers in i64 only: the engine orders bigger ones against floats
+  # through the VM, an object at a time.)
+  defp filter_number(n) when is_float(n) or (is_integer(n) and n in @i64), do: n
+  defp filter_number({:const, n}), do: filter_number(n)
   defp filter_number(_), do: nil
 
   # Folds `fun.(chunk, acc)` over the table's chunks, in walk order. A

@@ -1892,16 +1892,15 @@ fn filter_arg<'a>(env: Env<'a>, filter: Term<'a>) -> NifResult<Option<Filter>> {
     let literal = |t: Term| encode_value(env, t).map_err(|_| Error::BadArg);
     let mut clauses = Vec::new();
     for c in proper_list(filter)? {
-        let (arity, equal, compare): (usize, Vec<Term>, Vec<Term>) =
-            c.decode().map_err(|_| Error::BadArg)?;
-        let equal = equal
+        let (arity, equal, compare): (usize, Term, Term) = c.decode().map_err(|_| Error::BadArg)?;
+        let equal = proper_list(equal)?
             .into_iter()
             .map(|e| {
                 let (i, lit): (Term, Term) = e.decode().map_err(|_| Error::BadArg)?;
                 Ok((index(i)?, literal(lit)?))
             })
             .collect::<NifResult<Vec<_>>>()?;
-        let compare = compare
+        let compare = proper_list(compare)?
             .into_iter()
             .map(|e| {
                 let (i, op, lit): (Term, Atom, Term) = e.decode().map_err(|_| Error::BadArg)?;
