@@ -474,28 +474,34 @@ impl Inner {
         false
     }
 
-    /// True when the part is small enough to be split on a normal
-    /// scheduler (see [`SPLIT_MAX`]).
+    /// True when the part can be split on a normal scheduler: a part of
+    /// integer keys only always (at most [`PEEL_MAX`] entries move), a
+    /// part with other keys up to [`SPLIT_MAX`] entries.
     fn splittable(&self) -> bool {
-        let max = if self.map.is_empty() {
-            SPLIT_MAX_INTS
-        } else {
-            SPLIT_MAX
-        };
-        self.len() <= max
+        self.map.is_empty() || self.len() <= SPLIT_MAX
     }
 
-    /// Moves the entries from the middle key on into a new `Inner`, and
-    /// returns it with that key (`None` with fewer than two entries). O(n).
+    /// Moves the entries from a key on into a new `Inner`, and returns it
+    /// with that key (`None` with fewer than two entries): the middle key,
+    /// or, in a part of integer keys only, the key that leaves at most
+    /// [`PEEL_MAX`] entries to move (only the moved ones are walked).
     fn split_off(&mut self) -> Option<(OrdKey, Inner)> {
         let n = self.len();
         if n < 2 {
             return None;
         }
-        let mid = self.iter().nth(n / 2)?.key();
-        let low = OrdKey {
-            prefix: SortPrefix::of(mid),
-            bytes: mid.into(),
+        let low = if self.map.is_empty() {
+            let b = int_bytes(*self.ints.key_from_end((n / 2).min(PEEL_MAX))?);
+            OrdKey {
+                prefix: SortPrefix::of(&b),
+                bytes: b.into(),
+            }
+        } else {
+            let mid = self.iter().nth(n / 2)?.key();
+            OrdKey {
+                prefix: SortPrefix::of(mid),
+                bytes: mid.into(),
+            }
         };
         let ints = self.ints.split_off(|v| cmp_int(*v, &low) != Ordering::Less);
         let map = self.map.split_off(&low as &dyn AsKey);
@@ -643,14 +649,14 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 const SPLIT_CONTENTION: i32 = 1000;
 /// Parts a table is split into at most.
 const MAX_PARTS: usize = 64;
-/// Entries a part of integer keys only may hold to be split: a split
-/// holds the part's write lock while it finds the middle key and moves the
-/// integer tree's leaves (about 0.65-0.75 ms at this size, measured on a
-/// loaded machine); bigger parts are left whole.
-const SPLIT_MAX_INTS: usize = 1 << 17;
-/// [`SPLIT_MAX_INTS`] for a part with other keys: finding the middle key
-/// walks half the keys, and the upper half's memory is counted (at 2^17
-/// `{int, binary}` keys, 2.7-2.9 ms; at this size about a quarter).
+/// Entries a split of a part of integer keys only moves at most (it walks
+/// only those: a bigger part gives up its greatest keys, and further
+/// contention splits it again).
+const PEEL_MAX: usize = 1 << 15;
+/// Entries a part with other keys than integers may hold to be split:
+/// finding its middle key walks half its keys, and the upper half's memory
+/// is counted (at 2^17 `{int, binary}` keys, 2.7-2.9 ms on a loaded
+/// machine; at this size about a quarter); bigger parts are left whole.
 const SPLIT_MAX: usize = 1 << 15;
 
 /// One key range of a table: its trees under their own lock.
@@ -2008,6 +2014,42 @@ mod tests {
         assert_eq!(all.len(), t.len());
         assert_eq!(t.take_all().len(), all.len());
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_big_part_of_integer_keys_splits_by_peeling() {
+        // A part far bigger than a split may move gives up its greatest
+        // keys, at most PEEL_MAX at a time; the table stays whole.
+        let t = OrderedTable::with_concurrency(true);
+        let n = 3 * PEEL_MAX as i64 + 123;
+        for v in 0..n {
+            t.insert(keyed(&ik(v)));
+        }
+        let part = t.route().parts[0].clone();
+        t.split(&part, false);
+        assert_eq!(t.parts(), 2);
+        let sizes: Vec<usize> = t.read_all().iter().map(|g| g.len()).collect();
+        assert_eq!(sizes, vec![n as usize - PEEL_MAX, PEEL_MAX]);
+        for _ in 0..3 {
+            t.split_parts();
+        }
+        assert!(t.read_all().iter().all(|g| g.len() <= n as usize / 2 + 1));
+        assert_eq!(t.len(), n as usize);
+        let all = chunked_walk(&t, 1000, true);
+        assert_eq!(all, (0..n).map(ik).collect::<Vec<_>>());
+        for v in [
+            0,
+            1,
+            PEEL_MAX as i64,
+            n - PEEL_MAX as i64 - 1,
+            n - PEEL_MAX as i64,
+            n - 1,
+        ] {
+            assert!(t.contains(&ik(v)));
+            t.read_next(&ik(v), |e| {
+                assert_eq!(e.map(|e| e.key().to_vec()), (v + 1 < n).then(|| ik(v + 1)))
+            });
+        }
     }
 
     #[test]

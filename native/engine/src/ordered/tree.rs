@@ -473,30 +473,96 @@ impl<K: TreeKey> Tree<K> {
 
     /// Moves the entries whose keys satisfy `right` (a suffix of the keys:
     /// once it holds, it holds for every greater key) into a new tree.
-    /// Leaves move whole (only the one holding the boundary is cut) and the
-    /// inner nodes of both trees are built anew: O(leaves).
+    /// Only the moved side is walked: its leaves move whole (the one
+    /// holding the boundary is cut), the inner nodes right of the boundary
+    /// are freed, and the new tree's inner nodes are built over the moved
+    /// leaves: O(height + moved leaves), whatever the size of the rest.
     pub fn split_off(&mut self, right: impl Fn(&K) -> bool) -> Self {
-        let mut old = std::mem::take(self);
-        let (mut lower, mut upper) = (Vec::new(), Vec::new());
-        let mut leaf = old.first;
-        while let Some(l) = old.leaves.get_mut(leaf as usize) {
-            let mut keys = std::mem::take(&mut l.keys);
-            let mut vals = std::mem::take(&mut l.vals);
-            leaf = l.next;
-            if !upper.is_empty() {
-                upper.push((keys, vals));
-                continue;
-            }
-            let at = keys.partition_point(|k| !right(k));
-            if at < keys.len() {
-                upper.push((keys.split_off(at), vals.split_off(at)));
-            }
-            if at > 0 {
-                lower.push((keys, vals));
+        if self.root == NONE {
+            return Self::default();
+        }
+        if self.height + 1 >= MAX_HEIGHT {
+            self.rebuild();
+        }
+        // The path to the leaf where `right` starts to hold.
+        let mut path = Path {
+            steps: [(NONE, 0); MAX_HEIGHT],
+            depth: 0,
+        };
+        let mut node = self.root;
+        for _ in 0..self.height {
+            let n = &self.inners[node as usize];
+            let i = n.keys.partition_point(|s| !right(s));
+            path.steps[path.depth] = (node, i);
+            path.depth += 1;
+            node = n.children[i];
+        }
+        let leaf = node;
+        let mut moved = Vec::new();
+        let l = &mut self.leaves[leaf as usize];
+        let at = l.keys.partition_point(|k| !right(k));
+        if at < l.keys.len() {
+            moved.push((l.keys.split_off(at), l.vals.split_off(at)));
+        }
+        let mut next = std::mem::replace(&mut l.next, NONE);
+        while let Some(l) = self.leaves.get_mut(next as usize) {
+            let keys = std::mem::take(&mut l.keys);
+            let vals = std::mem::take(&mut l.vals);
+            let after = l.next;
+            self.free_leaf(next);
+            moved.push((keys, vals));
+            next = after;
+        }
+        self.last = leaf;
+        self.len -= moved.iter().map(|(k, _)| k.len()).sum::<usize>();
+        // The children right of the path held only moved leaves.
+        for d in (0..path.depth).rev() {
+            let (n, i) = path.steps[d];
+            let inner = &mut self.inners[n as usize];
+            inner.keys.truncate(i);
+            let gone: Vec<u32> = inner.children.drain(i + 1..).collect();
+            for c in gone {
+                self.free_inners_of(c, self.height - d - 1);
             }
         }
-        *self = Self::from_leaves(lower);
-        Self::from_leaves(upper)
+        if self.leaves[leaf as usize].keys.is_empty() {
+            if self.len == 0 {
+                *self = Self::default();
+            } else {
+                self.unlink_leaf(leaf);
+                self.remove_child(&path);
+            }
+        }
+        self.shrink_root();
+        Self::from_leaves(moved)
+    }
+
+    /// Frees the inner nodes of the subtree at `node`, `height` levels
+    /// above the leaves (its leaves are freed by the caller).
+    fn free_inners_of(&mut self, node: u32, height: usize) {
+        if height == 0 {
+            return;
+        }
+        let children = std::mem::take(&mut self.inners[node as usize].children);
+        for c in children {
+            self.free_inners_of(c, height - 1);
+        }
+        self.free_inner(node);
+    }
+
+    /// The key `k` places from the end (1: the greatest); O(k / leaf size).
+    pub fn key_from_end(&self, k: usize) -> Option<&K> {
+        let mut left = k.checked_sub(1)?;
+        let mut leaf = self.last;
+        while let Some(l) = self.leaves.get(leaf as usize) {
+            let n = l.keys.len();
+            if left < n {
+                return l.keys.get(n - 1 - left);
+            }
+            left -= n;
+            leaf = l.prev;
+        }
+        None
     }
 
     /// A tree of these leaves (non-empty, in key order).
@@ -1093,6 +1159,56 @@ mod tests {
                         }
                         half.check(|a, b| a.cmp(b));
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn split_off_of_deep_trees_and_keys_from_the_end() {
+        // Tiny nodes: trees several levels deep, split at every place
+        // (inner nodes right of the boundary freed, emptied boundary
+        // leaves and single-child roots removed), then used further.
+        for n in [1i64, 5, 17, 64, 300] {
+            for at in 0..=n {
+                let mut t: Tree<Tiny> = Tree::default();
+                for k in 0..n {
+                    t.insert(Tiny(k * 2), entry(k * 2), |a, b| a.cmp(b));
+                }
+                for k in (0..n).filter(|k| k % 7 == 3) {
+                    t.remove(|x| x.cmp(&Tiny(k * 2)));
+                }
+                let all: Vec<i64> = t.iter().map(|(k, _)| k.0).collect();
+                let from_end: Vec<i64> = (1..=all.len())
+                    .map(|i| t.key_from_end(i).unwrap().0)
+                    .collect();
+                assert_eq!(from_end, all.iter().rev().copied().collect::<Vec<_>>());
+                assert!(t.key_from_end(0).is_none() && t.key_from_end(all.len() + 1).is_none());
+                let upper = t.split_off(|k| k.0 >= at * 2);
+                t.check(|a, b| a.cmp(b));
+                upper.check(|a, b| a.cmp(b));
+                let lo: Vec<i64> = t.iter().map(|(k, _)| k.0).collect();
+                let hi: Vec<i64> = upper.iter().map(|(k, _)| k.0).collect();
+                assert_eq!(
+                    lo,
+                    all.iter()
+                        .copied()
+                        .filter(|k| *k < at * 2)
+                        .collect::<Vec<_>>()
+                );
+                assert_eq!(
+                    hi,
+                    all.iter()
+                        .copied()
+                        .filter(|k| *k >= at * 2)
+                        .collect::<Vec<_>>()
+                );
+                for mut half in [t, upper] {
+                    for k in 0..40 {
+                        half.insert(Tiny(k * 5), entry(k * 5), |a, b| a.cmp(b));
+                        half.remove(|x| x.cmp(&Tiny(k * 3)));
+                    }
+                    half.check(|a, b| a.cmp(b));
                 }
             }
         }
