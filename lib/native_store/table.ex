@@ -468,8 +468,9 @@ defmodule NativeStore.Table do
   @doc """
   One item of `info/1`, as `:ets.info/2`; `:undefined` when the table does
   not exist. Raises `ArgumentError` for an unknown item. `:stats` is, as
-  in ETS, `false` for an `ordered_set` (`{0, 1, 0}`, one base node, with
-  `write_concurrency`) and for hash tables `{buckets,
+  in ETS, `false` for an `ordered_set` (with `write_concurrency`, `{route
+  nodes, base nodes, route depth}` of its key-range parts: `{0, 1, 0}`
+  until writers contend) and for hash tables `{buckets,
   mean_chain, std_dev, expected_std_dev, min_chain, max_chain, kept,
   locks}`, describing NativeStore's own buckets (a bucket holds one key's
   objects; `buckets` is the number of `slot/2` slots, `kept` the keys
@@ -477,7 +478,8 @@ defmodule NativeStore.Table do
   bucket, on a dirty scheduler. `:binary` is always `[]`: the table
   refers to none of the VM's binaries (large binary values are kept in
   blocks of NativeStore's own, counted in `:memory`). `:size` and
-  `:memory` read per-shard counters without locking the table.
+  `:memory` of hash tables read per-shard counters without locking the
+  table; an `ordered_set`'s read-lock each of its parts in turn.
 
   The fixation items (see `safe_fixtable/2`): `:fixed` is whether any
   process has the table fixed; `:safe_fixed` and
@@ -493,10 +495,16 @@ defmodule NativeStore.Table do
   def info(table, :stats) do
     case Nif.table_stats(table) do
       # ETS's contention-adapting tree (an ordered_set with
-      # write_concurrency) reports its route and base nodes: NativeStore's
-      # ordered_set is one base node under one lock.
-      false -> if info(table, :write_concurrency) == false, do: false, else: {0, 1, 0}
-      stats -> stats
+      # write_concurrency) reports its route nodes, base nodes and route
+      # depth: NativeStore's parts are its base nodes, found by a binary
+      # search (a balanced route).
+      parts when is_integer(parts) ->
+        if info(table, :write_concurrency) == false,
+          do: false,
+          else: {parts - 1, parts, route_depth(parts, 0)}
+
+      stats ->
+        stats
     end
   end
 
@@ -1119,4 +1127,9 @@ defmodule NativeStore.Table do
   @spec i(table(), pos_integer(), pos_integer()) :: :ok
   def i(table, height \\ 40, width \\ 80),
     do: NativeStore.Table.Extras.i(table, height, width)
+
+  # The depth of a balanced binary route over `parts` base nodes (see
+  # `info/2`'s `:stats`).
+  defp route_depth(parts, depth) when parts <= 1, do: depth
+  defp route_depth(parts, depth), do: route_depth(div(parts + 1, 2), depth + 1)
 end

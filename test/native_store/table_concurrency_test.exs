@@ -225,7 +225,11 @@ defmodule NativeStore.TableConcurrencyTest do
       ] do
     test "ordered_set: concurrent inserts and deletes keep term order and every key#{label}" do
       t = Table.new(:conc_ord, [:ordered_set, :public | unquote(opts)])
-      splitter = if unquote(opts) != [], do: spawn_link(fn -> split_parts(t, 6) end)
+      parent = self()
+
+      splitter =
+        if unquote(opts) != [],
+          do: spawn_link(fn -> send(parent, {:parts, split_parts(t, 6, 1)}) end)
 
       kept =
         run_all(@procs, fn p ->
@@ -239,7 +243,8 @@ defmodule NativeStore.TableConcurrencyTest do
           end
         end)
 
-      if splitter, do: wait_exit(splitter)
+      # The splitter split the table while the writers ran.
+      if splitter, do: assert_receive({:parts, parts} when parts >= 2, 30_000)
       expected = kept |> List.flatten() |> Enum.sort()
       assert Enum.map(Table.tab2list(t), &elem(&1, 0)) == expected
       assert Table.info(t, :size) == length(expected)
@@ -248,18 +253,16 @@ defmodule NativeStore.TableConcurrencyTest do
     end
   end
 
-  # Splits every part of an ordered_set in two, `n` times, a little apart.
-  defp split_parts(_t, 0), do: :ok
+  # Splits every part of an ordered_set in two, `n` times, a little apart,
+  # once it holds objects; returns the number of parts.
+  defp split_parts(_t, 0, parts), do: parts
 
-  defp split_parts(t, n) do
+  defp split_parts(t, n, parts) do
     Process.sleep(2)
-    NativeStore.Nif.table_split_parts(t)
-    split_parts(t, n - 1)
-  end
 
-  defp wait_exit(pid) do
-    ref = Process.monitor(pid)
-    assert_receive {:DOWN, ^ref, _, _, _}, 30_000
+    if Table.info(t, :size) < 100,
+      do: split_parts(t, n, parts),
+      else: split_parts(t, n - 1, NativeStore.Nif.table_split_parts(t))
   end
 
   defp walk_keys(_t, :"$end_of_table"), do: []

@@ -910,6 +910,12 @@ defmodule NativeStore.TableSelectTest do
         assert_raise ArgumentError, fn -> NativeStore.Nif.table_scan(t, false, filter) end
       end
 
+      # A binary literal that may be stored out of line is no condition.
+      big = :binary.copy("b", 100)
+      Table.insert(t, {3, big})
+      assert {:done, objs} = NativeStore.Nif.table_scan(t, false, [{2, [{1, big}], []}])
+      assert Enum.sort(objs) == [{1, 2}, {3, big}]
+      Table.delete(t, 3)
       # A valid filter; an atom is no filter.
       assert {:done, [{1, 2}]} = NativeStore.Nif.table_scan(t, false, [{2, [{0, 1}], []}])
       assert {:done, []} = NativeStore.Nif.table_scan(t, false, [{2, [], [{1, :>, 2}]}])
@@ -1268,7 +1274,9 @@ defmodule NativeStore.TableSelectScheduleTest do
   alias NativeStore.Table
 
   @n 1_000_000
-  @threshold_ms 5
+  # Generous for a shared 2-core machine (as table_scheduler_test.exs): a
+  # time slice may cover several 2,000-object chunks of well under 1 ms.
+  @threshold_ms 10
 
   @tag timeout: 120_000
   test "select, select_count, select_delete and foldl over 1M entries: no long_schedule" do
@@ -1285,9 +1293,9 @@ defmodule NativeStore.TableSelectScheduleTest do
 
     # Other OS processes (a 2-core machine, compilers running) can deschedule
     # a scheduler thread and so fake a long schedule: a clean run out of
-    # three passes; a NIF or BIF that really holds the scheduler fails all.
+    # five passes; a NIF or BIF that really holds the scheduler fails all.
     attempts =
-      Enum.reduce_while(1..3, [], fn _, acc ->
+      Enum.reduce_while(1..5, [], fn _, acc ->
         {result, longs, micros} = monitored(fn -> work(Table, t) end)
         restore(t)
         assert result == {10_000, 500_000, 49_500_000, 10_000, 10_000}

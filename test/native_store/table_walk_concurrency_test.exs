@@ -2,8 +2,8 @@ defmodule NativeStore.TableWalkConcurrencyTest do
   @moduledoc """
   `first/1` + `next/2` walks over an `ordered_set` of integer keys while
   another process inserts and deletes keys. Integer walks step from a
-  per-thread place and serve copied keys without taking the table's lock
-  while its version is unchanged, so this checks what such a walk may
+  per-thread place and serve copied keys without taking the lock of the
+  table's part while its version is unchanged, so this checks what such a walk may
   return against what had surely happened before each call:
 
     * a key whose deletion had completed before the call started must not
@@ -34,12 +34,19 @@ defmodule NativeStore.TableWalkConcurrencyTest do
     t = Table.new(:walk_conc, [:ordered_set, :public, {:read_concurrency, true} | opts])
     for k <- 2..@n//2, do: Table.insert(t, {k, k})
 
-    # With write_concurrency: the key ranges are split under the walks.
-    if opts != [],
-      do:
+    # With write_concurrency: the key ranges are split before and under
+    # the walks.
+    me = self()
+
+    splitter =
+      if opts != [] do
+        assert NativeStore.Nif.table_split_parts(t) == 2
+
         spawn_link(fn ->
-          for _ <- 1..7, do: Process.sleep(5) && NativeStore.Nif.table_split_parts(t)
+          for _ <- 1..6, do: Process.sleep(5) && NativeStore.Nif.table_split_parts(t)
+          send(me, :splitter_done)
         end)
+      end
 
     deleted = :atomics.new(@n + 1, [])
     inserted = :atomics.new(@n + 1, [])
@@ -75,6 +82,7 @@ defmodule NativeStore.TableWalkConcurrencyTest do
       end
 
     assert_receive :writer_done, 60_000
+    if splitter, do: assert_receive(:splitter_done, 60_000)
     violations = for _ <- readers, do: assert_receive({:reader, v}, 60_000) && v
     _ = writer
     assert List.flatten(violations) == []

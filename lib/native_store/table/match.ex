@@ -905,6 +905,8 @@ defmodule NativeStore.Table.Match do
     do: not String.starts_with?(Atom.to_string(a), ["$", "_"])
 
   defp filter_literal?(i) when is_integer(i), do: true
+  # (Bigger binaries may be stored out of line, as blobs: the NIF also
+  # drops literals of `blob::MIN_BYTES` (65) bytes or more.)
   defp filter_literal?(b) when is_binary(b), do: byte_size(b) <= 64
   defp filter_literal?(_), do: false
 

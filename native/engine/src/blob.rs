@@ -538,6 +538,14 @@ mod tests {
             (Change::Put(rekey(&obj, e)), ())
         });
         assert_eq!((live.get(), live.refs()), (599, 599));
+        // Splits into parts move the entries' counts with them.
+        let counted = t.heap_and_blobs();
+        assert_eq!(counted.1, 550);
+        for _ in 0..3 {
+            t.split_parts();
+        }
+        assert_eq!(t.parts(), 8);
+        assert_eq!(t.heap_and_blobs(), counted);
         // Chunks copy entries (and references) out.
         let chunk = t.chunk_after(None, 1000);
         assert_eq!(chunk.len(), 550);
@@ -546,9 +554,14 @@ mod tests {
         let got = t.get(&key(250)).unwrap();
         assert_eq!(binaries(&got), vec![A.to_vec()]);
         drop(got);
+        for k in 0..300 {
+            drop(t.remove(&key(k)));
+        }
+        assert_eq!(t.heap_and_blobs().1, 300);
         drop(t.take_all());
         assert_eq!((live.get(), live.refs()), (0, 0));
-        assert_eq!(t.memory_bytes(), empty);
+        assert_eq!(t.heap_and_blobs(), (0, 0));
+        assert!(t.memory_bytes() > empty, "the parts stay");
         for k in 0..10 {
             drop(t.insert(object(k, &[A], k, &live)));
         }

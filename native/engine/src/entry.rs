@@ -355,11 +355,18 @@ impl Entry {
         Some(b.finish(key, canonical))
     }
 
+    /// Bytes of this entry's own allocation, rounded up to the allocator's
+    /// 16-byte granule (read from its length: the entry is not touched).
+    #[inline]
+    pub fn own_bytes(&self) -> usize {
+        self.0.len().next_multiple_of(16)
+    }
+
     /// Bytes of heap this entry occupies: the allocation, rounded up to the
     /// allocator's 16-byte granule, and the blobs it holds.
     #[inline]
     pub fn heap_bytes(&self) -> usize {
-        let own = self.0.len().next_multiple_of(16);
+        let own = self.own_bytes();
         if self.has_blobs() {
             own + blob::footprint(self.object())
         } else {

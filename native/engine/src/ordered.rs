@@ -2,8 +2,11 @@
 //! (see [`crate::order`]), at most one per key, keys equal when `==` (so
 //! `1` and `1.0` are the same key).
 //!
-//! One reader-writer lock guards two B-trees; every operation holds it for one
-//! bounded step (a point operation, or one chunk of a walk).
+//! The keys are kept in parts by key range (one, unless `write_concurrency`
+//! lets contention split them), each a reader-writer lock over two B-trees;
+//! a point operation locks one part, a walk one part at a time (each for
+//! one bounded step), and list inserts, `take_all`, `slot`, `len` and the
+//! memory count lock every part.
 //!
 //! Keys equal (`==`) to a small integer (an `INT`, or an integral float
 //! within i64) live in a second tree keyed by that integer, a B+ tree of
@@ -325,6 +328,9 @@ struct Inner {
     ints: IntMap,
     /// Heap bytes of the entries and their key copies.
     heap: usize,
+    /// Entries holding blobs (their heap bytes are counted by reading
+    /// them; others' from their lengths alone, see [`Inner::split_off`]).
+    blobs: usize,
     /// Bumped by every change of the trees or of an entry in them.
     version: u64,
     /// Set when a split moved the entries into two new parts: this part
@@ -354,6 +360,20 @@ impl Inner {
         }
     }
 
+    /// Counts an entry coming in (`key`: bytes of its key's copy).
+    #[inline]
+    fn count_in(&mut self, e: &Entry, key: usize) {
+        self.heap += e.heap_bytes() + key;
+        self.blobs += usize::from(e.has_blobs());
+    }
+
+    /// Counts an entry going out (`key`: bytes of its key's copy).
+    #[inline]
+    fn count_out(&mut self, e: &Entry, key: usize) {
+        self.heap -= e.heap_bytes() + key;
+        self.blobs -= usize::from(e.has_blobs());
+    }
+
     fn put(&mut self, entry: Entry) -> Option<Entry> {
         let prefix = SortPrefix::of(entry.key());
         self.put_with(prefix, entry)
@@ -365,9 +385,9 @@ impl Inner {
         self.version += 1;
         if let Some(v) = prefix.integer() {
             // The entry holds its key: `1.0` replacing `1` needs no more.
-            self.heap += entry.heap_bytes();
+            self.count_in(&entry, 0);
             let (_, old) = self.ints.insert(v, entry, |a, b| a.cmp(b))?;
-            self.heap -= old.heap_bytes();
+            self.count_out(&old, 0);
             return Some(old);
         }
         let key = OrdKey {
@@ -377,21 +397,24 @@ impl Inner {
         match self.map.entry(key) {
             Slot::Vacant(v) => {
                 self.heap += entry.heap_bytes() + Self::key_bytes(entry.key());
+                self.blobs += usize::from(entry.has_blobs());
                 v.insert(entry);
                 None
             }
             Slot::Occupied(mut o) if o.key().bytes[..] == *entry.key() => {
-                self.heap += entry.heap_bytes();
+                let (new_heap, new_blob) = (entry.heap_bytes(), entry.has_blobs());
                 let old = std::mem::replace(o.get_mut(), entry);
-                self.heap -= old.heap_bytes();
+                self.heap += new_heap;
+                self.blobs += usize::from(new_blob);
+                self.count_out(&old, 0);
                 Some(old)
             }
             Slot::Occupied(o) => {
                 // An equal key (`==`) with other bytes ({1.0} replacing
                 // {1}): the stored key becomes the new object's own.
                 let (k, old) = o.remove_entry();
-                self.heap -= old.heap_bytes() + Self::key_bytes(&k.bytes);
-                self.heap += entry.heap_bytes() + Self::key_bytes(entry.key());
+                self.count_out(&old, Self::key_bytes(&k.bytes));
+                self.count_in(&entry, Self::key_bytes(entry.key()));
                 let key = OrdKey {
                     prefix,
                     bytes: entry.key().into(),
@@ -406,12 +429,12 @@ impl Inner {
         let e = match probe(key) {
             Search::Int(v) => {
                 let (_, e) = self.ints.remove(|k| k.cmp(&v))?;
-                self.heap -= e.heap_bytes();
+                self.count_out(&e, 0);
                 e
             }
             Search::Key(p) => {
                 let (k, e) = self.map.remove_entry(&p as &dyn AsKey)?;
-                self.heap -= e.heap_bytes() + Self::key_bytes(&k.bytes);
+                self.count_out(&e, Self::key_bytes(&k.bytes));
                 e
             }
         };
@@ -475,23 +498,33 @@ impl Inner {
     }
 
     /// True when the part can be split on a normal scheduler: a part of
-    /// integer keys only always (at most [`PEEL_MAX`] entries move), a
+    /// integer keys only always (at most [`SPLIT_MAX`] entries move), a
     /// part with other keys up to [`SPLIT_MAX`] entries.
     fn splittable(&self) -> bool {
-        self.map.is_empty() || self.len() <= SPLIT_MAX
+        self.map.is_empty() || self.len() <= self.split_max()
+    }
+
+    /// Entries a split may walk: fewer when entries hold blobs (counting
+    /// their memory reads each of them).
+    fn split_max(&self) -> usize {
+        if self.blobs == 0 {
+            SPLIT_MAX
+        } else {
+            SPLIT_MAX_BLOBS
+        }
     }
 
     /// Moves the entries from a key on into a new `Inner`, and returns it
     /// with that key (`None` with fewer than two entries): the middle key,
     /// or, in a part of integer keys only, the key that leaves at most
-    /// [`PEEL_MAX`] entries to move (only the moved ones are walked).
+    /// [`SPLIT_MAX`] entries to move (only the moved ones are walked).
     fn split_off(&mut self) -> Option<(OrdKey, Inner)> {
         let n = self.len();
         if n < 2 {
             return None;
         }
         let low = if self.map.is_empty() {
-            let b = int_bytes(*self.ints.key_from_end((n / 2).min(PEEL_MAX))?);
+            let b = int_bytes(*self.ints.key_from_end((n / 2).min(self.split_max()))?);
             OrdKey {
                 prefix: SortPrefix::of(&b),
                 bytes: b.into(),
@@ -505,17 +538,34 @@ impl Inner {
         };
         let ints = self.ints.split_off(|v| cmp_int(*v, &low) != Ordering::Less);
         let map = self.map.split_off(&low as &dyn AsKey);
-        let heap = ints.iter().map(|(_, e)| e.heap_bytes()).sum::<usize>()
-            + map
-                .iter()
-                .map(|(k, e)| e.heap_bytes() + Self::key_bytes(&k.bytes))
-                .sum::<usize>();
+        // The moved entries' memory: from their lengths alone unless some
+        // entry holds blobs (reading every moved entry would cost a cache
+        // miss each, under the part's lock).
+        let own = |e: &Entry| {
+            if self.blobs == 0 {
+                (e.own_bytes(), 0)
+            } else {
+                (e.heap_bytes(), usize::from(e.has_blobs()))
+            }
+        };
+        let (mut heap, mut blobs) = (0, 0);
+        for (h, b) in ints.iter().map(|(_, e)| own(e)) {
+            heap += h;
+            blobs += b;
+        }
+        for (k, e) in map.iter() {
+            let (h, b) = own(e);
+            heap += h + Self::key_bytes(&k.bytes);
+            blobs += b;
+        }
         self.heap -= heap;
+        self.blobs -= blobs;
         self.version += 1;
         let upper = Inner {
             map,
             ints,
             heap,
+            blobs,
             ..Inner::default()
         };
         Some((low, upper))
@@ -524,7 +574,6 @@ impl Inner {
 
 /// The contents of a table taken out by [`OrderedTable::take_all`];
 /// dropping it frees every entry.
-#[allow(dead_code)]
 pub struct OrderedContents(Vec<(Map, IntMap)>);
 
 impl OrderedContents {
@@ -574,23 +623,23 @@ const RUN_AHEAD: usize = 64;
 /// Bytes of keys a [`KeyRun`] copies at most at a time.
 const RUN_BYTES: usize = 4096;
 
-/// Where this thread's last `first`/`last`/`next`/`prev` on a table of
+/// Where this thread's last `first`/`last`/`next`/`prev` in a part of
 /// integer keys only ended: a place in its integer tree.
 #[derive(Clone, Copy)]
 struct IntWalk {
-    /// The table (ids are never reused; 0 is none).
-    table: u64,
+    /// The part (ids are never reused; 0 is none).
+    part: u64,
     pos: Pos,
 }
 
-/// The keys that follow a place in a table of integer keys only, copied
-/// from one version of its tree (a walk with `next/2` over such a table
-/// needs only keys: these are served without the lock while the table's
+/// The keys that follow a place in a part of integer keys only, copied
+/// from one version of its tree (a walk with `next/2` over such a part
+/// needs only keys: these are served without the lock while the part's
 /// version is unchanged).
 struct IntKeys {
-    /// The table the keys were copied from.
-    table: u64,
-    /// The tree's version when the keys were copied.
+    /// The part the keys were copied from.
+    part: u64,
+    /// The part's version when the keys were copied.
     version: u64,
     /// Key elements (as in the objects) of consecutive entries.
     keys: [[u8; 9]; KEYS_AHEAD],
@@ -627,7 +676,7 @@ thread_local! {
     static KEY_RUN: RefCell<KeyRun> = RefCell::default();
     static INT_KEYS: RefCell<IntKeys> = const {
         RefCell::new(IntKeys {
-            table: 0,
+            part: 0,
             version: 0,
             keys: [[0; 9]; KEYS_AHEAD],
             len: 0,
@@ -636,7 +685,7 @@ thread_local! {
     };
     static INT_WALK: Cell<IntWalk> = const {
         Cell::new(IntWalk {
-            table: 0,
+            part: 0,
             pos: Pos { leaf: u32::MAX, slot: 0 },
         })
     };
@@ -649,15 +698,16 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 const SPLIT_CONTENTION: i32 = 1000;
 /// Parts a table is split into at most.
 const MAX_PARTS: usize = 64;
-/// Entries a split of a part of integer keys only moves at most (it walks
-/// only those: a bigger part gives up its greatest keys, and further
-/// contention splits it again).
-const PEEL_MAX: usize = 1 << 15;
-/// Entries a part with other keys than integers may hold to be split:
-/// finding its middle key walks half its keys, and the upper half's memory
-/// is counted (at 2^17 `{int, binary}` keys, 2.7-2.9 ms on a loaded
-/// machine; at this size about a quarter); bigger parts are left whole.
-const SPLIT_MAX: usize = 1 << 15;
+/// Entries a split walks at most, holding the part's write lock: a part of
+/// integer keys only gives up at most this many of its greatest keys (a
+/// bigger part is split again by further contention); a part with other
+/// keys is split at its middle key only while it holds at most this many
+/// (finding the middle walks half of them).
+const SPLIT_MAX: usize = 1 << 14;
+/// [`SPLIT_MAX`] for a part whose entries hold blobs: the moved entries'
+/// memory is then counted by reading each of them (a cache miss each, and
+/// the blob lengths), ~50 µs per thousand 1 KB values.
+const SPLIT_MAX_BLOBS: usize = 1 << 12;
 
 /// One key range of a table: its trees under their own lock.
 struct Part {
@@ -964,6 +1014,16 @@ impl OrderedTable {
         }
     }
 
+    /// The heap bytes and blob-holding entries the parts count (tests).
+    #[cfg(test)]
+    pub(crate) fn heap_and_blobs(&self) -> (usize, usize) {
+        let gs = self.read_all();
+        (
+            gs.iter().map(|g| g.heap).sum(),
+            gs.iter().map(|g| g.blobs).sum(),
+        )
+    }
+
     /// Number of parts (see [`OrderedTable`]).
     pub fn parts(&self) -> usize {
         self.route().parts.len()
@@ -1092,6 +1152,7 @@ impl OrderedTable {
             .iter_mut()
             .map(|g| {
                 g.heap = 0;
+                g.blobs = 0;
                 g.version += 1;
                 (std::mem::take(&mut g.map), std::mem::take(&mut g.ints))
             })
@@ -1110,9 +1171,10 @@ impl OrderedTable {
         self.len() == 0
     }
 
-    /// Bytes of memory held by the table: the trees' nodes (the general
-    /// one's estimated from its slots, with B-tree nodes about 2/3 full),
-    /// key copies and entries.
+    /// Bytes of memory held by the table: its parts, the trees' nodes (the
+    /// general one's estimated from its slots, with B-tree nodes about 2/3
+    /// full), key copies, entries, and the parts' low keys (old routes and
+    /// dead parts, small and bounded by 64 parts, are not counted).
     pub fn memory_bytes(&self) -> usize {
         let slot = std::mem::size_of::<OrdKey>() + std::mem::size_of::<Entry>();
         let parts: usize = self
@@ -1125,7 +1187,14 @@ impl OrderedTable {
                     + g.heap
             })
             .sum();
-        std::mem::size_of::<Self>() + parts
+        // The parts' low keys (each kept once, shared by the routes).
+        let lows: usize = self
+            .route()
+            .lows
+            .iter()
+            .map(|l| 16 + std::mem::size_of::<OrdKey>() + Inner::key_bytes(&l.bytes))
+            .sum();
+        std::mem::size_of::<Self>() + parts + lows
     }
 
     /// Remembers `pos` (if any) as this thread's place in `part`'s integer
@@ -1133,12 +1202,7 @@ impl OrderedTable {
     #[inline]
     fn int_settle<'g>(part: &Part, g: &'g Inner, pos: Option<Pos>) -> Option<&'g Entry> {
         let pos = pos?;
-        INT_WALK.with(|c| {
-            c.set(IntWalk {
-                table: part.id,
-                pos,
-            })
-        });
+        INT_WALK.with(|c| c.set(IntWalk { part: part.id, pos }));
         g.ints.at(pos).map(|(_, e)| e)
     }
 
@@ -1149,7 +1213,7 @@ impl OrderedTable {
     #[inline]
     fn int_walk_at(part: &Part, g: &Inner, key: &[u8]) -> Option<Pos> {
         let w = INT_WALK.with(|c| c.get());
-        let hit = w.table == part.id
+        let hit = w.part == part.id
             && g.map.is_empty()
             && g.ints.at(w.pos).is_some_and(|(_, e)| e.key() == key);
         hit.then_some(w.pos)
@@ -1175,12 +1239,12 @@ impl OrderedTable {
                 c.len += 1;
                 true
             });
-            c.table = part.id;
+            c.part = part.id;
             c.version = g.version;
         });
         INT_WALK.with(|c| {
             c.set(IntWalk {
-                table: part.id,
+                part: part.id,
                 pos: last,
             })
         });
@@ -1315,7 +1379,7 @@ impl OrderedTable {
             let Ok(mut c) = c.try_borrow_mut() else {
                 return Err(f);
             };
-            let hit = c.table == part.id
+            let hit = c.part == part.id
                 && c.version == part.version.load(AtomicOrdering::Acquire)
                 && c.at + 1 < c.len
                 && <&[u8; 9]>::try_from(key).is_ok_and(|k| c.keys[c.at] == *k);
@@ -2019,9 +2083,9 @@ mod tests {
     #[test]
     fn a_big_part_of_integer_keys_splits_by_peeling() {
         // A part far bigger than a split may move gives up its greatest
-        // keys, at most PEEL_MAX at a time; the table stays whole.
+        // keys, at most SPLIT_MAX at a time; the table stays whole.
         let t = OrderedTable::with_concurrency(true);
-        let n = 3 * PEEL_MAX as i64 + 123;
+        let n = 3 * SPLIT_MAX as i64 + 123;
         for v in 0..n {
             t.insert(keyed(&ik(v)));
         }
@@ -2029,7 +2093,7 @@ mod tests {
         t.split(&part, false);
         assert_eq!(t.parts(), 2);
         let sizes: Vec<usize> = t.read_all().iter().map(|g| g.len()).collect();
-        assert_eq!(sizes, vec![n as usize - PEEL_MAX, PEEL_MAX]);
+        assert_eq!(sizes, vec![n as usize - SPLIT_MAX, SPLIT_MAX]);
         for _ in 0..3 {
             t.split_parts();
         }
@@ -2040,9 +2104,9 @@ mod tests {
         for v in [
             0,
             1,
-            PEEL_MAX as i64,
-            n - PEEL_MAX as i64 - 1,
-            n - PEEL_MAX as i64,
+            SPLIT_MAX as i64,
+            n - SPLIT_MAX as i64 - 1,
+            n - SPLIT_MAX as i64,
             n - 1,
         ] {
             assert!(t.contains(&ik(v)));

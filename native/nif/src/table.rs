@@ -1893,13 +1893,19 @@ fn filter_arg<'a>(env: Env<'a>, filter: Term<'a>) -> NifResult<Option<Filter>> {
     let mut clauses = Vec::new();
     for c in proper_list(filter)? {
         let (arity, equal, compare): (usize, Term, Term) = c.decode().map_err(|_| Error::BadArg)?;
-        let equal = proper_list(equal)?
-            .into_iter()
-            .map(|e| {
-                let (i, lit): (Term, Term) = e.decode().map_err(|_| Error::BadArg)?;
-                Ok((index(i)?, literal(lit)?))
-            })
-            .collect::<NifResult<Vec<_>>>()?;
+        let mut literals = Vec::new();
+        for e in proper_list(equal)? {
+            let (i, lit): (Term, Term) = e.decode().map_err(|_| Error::BadArg)?;
+            let i = index(i)?;
+            // A binary that big may be stored out of line (a blob): its
+            // stored bytes are not the literal's, so no condition.
+            let big = lit
+                .decode::<rustler::Binary>()
+                .is_ok_and(|b| b.len() >= blob::MIN_BYTES);
+            if !big {
+                literals.push((i, literal(lit)?));
+            }
+        }
         let compare = proper_list(compare)?
             .into_iter()
             .map(|e| {
@@ -1922,7 +1928,7 @@ fn filter_arg<'a>(env: Env<'a>, filter: Term<'a>) -> NifResult<Option<Filter>> {
             .collect::<NifResult<Vec<_>>>()?;
         clauses.push(prefilter::Clause {
             arity,
-            equal,
+            equal: literals,
             compare,
         });
     }
@@ -2069,7 +2075,8 @@ fn table_stats<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
     let st = match &t.data {
         Data::Set(s) => s.chain_stats(),
         Data::Bag(b) => b.chain_stats(),
-        Data::Ordered(_) => return Ok(false.encode(env)),
+        // An ordered_set: its number of key-range parts.
+        Data::Ordered(o) => return Ok(o.parts().encode(env)),
     };
     Ok(make_tuple(
         env,

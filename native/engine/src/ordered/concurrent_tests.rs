@@ -144,10 +144,6 @@ fn next_across_parts_is_linearizable() {
         }
         stop.store(true, O::Relaxed);
     });
-    eprintln!(
-        "next(3) == 11 (never the next key): {} times",
-        bad.load(O::Relaxed)
-    );
     assert_eq!(bad.load(O::Relaxed), 0);
 }
 
@@ -183,14 +179,9 @@ fn first_across_parts_is_linearizable() {
         }
         stop.store(true, O::Relaxed);
     });
-    eprintln!(
-        "first == 11 (never the first key): {} times",
-        bad.load(O::Relaxed)
-    );
     assert_eq!(bad.load(O::Relaxed), 0);
 }
 
-/// How long a contention split holds the part's write lock at SPLIT_MAX.
 /// Integer keys, some stored as integral floats (so part lows are floats
 /// like 8.0), probed by every spelling at every boundary.
 #[test]
@@ -416,7 +407,8 @@ fn miri_threads_split_walk() {
     });
 }
 
-/// Every route copies every low key; routes live as long as the table.
+/// Routes live as long as the table: their low keys are shared (one copy
+/// each), and counted in the table's memory.
 #[test]
 fn route_copies_of_big_keys() {
     use crate::format::put_bytes;
@@ -452,12 +444,6 @@ fn route_copies_of_big_keys() {
         .filter(|l| seen.insert(Arc::as_ptr(l)))
         .map(|l| l.bytes.len())
         .sum();
-    eprintln!(
-        "table memory_bytes {} ; bytes of low-key copies held by {} routes: {}",
-        t.memory_bytes(),
-        t.routes.lock().len(),
-        route_bytes
-    );
     assert!(
         route_bytes < t.memory_bytes(),
         "hidden route memory {route_bytes}"
