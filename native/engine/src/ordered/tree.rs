@@ -159,11 +159,20 @@ impl<K: TreeKey> Tree<K> {
 
     /// [`Tree::find_leaf`], recording the path.
     fn find_path(&self, cmp: &impl Fn(&K) -> Ordering, path: &mut Path) -> u32 {
+        self.descend(path, |n| {
+            count_while(&n.keys, |s| cmp(s) != Ordering::Greater)
+        })
+    }
+
+    /// The leaf reached from the root through child `pick(node)` of each
+    /// inner node, recording the path.
+    #[inline]
+    fn descend(&self, path: &mut Path, pick: impl Fn(&Inner<K>) -> usize) -> u32 {
         let mut node = self.root;
         path.depth = 0;
         for _ in 0..self.height {
             let n = &self.inners[node as usize];
-            let i = count_while(&n.keys, |s| cmp(s) != Ordering::Greater);
+            let i = pick(n);
             path.steps[path.depth] = (node, i);
             path.depth += 1;
             node = n.children[i];
@@ -489,15 +498,7 @@ impl<K: TreeKey> Tree<K> {
             steps: [(NONE, 0); MAX_HEIGHT],
             depth: 0,
         };
-        let mut node = self.root;
-        for _ in 0..self.height {
-            let n = &self.inners[node as usize];
-            let i = n.keys.partition_point(|s| !right(s));
-            path.steps[path.depth] = (node, i);
-            path.depth += 1;
-            node = n.children[i];
-        }
-        let leaf = node;
+        let leaf = self.descend(&mut path, |n| n.keys.partition_point(|s| !right(s)));
         let mut moved = Vec::new();
         let l = &mut self.leaves[leaf as usize];
         let at = l.keys.partition_point(|k| !right(k));
@@ -639,14 +640,7 @@ impl<K: TreeKey> Tree<K> {
             steps: [(NONE, 0); MAX_HEIGHT],
             depth: 0,
         };
-        let mut node = self.root;
-        for _ in 0..self.height {
-            let n = &self.inners[node as usize];
-            let i = n.children.len() - 1;
-            path.steps[path.depth] = (node, i);
-            path.depth += 1;
-            node = n.children[i];
-        }
+        let node = self.descend(&mut path, |n| n.children.len() - 1);
         self.len += 1;
         let l = &mut self.leaves[node as usize];
         if l.keys.len() < K::LEAF_CAP {
