@@ -159,7 +159,12 @@ enum Search<'a> {
     Key(Probe<'a>),
 }
 
+#[inline]
 fn probe(key: &[u8]) -> Search<'_> {
+    // A small integer (the most common ordered key) needs no prefix.
+    if let Some(v) = small_int_key(key) {
+        return Search::Int(v);
+    }
     let prefix = SortPrefix::of(key);
     match prefix.integer() {
         Some(v) => Search::Int(v),
@@ -379,17 +384,25 @@ impl Inner {
         self.put_with(prefix, entry)
     }
 
+    /// [`Inner::put`] of an entry whose key is equal (`==`) to the small
+    /// integer `v`.
+    #[inline]
+    fn put_int(&mut self, v: i64, entry: Entry) -> Option<Entry> {
+        self.version += 1;
+        // The entry holds its key: `1.0` replacing `1` needs no more.
+        self.count_in(&entry, 0);
+        let (_, old) = self.ints.insert(v, entry, |a, b| a.cmp(b))?;
+        self.count_out(&old, 0);
+        Some(old)
+    }
+
     /// [`Inner::put`] with the key's prefix already computed.
     fn put_with(&mut self, prefix: SortPrefix, entry: Entry) -> Option<Entry> {
         use std::collections::btree_map::Entry as Slot;
-        self.version += 1;
         if let Some(v) = prefix.integer() {
-            // The entry holds its key: `1.0` replacing `1` needs no more.
-            self.count_in(&entry, 0);
-            let (_, old) = self.ints.insert(v, entry, |a, b| a.cmp(b))?;
-            self.count_out(&old, 0);
-            return Some(old);
+            return self.put_int(v, entry);
         }
+        self.version += 1;
         let key = OrdKey {
             prefix,
             bytes: entry.key().into(),
@@ -660,6 +673,18 @@ pub enum Next<'a> {
     Entry(&'a Entry),
     /// The next key, as the key element of its object is encoded.
     Key(&'a [u8]),
+}
+
+/// The value of a key encoded as a small integer (`INT`: a tag and a
+/// little-endian word); `None` for other keys (integral floats included).
+#[inline]
+fn small_int_key(key: &[u8]) -> Option<i64> {
+    match <&[u8; 9]>::try_from(key) {
+        Ok(b) if b[0] == tag::INT => Some(i64::from_le_bytes([
+            b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8],
+        ])),
+        _ => None,
+    }
 }
 
 /// The key element of an integer-tree entry as its object holds it (the
@@ -1057,6 +1082,13 @@ impl OrderedTable {
 
     /// Inserts or replaces (key included); returns the replaced entry.
     pub fn insert(&self, entry: Entry) -> Option<Entry> {
+        // A small integer key (the most common ordered key): no prefix.
+        if let Some(v) = small_int_key(entry.key()) {
+            let (part, mut g, contended) = self.write_part(|r| r.index(&Search::Int(v)));
+            let old = g.put_int(v, entry);
+            self.written(part, g, contended);
+            return old;
+        }
         let prefix = SortPrefix::of(entry.key());
         let (part, mut g, contended) = self.write_part(|r| {
             r.index(&match prefix.integer() {
