@@ -510,11 +510,45 @@ impl Inner {
         false
     }
 
-    /// True when the part can be split on a normal scheduler: a part of
-    /// integer keys only always (at most [`SPLIT_MAX`] entries move), a
-    /// part with other keys up to [`SPLIT_MAX`] entries.
-    fn splittable(&self) -> bool {
-        self.map.is_empty() || self.len() <= self.split_max()
+    /// The key `k` places from the end (1: the greatest) of both trees
+    /// merged: O(k) (the integer tree alone: O(k / leaf size)).
+    fn key_from_end(&self, k: usize) -> Option<OrdKey> {
+        let int_key = |v: i64| {
+            let b = int_bytes(v);
+            OrdKey {
+                prefix: SortPrefix::of(&b),
+                bytes: b.into(),
+            }
+        };
+        if self.map.is_empty() {
+            return self.ints.key_from_end(k).map(|v| int_key(*v));
+        }
+        let ints = std::iter::successors(self.ints.last_pos(), |&p| self.ints.before(p));
+        let mut ints = ints.map_while(|p| self.ints.at(p)).peekable();
+        let mut others = self.map.iter().rev().peekable();
+        for _ in 1..k {
+            let int_greater = match (ints.peek(), others.peek()) {
+                (Some((v, _)), Some((o, _))) => cmp_int(**v, o) == Ordering::Greater,
+                (i, _) => i.is_some(),
+            };
+            if int_greater {
+                ints.next();
+            } else {
+                others.next()?;
+            }
+        }
+        match (ints.peek(), others.peek()) {
+            (Some((v, _)), Some((o, _))) if cmp_int(**v, o) != Ordering::Greater => Some(OrdKey {
+                prefix: o.prefix,
+                bytes: o.bytes.clone(),
+            }),
+            (Some((v, _)), _) => Some(int_key(**v)),
+            (None, Some((o, _))) => Some(OrdKey {
+                prefix: o.prefix,
+                bytes: o.bytes.clone(),
+            }),
+            (None, None) => None,
+        }
     }
 
     /// Entries a split may walk: fewer when entries hold blobs (counting
@@ -528,27 +562,17 @@ impl Inner {
     }
 
     /// Moves the entries from a key on into a new `Inner`, and returns it
-    /// with that key (`None` with fewer than two entries): the middle key,
-    /// or, in a part of integer keys only, the key that leaves at most
-    /// [`SPLIT_MAX`] entries to move (only the moved ones are walked).
+    /// with that key (`None` with fewer than two entries): the middle key
+    /// of a small part, else the key that leaves at most [`SPLIT_MAX`]
+    /// entries to move (of a bigger part, the greatest keys go; only they
+    /// are walked: the integer tree moves its leaves, the general tree
+    /// splits along one path and counts the moved side).
     fn split_off(&mut self) -> Option<(OrdKey, Inner)> {
         let n = self.len();
         if n < 2 {
             return None;
         }
-        let low = if self.map.is_empty() {
-            let b = int_bytes(*self.ints.key_from_end((n / 2).min(self.split_max()))?);
-            OrdKey {
-                prefix: SortPrefix::of(&b),
-                bytes: b.into(),
-            }
-        } else {
-            let mid = self.iter().nth(n / 2)?.key();
-            OrdKey {
-                prefix: SortPrefix::of(mid),
-                bytes: mid.into(),
-            }
-        };
+        let low = self.key_from_end((n / 2).min(self.split_max()))?;
         let ints = self.ints.split_off(|v| cmp_int(*v, &low) != Ordering::Less);
         let map = self.map.split_off(&low as &dyn AsKey);
         // The moved entries' memory: from their lengths alone unless some
@@ -950,13 +974,11 @@ impl OrderedTable {
     /// Unlocks a part written to, and splits it if writers contend for it.
     #[inline]
     fn written(&self, part: &Part, mut g: WriteGuard<'_>, contended: bool) {
-        let split = self.adaptive
-            && g.note_write(contended)
-            && g.splittable()
-            && self.route().parts.len() < MAX_PARTS;
+        let split =
+            self.adaptive && g.note_write(contended) && self.route().parts.len() < MAX_PARTS;
         drop(g);
         if split {
-            self.split(part, false);
+            self.split(part);
         }
     }
 
@@ -992,13 +1014,12 @@ impl OrderedTable {
         }
     }
 
-    /// Splits `part` in two at its middle key (if it is still in the
+    /// Splits `part` in two (if it is still in the
     /// route, the table has fewer than [`MAX_PARTS`] parts, and the part
-    /// holds at least two entries and, unless `any_size`, is
-    /// [`Inner::splittable`]).
+    /// holds at least two entries; see [`Inner::split_off`]).
     #[cold]
     #[inline(never)]
-    fn split(&self, part: &Part, any_size: bool) {
+    fn split(&self, part: &Part) {
         let mut routes = self.routes.lock();
         let r = self.route();
         if r.parts.len() >= MAX_PARTS {
@@ -1008,7 +1029,7 @@ impl OrderedTable {
             return;
         };
         let (mut g, _) = part.write();
-        if g.dead || !(any_size || g.splittable()) {
+        if g.dead {
             return;
         }
         let Some((low, upper)) = g.split_off() else {
@@ -1028,14 +1049,13 @@ impl OrderedTable {
         self.route.store(next.cast_mut(), AtomicOrdering::Release);
     }
 
-    /// Splits every part of at least two entries in two, up to
-    /// [`MAX_PARTS`] parts (whatever their size or contention; for tests of
-    /// walks across parts). O(n).
+    /// Splits every part of at least two entries, up to [`MAX_PARTS`] parts
+    /// (whatever their contention; for tests of walks across parts).
     #[doc(hidden)]
     pub fn split_parts(&self) {
         let parts = self.route().parts.clone();
         for p in &parts {
-            self.split(p, true);
+            self.split(p);
         }
     }
 
@@ -2122,7 +2142,7 @@ mod tests {
             t.insert(keyed(&ik(v)));
         }
         let part = t.route().parts[0].clone();
-        t.split(&part, false);
+        t.split(&part);
         assert_eq!(t.parts(), 2);
         let sizes: Vec<usize> = t.read_all().iter().map(|g| g.len()).collect();
         assert_eq!(sizes, vec![n as usize - SPLIT_MAX, SPLIT_MAX]);
@@ -2145,6 +2165,38 @@ mod tests {
             t.read_next(&ik(v), |e| {
                 assert_eq!(e.map(|e| e.key().to_vec()), (v + 1 < n).then(|| ik(v + 1)))
             });
+        }
+    }
+
+    #[test]
+    fn a_big_part_of_other_keys_splits_by_peeling() {
+        // Floats k + 0.5 and integers interleaved (both trees): the
+        // SPLIT_MAX greatest keys of both go, in term order.
+        let t = OrderedTable::with_concurrency(true);
+        let n = 3 * SPLIT_MAX as i64 + 7;
+        let key = |v: i64| {
+            if v % 3 == 0 {
+                ik(v)
+            } else {
+                fk(v as f64 + 0.5)
+            }
+        };
+        for v in 0..n {
+            t.insert(keyed(&key(v)));
+        }
+        let part = t.route().parts[0].clone();
+        t.split(&part);
+        let sizes: Vec<usize> = t.read_all().iter().map(|g| g.len()).collect();
+        assert_eq!(sizes, vec![n as usize - SPLIT_MAX, SPLIT_MAX]);
+        t.split_parts();
+        t.split_parts();
+        assert_eq!(t.len(), n as usize);
+        let mut want: Vec<Vec<u8>> = (0..n).map(key).collect();
+        want.sort_by(|a, b| compare(a, b));
+        assert_eq!(chunked_walk(&t, 997, true), want);
+        assert_eq!(chunked_walk(&t, 997, false), want);
+        for k in &want {
+            assert!(t.contains(k));
         }
     }
 
