@@ -510,6 +510,62 @@ impl Inner {
         false
     }
 
+    /// The key at index `k` (0: the smallest) of both trees merged, or a
+    /// smaller one when the objects before it reach `budget` bytes (from
+    /// their lengths): O(k) (the integer tree alone, without a budget:
+    /// O(k / leaf size)).
+    fn key_from_start(&self, k: usize, budget: usize) -> Option<OrdKey> {
+        if self.map.is_empty() && budget == usize::MAX {
+            let b = int_bytes(*self.ints.key_at(k)?);
+            return Some(OrdKey {
+                prefix: SortPrefix::of(&b),
+                bytes: b.into(),
+            });
+        }
+        let mut entries = self.iter();
+        let mut bytes = 0usize;
+        for _ in 0..k {
+            bytes += entries.next()?.own_bytes();
+            if bytes >= budget {
+                break;
+            }
+        }
+        let key = entries.next()?.key();
+        Some(OrdKey {
+            prefix: SortPrefix::of(key),
+            bytes: key.into(),
+        })
+    }
+
+    /// Whether a split of this part caused by writes of the key `hot`
+    /// should move its smallest keys (see [`Inner::split_off`]): a part too
+    /// big to split at its middle gives up the end nearer `hot` (estimated
+    /// from the integer tree's root for a part of integer keys only; for
+    /// others, `hot` among the keys that would move).
+    fn peel_front(&self, hot: &Search) -> bool {
+        let k = self.split_max();
+        if self.len() < 2 * k {
+            return false;
+        }
+        if self.map.is_empty() {
+            return match hot {
+                Search::Int(v) => self.ints.rank_fraction(|x| x.cmp(v)) < 0.5,
+                Search::Key(_) => false,
+            };
+        }
+        let b;
+        let hot: &[u8] = match hot {
+            Search::Int(v) => {
+                b = int_bytes(*v);
+                &b
+            }
+            Search::Key(p) => p.bytes,
+        };
+        self.iter()
+            .nth(k)
+            .is_some_and(|e| compare(hot, e.key()) == Ordering::Less)
+    }
+
     /// The key `k` places from the end (1: the greatest) of both trees
     /// merged, or a greater one when the objects passed reach `budget`
     /// bytes (from their lengths: no entry is read): O(k) (the integer tree
@@ -568,13 +624,14 @@ impl Inner {
         }
     }
 
-    /// Moves the entries from a key on into a new `Inner`, and returns it
-    /// with that key (`None` with fewer than two entries): the middle key
-    /// of a small part, else the key that leaves at most [`SPLIT_MAX`]
-    /// entries to move (of a bigger part, the greatest keys go; only they
-    /// are walked: the integer tree moves its leaves, the general tree
-    /// splits along one path and counts the moved side).
-    fn split_off(&mut self) -> Option<(OrdKey, Inner)> {
+    /// Moves the entries from a key on (`front`: before a key) into a new
+    /// `Inner`, and returns it with that key (`None` with fewer than two
+    /// entries): the middle key of a small part, else the key that leaves
+    /// at most [`SPLIT_MAX`] entries to move (of a bigger part, the
+    /// greatest keys go, or the smallest); only they are walked: the
+    /// integer tree moves its leaves, the general tree splits along one
+    /// path and counts the moved side.
+    fn split_off(&mut self, front: bool) -> Option<(OrdKey, Inner)> {
         let n = self.len();
         if n < 2 {
             return None;
@@ -586,9 +643,20 @@ impl Inner {
         } else {
             SPLIT_MAX_BLOB_BYTES
         };
-        let low = self.key_from_end((n / 2).min(self.split_max()), budget)?;
-        let ints = self.ints.split_off(|v| cmp_int(*v, &low) != Ordering::Less);
-        let map = self.map.split_off(&low as &dyn AsKey);
+        let k = (n / 2).min(self.split_max());
+        let (low, ints, map) = if front {
+            let low = self.key_from_start(k, budget)?;
+            let ints = self
+                .ints
+                .split_off_front(|v| cmp_int(*v, &low) == Ordering::Less);
+            let upper = self.map.split_off(&low as &dyn AsKey);
+            (low, ints, std::mem::replace(&mut self.map, upper))
+        } else {
+            let low = self.key_from_end(k, budget)?;
+            let ints = self.ints.split_off(|v| cmp_int(*v, &low) != Ordering::Less);
+            let map = self.map.split_off(&low as &dyn AsKey);
+            (low, ints, map)
+        };
         // The moved entries' memory: from their lengths alone unless some
         // entry holds blobs (reading every moved entry would cost a cache
         // miss each, under the part's lock).
@@ -612,14 +680,14 @@ impl Inner {
         self.heap -= heap;
         self.blobs -= blobs;
         self.version += 1;
-        let upper = Inner {
+        let moved = Inner {
             map,
             ints,
             heap,
             blobs,
             ..Inner::default()
         };
-        Some((low, upper))
+        Some((low, moved))
     }
 }
 
@@ -988,14 +1056,23 @@ impl OrderedTable {
         }
     }
 
-    /// Unlocks a part written to, and splits it if writers contend for it.
+    /// Counts a write to a part (of the key `hot`; see
+    /// [`Inner::note_write`]); `Some(front)` when the part is to be split,
+    /// `front` when it is to give up its smallest keys rather than its
+    /// greatest (see [`Inner::peel_front`]).
     #[inline]
-    fn written(&self, part: &Part, mut g: WriteGuard<'_>, contended: bool) {
-        let split =
-            self.adaptive && g.note_write(contended) && self.route().parts.len() < MAX_PARTS;
+    fn split_due(&self, g: &mut Inner, contended: bool, hot: &Search) -> Option<bool> {
+        let due = self.adaptive && g.note_write(contended) && self.route().parts.len() < MAX_PARTS;
+        due.then(|| g.peel_front(hot))
+    }
+
+    /// Unlocks a part written to, and splits it when [`Self::split_due`]
+    /// said so.
+    #[inline]
+    fn written(&self, part: &Part, g: WriteGuard<'_>, due: Option<bool>) {
         drop(g);
-        if split {
-            self.split(part);
+        if let Some(front) = due {
+            self.split(part, front);
         }
     }
 
@@ -1005,7 +1082,8 @@ impl OrderedTable {
     fn write_at<R>(&self, s: &Search, f: impl FnOnce(&mut Inner) -> R) -> R {
         let (part, mut g, contended) = self.write_part(|r| r.index(s));
         let out = f(&mut g);
-        self.written(part, g, contended);
+        let due = self.split_due(&mut g, contended, s);
+        self.written(part, g, due);
         out
     }
 
@@ -1036,7 +1114,7 @@ impl OrderedTable {
     /// holds at least two entries; see [`Inner::split_off`]).
     #[cold]
     #[inline(never)]
-    fn split(&self, part: &Part) {
+    fn split(&self, part: &Part, front: bool) {
         let mut routes = self.routes.lock();
         let r = self.route();
         if r.parts.len() >= MAX_PARTS {
@@ -1049,12 +1127,13 @@ impl OrderedTable {
         if g.dead {
             return;
         }
-        let Some((low, upper)) = g.split_off() else {
+        let Some((low, moved)) = g.split_off(front) else {
             return;
         };
-        let lower = std::mem::take(&mut *g);
+        let kept = std::mem::take(&mut *g);
+        let (lower, upper) = if front { (moved, kept) } else { (kept, moved) };
         g.dead = true;
-        g.version = lower.version + 1;
+        g.version = lower.version.max(upper.version) + 1;
         let mut lows = Vec::with_capacity(r.lows.len() + 1);
         lows.extend(r.lows[..i].iter().cloned());
         lows.push(Arc::new(low));
@@ -1071,8 +1150,9 @@ impl OrderedTable {
     #[doc(hidden)]
     pub fn split_parts(&self) {
         let parts = self.route().parts.clone();
-        for p in &parts {
-            self.split(p);
+        // (Both ways: the odd parts give up their smallest keys.)
+        for (i, p) in parts.iter().enumerate() {
+            self.split(p, i % 2 == 1);
         }
     }
 
@@ -1121,34 +1201,37 @@ impl OrderedTable {
     pub fn insert(&self, entry: Entry) -> Option<Entry> {
         // A small integer key (the most common ordered key): no prefix.
         if let Some(v) = small_int_key(entry.key()) {
-            let (part, mut g, contended) = self.write_part(|r| r.index(&Search::Int(v)));
+            let s = Search::Int(v);
+            let (part, mut g, contended) = self.write_part(|r| r.index(&s));
+            let due = self.split_due(&mut g, contended, &s);
             let old = g.put_int(v, entry);
-            self.written(part, g, contended);
+            self.written(part, g, due);
             return old;
         }
         let prefix = SortPrefix::of(entry.key());
-        let (part, mut g, contended) = self.write_part(|r| {
-            r.index(&match prefix.integer() {
-                Some(v) => Search::Int(v),
-                None => Search::Key(Probe {
-                    prefix,
-                    bytes: entry.key(),
-                }),
-            })
-        });
+        let s = match prefix.integer() {
+            Some(v) => Search::Int(v),
+            None => Search::Key(Probe {
+                prefix,
+                bytes: entry.key(),
+            }),
+        };
+        let (part, mut g, contended) = self.write_part(|r| r.index(&s));
+        let due = self.split_due(&mut g, contended, &s);
         let old = g.put_with(prefix, entry);
-        self.written(part, g, contended);
+        self.written(part, g, due);
         old
     }
 
     /// Inserts only if the key is absent; returns whether it inserted.
     pub fn insert_new(&self, entry: Entry) -> bool {
         let (part, mut g, contended) = self.write_part(|r| r.index_of(entry.key()));
+        let due = self.split_due(&mut g, contended, &probe(entry.key()));
         let new = g.get(entry.key()).is_none();
         if new {
             g.put(entry);
         }
-        self.written(part, g, contended);
+        self.written(part, g, due);
         new
     }
 
@@ -2159,10 +2242,19 @@ mod tests {
             t.insert(keyed(&ik(v)));
         }
         let part = t.route().parts[0].clone();
-        t.split(&part);
+        t.split(&part, false);
         assert_eq!(t.parts(), 2);
         let sizes: Vec<usize> = t.read_all().iter().map(|g| g.len()).collect();
         assert_eq!(sizes, vec![n as usize - SPLIT_MAX, SPLIT_MAX]);
+        // And the smallest keys, from the other end.
+        let part = t.route().parts[0].clone();
+        t.split(&part, true);
+        let sizes: Vec<usize> = t.read_all().iter().map(|g| g.len()).collect();
+        assert_eq!(
+            sizes,
+            vec![SPLIT_MAX, n as usize - 2 * SPLIT_MAX, SPLIT_MAX]
+        );
+        assert_eq!(t.route().lows[0].bytes[..], ik(SPLIT_MAX as i64)[..]);
         for _ in 0..3 {
             t.split_parts();
         }
@@ -2186,6 +2278,33 @@ mod tests {
     }
 
     #[test]
+    fn contention_on_the_smallest_keys_peels_them_off() {
+        // Writers contending for keys 0..1000 of a 400,000-key part: the
+        // splits give up the end nearer them, so a few splits put them in a
+        // small part (giving up the greatest keys would take 24).
+        let t = OrderedTable::with_concurrency(true);
+        let n = 400_000i64;
+        for v in 0..n {
+            t.insert(keyed(&ik(v)));
+        }
+        for _ in 0..3 {
+            let r = t.route();
+            let i = r.index(&Search::Int(500));
+            let part = r.parts[i].clone();
+            let front = part.inner.read().peel_front(&Search::Int(500));
+            t.split(&part, front);
+        }
+        let r = t.route();
+        let hot = r.parts[r.index(&Search::Int(500))].inner.read().len();
+        assert!(hot <= SPLIT_MAX, "the part of key 500 holds {hot} keys");
+        assert_eq!(t.len(), n as usize);
+        assert_eq!(
+            chunked_walk(&t, 5000, true),
+            (0..n).map(ik).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
     fn a_big_part_of_other_keys_splits_by_peeling() {
         // Floats k + 0.5 and integers interleaved (both trees): the
         // SPLIT_MAX greatest keys of both go, in term order.
@@ -2202,9 +2321,23 @@ mod tests {
             t.insert(keyed(&key(v)));
         }
         let part = t.route().parts[0].clone();
-        t.split(&part);
+        // Which end a split for a hot key gives up.
+        let g = part.inner.read();
+        assert!(g.peel_front(&probe(&key(1))) && g.peel_front(&probe(&key(SPLIT_MAX as i64 - 2))));
+        assert!(
+            !g.peel_front(&probe(&key(SPLIT_MAX as i64 + 5))) && !g.peel_front(&probe(&key(n - 1)))
+        );
+        drop(g);
+        t.split(&part, false);
         let sizes: Vec<usize> = t.read_all().iter().map(|g| g.len()).collect();
         assert_eq!(sizes, vec![n as usize - SPLIT_MAX, SPLIT_MAX]);
+        let part = t.route().parts[0].clone();
+        t.split(&part, true);
+        let sizes: Vec<usize> = t.read_all().iter().map(|g| g.len()).collect();
+        assert_eq!(
+            sizes,
+            vec![SPLIT_MAX, n as usize - 2 * SPLIT_MAX, SPLIT_MAX]
+        );
         t.split_parts();
         t.split_parts();
         assert_eq!(t.len(), n as usize);

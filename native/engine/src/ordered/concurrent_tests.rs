@@ -320,7 +320,7 @@ fn walks_with_caches_vs_model_under_splits() {
                     let r = t.route();
                     let i = (rnd() as usize) % r.parts.len();
                     let p = r.parts[i].clone();
-                    t.split(&p);
+                    t.split(&p, rnd() % 2 == 0);
                 }
                 _ => {
                     let w = (rnd() % 3) as usize;
@@ -432,7 +432,7 @@ fn route_copies_of_big_keys() {
             .max_by_key(|p| p.inner.read().len())
             .unwrap()
             .clone();
-        t.split(&biggest);
+        t.split(&biggest, false);
     }
     // Low keys are shared by the routes that have them: count each once.
     let mut seen = std::collections::HashSet::new();

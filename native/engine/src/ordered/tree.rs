@@ -538,6 +538,96 @@ impl<K: TreeKey> Tree<K> {
         Self::from_leaves(moved)
     }
 
+    /// Moves the entries whose keys satisfy `left` (a prefix of the keys:
+    /// once it fails, it fails for every greater key) into a new tree: the
+    /// mirror of [`Tree::split_off`], walking only the moved side.
+    pub fn split_off_front(&mut self, left: impl Fn(&K) -> bool) -> Self {
+        if self.root == NONE {
+            return Self::default();
+        }
+        if self.height + 1 >= MAX_HEIGHT {
+            self.rebuild();
+        }
+        // The path to the leaf where `left` stops holding.
+        let mut path = Path {
+            steps: [(NONE, 0); MAX_HEIGHT],
+            depth: 0,
+        };
+        let leaf = self.descend(&mut path, |n| n.keys.partition_point(|s| left(s)));
+        let mut moved = Vec::new();
+        let l = &mut self.leaves[leaf as usize];
+        let at = l.keys.partition_point(|k| left(k));
+        if at > 0 {
+            moved.push((l.keys.drain(..at).collect(), l.vals.drain(..at).collect()));
+        }
+        let mut prev = std::mem::replace(&mut l.prev, NONE);
+        while let Some(l) = self.leaves.get_mut(prev as usize) {
+            let keys = std::mem::take(&mut l.keys);
+            let vals = std::mem::take(&mut l.vals);
+            let before = l.prev;
+            self.free_leaf(prev);
+            moved.push((keys, vals));
+            prev = before;
+        }
+        moved.reverse();
+        self.first = leaf;
+        self.len -= moved
+            .iter()
+            .map(|(k, _): &(Vec<K>, Vec<Entry>)| k.len())
+            .sum::<usize>();
+        // The children left of the path held only moved leaves; the path's
+        // child becomes each node's first.
+        for d in (0..path.depth).rev() {
+            let (n, i) = path.steps[d];
+            let inner = &mut self.inners[n as usize];
+            inner.keys.drain(..i);
+            let gone: Vec<u32> = inner.children.drain(..i).collect();
+            for c in gone {
+                self.free_inners_of(c, self.height - d - 1);
+            }
+            path.steps[d].1 = 0;
+        }
+        if self.leaves[leaf as usize].keys.is_empty() {
+            if self.len == 0 {
+                *self = Self::default();
+            } else {
+                self.unlink_leaf(leaf);
+                self.remove_child(&path);
+            }
+        }
+        self.shrink_root();
+        Self::from_leaves(moved)
+    }
+
+    /// Roughly where the key `cmp` looks for falls in the tree, from 0 (the
+    /// smallest keys) to 1, read from the root alone: O(1).
+    pub fn rank_fraction(&self, cmp: impl Fn(&K) -> Ordering) -> f64 {
+        if self.height == 0 {
+            let Some(l) = self.leaves.get(self.root as usize) else {
+                return 0.0;
+            };
+            let i = count_while(&l.keys, |k| cmp(k) == Ordering::Less);
+            return i as f64 / l.keys.len().max(1) as f64;
+        }
+        let n = &self.inners[self.root as usize];
+        let i = count_while(&n.keys, |s| cmp(s) != Ordering::Greater);
+        (i as f64 + 0.5) / n.children.len() as f64
+    }
+
+    /// The key at index `i` from the start (0: the smallest); O(i / leaf
+    /// size).
+    pub fn key_at(&self, mut i: usize) -> Option<&K> {
+        let mut leaf = self.first;
+        while let Some(l) = self.leaves.get(leaf as usize) {
+            if i < l.keys.len() {
+                return l.keys.get(i);
+            }
+            i -= l.keys.len();
+            leaf = l.next;
+        }
+        None
+    }
+
     /// Frees the inner nodes of the subtree at `node`, `height` levels
     /// above the leaves (its leaves are freed by the caller).
     fn free_inners_of(&mut self, node: u32, height: usize) {
@@ -1198,6 +1288,53 @@ mod tests {
                         .collect::<Vec<_>>()
                 );
                 for mut half in [t, upper] {
+                    for k in 0..40 {
+                        half.insert(Tiny(k * 5), entry(k * 5), |a, b| a.cmp(b));
+                        half.remove(|x| x.cmp(&Tiny(k * 3)));
+                    }
+                    half.check(|a, b| a.cmp(b));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn split_off_front_of_deep_trees() {
+        // As `split_off_of_deep_trees_and_keys_from_the_end`, moving the
+        // lower side.
+        for n in [1i64, 5, 17, 64, 300] {
+            for at in 0..=n {
+                let mut t: Tree<Tiny> = Tree::default();
+                for k in 0..n {
+                    t.insert(Tiny(k * 2), entry(k * 2), |a, b| a.cmp(b));
+                }
+                for k in (0..n).filter(|k| k % 7 == 3) {
+                    t.remove(|x| x.cmp(&Tiny(k * 2)));
+                }
+                let all: Vec<i64> = t.iter().map(|(k, _)| k.0).collect();
+                let at_index: Vec<i64> = (0..all.len()).map(|i| t.key_at(i).unwrap().0).collect();
+                assert_eq!(at_index, all);
+                assert!(t.key_at(all.len()).is_none());
+                let lower = t.split_off_front(|k| k.0 < at * 2);
+                t.check(|a, b| a.cmp(b));
+                lower.check(|a, b| a.cmp(b));
+                let lo: Vec<i64> = lower.iter().map(|(k, _)| k.0).collect();
+                let hi: Vec<i64> = t.iter().map(|(k, _)| k.0).collect();
+                assert_eq!(
+                    lo,
+                    all.iter()
+                        .copied()
+                        .filter(|k| *k < at * 2)
+                        .collect::<Vec<_>>()
+                );
+                assert_eq!(
+                    hi,
+                    all.iter()
+                        .copied()
+                        .filter(|k| *k >= at * 2)
+                        .collect::<Vec<_>>()
+                );
+                for mut half in [t, lower] {
                     for k in 0..40 {
                         half.insert(Tiny(k * 5), entry(k * 5), |a, b| a.cmp(b));
                         half.remove(|x| x.cmp(&Tiny(k * 3)));
