@@ -2232,6 +2232,19 @@ mod tests {
         assert!(t.is_empty());
     }
 
+    /// Splits a one-part table of `n` (at least 3 x SPLIT_MAX) objects
+    /// from its greatest keys, then its smallest: SPLIT_MAX move each time.
+    fn peel_both_ends(t: &OrderedTable, n: usize) {
+        let part = t.route().parts[0].clone();
+        t.split(&part, false);
+        let sizes: Vec<usize> = t.read_all().iter().map(|g| g.len()).collect();
+        assert_eq!(sizes, vec![n - SPLIT_MAX, SPLIT_MAX]);
+        let part = t.route().parts[0].clone();
+        t.split(&part, true);
+        let sizes: Vec<usize> = t.read_all().iter().map(|g| g.len()).collect();
+        assert_eq!(sizes, vec![SPLIT_MAX, n - 2 * SPLIT_MAX, SPLIT_MAX]);
+    }
+
     #[test]
     fn a_big_part_of_integer_keys_splits_by_peeling() {
         // A part far bigger than a split may move gives up its greatest
@@ -2241,19 +2254,7 @@ mod tests {
         for v in 0..n {
             t.insert(keyed(&ik(v)));
         }
-        let part = t.route().parts[0].clone();
-        t.split(&part, false);
-        assert_eq!(t.parts(), 2);
-        let sizes: Vec<usize> = t.read_all().iter().map(|g| g.len()).collect();
-        assert_eq!(sizes, vec![n as usize - SPLIT_MAX, SPLIT_MAX]);
-        // And the smallest keys, from the other end.
-        let part = t.route().parts[0].clone();
-        t.split(&part, true);
-        let sizes: Vec<usize> = t.read_all().iter().map(|g| g.len()).collect();
-        assert_eq!(
-            sizes,
-            vec![SPLIT_MAX, n as usize - 2 * SPLIT_MAX, SPLIT_MAX]
-        );
+        peel_both_ends(&t, n as usize);
         assert_eq!(t.route().lows[0].bytes[..], ik(SPLIT_MAX as i64)[..]);
         for _ in 0..3 {
             t.split_parts();
@@ -2328,16 +2329,7 @@ mod tests {
             !g.peel_front(&probe(&key(SPLIT_MAX as i64 + 5))) && !g.peel_front(&probe(&key(n - 1)))
         );
         drop(g);
-        t.split(&part, false);
-        let sizes: Vec<usize> = t.read_all().iter().map(|g| g.len()).collect();
-        assert_eq!(sizes, vec![n as usize - SPLIT_MAX, SPLIT_MAX]);
-        let part = t.route().parts[0].clone();
-        t.split(&part, true);
-        let sizes: Vec<usize> = t.read_all().iter().map(|g| g.len()).collect();
-        assert_eq!(
-            sizes,
-            vec![SPLIT_MAX, n as usize - 2 * SPLIT_MAX, SPLIT_MAX]
-        );
+        peel_both_ends(&t, n as usize);
         t.split_parts();
         t.split_parts();
         assert_eq!(t.len(), n as usize);

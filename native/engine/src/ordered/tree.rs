@@ -1249,97 +1249,63 @@ mod tests {
     }
 
     #[test]
-    fn split_off_of_deep_trees_and_keys_from_the_end() {
-        // Tiny nodes: trees several levels deep, split at every place
-        // (inner nodes right of the boundary freed, emptied boundary
-        // leaves and single-child roots removed), then used further.
-        for n in [1i64, 5, 17, 64, 300] {
-            for at in 0..=n {
-                let mut t: Tree<Tiny> = Tree::default();
-                for k in 0..n {
-                    t.insert(Tiny(k * 2), entry(k * 2), |a, b| a.cmp(b));
-                }
-                for k in (0..n).filter(|k| k % 7 == 3) {
-                    t.remove(|x| x.cmp(&Tiny(k * 2)));
-                }
-                let all: Vec<i64> = t.iter().map(|(k, _)| k.0).collect();
-                let from_end: Vec<i64> = (1..=all.len())
-                    .map(|i| t.key_from_end(i).unwrap().0)
-                    .collect();
-                assert_eq!(from_end, all.iter().rev().copied().collect::<Vec<_>>());
-                assert!(t.key_from_end(0).is_none() && t.key_from_end(all.len() + 1).is_none());
-                let upper = t.split_off(|k| k.0 >= at * 2);
-                t.check(|a, b| a.cmp(b));
-                upper.check(|a, b| a.cmp(b));
-                let lo: Vec<i64> = t.iter().map(|(k, _)| k.0).collect();
-                let hi: Vec<i64> = upper.iter().map(|(k, _)| k.0).collect();
-                assert_eq!(
-                    lo,
-                    all.iter()
-                        .copied()
-                        .filter(|k| *k < at * 2)
-                        .collect::<Vec<_>>()
-                );
-                assert_eq!(
-                    hi,
-                    all.iter()
-                        .copied()
-                        .filter(|k| *k >= at * 2)
-                        .collect::<Vec<_>>()
-                );
-                for mut half in [t, upper] {
-                    for k in 0..40 {
-                        half.insert(Tiny(k * 5), entry(k * 5), |a, b| a.cmp(b));
-                        half.remove(|x| x.cmp(&Tiny(k * 3)));
+    fn split_off_of_deep_trees_both_ways_and_keys_by_place() {
+        // Tiny nodes: trees several levels deep, split at every place, the
+        // upper side moved (`split_off`) or the lower one
+        // (`split_off_front`): inner nodes beside the boundary freed,
+        // emptied boundary leaves and single-child roots removed; both
+        // halves then used further.
+        for front in [false, true] {
+            for n in [1i64, 5, 17, 64, 300] {
+                for at in 0..=n {
+                    let mut t: Tree<Tiny> = Tree::default();
+                    for k in 0..n {
+                        t.insert(Tiny(k * 2), entry(k * 2), |a, b| a.cmp(b));
                     }
-                    half.check(|a, b| a.cmp(b));
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn split_off_front_of_deep_trees() {
-        // As `split_off_of_deep_trees_and_keys_from_the_end`, moving the
-        // lower side.
-        for n in [1i64, 5, 17, 64, 300] {
-            for at in 0..=n {
-                let mut t: Tree<Tiny> = Tree::default();
-                for k in 0..n {
-                    t.insert(Tiny(k * 2), entry(k * 2), |a, b| a.cmp(b));
-                }
-                for k in (0..n).filter(|k| k % 7 == 3) {
-                    t.remove(|x| x.cmp(&Tiny(k * 2)));
-                }
-                let all: Vec<i64> = t.iter().map(|(k, _)| k.0).collect();
-                let at_index: Vec<i64> = (0..all.len()).map(|i| t.key_at(i).unwrap().0).collect();
-                assert_eq!(at_index, all);
-                assert!(t.key_at(all.len()).is_none());
-                let lower = t.split_off_front(|k| k.0 < at * 2);
-                t.check(|a, b| a.cmp(b));
-                lower.check(|a, b| a.cmp(b));
-                let lo: Vec<i64> = lower.iter().map(|(k, _)| k.0).collect();
-                let hi: Vec<i64> = t.iter().map(|(k, _)| k.0).collect();
-                assert_eq!(
-                    lo,
-                    all.iter()
-                        .copied()
-                        .filter(|k| *k < at * 2)
-                        .collect::<Vec<_>>()
-                );
-                assert_eq!(
-                    hi,
-                    all.iter()
-                        .copied()
-                        .filter(|k| *k >= at * 2)
-                        .collect::<Vec<_>>()
-                );
-                for mut half in [t, lower] {
-                    for k in 0..40 {
-                        half.insert(Tiny(k * 5), entry(k * 5), |a, b| a.cmp(b));
-                        half.remove(|x| x.cmp(&Tiny(k * 3)));
+                    for k in (0..n).filter(|k| k % 7 == 3) {
+                        t.remove(|x| x.cmp(&Tiny(k * 2)));
                     }
-                    half.check(|a, b| a.cmp(b));
+                    let all: Vec<i64> = t.iter().map(|(k, _)| k.0).collect();
+                    let by_index: Vec<i64> =
+                        (0..all.len()).map(|i| t.key_at(i).unwrap().0).collect();
+                    assert_eq!(by_index, all);
+                    let from_end: Vec<i64> = (1..=all.len())
+                        .map(|i| t.key_from_end(i).unwrap().0)
+                        .collect();
+                    assert_eq!(from_end, all.iter().rev().copied().collect::<Vec<_>>());
+                    assert!(t.key_at(all.len()).is_none() && t.key_from_end(0).is_none());
+                    let (lower, upper) = if front {
+                        let lower = t.split_off_front(|k| k.0 < at * 2);
+                        (lower, t)
+                    } else {
+                        let upper = t.split_off(|k| k.0 >= at * 2);
+                        (t, upper)
+                    };
+                    lower.check(|a, b| a.cmp(b));
+                    upper.check(|a, b| a.cmp(b));
+                    let lo: Vec<i64> = lower.iter().map(|(k, _)| k.0).collect();
+                    let hi: Vec<i64> = upper.iter().map(|(k, _)| k.0).collect();
+                    assert_eq!(
+                        lo,
+                        all.iter()
+                            .copied()
+                            .filter(|k| *k < at * 2)
+                            .collect::<Vec<_>>()
+                    );
+                    assert_eq!(
+                        hi,
+                        all.iter()
+                            .copied()
+                            .filter(|k| *k >= at * 2)
+                            .collect::<Vec<_>>()
+                    );
+                    for mut half in [lower, upper] {
+                        for k in 0..40 {
+                            half.insert(Tiny(k * 5), entry(k * 5), |a, b| a.cmp(b));
+                            half.remove(|x| x.cmp(&Tiny(k * 3)));
+                        }
+                        half.check(|a, b| a.cmp(b));
+                    }
                 }
             }
         }
