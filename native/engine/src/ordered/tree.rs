@@ -487,105 +487,81 @@ impl<K: TreeKey> Tree<K> {
     /// are freed, and the new tree's inner nodes are built over the moved
     /// leaves: O(height + moved leaves), whatever the size of the rest.
     pub fn split_off(&mut self, right: impl Fn(&K) -> bool) -> Self {
-        if self.root == NONE {
-            return Self::default();
-        }
-        if self.height + 1 >= MAX_HEIGHT {
-            self.rebuild();
-        }
-        // The path to the leaf where `right` starts to hold.
-        let mut path = Path {
-            steps: [(NONE, 0); MAX_HEIGHT],
-            depth: 0,
-        };
-        let leaf = self.descend(&mut path, |n| n.keys.partition_point(|s| !right(s)));
-        let mut moved = Vec::new();
-        let l = &mut self.leaves[leaf as usize];
-        let at = l.keys.partition_point(|k| !right(k));
-        if at < l.keys.len() {
-            moved.push((l.keys.split_off(at), l.vals.split_off(at)));
-        }
-        let mut next = std::mem::replace(&mut l.next, NONE);
-        while let Some(l) = self.leaves.get_mut(next as usize) {
-            let keys = std::mem::take(&mut l.keys);
-            let vals = std::mem::take(&mut l.vals);
-            let after = l.next;
-            self.free_leaf(next);
-            moved.push((keys, vals));
-            next = after;
-        }
-        self.last = leaf;
-        self.len -= moved.iter().map(|(k, _)| k.len()).sum::<usize>();
-        // The children right of the path held only moved leaves.
-        for d in (0..path.depth).rev() {
-            let (n, i) = path.steps[d];
-            let inner = &mut self.inners[n as usize];
-            inner.keys.truncate(i);
-            let gone: Vec<u32> = inner.children.drain(i + 1..).collect();
-            for c in gone {
-                self.free_inners_of(c, self.height - d - 1);
-            }
-        }
-        if self.leaves[leaf as usize].keys.is_empty() {
-            if self.len == 0 {
-                *self = Self::default();
-            } else {
-                self.unlink_leaf(leaf);
-                self.remove_child(&path);
-            }
-        }
-        self.shrink_root();
-        Self::from_leaves(moved)
+        self.cut(|k| !right(k), false)
     }
 
     /// Moves the entries whose keys satisfy `left` (a prefix of the keys:
     /// once it fails, it fails for every greater key) into a new tree: the
     /// mirror of [`Tree::split_off`], walking only the moved side.
     pub fn split_off_front(&mut self, left: impl Fn(&K) -> bool) -> Self {
+        self.cut(left, true)
+    }
+
+    /// [`Tree::split_off`] (`front` false: the keys not `below` move) or
+    /// [`Tree::split_off_front`] (`front`: the keys `below` move), `below`
+    /// holding for a prefix of the keys.
+    fn cut(&mut self, below: impl Fn(&K) -> bool, front: bool) -> Self {
         if self.root == NONE {
             return Self::default();
         }
         if self.height + 1 >= MAX_HEIGHT {
             self.rebuild();
         }
-        // The path to the leaf where `left` stops holding.
+        // The path to the leaf where `below` stops holding.
         let mut path = Path {
             steps: [(NONE, 0); MAX_HEIGHT],
             depth: 0,
         };
-        let leaf = self.descend(&mut path, |n| n.keys.partition_point(|s| left(s)));
+        let leaf = self.descend(&mut path, |n| n.keys.partition_point(|s| below(s)));
         let mut moved = Vec::new();
         let l = &mut self.leaves[leaf as usize];
-        let at = l.keys.partition_point(|k| left(k));
-        if at > 0 {
-            moved.push((l.keys.drain(..at).collect(), l.vals.drain(..at).collect()));
-        }
-        let mut prev = std::mem::replace(&mut l.prev, NONE);
-        while let Some(l) = self.leaves.get_mut(prev as usize) {
+        let at = l.keys.partition_point(|k| below(k));
+        let mut other = if front {
+            if at > 0 {
+                moved.push((l.keys.drain(..at).collect(), l.vals.drain(..at).collect()));
+            }
+            std::mem::replace(&mut l.prev, NONE)
+        } else {
+            if at < l.keys.len() {
+                moved.push((l.keys.split_off(at), l.vals.split_off(at)));
+            }
+            std::mem::replace(&mut l.next, NONE)
+        };
+        // The leaves beyond the boundary leaf, on the moved side.
+        while let Some(l) = self.leaves.get_mut(other as usize) {
             let keys = std::mem::take(&mut l.keys);
             let vals = std::mem::take(&mut l.vals);
-            let before = l.prev;
-            self.free_leaf(prev);
+            let beyond = if front { l.prev } else { l.next };
+            self.free_leaf(other);
             moved.push((keys, vals));
-            prev = before;
+            other = beyond;
         }
-        moved.reverse();
-        self.first = leaf;
+        if front {
+            moved.reverse();
+            self.first = leaf;
+        } else {
+            self.last = leaf;
+        }
         self.len -= moved
             .iter()
             .map(|(k, _): &(Vec<K>, Vec<Entry>)| k.len())
             .sum::<usize>();
-        // The children left of the path held only moved leaves; the path's
-        // child becomes each node's first.
+        // The children beside the path on the moved side held only moved
+        // leaves (front: the path's child becomes each node's first).
         for d in (0..path.depth).rev() {
             let (n, i) = path.steps[d];
             let inner = &mut self.inners[n as usize];
-            inner.keys.drain(..i);
-            let gone: Vec<u32> = inner.children.drain(..i).collect();
+            let gone: Vec<u32> = if front {
+                inner.keys.drain(..i);
+                path.steps[d].1 = 0;
+                inner.children.drain(..i).collect()
+            } else {
+                inner.keys.truncate(i);
+                inner.children.drain(i + 1..).collect()
+            };
             for c in gone {
                 self.free_inners_of(c, self.height - d - 1);
             }
-            path.steps[d].1 = 0;
         }
         if self.leaves[leaf as usize].keys.is_empty() {
             if self.len == 0 {
