@@ -268,6 +268,48 @@ defmodule NativeStore.TableConcurrencyTest do
   defp walk_keys(_t, :"$end_of_table"), do: []
   defp walk_keys(t, k), do: [k | walk_keys(t, Table.next(t, k))]
 
+  # A long list goes to a dirty scheduler; a process killed there is
+  # terminated around the running call (its monitors fire while the call
+  # goes on): its insert must then be all or nothing, and over before its
+  # `DOWN`, as with ETS (which drops the insert of a process killed while
+  # it traps).
+  for fun <- [:insert, :insert_new] do
+    @fun fun
+    test "a process killed inside #{fun}/2 of a long list: nothing changes after its DOWN" do
+      n = 100_000
+
+      for type <- [:set, :ordered_set, :bag, :duplicate_bag], attempt <- 0..3 do
+        for {mod, t} <- [
+              {Table, Table.new(:killed_insert, [type, :public])},
+              {:ets, :ets.new(:killed_insert, [type, :public])}
+            ] do
+          parent = self()
+
+          {pid, ref} =
+            spawn_monitor(fn ->
+              objs = for i <- 1..n, do: {i, i}
+              send(parent, :inserting)
+              apply(mod, @fun, [t, objs])
+            end)
+
+          assert_receive :inserting, 10_000
+          Process.sleep(attempt)
+          Process.exit(pid, :kill)
+          assert_receive {:DOWN, ^ref, _, _, _}, 10_000
+          # Lookups wait for the locks of a write under way.
+          seen = {mod.lookup(t, 1), mod.lookup(t, n)}
+          # Long enough for a dirty call still running to end.
+          Process.sleep(100)
+          what = "#{inspect(mod)} #{type}, killed #{attempt} ms in: #{inspect(seen)} at DOWN"
+          assert seen in [{[], []}, {[{1, 1}], [{n, n}]}], what
+          assert {mod.lookup(t, 1), mod.lookup(t, n)} == seen, what
+          assert mod.info(t, :size) == if(seen == {[], []}, do: 0, else: n), what
+          mod.delete(t)
+        end
+      end
+    end
+  end
+
   test "the owner dies while 6 processes use its table: they see results or ArgumentError" do
     ops = [
       fn t, i -> Table.insert(t, {rem(i, 50), i, :v}) end,

@@ -597,18 +597,38 @@ impl BagTable {
 
     /// Adds all objects atomically, in ETS's order (see above).
     pub fn insert_all(&self, entries: Vec<Entry>) {
+        self.insert_all_if(entries, || true);
+    }
+
+    /// [`BagTable::insert_all`] if `go()`, asked once every lock is held,
+    /// says so (returns whether it inserted): a caller that may have been
+    /// cancelled while it prepared the entries checks it there.
+    pub fn insert_all_if(&self, entries: Vec<Entry>, go: impl FnOnce() -> bool) -> bool {
         let entries = Self::inline(entries);
         let hashes = Self::hashes(&entries);
         let mut guards = self.lock_for(&hashes);
+        if !go() {
+            return false;
+        }
         self.add_all(&mut guards, &entries, &hashes);
+        true
     }
 
     /// Adds all objects atomically if none of their keys is present;
     /// otherwise adds nothing. Returns whether it added.
     pub fn insert_new_all(&self, entries: Vec<Entry>) -> bool {
+        self.insert_new_all_if(entries, || true)
+    }
+
+    /// [`BagTable::insert_new_all`] if `go()`, asked once every lock is
+    /// held, says so (see [`BagTable::insert_all_if`]; false otherwise).
+    pub fn insert_new_all_if(&self, entries: Vec<Entry>, go: impl FnOnce() -> bool) -> bool {
         let entries = Self::inline(entries);
         let hashes = Self::hashes(&entries);
         let mut guards = self.lock_for(&hashes);
+        if !go() {
+            return false;
+        }
         for (e, &h) in entries.iter().zip(&hashes) {
             if Self::guard(&mut guards, h)
                 .find(&Key::new(e.key()))
@@ -870,6 +890,18 @@ mod tests {
     }
     fn objects(es: &[Entry]) -> Vec<Vec<u8>> {
         es.iter().map(|e| e.object().to_vec()).collect()
+    }
+
+    #[test]
+    fn insert_all_if_refused_inserts_nothing() {
+        let t = BagTable::new(true, true);
+        let es = || (0..100).map(|i| pair(i, 0.5)).collect::<Vec<_>>();
+        assert!(!t.insert_all_if(es(), || false));
+        assert!(!t.insert_new_all_if(es(), || false));
+        assert_eq!(t.len(), 0);
+        assert!(t.insert_all_if(es(), || true));
+        assert!(!t.insert_new_all_if(es(), || true));
+        assert_eq!(t.len(), 100);
     }
 
     #[test]

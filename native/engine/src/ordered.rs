@@ -1238,20 +1238,43 @@ impl OrderedTable {
     /// Inserts all entries atomically (for equal keys the last one wins);
     /// returns the replaced entries.
     pub fn insert_all(&self, entries: Vec<Entry>) -> Vec<Entry> {
+        self.insert_all_if(entries, || true).unwrap_or_default()
+    }
+
+    /// [`OrderedTable::insert_all`] if `go()`, asked once every lock is
+    /// held, says so (`None` and nothing inserted otherwise): a caller that
+    /// may have been cancelled while it prepared the entries checks it there.
+    pub fn insert_all_if(
+        &self,
+        entries: Vec<Entry>,
+        go: impl FnOnce() -> bool,
+    ) -> Option<Vec<Entry>> {
         let mut gs = self.write_all();
+        if !go() {
+            return None;
+        }
         let r = self.route();
         let old = entries
             .into_iter()
             .filter_map(|e| gs[r.index_of(e.key())].put(e))
             .collect();
         publish_all(&gs);
-        old
+        Some(old)
     }
 
     /// Inserts all entries atomically if none of their keys is present;
     /// otherwise inserts nothing. Returns whether it inserted.
     pub fn insert_new_all(&self, entries: Vec<Entry>) -> bool {
+        self.insert_new_all_if(entries, || true)
+    }
+
+    /// [`OrderedTable::insert_new_all`] if `go()`, asked once every lock is
+    /// held, says so (see [`OrderedTable::insert_all_if`]; false otherwise).
+    pub fn insert_new_all_if(&self, entries: Vec<Entry>, go: impl FnOnce() -> bool) -> bool {
         let mut gs = self.write_all();
+        if !go() {
+            return false;
+        }
         let r = self.route();
         if entries
             .iter()
@@ -1870,6 +1893,22 @@ mod tests {
         let mut o = Vec::new();
         put_float(&mut o, k);
         o
+    }
+
+    #[test]
+    fn insert_all_if_refused_inserts_nothing() {
+        let t = OrderedTable::new();
+        let es = || {
+            (0..100)
+                .map(|i| obj(i as f64, false, i))
+                .collect::<Vec<_>>()
+        };
+        assert!(t.insert_all_if(es(), || false).is_none());
+        assert!(!t.insert_new_all_if(es(), || false));
+        assert_eq!(t.len(), 0);
+        assert_eq!(t.insert_all_if(es(), || true).map(|v| v.len()), Some(0));
+        assert!(!t.insert_new_all_if(es(), || true));
+        assert_eq!(t.len(), 100);
     }
 
     #[test]

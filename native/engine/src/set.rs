@@ -736,20 +736,43 @@ impl SetTable {
     /// Inserts all entries atomically: no reader sees some but not others.
     /// For equal keys the last one wins.
     pub fn insert_all(&self, entries: Vec<Entry>) -> Vec<Entry> {
+        self.insert_all_if(entries, || true).unwrap_or_default()
+    }
+
+    /// [`SetTable::insert_all`] if `go()`, asked once every lock is held,
+    /// says so (`None` and nothing inserted otherwise): a caller that may
+    /// have been cancelled while it prepared the entries checks it there.
+    pub fn insert_all_if(
+        &self,
+        entries: Vec<Entry>,
+        go: impl FnOnce() -> bool,
+    ) -> Option<Vec<Entry>> {
         let mut guards = self.lock_for(&entries);
+        if !go() {
+            return None;
+        }
         let mut replaced = Vec::new();
         for e in entries {
             if let Some(old) = Self::guard_for(&mut guards, &e).put(e) {
                 replaced.push(old);
             }
         }
-        replaced
+        Some(replaced)
     }
 
     /// Inserts all entries atomically if none of their keys is present;
     /// otherwise inserts nothing. Returns whether it inserted.
     pub fn insert_new_all(&self, entries: Vec<Entry>) -> bool {
+        self.insert_new_all_if(entries, || true)
+    }
+
+    /// [`SetTable::insert_new_all`] if `go()`, asked once every lock is
+    /// held, says so (see [`SetTable::insert_all_if`]; false otherwise).
+    pub fn insert_new_all_if(&self, entries: Vec<Entry>, go: impl FnOnce() -> bool) -> bool {
         let mut guards = self.lock_for(&entries);
+        if !go() {
+            return false;
+        }
         for e in &entries {
             if Self::guard_for(&mut guards, e)
                 .find(&Key::new(e.key()))
@@ -941,6 +964,18 @@ mod tests {
         let mut out = Vec::new();
         put_int(&mut out, k);
         out
+    }
+
+    #[test]
+    fn insert_all_if_refused_inserts_nothing() {
+        let t = SetTable::new();
+        let es = || (0..100).map(|i| pair(i, i)).collect::<Vec<_>>();
+        assert!(t.insert_all_if(es(), || false).is_none());
+        assert!(!t.insert_new_all_if(es(), || false));
+        assert_eq!(t.len(), 0);
+        assert_eq!(t.insert_all_if(es(), || true).map(|v| v.len()), Some(0));
+        assert!(!t.insert_new_all_if(es(), || true));
+        assert_eq!(t.len(), 100);
     }
 
     #[test]

@@ -1019,6 +1019,18 @@ unsafe fn call_hot<const N: usize>(
 
 hot_nif!(table_insert, 2);
 fn table_insert<'a>(env: Env<'a>, [tab, objs]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
+    // A process cannot be terminated inside a call on a normal scheduler.
+    insert(env, tab, objs, || true)
+}
+
+/// `insert/2`: a list's objects go in only if `go()`, asked once every
+/// lock they need is held, says so (see [`caller_alive`]).
+fn insert<'a>(
+    env: Env<'a>,
+    tab: Term<'a>,
+    objs: Term<'a>,
+    go: impl FnOnce() -> bool,
+) -> NifResult<Term<'a>> {
     let t = writable(env, tab)?;
     let keypos = t.meta.keypos();
     match &t.data {
@@ -1029,7 +1041,7 @@ fn table_insert<'a>(env: Env<'a>, [tab, objs]: [Term<'a>; 2]) -> NifResult<Term<
                     with_encoded_object(env, objs, keypos, None, true, |img| s.insert_image(img))?;
                 drop(replaced);
             } else {
-                drop(s.insert_all(encode_objects(env, objs, keypos, &t.data)?));
+                drop(s.insert_all_if(encode_objects(env, objs, keypos, &t.data)?, go));
             }
         }
         Data::Ordered(o) => {
@@ -1037,7 +1049,7 @@ fn table_insert<'a>(env: Env<'a>, [tab, objs]: [Term<'a>; 2]) -> NifResult<Term<
                 let e = with_encoded_object(env, objs, keypos, None, true, entry_of_image)?;
                 keep_spare(o.insert(e));
             } else {
-                drop(o.insert_all(encode_objects(env, objs, keypos, &t.data)?));
+                drop(o.insert_all_if(encode_objects(env, objs, keypos, &t.data)?, go));
             }
         }
         Data::Bag(b) => {
@@ -1046,7 +1058,7 @@ fn table_insert<'a>(env: Env<'a>, [tab, objs]: [Term<'a>; 2]) -> NifResult<Term<
                 // (no entry is allocated for it).
                 with_encoded_object(env, objs, keypos, None, false, |img| b.insert_image(img))?;
             } else {
-                b.insert_all(encode_objects(env, objs, keypos, &t.data)?);
+                b.insert_all_if(encode_objects(env, objs, keypos, &t.data)?, go);
             }
         }
     }
@@ -1089,19 +1101,26 @@ fn keep_spare(replaced: Option<Entry>) {
 
 hot_nif!(table_insert_new, 2);
 fn table_insert_new<'a>(env: Env<'a>, [tab, objs]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
-    insert_new(env, tab, objs).map(|b| b.encode(env))
+    insert_new(env, tab, objs, || true).map(|b| b.encode(env))
 }
 
-fn insert_new<'a>(env: Env<'a>, tab: Term<'a>, objs: Term<'a>) -> NifResult<bool> {
+/// `insert_new/2`; a list's objects go in only if `go()` says so (see
+/// [`insert`]).
+fn insert_new<'a>(
+    env: Env<'a>,
+    tab: Term<'a>,
+    objs: Term<'a>,
+    go: impl FnOnce() -> bool,
+) -> NifResult<bool> {
     let t = writable(env, tab)?;
     let keypos = t.meta.keypos();
     let mut entries = encode_objects(env, objs, keypos, &t.data)?;
     Ok(match &t.data {
         Data::Set(s) if entries.len() == 1 => s.insert_new(entries.pop().expect("one entry")),
-        Data::Set(s) => s.insert_new_all(entries),
+        Data::Set(s) => s.insert_new_all_if(entries, go),
         Data::Ordered(o) if entries.len() == 1 => o.insert_new(entries.pop().expect("one entry")),
-        Data::Ordered(o) => o.insert_new_all(entries),
-        Data::Bag(b) => b.insert_new_all(entries),
+        Data::Ordered(o) => o.insert_new_all_if(entries, go),
+        Data::Bag(b) => b.insert_new_all_if(entries, go),
     })
 }
 
@@ -2684,14 +2703,29 @@ fn table_prev<'a>(env: Env<'a>, [tab, key]: [Term<'a>; 2]) -> NifResult<Term<'a>
 /// `insert/2` of a long list, on a dirty CPU scheduler: encoding and
 /// inserting many objects atomically takes longer than a normal scheduler
 /// may be held. (`NativeStore.Table` routes lists longer than a threshold
-/// here.)
+/// here.) A caller killed meanwhile inserts nothing (see [`caller_alive`]).
 #[rustler::nif(schedule = "DirtyCpu")]
 fn table_insert_dirty<'a>(env: Env<'a>, tab: Term<'a>, objs: Term<'a>) -> NifResult<Term<'a>> {
-    table_insert(env, [tab, objs])
+    insert(env, tab, objs, || caller_alive(env))
 }
 
-/// `insert_new/2` of a long list, on a dirty CPU scheduler.
+/// `insert_new/2` of a long list, on a dirty CPU scheduler (as
+/// [`table_insert_dirty`]).
 #[rustler::nif(schedule = "DirtyCpu")]
 fn table_insert_new_dirty<'a>(env: Env<'a>, tab: Term<'a>, objs: Term<'a>) -> NifResult<bool> {
-    insert_new(env, tab, objs)
+    insert_new(env, tab, objs, || caller_alive(env))
+}
+
+/// Whether the process calling this dirty NIF still lives. A process killed
+/// while it runs a dirty NIF is terminated around it: its monitors fire
+/// (others see it gone) while the NIF goes on. A write it would make then
+/// could land after its `DOWN` (ETS drops the insert of a process killed
+/// while it trapped, or completes it before the process exits): a dirty
+/// write asks this once it holds the locks and does nothing if the caller
+/// is gone, so a reader that saw the `DOWN` and then takes a lock sees
+/// either all of it or none.
+fn caller_alive(env: Env) -> bool {
+    // SAFETY: `env` is the environment of the running NIF call, on the
+    // thread that runs it, as the function requires.
+    unsafe { rustler::sys::enif_is_current_process_alive(env.as_c_arg()) != 0 }
 }
