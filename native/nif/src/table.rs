@@ -1360,9 +1360,27 @@ fn table_delete_object_exact<'a>(env: Env<'a>, tab: Term<'a>, obj: Term<'a>) -> 
 #[rustler::nif]
 fn table_delete_all_objects<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<bool> {
     let t = writable(env, tab)?;
-    drop_later(t.data.take_all());
+    let small = t.data.len() <= FREE_HERE_OBJECTS && t.data.memory_bytes() <= FREE_HERE_BYTES;
+    let contents = t.data.take_all();
+    if small {
+        drop(contents);
+    } else {
+        drop_later(contents);
+    }
     Ok(true)
 }
+
+/// `delete_all_objects/1` frees the contents of a table of at most this
+/// many objects and [`FREE_HERE_BYTES`] bytes on the calling scheduler
+/// (~0.2 ms for 100,000 objects), bigger ones on the background thread.
+/// Freeing in place leaves the memory in this thread's allocator heap and
+/// caches, where the table's next inserts take it from: an ordered_set of
+/// 100,000 integer keys refilled right after `delete_all_objects/1` took
+/// ~20 % longer when a background thread was freeing the old contents
+/// meanwhile.
+const FREE_HERE_OBJECTS: usize = 100_000;
+/// See [`FREE_HERE_OBJECTS`].
+const FREE_HERE_BYTES: usize = 32 << 20;
 
 /// An integer argument of update_counter: any integer of up to 127 bits
 /// (ETS takes bignums there too); `badarg` for anything else.
