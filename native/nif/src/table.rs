@@ -1360,7 +1360,9 @@ fn table_delete_object_exact<'a>(env: Env<'a>, tab: Term<'a>, obj: Term<'a>) -> 
 #[rustler::nif]
 fn table_delete_all_objects<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<bool> {
     let t = writable(env, tab)?;
-    let small = t.data.len() <= FREE_HERE_OBJECTS && t.data.memory_bytes() <= FREE_HERE_BYTES;
+    // (Read before the contents are taken: a size to choose where to free
+    // them, not a bound a concurrent insert could not pass.)
+    let small = t.data.len() <= FREE_HERE_OBJECTS;
     let contents = t.data.take_all();
     if small {
         drop(contents);
@@ -1371,16 +1373,16 @@ fn table_delete_all_objects<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<bool> 
 }
 
 /// `delete_all_objects/1` frees the contents of a table of at most this
-/// many objects and [`FREE_HERE_BYTES`] bytes on the calling scheduler
-/// (~0.2 ms for 100,000 objects), bigger ones on the background thread.
-/// Freeing in place leaves the memory in this thread's allocator heap and
-/// caches, where the table's next inserts take it from: an ordered_set of
-/// 100,000 integer keys refilled right after `delete_all_objects/1` took
-/// ~20 % longer when a background thread was freeing the old contents
-/// meanwhile.
-const FREE_HERE_OBJECTS: usize = 100_000;
-/// See [`FREE_HERE_OBJECTS`].
-const FREE_HERE_BYTES: usize = 32 << 20;
+/// many objects on the calling scheduler (at most ~0.5 ms: ~0.5 µs per
+/// object measured for objects holding out-of-line binaries allocated by
+/// another thread), bigger ones on the background thread. (Freeing 100,000
+/// objects in place took 0.2-0.4 ms when the calling thread had allocated
+/// them, but 1.3-1.6 ms when another had and 24-56 ms with out-of-line
+/// binaries; on a dirty scheduler the caller waited 1.6-5.7 ms, and the
+/// blocks it freed for the scheduler threads were still collected by
+/// them during the table's next inserts, which ran no faster: 1.19-1.23x
+/// ETS refilling 100,000 integer keys, as with the background thread.)
+const FREE_HERE_OBJECTS: usize = 1_000;
 
 /// An integer argument of update_counter: any integer of up to 127 bits
 /// (ETS takes bignums there too); `badarg` for anything else.
