@@ -2743,7 +2743,12 @@ fn table_insert_new_dirty<'a>(env: Env<'a>, tab: Term<'a>, objs: Term<'a>) -> Ni
 /// while it trapped, or completes it before the process exits): a dirty
 /// write asks this once it holds the locks and does nothing if the caller
 /// is gone, so a reader that saw the `DOWN` and then takes a lock sees
-/// either all of it or none.
+/// either all of it or none. (`erl_nif(3)` names this function as the way
+/// for a dirty NIF to learn that its process was terminated; that the
+/// process reads as not alive before its monitors fire is the VM's order
+/// of exit, which the manual does not state: the test "a process killed
+/// inside insert/2 of a long list" checks it.) Only for NIF-calling
+/// threads: the VM aborts if another thread calls it.
 fn caller_alive(env: Env) -> bool {
     // SAFETY: `env` is the environment of the running NIF call, on the
     // thread that runs it, as the function requires.
