@@ -877,6 +877,30 @@ fn encode_objects<'a>(
         .collect()
 }
 
+/// [`encode_objects`] of a list, asking `go()` every [`GO_EVERY`]
+/// objects: `None` (and nothing more encoded) once it says no, so that a
+/// dirty insert whose caller was killed stops early.
+fn encode_list_while<'a>(
+    env: Env<'a>,
+    arg: Term<'a>,
+    keypos: usize,
+    data: &Data,
+    go: &impl Fn() -> bool,
+) -> NifResult<Option<Vec<Entry>>> {
+    let list = proper_list(arg)?;
+    let mut entries = Vec::with_capacity(list.len());
+    for (i, o) in list.into_iter().enumerate() {
+        if i % GO_EVERY == GO_EVERY - 1 && !go() {
+            return Ok(None);
+        }
+        entries.push(encode_stored(env, o, keypos, data)?);
+    }
+    Ok(Some(entries))
+}
+
+/// Objects a list insert encodes between two checks that it may go on.
+const GO_EVERY: usize = 4096;
+
 fn pid_word(t: Term) -> Option<u64> {
     t.decode::<LocalPid>().ok().map(|_| word_of(t.as_c_arg()))
 }
@@ -1023,16 +1047,18 @@ fn table_insert<'a>(env: Env<'a>, [tab, objs]: [Term<'a>; 2]) -> NifResult<Term<
     insert(env, tab, objs, || true)
 }
 
-/// `insert/2`: a list's objects go in only if `go()`, asked once every
-/// lock they need is held, says so (see [`caller_alive`]).
+/// `insert/2`: a list's objects go in only if `go()`, asked while they
+/// are encoded and once every lock they need is held, says so (see
+/// [`caller_alive`]).
 fn insert<'a>(
     env: Env<'a>,
     tab: Term<'a>,
     objs: Term<'a>,
-    go: impl FnOnce() -> bool,
+    go: impl Fn() -> bool,
 ) -> NifResult<Term<'a>> {
     let t = writable(env, tab)?;
     let keypos = t.meta.keypos();
+    let list = || encode_list_while(env, objs, keypos, &t.data, &go);
     match &t.data {
         Data::Set(s) => {
             if objs.is_tuple() {
@@ -1041,7 +1067,9 @@ fn insert<'a>(
                     with_encoded_object(env, objs, keypos, None, true, |img| s.insert_image(img))?;
                 drop(replaced);
             } else {
-                drop(s.insert_all_if(encode_objects(env, objs, keypos, &t.data)?, go));
+                if let Some(entries) = list()? {
+                    drop(s.insert_all_if(entries, &go));
+                }
             }
         }
         Data::Ordered(o) => {
@@ -1049,7 +1077,9 @@ fn insert<'a>(
                 let e = with_encoded_object(env, objs, keypos, None, true, entry_of_image)?;
                 keep_spare(o.insert(e));
             } else {
-                drop(o.insert_all_if(encode_objects(env, objs, keypos, &t.data)?, go));
+                if let Some(entries) = list()? {
+                    drop(o.insert_all_if(entries, &go));
+                }
             }
         }
         Data::Bag(b) => {
@@ -1058,7 +1088,9 @@ fn insert<'a>(
                 // (no entry is allocated for it).
                 with_encoded_object(env, objs, keypos, None, false, |img| b.insert_image(img))?;
             } else {
-                b.insert_all_if(encode_objects(env, objs, keypos, &t.data)?, go);
+                if let Some(entries) = list()? {
+                    b.insert_all_if(entries, &go);
+                }
             }
         }
     }
@@ -1110,17 +1142,24 @@ fn insert_new<'a>(
     env: Env<'a>,
     tab: Term<'a>,
     objs: Term<'a>,
-    go: impl FnOnce() -> bool,
+    go: impl Fn() -> bool,
 ) -> NifResult<bool> {
     let t = writable(env, tab)?;
     let keypos = t.meta.keypos();
-    let mut entries = encode_objects(env, objs, keypos, &t.data)?;
+    let mut entries = if objs.is_tuple() {
+        encode_objects(env, objs, keypos, &t.data)?
+    } else {
+        match encode_list_while(env, objs, keypos, &t.data, &go)? {
+            Some(entries) => entries,
+            None => return Ok(false),
+        }
+    };
     Ok(match &t.data {
         Data::Set(s) if entries.len() == 1 => s.insert_new(entries.pop().expect("one entry")),
-        Data::Set(s) => s.insert_new_all_if(entries, go),
+        Data::Set(s) => s.insert_new_all_if(entries, &go),
         Data::Ordered(o) if entries.len() == 1 => o.insert_new(entries.pop().expect("one entry")),
-        Data::Ordered(o) => o.insert_new_all_if(entries, go),
-        Data::Bag(b) => b.insert_new_all_if(entries, go),
+        Data::Ordered(o) => o.insert_new_all_if(entries, &go),
+        Data::Bag(b) => b.insert_new_all_if(entries, &go),
     })
 }
 
