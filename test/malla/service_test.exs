@@ -192,7 +192,7 @@ defmodule Malla.ServiceTest do
       ref = Process.monitor(pid)
       Process.exit(pid, :kill)
       assert_receive {:DOWN, ^ref, :process, ^pid, :killed}
-      new_pid = wait_for(fn -> Process.whereis(Svc) end)
+      new_pid = wait_running(Svc)
       assert new_pid != pid
       assert Service.get(Svc, :k) == nil
       Service.put(Svc, :k, 2)
@@ -204,7 +204,7 @@ defmodule Malla.ServiceTest do
       {:ok, sup} = Supervisor.start_link([Svc], strategy: :one_for_one, max_restarts: 100)
 
       for i <- 1..20 do
-        pid = wait_for(fn -> Process.whereis(Svc) end)
+        pid = wait_running(Svc)
         assert Service.get(Svc, :k) == nil
         Service.put(Svc, :k, i)
         ref = Process.monitor(pid)
@@ -212,7 +212,7 @@ defmodule Malla.ServiceTest do
         assert_receive {:DOWN, ^ref, :process, ^pid, :killed}
       end
 
-      wait_for(fn -> Process.whereis(Svc) end)
+      wait_running(Svc)
       assert Service.get(Svc, :k) == nil
       Supervisor.stop(sup)
     end
@@ -233,6 +233,16 @@ defmodule Malla.ServiceTest do
       Supervisor.stop(sup)
       assert_raise ArgumentError, fn -> Service.get(Svc, :k) end
     end
+  end
+
+  # The restarted service's pid once its storage is there: a GenServer
+  # registers its name before `init/1` (which creates the storage) runs, and
+  # the dead one's storage goes when the VM reports its exit to the NIF.
+  defp wait_running(svc) do
+    wait_for(fn ->
+      pid = Process.whereis(svc)
+      if pid != nil and NativeStore.Table.info(svc, :owner) == pid, do: pid
+    end)
   end
 
   defp wait_for(fun, tries \\ 200) do
