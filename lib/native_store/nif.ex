@@ -59,6 +59,9 @@ defmodule NativeStore.Nif do
   # specification can match (`filter`: per clause `{arity, [{index,
   # literal}], [{index, op, number}]}`, see `NativeStore.Table.Match`).
   def table_scan(_tab, _reverse?, _filter), do: nif_error()
+  # `table_walk_scan(tab, reverse?, first, filter)`: `table_scan/3` whose
+  # first chunk looks at `first` objects (select/3 with a limit).
+  def table_walk_scan(_tab, _reverse?, _first, _filter), do: nif_error()
   def cursor_scan(_position, _acc, _filter), do: nif_error()
 
   # safe_fixtable/2: `table_safe_fixtable(tab, fix?, erlang:monotonic_time())`

@@ -602,6 +602,51 @@ defmodule NativeStore.TableSelectTest do
     assert Enum.all?(Enum.drop(objs, 2000), &match?({1, _, :w}, &1))
   end
 
+  test "select/3, select_reverse/3, match/3, match_object/3 with pre-filtered specs page as ETS" do
+    # Literals and number guards let the NIF leave objects out of each
+    # chunk (see `prefilter/1`): pages, their order and the end marker stay
+    # ETS's, over tables of several chunks, for every type.
+    objs =
+      for i <- 1..6_000, do: {rem(i * 7919, 6_000), rem(i, 50), Enum.at([:a, :b, :c], rem(i, 3))}
+
+    specs = [
+      [{{:"$1", :"$2", :b}, [{:<, :"$2", 10}], [:"$1"]}],
+      [{{:"$1", 7, :_}, [], [:"$_"]}],
+      [
+        {{:"$1", :"$2", :_}, [{:>=, :"$2", 45.5}], [{{:"$2", :"$1"}}]},
+        {{:"$1", 3, :c}, [], [:"$1"]}
+      ],
+      [{{:_, :_, :zzz}, [], [true]}]
+    ]
+
+    for type <- [:set, :ordered_set, :bag, :duplicate_bag] do
+      e = :ets.new(:pf_pages, [type, :public])
+      t = Table.new(:pf_pages, [type, :public])
+      :ets.insert(e, objs)
+      Table.insert(t, objs)
+      c = %{type: type}
+
+      for spec <- specs, limit <- [1, 7, 100, 2_500] do
+        for f <- [:select, :select_reverse] do
+          assert drain(Table, apply(Table, f, [t, spec, limit]), c) ==
+                   drain(:ets, apply(:ets, f, [e, spec, limit]), c),
+                 "#{type} #{f} #{inspect(spec)} #{limit}"
+        end
+      end
+
+      for pattern <- [{:_, 7, :_}, {:"$1", 12, :a}], limit <- [3, 500] do
+        assert drain(Table, Table.match(t, pattern, limit), c) ==
+                 drain(:ets, :ets.match(e, pattern, limit), c)
+
+        assert drain(Table, Table.match_object(t, pattern, limit), c) ==
+                 drain(:ets, :ets.match_object(e, pattern, limit), c)
+      end
+
+      :ets.delete(e)
+      Table.delete(t)
+    end
+  end
+
   test "a named table deleted and created again: an ordered_set's continuation goes on in it, as in ETS" do
     # ETS's ordered_set continuation holds the name it was made with and
     # the last key; a hash table's holds the table, so it raises.
@@ -609,10 +654,17 @@ defmodule NativeStore.TableSelectTest do
       select: &[&1.select(&2, [{{:"$1", :_}, [], [:"$1"]}], 10)],
       select_reverse: &[&1.select_reverse(&2, [{{:"$1", :_}, [], [:"$1"]}], 10)],
       match: &[&1.match(&2, {:"$1", :_}, 10)],
-      match_object: &[&1.match_object(&2, {:_, :_}, 10)]
+      match_object: &[&1.match_object(&2, {:_, :_}, 10)],
+      # Specs whose scans are pre-filtered (the filter goes on with the
+      # continuation; every object matches, so nothing is buffered).
+      select_guard: &[&1.select(&2, [{{:"$1", :"$2"}, [{:>, :"$2", 0}], [:"$1"]}], 10)],
+      select_reverse_guard:
+        &[&1.select_reverse(&2, [{{:"$1", :"$2"}, [{:<, :"$2", 1000}], [:"$1"]}], 10)]
     ]
 
     again = fn
+      m, :select_guard, c -> m.select(c)
+      m, :select_reverse_guard, c -> m.select_reverse(c)
       m, :match, c -> m.match(c)
       m, :match_object, c -> m.match_object(c)
       m, :select_reverse, c -> m.select_reverse(c)

@@ -108,17 +108,23 @@ defmodule NativeStore.Table.Match do
       {:keys, ms, meta, keys} ->
         keys_page(tab, ms, limit, run(lookup_keys(tab, meta, keys), ms), true)
 
-      {:scan, ms, {_kp, :ordered_set}} when direction == :reverse ->
+      {:scan, ms, {_kp, :ordered_set}, filter} when direction == :reverse ->
         # A cursor walking down from the greatest key: `limit` results
         # cost about `limit` objects, not a scan of the table.
-        {chunk, source} = first_chunk(tab, :backward, limit)
-        first_fill(tab, ms, limit, chunk, source)
+        {chunk, source} = first_chunk(tab, :backward, limit, filter)
+        first_fill(tab, ms, limit, chunk, with_filter(source, filter))
 
-      {:scan, ms, _meta} ->
-        {chunk, source} = first_chunk(tab, :forward, limit)
-        first_fill(tab, ms, limit, chunk, source)
+      {:scan, ms, _meta, filter} ->
+        {chunk, source} = first_chunk(tab, :forward, limit, filter)
+        first_fill(tab, ms, limit, chunk, with_filter(source, filter))
     end
   end
+
+  # A cursor of `select/3` keeps its pre-filter for the chunks after.
+  defp with_filter({:cursor, cursor}, filter) when filter != nil,
+    do: {:cursor, cursor, filter}
+
+  defp with_filter(source, _filter), do: source
 
   # `step/5` of the results of a walk's first chunk, from the reversed
   # results as the match-spec run gives them (`fill/6` reverses them once).
@@ -167,6 +173,13 @@ defmodule NativeStore.Table.Match do
   defp fill(tab, ms, limit, rev, count, {:cursor, cursor}) when count < limit do
     {chunk, source} = next_chunk(cursor)
     results = run(chunk, ms)
+    fill(tab, ms, limit, :lists.reverse(results, rev), count + length(results), source)
+  end
+
+  defp fill(tab, ms, limit, rev, count, {:cursor, cursor, filter}) when count < limit do
+    {chunk, source} = next_chunk(cursor, filter)
+    results = run(chunk, ms)
+    source = with_filter(source, filter)
     fill(tab, ms, limit, :lists.reverse(results, rev), count + length(results), source)
   end
 
@@ -495,11 +508,28 @@ defmodule NativeStore.Table.Match do
     end
   end
 
-  defp limited_plan(tab, spec), do: plan(tab, spec)
+  defp limited_plan(tab, spec) do
+    case plan(tab, spec) do
+      {:scan, ms, meta} -> {:scan, ms, meta, limited_filter(spec)}
+      planned -> planned
+    end
+  end
+
+  # The pre-filter of a `select/3` scan, when some clause has a condition
+  # beyond the arity (that one rarely leaves an object out, and a filter
+  # costs each chunk's call its decoding).
+  defp limited_filter(spec) do
+    filter = prefilter(spec)
+
+    if filter != nil and Enum.any?(filter, fn {_arity, eq, cmp} -> eq != [] or cmp != [] end),
+      do: filter
+  end
 
   defp keep_plan(tab, spec) do
     case plan(tab, spec) do
-      {:scan, _ms, _meta} = planned ->
+      {:scan, ms, meta} ->
+        # (The scan's pre-filter too: computing it costs microseconds.)
+        planned = {:scan, ms, meta, limited_filter(spec)}
         :erlang.put(@limited_key, {tab, spec, planned, exact_key(spec)})
         planned
 
@@ -672,6 +702,11 @@ defmodule NativeStore.Table.Match do
           {:cursor, {^tid, last, reverse, size}} when buffer == [] and is_boolean(reverse) ->
             new = ordered_set!(new)
             {{name, new}, {:cursor, {new, last, reverse, size}}}
+
+          {:cursor, {^tid, last, reverse, size}, filter}
+          when buffer == [] and is_boolean(reverse) ->
+            new = ordered_set!(new)
+            {{name, new}, {:cursor, {new, last, reverse, size}, filter}}
 
           _ ->
             raise ArgumentError,
@@ -998,15 +1033,25 @@ defmodule NativeStore.Table.Match do
   # small limit on a big table copies few objects.
   # With a `filter` (see `prefilter/1`), the chunks leave out the objects
   # that no clause of the scan's specification can match.
-  defp first_chunk(tab, walk, limit, filter \\ nil) do
+  defp first_chunk(tab, walk, limit, filter) do
     count_chunk()
 
     result =
       cond do
-        limit != nil -> Nif.table_walk(tab, walk == :backward, limit)
-        filter != nil -> Nif.table_scan(tab, walk == :backward, filter)
-        walk == :forward -> Nif.table_to_list(tab)
-        true -> Nif.table_to_list_reverse(tab)
+        limit != nil and filter != nil ->
+          Nif.table_walk_scan(tab, walk == :backward, limit, filter)
+
+        limit != nil ->
+          Nif.table_walk(tab, walk == :backward, limit)
+
+        filter != nil ->
+          Nif.table_scan(tab, walk == :backward, filter)
+
+        walk == :forward ->
+          Nif.table_to_list(tab)
+
+        true ->
+          Nif.table_to_list_reverse(tab)
       end
 
     case result do

@@ -1946,6 +1946,20 @@ fn table_scan<'a>(
     start_scan(env, tab, reverse, CHUNK, filter_arg(env, filter)?)
 }
 
+/// [`table_scan`] whose first chunk looks at most `first` objects (the
+/// chunks after it double up to the usual size, as [`table_walk`]'s): for
+/// `select/3` with a limit.
+#[rustler::nif]
+fn table_walk_scan<'a>(
+    env: Env<'a>,
+    tab: Term<'a>,
+    reverse: bool,
+    first: usize,
+    filter: Term<'a>,
+) -> NifResult<Term<'a>> {
+    start_scan(env, tab, reverse, first, filter_arg(env, filter)?)
+}
+
 /// `cursor_next/2` of a `table_scan/3` (the filter again).
 #[rustler::nif]
 fn cursor_scan<'a>(
