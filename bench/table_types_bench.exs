@@ -106,19 +106,21 @@ defmodule TableTypesBench do
     {eo, no} = pair(:ordered_set, opts)
     fill(eo, no, n, fn i -> {i, i} end)
     last10 = [{{:"$1", :_}, [], [:"$1"]}]
+    # The same with a number guard (a spec the scan can pre-filter).
+    guarded = [{{:"$1", :"$2"}, [{:>, :"$2", 0}], [:"$1"]}]
     m = max(div(n, 20), 1)
 
     rows =
       rows ++
-        [
+        for {label, ms} <- [{"", last10}, {", number guard", guarded}] do
           BenchHelper.compare(
-            "ordered_set: select_reverse, limit 10",
+            "ordered_set: select_reverse, limit 10#{label}",
             m,
             procs,
-            fn f, l -> select_last(:ets, eo, last10, f, l) end,
-            fn f, l -> select_last(Table, no, last10, f, l) end
+            fn f, l -> select_last(:ets, eo, ms, f, l) end,
+            fn f, l -> select_last(Table, no, ms, f, l) end
           )
-        ]
+        end
 
     drop(eo, no)
 

@@ -1115,6 +1115,48 @@ defmodule NativeStore.TableSelectTest do
     end
   end
 
+  test "a forged select continuation raises ArgumentError instead of looping" do
+    # Found by review: a source, limit or buffer no call makes sent the
+    # continuation's page filling round forever.
+    t = Table.new(:forged_cont, [:ordered_set, :public])
+    Table.insert(t, for(i <- 1..5000, do: {i, i}))
+    ms = [{{:"$1", :"$2"}, [{:>, :"$2", 0}], [:"$1"]}]
+    {_, {tag, tab, cms, limit, buffer, source}} = Table.select(t, ms, 100)
+
+    forged = [
+      {tag, tab, cms, limit, buffer, :junk},
+      {tag, tab, cms, limit, buffer, {:junk, 1, 2}},
+      {tag, tab, cms, limit, buffer, Tuple.append(source, 1)},
+      {tag, tab, cms, -1, buffer, source},
+      {tag, tab, cms, 0, buffer, source},
+      {tag, tab, cms, limit, :not_a_list, source}
+    ]
+
+    parent = self()
+
+    for c <- forged do
+      pid =
+        spawn(fn ->
+          result =
+            try do
+              {:returned, Table.select(c)}
+            rescue
+              e -> {:raised, e.__struct__}
+            end
+
+          send(parent, {:result, result})
+        end)
+
+      receive do
+        {:result, result} -> assert result == {:raised, ArgumentError}, inspect(c)
+      after
+        5_000 ->
+          Process.exit(pid, :kill)
+          flunk("#{inspect(c)}: no answer in 5 s")
+      end
+    end
+  end
+
   test "a forged scan position raises ArgumentError" do
     t = Table.new(:forged, [:public])
     o = Table.new(:forged_o, [:ordered_set, :public])

@@ -55,7 +55,8 @@ defmodule NativeStore.Table.Match do
     select_limited(tab, spec, limit, :forward)
   end
 
-  def select({@cont_tag, tab, ms, limit, buffer, source}) do
+  def select({@cont_tag, tab, ms, limit, buffer, source})
+      when is_list(buffer) and is_integer(limit) and limit > 0 do
     {tab, source} = rebind(tab, buffer, source)
     check_readable_now(table_of(tab))
 
@@ -177,7 +178,7 @@ defmodule NativeStore.Table.Match do
   end
 
   defp fill(tab, ms, limit, rev, count, {:cursor, cursor, filter}) when count < limit do
-    {chunk, source} = next_chunk(cursor, filter)
+    {chunk, source} = next_chunk(cursor, if(small_chunk?(cursor), do: nil, else: filter))
     results = run(chunk, ms)
     source = with_filter(source, filter)
     fill(tab, ms, limit, :lists.reverse(results, rev), count + length(results), source)
@@ -194,8 +195,20 @@ defmodule NativeStore.Table.Match do
   defp fill(tab, ms, limit, rev, limit, source) when source != :keys,
     do: {:lists.reverse(rev), {@cont_tag, named(tab), ms, limit, [], source}}
 
-  defp fill(tab, ms, limit, rev, _count, source),
+  defp fill(tab, ms, limit, rev, count, source) when count >= limit,
     do: step(tab, ms, limit, :lists.reverse(rev), source)
+
+  # (A forged continuation.)
+  defp fill(_tab, _ms, _limit, _rev, _count, source), do: bad_continuation(source)
+
+  # A chunk of fewer objects than this is taken without the scan's
+  # pre-filter: passing the filter costs each call ~150 ns (a `select/3`
+  # with a limit of 10 ran ~1.5x slower with it); the chunks after it
+  # double and use it.
+  @filter_min_chunk 64
+
+  defp small_chunk?({_tid, _at, _in, size}) when is_integer(size), do: size < @filter_min_chunk
+  defp small_chunk?(_cursor), do: false
 
   defp take(list, 0, acc), do: {:lists.reverse(acc), list}
   defp take([h | t], n, acc), do: take(t, n - 1, [h | acc])
@@ -1038,7 +1051,7 @@ defmodule NativeStore.Table.Match do
 
     result =
       cond do
-        limit != nil and filter != nil ->
+        limit != nil and filter != nil and limit >= @filter_min_chunk ->
           Nif.table_walk_scan(tab, walk == :backward, limit, filter)
 
         limit != nil ->
