@@ -28,7 +28,10 @@ defmodule NativeStore.Nif do
   def table_delete(_tab), do: nif_error()
   def table_delete_key(_tab, _key), do: nif_error()
   def table_delete_object(_tab, _object), do: nif_error()
+  # `table_delete_all_objects(tab)`: `true`, or a handle on the contents
+  # taken out, which `table_free_taken(handle)` (dirty) frees.
   def table_delete_all_objects(_tab), do: nif_error()
+  def table_free_taken(_taken), do: nif_error()
   def table_delete_object_exact(_tab, _object), do: nif_error()
   def table_update_counter(_tab, _key, _op), do: nif_error()
   def table_update_counter_default(_tab, _key, _op, _default), do: nif_error()

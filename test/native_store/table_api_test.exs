@@ -333,6 +333,40 @@ defmodule NativeStore.TableApiTest do
       assert Table.lookup(t, :again) == [{:again}]
     end
 
+    test "delete_all_objects of every size and type frees what it took (in place, waited, background)" do
+      alias NativeStore.Nif
+
+      for type <- [:set, :ordered_set, :bag, :duplicate_bag], n <- [10, 5_000, 150_000] do
+        t = Table.new(:dao_sizes, [type, :public])
+        Table.insert(t, for(i <- 1..n, do: {rem(i, 20_000), i}))
+        assert Table.delete_all_objects(t)
+        assert Table.info(t, :size) == 0
+        assert Table.tab2list(t) == []
+        Table.insert(t, {1, :again})
+        assert Table.lookup(t, 1) == [{1, :again}]
+        Table.delete(t)
+      end
+
+      # The handle of contents to free: freed once, by whoever calls first;
+      # dropped without a call, the contents go to the background thread.
+      t = Table.new(:dao_handle, [:public])
+      Table.insert(t, for(i <- 1..5_000, do: {i, i}))
+      taken = Nif.table_delete_all_objects(t)
+      assert Table.info(t, :size) == 0
+      assert Nif.table_free_taken(taken) == true
+      assert Nif.table_free_taken(taken) == true
+      Table.insert(t, for(i <- 1..5_000, do: {i, i}))
+
+      spawn(fn -> Nif.table_delete_all_objects(t) end)
+      |> Process.monitor()
+      |> then(fn ref -> assert_receive {:DOWN, ^ref, _, _, :normal} end)
+
+      assert Table.info(t, :size) == 0
+      assert_raise ArgumentError, fn -> Nif.table_free_taken(:not_a_handle) end
+      assert_raise ArgumentError, fn -> Nif.table_free_taken(t) end
+      Table.delete(t)
+    end
+
     test "delete/1 and then everything raises; info is :undefined", %{t: t} do
       assert Table.delete(t)
       assert Table.info(t) == :undefined
