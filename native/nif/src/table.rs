@@ -871,10 +871,8 @@ fn encode_objects<'a>(
     if arg.is_tuple() {
         return Ok(vec![encode_stored(env, arg, keypos, data)?]);
     }
-    let list = proper_list(arg)?;
-    list.into_iter()
-        .map(|o| encode_stored(env, o, keypos, data))
-        .collect()
+    let all = encode_list_while(env, arg, keypos, data, &|| true)?;
+    Ok(all.expect("go() always says yes"))
 }
 
 /// [`encode_objects`] of a list, asking `go()` every [`GO_EVERY`]
