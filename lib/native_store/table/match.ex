@@ -521,12 +521,11 @@ defmodule NativeStore.Table.Match do
     end
   end
 
-  defp limited_plan(tab, spec) do
-    case plan(tab, spec) do
-      {:scan, ms, meta} -> {:scan, ms, meta, limited_filter(spec)}
-      planned -> planned
-    end
-  end
+  defp limited_plan(tab, spec), do: tab |> plan(spec) |> with_limited_filter(spec)
+
+  # A scan's plan for `select/3` carries its pre-filter.
+  defp with_limited_filter({:scan, ms, meta}, spec), do: {:scan, ms, meta, limited_filter(spec)}
+  defp with_limited_filter(planned, _spec), do: planned
 
   # The pre-filter of a `select/3` scan, when some clause has a condition
   # beyond the arity (that one rarely leaves an object out, and a filter
@@ -539,10 +538,9 @@ defmodule NativeStore.Table.Match do
   end
 
   defp keep_plan(tab, spec) do
-    case plan(tab, spec) do
-      {:scan, ms, meta} ->
-        # (The scan's pre-filter too: computing it costs microseconds.)
-        planned = {:scan, ms, meta, limited_filter(spec)}
+    # (With a scan's pre-filter: computing it costs microseconds.)
+    case tab |> plan(spec) |> with_limited_filter(spec) do
+      {:scan, _ms, _meta, _filter} = planned ->
         :erlang.put(@limited_key, {tab, spec, planned, exact_key(spec)})
         planned
 
