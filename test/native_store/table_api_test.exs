@@ -336,9 +336,20 @@ defmodule NativeStore.TableApiTest do
     test "delete_all_objects of every size and type frees what it took (in place, waited, background)" do
       alias NativeStore.Nif
 
-      for type <- [:set, :ordered_set, :bag, :duplicate_bag], n <- [10, 5_000, 150_000] do
+      # In place up to 1,000 objects (a bag: keys), a handle for the dirty
+      # free up to 100,000, the background thread past that.
+      for type <- [:set, :ordered_set, :bag, :duplicate_bag],
+          {n, path} <- [{10, true}, {5_000, :handle}, {150_000, true}] do
         t = Table.new(:dao_sizes, [type, :public])
-        Table.insert(t, for(i <- 1..n, do: {rem(i, 20_000), i}))
+        Table.insert(t, for(i <- 1..n, do: {i, i}))
+        taken = Nif.table_delete_all_objects(t)
+
+        assert if(path == :handle, do: is_reference(taken), else: taken == true),
+               inspect({type, n})
+
+        if path == :handle, do: assert(Nif.table_free_taken(taken) == true)
+        assert Table.info(t, :size) == 0
+        Table.insert(t, for(i <- 1..n, do: {i, i}))
         assert Table.delete_all_objects(t)
         assert Table.info(t, :size) == 0
         assert Table.tab2list(t) == []
@@ -364,6 +375,16 @@ defmodule NativeStore.TableApiTest do
       assert Table.info(t, :size) == 0
       assert_raise ArgumentError, fn -> Nif.table_free_taken(:not_a_handle) end
       assert_raise ArgumentError, fn -> Nif.table_free_taken(t) end
+
+      # A fixed hash table keeps what it took for its walks (nothing to free
+      # yet); a fixed walk goes on to the end.
+      Table.insert(t, for(i <- 1..5_000, do: {i, i}))
+      Table.safe_fixtable(t, true)
+      k = Table.first(t)
+      assert Nif.table_delete_all_objects(t) == true
+      assert Table.next(t, k) == :"$end_of_table"
+      Table.safe_fixtable(t, false)
+      assert Table.info(t, :size) == 0
       Table.delete(t)
     end
 

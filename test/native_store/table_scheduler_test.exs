@@ -1,7 +1,8 @@
 defmodule NativeStore.TableSchedulerTest do
   # Work that grows with the table must not hold a normal scheduler for long:
-  # traversals (tab2list, select, folds) are chunked, delete/1, delete_all_objects/1 (past 1,000
-  # objects) and the owner-exit cleanup free memory on a background thread, long list inserts run on a
+  # traversals (tab2list, select, folds) are chunked, delete/1, delete_all_objects/1 (past 100,000
+  # objects; past 1,000 on a dirty scheduler) and the owner-exit cleanup free memory on a
+  # background thread, long list inserts run on a
   # dirty scheduler. Checked with :erlang.system_monitor's long_schedule
   # over 1,000,000-entry tables, next to :ets doing the same work (whose
   # long schedules are printed, not asserted).

@@ -459,6 +459,12 @@ impl BagContents {
     pub fn is_empty(&self) -> bool {
         self.0.iter().all(|m| m.is_empty())
     }
+
+    /// Number of keys (each a bucket of its own): cheap, unlike
+    /// [`BagContents::len`].
+    pub fn keys(&self) -> usize {
+        self.0.iter().map(|m| m.len()).sum()
+    }
 }
 
 /// A sharded concurrent bag or duplicate bag.

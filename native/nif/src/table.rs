@@ -106,10 +106,29 @@ impl Data {
 
     /// Takes every object out; dropping the result frees them.
     fn take_all(&self) -> Box<dyn Send> {
+        self.take_all_counted().0
+    }
+
+    /// [`Data::take_all`], with the number of allocations taken (entries;
+    /// a bag's keys, whose objects share a bucket): what freeing them
+    /// costs, about.
+    fn take_all_counted(&self) -> (Box<dyn Send>, usize) {
         match self {
-            Data::Set(s) => Box::new(s.take_all()),
-            Data::Ordered(o) => Box::new(o.take_all()),
-            Data::Bag(b) => Box::new(b.take_all()),
+            Data::Set(s) => {
+                let c = s.take_all();
+                let n = c.len();
+                (Box::new(c), n)
+            }
+            Data::Ordered(o) => {
+                let c = o.take_all();
+                let n = c.len();
+                (Box::new(c), n)
+            }
+            Data::Bag(b) => {
+                let c = b.take_all();
+                let n = c.keys();
+                (Box::new(c), n)
+            }
         }
     }
 
@@ -1397,14 +1416,13 @@ fn table_delete_object_exact<'a>(env: Env<'a>, tab: Term<'a>, obj: Term<'a>) -> 
 #[rustler::nif]
 fn table_delete_all_objects<'a>(env: Env<'a>, tab: Term<'a>) -> NifResult<Term<'a>> {
     let t = writable(env, tab)?;
-    // (Read before the contents are taken: a size to choose where to free
-    // them, not a bound a concurrent insert could not pass.)
-    let objects = t.data.len();
-    let waited = objects <= FREE_WAITED_OBJECTS && t.data.memory_bytes() <= FREE_WAITED_BYTES;
-    let contents = t.data.take_all();
-    if objects <= FREE_HERE_OBJECTS {
+    // (The memory is read before the contents are taken: a concurrent
+    // insert may add to them; their count is exact.)
+    let small_memory = t.data.memory_bytes() <= FREE_WAITED_BYTES;
+    let (contents, allocations) = t.data.take_all_counted();
+    if allocations <= FREE_HERE_OBJECTS {
         drop(contents);
-    } else if waited {
+    } else if allocations <= FREE_WAITED_OBJECTS && small_memory {
         let taken = Taken(Mutex::new(Some(contents)));
         return Ok(rustler::ResourceArc::new(taken).encode(env));
     } else {
