@@ -957,6 +957,7 @@ defmodule NativeStore.TableSelectTest do
             [{2, [{-1, 1}], []}],
             [{2, [], []} | :x],
             [{}],
+            [],
             "filter"
           ] do
         assert_raise ArgumentError, fn -> NativeStore.Nif.table_scan(t, false, filter) end

@@ -2081,6 +2081,10 @@ fn filter_arg<'a>(env: Env<'a>, filter: Term<'a>) -> NifResult<Option<Filter>> {
             compare,
         });
     }
+    // (No clause would reject every object: only a forged filter has none.)
+    if clauses.is_empty() {
+        return Err(Error::BadArg);
+    }
     Ok(Filter::new(clauses))
 }
 
