@@ -1135,7 +1135,8 @@ defmodule NativeStore.TableSelectTest do
       {tag, tab, cms, limit, buffer, Tuple.append(source, 1)},
       {tag, tab, cms, -1, buffer, source},
       {tag, tab, cms, 0, buffer, source},
-      {tag, tab, cms, limit, :not_a_list, source}
+      {tag, tab, cms, limit, :not_a_list, source},
+      {tag, tab, cms, limit, [1 | 2], source}
     ]
 
     parent = self()

@@ -213,6 +213,8 @@ defmodule NativeStore.Table.Match do
   defp take(list, 0, acc), do: {:lists.reverse(acc), list}
   defp take([h | t], n, acc), do: take(t, n - 1, [h | acc])
   defp take([], _n, _acc), do: :short
+  # (The improper buffer of a forged continuation.)
+  defp take(other, _n, _acc), do: bad_continuation(other)
 
   # As ETS: a positive small integer (a bignum limit is an error).
   @max_limit (1 <<< 59) - 1
