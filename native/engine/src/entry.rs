@@ -135,8 +135,10 @@ impl EntryBuf {
             "a buffer holding blobs must be marked"
         );
         let off = if self.blobs { off | BLOBS } else { off };
-        self.out[0..4].copy_from_slice(&off.to_le_bytes());
-        self.out[4..8].copy_from_slice(&len.to_le_bytes());
+        // One 8-byte write: the header is read back as one word, which a
+        // processor can take from one pending write but not from two.
+        let header = u64::from(off) | u64::from(len) << 32;
+        self.out[0..8].copy_from_slice(&header.to_le_bytes());
         EntryImage(&self.out)
     }
 

@@ -678,6 +678,7 @@ fn lookup_named<'a>(name: u64) -> Option<Tab<'a>> {
     })
 }
 
+#[inline(always)]
 fn lookup_table<'a>(term: Term<'a>) -> Option<Tab<'a>> {
     if let Some(r) = TableArc::get(term) {
         return (!r.meta.is_deleted()).then_some(Tab::Ref(r));
@@ -1091,8 +1092,10 @@ fn insert<'a>(
         }
         Data::Ordered(o) => {
             if objs.is_tuple() {
-                let e = with_encoded_object(env, objs, keypos, None, true, entry_of_image)?;
-                keep_spare(o.insert(e));
+                let old = with_encoded_object(env, objs, keypos, None, true, |img| {
+                    o.insert_with(img.key(), || entry_of_image(img))
+                })?;
+                keep_spare(old);
             } else {
                 if let Some(entries) = list()? {
                     drop(o.insert_all_if(entries, &go));
