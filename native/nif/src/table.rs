@@ -1093,7 +1093,14 @@ fn insert<'a>(
         Data::Ordered(o) => {
             if objs.is_tuple() {
                 let old = with_encoded_object(env, objs, keypos, None, true, |img| {
-                    o.insert_with(img.key(), || entry_of_image(img))
+                    // A small object's entry is built with the part locked
+                    // (see `OrderedTable::insert_with`); a big one's copy
+                    // would hold the lock as long as it takes.
+                    if img.object().len() <= UNDER_LOCK_MAX {
+                        o.insert_with(img.key(), || entry_of_image(img))
+                    } else {
+                        o.insert(entry_of_image(img))
+                    }
                 })?;
                 keep_spare(old);
             } else {
@@ -1128,6 +1135,10 @@ thread_local! {
 
 /// Largest replaced entry kept as [`SPARE`] (bytes of heap).
 const SPARE_MAX: usize = 256;
+
+/// Largest object (bytes encoded) whose entry an `ordered_set` insert
+/// builds with the part locked.
+const UNDER_LOCK_MAX: usize = 256;
 
 /// A stored entry with the bytes of `img`: this thread's spare entry when
 /// it has the same size, else a new allocation.
