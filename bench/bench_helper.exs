@@ -57,6 +57,7 @@ defmodule BenchHelper do
   def measure(n, procs, work, opts \\ []) do
     runs = Keyword.get(opts, :runs, runs())
     setup = Keyword.get(opts, :setup, fn -> nil end)
+    settle()
     if Keyword.get(opts, :warmup, true), do: run_once(n, procs, work, setup)
     median(for _ <- 1..runs, do: run_once(n, procs, work, setup))
   end
@@ -75,6 +76,7 @@ defmodule BenchHelper do
     setup = Keyword.get(opts, :setup, fn -> nil end)
     base_setup = Keyword.get(opts, :base_setup, setup)
     native_setup = Keyword.get(opts, :native_setup, setup)
+    settle()
 
     if Keyword.get(opts, :warmup, true) do
       run_once(n, procs, base, base_setup)
@@ -88,6 +90,12 @@ defmodule BenchHelper do
 
     {label, median(Enum.map(pairs, &elem(&1, 0))), median(Enum.map(pairs, &elem(&1, 1)))}
   end
+
+  # Waits until NativeStore's background thread has freed what earlier
+  # measurements left it (tables deleted, contents emptied): that freeing
+  # must not run during this measurement, as ETS frees a table in the
+  # process that deletes it before that process goes on.
+  defp settle, do: NativeStore.Nif.reclaim_flush()
 
   # One timed run: spawn `procs` workers, each waits for :go, runs its share,
   # and reports its own start/end time; elapsed = max(end) - min(start).

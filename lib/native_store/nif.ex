@@ -32,6 +32,9 @@ defmodule NativeStore.Nif do
   # taken out, which `table_free_taken(handle)` (dirty) frees.
   def table_delete_all_objects(_tab), do: nif_error()
   def table_free_taken(_taken), do: nif_error()
+  # `reclaim_flush()`: waits (dirty) until the background thread has freed
+  # what it was given before the call; `true`. For benchmarks and tests.
+  def reclaim_flush, do: nif_error()
   def table_delete_object_exact(_tab, _object), do: nif_error()
   def table_update_counter(_tab, _key, _op), do: nif_error()
   def table_update_counter_default(_tab, _key, _op, _default), do: nif_error()
