@@ -35,6 +35,8 @@ defmodule NativeStore.Nif do
   # `reclaim_flush()`: waits (dirty) until the background thread has freed
   # what it was given before the call; `true`. For benchmarks and tests.
   def reclaim_flush, do: nif_error()
+  # `reclaim_pending()`: how many values the background thread has not freed yet.
+  def reclaim_pending, do: nif_error()
   def table_delete_object_exact(_tab, _object), do: nif_error()
   def table_update_counter(_tab, _key, _op), do: nif_error()
   def table_update_counter_default(_tab, _key, _op, _default), do: nif_error()

@@ -859,21 +859,4 @@ defmodule NativeStore.TableApiTest do
       assert run.(Table) == run.(:ets)
     end
   end
-
-  describe "reclaim_flush/0 (benchmarks and tests)" do
-    test "returns once the background thread has freed the deleted tables" do
-      for type <- [:set, :ordered_set, :bag] do
-        t = Table.new(:flush, [type, :public])
-        Table.insert(t, for(i <- 1..200_000, do: {i, :binary.copy(<<i>>, 100)}))
-        # A table this big is freed on the background thread.
-        assert Table.delete(t)
-      end
-
-      # On a dirty scheduler: other processes keep running meanwhile.
-      parent = self()
-      spawn_link(fn -> send(parent, {:flushed, NativeStore.Nif.reclaim_flush()}) end)
-      assert_receive {:flushed, true}, 30_000
-      assert NativeStore.Nif.reclaim_flush()
-    end
-  end
 end

@@ -5,14 +5,29 @@
 //! value to one background thread that drops it.
 
 use crossbeam_channel::{unbounded, Sender};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 type Garbage = Box<dyn Send>;
 
-fn sender() -> &'static Sender<Garbage> {
-    static SENDER: OnceLock<Sender<Garbage>> = OnceLock::new();
+/// Values handed to [`drop_later`] and not dropped yet.
+static PENDING: AtomicUsize = AtomicUsize::new(0);
+
+/// A value to drop, counted in [`PENDING`] until it is dropped.
+struct Counted(Garbage);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        // Drop the value first: the count falls once it is gone.
+        drop(std::mem::replace(&mut self.0, Box::new(())));
+        PENDING.fetch_sub(1, Ordering::Release);
+    }
+}
+
+fn sender() -> &'static Sender<Counted> {
+    static SENDER: OnceLock<Sender<Counted>> = OnceLock::new();
     SENDER.get_or_init(|| {
-        let (tx, rx) = unbounded::<Garbage>();
+        let (tx, rx) = unbounded::<Counted>();
         std::thread::Builder::new()
             .name("native_store_reclaim".into())
             .spawn(move || {
@@ -27,14 +42,20 @@ fn sender() -> &'static Sender<Garbage> {
 
 /// Drops `value` on the background reclaim thread.
 pub fn drop_later<T: Send + 'static>(value: T) {
-    if let Err(e) = sender().send(Box::new(value)) {
+    PENDING.fetch_add(1, Ordering::Relaxed);
+    if let Err(e) = sender().send(Counted(Box::new(value))) {
         // The thread is gone (only at process exit): drop here.
         drop(e.into_inner());
     }
 }
 
+/// Values handed to [`drop_later`] that are not dropped yet (for tests).
+pub fn pending() -> usize {
+    PENDING.load(Ordering::Acquire)
+}
+
 /// Blocks until everything handed to [`drop_later`] before this call has
-/// been dropped (for tests and orderly shutdown).
+/// been dropped (for tests, benchmarks and orderly shutdown).
 pub fn flush() {
     let (tx, rx) = crossbeam_channel::bounded::<()>(1);
     struct Signal(Sender<()>);
@@ -67,5 +88,19 @@ mod tests {
         }
         flush();
         assert_eq!(count.load(Ordering::SeqCst), 100);
+    }
+
+    #[test]
+    fn pending_counts_until_dropped() {
+        // A value that takes a while to drop: still pending meanwhile.
+        struct Slow;
+        impl Drop for Slow {
+            fn drop(&mut self) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+        drop_later(Slow);
+        assert!(pending() >= 1);
+        flush();
     }
 }

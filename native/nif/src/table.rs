@@ -1505,6 +1505,13 @@ fn reclaim_flush() -> bool {
     true
 }
 
+/// How many values handed to the background thread are not freed yet (for
+/// tests).
+#[rustler::nif]
+fn reclaim_pending() -> usize {
+    native_store_engine::reclaim::pending()
+}
+
 /// An integer argument of update_counter: any integer of up to 127 bits
 /// (ETS takes bignums there too); `badarg` for anything else.
 #[inline(always)]
