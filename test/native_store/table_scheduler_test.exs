@@ -260,6 +260,10 @@ defmodule NativeStore.TableSchedulerTest do
     parent = self()
     spawn_link(fn -> send(parent, {:flushed, NativeStore.Nif.reclaim_flush()}) end)
     assert_receive {:flushed, true}, 60_000
-    assert NativeStore.Nif.reclaim_pending() == 0
+    # (A process left by an earlier test may hand something over after the
+    # flush: one more flush is then allowed. A flush that does not wait
+    # finds the million objects still being freed both times.)
+    assert NativeStore.Nif.reclaim_pending() == 0 or
+             (NativeStore.Nif.reclaim_flush() and NativeStore.Nif.reclaim_pending() == 0)
   end
 end
