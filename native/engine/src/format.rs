@@ -101,8 +101,7 @@ pub fn get_uvarint(buf: &[u8], pos: &mut usize) -> Result<u64, FormatError> {
 /// width so that counters can be updated in place.
 #[inline]
 pub fn put_int(out: &mut Vec<u8>, v: i64) {
-    out.push(tag::INT);
-    out.extend_from_slice(&v.to_le_bytes());
+    put_word(out, tag::INT, v as u64);
 }
 
 /// Overwrites the integer value at `pos` (which must hold an `INT`).
@@ -127,8 +126,11 @@ pub fn put_float(out: &mut Vec<u8>, v: f64) {
 /// Appends an opaque word value with the given tag (`WORD` or `PID`).
 #[inline]
 pub fn put_word(out: &mut Vec<u8>, t: u8, w: u64) {
-    out.push(t);
-    out.extend_from_slice(&w.to_le_bytes());
+    // One append of 9 bytes: one capacity check where a push and an
+    // extend made two.
+    let mut b = [t; 9];
+    b[1..].copy_from_slice(&w.to_le_bytes());
+    out.extend_from_slice(&b);
 }
 
 /// Appends a tag followed by a varint length and raw bytes (`BINARY`, `EXT`).
