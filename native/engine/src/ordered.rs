@@ -1254,10 +1254,7 @@ impl OrderedTable {
         let due = self.split_due(&mut g, contended, &s);
         let old = match s {
             Search::Int(v) => g.put_int(v, src.entry()),
-            Search::Key(p) => {
-                let prefix = p.prefix;
-                g.put_with(prefix, src.entry())
-            }
+            Search::Key(p) => g.put_with(p.prefix, src.entry()),
         };
         self.written(part, g, due);
         old

@@ -678,7 +678,6 @@ fn lookup_named<'a>(name: u64) -> Option<Tab<'a>> {
     })
 }
 
-#[inline(always)]
 fn lookup_table<'a>(term: Term<'a>) -> Option<Tab<'a>> {
     if let Some(r) = TableArc::get(term) {
         return (!r.meta.is_deleted()).then_some(Tab::Ref(r));
