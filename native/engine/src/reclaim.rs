@@ -13,14 +13,20 @@ type Garbage = Box<dyn Send>;
 /// Values handed to [`drop_later`] and not dropped yet.
 static PENDING: AtomicUsize = AtomicUsize::new(0);
 
-/// A value to drop, counted in [`PENDING`] until it is dropped.
-struct Counted(Garbage);
+/// A value to drop; if `counted`, counted in [`PENDING`] until it is
+/// dropped.
+struct Counted {
+    value: Garbage,
+    counted: bool,
+}
 
 impl Drop for Counted {
     fn drop(&mut self) {
         // Drop the value first: the count falls once it is gone.
-        drop(std::mem::replace(&mut self.0, Box::new(())));
-        PENDING.fetch_sub(1, Ordering::Release);
+        drop(std::mem::replace(&mut self.value, Box::new(())));
+        if self.counted {
+            PENDING.fetch_sub(1, Ordering::Release);
+        }
     }
 }
 
@@ -40,13 +46,20 @@ fn sender() -> &'static Sender<Counted> {
     })
 }
 
-/// Drops `value` on the background reclaim thread.
-pub fn drop_later<T: Send + 'static>(value: T) {
-    PENDING.fetch_add(1, Ordering::Relaxed);
-    if let Err(e) = sender().send(Counted(Box::new(value))) {
+/// Hands `value` to the background thread.
+fn send(value: Garbage, counted: bool) {
+    if counted {
+        PENDING.fetch_add(1, Ordering::Relaxed);
+    }
+    if let Err(e) = sender().send(Counted { value, counted }) {
         // The thread is gone (only at process exit): drop here.
         drop(e.into_inner());
     }
+}
+
+/// Drops `value` on the background reclaim thread.
+pub fn drop_later<T: Send + 'static>(value: T) {
+    send(Box::new(value), true);
 }
 
 /// Values handed to [`drop_later`] that are not dropped yet (for tests).
@@ -64,7 +77,9 @@ pub fn flush() {
             let _ = self.0.send(());
         }
     }
-    drop_later(Signal(tx));
+    // Not counted: when this returns, [`pending`] counts only what was
+    // handed over since (the signal's count could still be falling).
+    send(Box::new(Signal(tx)), false);
     let _ = rx.recv();
 }
 
